@@ -1,0 +1,216 @@
+//! Bearers and the addresses a person can be reached at on each.
+
+use serde::{Deserialize, Serialize};
+
+/// A way of reaching people. Drivers serve one bearer each; policies name bearers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bearer {
+    /// SMS through GSM/LTE modems or satellite handsets.
+    Sms,
+    /// A voice call that plays the spoken warning and takes DTMF 1 as the ack.
+    Voice,
+    /// BeiDou RDSS short message.
+    Beidou,
+    /// Iridium short burst data.
+    Sbd,
+    /// Meshtastic mesh radio.
+    Mesh,
+    /// Village loudspeakers (no acks; play confirmation only).
+    Speaker,
+    /// HTTP push to an app backend.
+    App,
+}
+
+impl Bearer {
+    /// Every bearer, in a stable order for reports and metrics.
+    pub const ALL: [Bearer; 7] = [
+        Bearer::Sms,
+        Bearer::Voice,
+        Bearer::Beidou,
+        Bearer::Sbd,
+        Bearer::Mesh,
+        Bearer::Speaker,
+        Bearer::App,
+    ];
+
+    /// The lowercase name used in config, the API and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bearer::Sms => "sms",
+            Bearer::Voice => "voice",
+            Bearer::Beidou => "beidou",
+            Bearer::Sbd => "sbd",
+            Bearer::Mesh => "mesh",
+            Bearer::Speaker => "speaker",
+            Bearer::App => "app",
+        }
+    }
+
+    /// Whether the sender of an inbound message on this bearer can be forged (SMS caller
+    /// id can be); such acks must carry the person's code.
+    pub fn sender_spoofable(self) -> bool {
+        matches!(self, Bearer::Sms | Bearer::Voice | Bearer::App)
+    }
+}
+
+impl std::fmt::Display for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A phone number in international form: `+` and 7 to 15 digits (E.164).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber(String);
+
+/// Why a phone number was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// Nothing but spaces or separators.
+    #[error("phone number is empty")]
+    Empty,
+    /// A character that is not a digit, a leading `+` or a separator (space, `-`).
+    #[error("phone number {0:?} contains a character that is not a digit")]
+    BadCharacter(String),
+    /// Fewer than 7 or more than 15 digits after normalisation.
+    #[error("phone number {0:?} must have 7 to 15 digits in international form")]
+    BadLength(String),
+}
+
+impl PhoneNumber {
+    /// Normalises a number as people write it. `+8613800138000`, `008613800138000` and,
+    /// with `default_country = "86"`, `13800138000` all become `+8613800138000`.
+    pub fn parse(s: &str, default_country: &str) -> Result<Self, PhoneError> {
+        let trimmed: String = s.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
+        if trimmed.is_empty() {
+            return Err(PhoneError::Empty);
+        }
+        let (intl, digits) = if let Some(rest) = trimmed.strip_prefix('+') {
+            (true, rest.to_owned())
+        } else if let Some(rest) = trimmed.strip_prefix("00") {
+            (true, rest.to_owned())
+        } else {
+            (false, trimmed.clone())
+        };
+        if !digits.chars().all(|c| c.is_ascii_digit()) || digits.is_empty() {
+            return Err(PhoneError::BadCharacter(s.to_owned()));
+        }
+        let full = if intl {
+            digits
+        } else {
+            let national = digits.strip_prefix('0').unwrap_or(&digits);
+            format!("{default_country}{national}")
+        };
+        if !(7..=15).contains(&full.len()) {
+            return Err(PhoneError::BadLength(s.to_owned()));
+        }
+        Ok(PhoneNumber(format!("+{full}")))
+    }
+
+    /// The number as `+` and digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits without the `+`.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+}
+
+impl TryFrom<String> for PhoneNumber {
+    type Error = PhoneError;
+    fn try_from(s: String) -> Result<Self, PhoneError> {
+        // Stored and API forms are already international; a bare national number is
+        // refused here rather than guessed.
+        if !s.starts_with('+') {
+            return Err(PhoneError::BadCharacter(s));
+        }
+        PhoneNumber::parse(&s, "")
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(p: PhoneNumber) -> String {
+        p.0
+    }
+}
+
+impl std::fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where one person can be reached on one bearer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Address {
+    /// A mobile or satellite phone number: SMS and voice.
+    Phone(PhoneNumber),
+    /// A BeiDou RDSS card number.
+    BeidouCard(String),
+    /// An Iridium SBD modem IMEI.
+    SbdImei(String),
+    /// A Meshtastic node number.
+    MeshNode(u32),
+    /// An app push target (an opaque subscriber id at the app backend).
+    App(String),
+}
+
+impl Address {
+    /// The bearers this address can be used on.
+    pub fn bearers(&self) -> &'static [Bearer] {
+        match self {
+            Address::Phone(_) => &[Bearer::Sms, Bearer::Voice],
+            Address::BeidouCard(_) => &[Bearer::Beidou],
+            Address::SbdImei(_) => &[Bearer::Sbd],
+            Address::MeshNode(_) => &[Bearer::Mesh],
+            Address::App(_) => &[Bearer::App],
+        }
+    }
+
+    /// Whether this address can be used on `bearer`.
+    pub fn serves(&self, bearer: Bearer) -> bool {
+        self.bearers().contains(&bearer)
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Phone(p) => write!(f, "{p}"),
+            Address::BeidouCard(c) => write!(f, "bd:{c}"),
+            Address::SbdImei(i) => write!(f, "sbd:{i}"),
+            Address::MeshNode(n) => write!(f, "mesh:!{n:08x}"),
+            Address::App(a) => write!(f, "app:{a}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_normalise_to_international_form() {
+        for s in ["+8613800138000", "008613800138000", "13800138000", "138-0013-8000"] {
+            assert_eq!(PhoneNumber::parse(s, "86").unwrap().as_str(), "+8613800138000", "{s}");
+        }
+        assert_eq!(PhoneNumber::parse("010 6512 3456", "86").unwrap().as_str(), "+861065123456");
+        assert!(matches!(PhoneNumber::parse("", "86"), Err(PhoneError::Empty)));
+        assert!(matches!(PhoneNumber::parse("13x", "86"), Err(PhoneError::BadCharacter(_))));
+        assert!(matches!(PhoneNumber::parse("+12", "86"), Err(PhoneError::BadLength(_))));
+    }
+
+    #[test]
+    fn addresses_serialise_tagged() {
+        let a = Address::Phone(PhoneNumber::parse("+8613800138000", "86").unwrap());
+        let j = serde_json::to_string(&a).unwrap();
+        assert_eq!(j, r#"{"kind":"phone","value":"+8613800138000"}"#);
+        assert_eq!(serde_json::from_str::<Address>(&j).unwrap(), a);
+        assert!(serde_json::from_str::<Address>(r#"{"kind":"phone","value":"138"}"#).is_err());
+    }
+}

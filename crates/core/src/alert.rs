@@ -1,0 +1,84 @@
+//! Alerts and their grades.
+
+use crate::area::AreaSpec;
+use crate::ids::AlertId;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The warning grade. Ordered: `Blue < Yellow < Orange < Red`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    /// Level IV, CAP severity Minor.
+    Blue,
+    /// Level III, CAP severity Moderate.
+    Yellow,
+    /// Level II, CAP severity Severe.
+    Orange,
+    /// Level I, CAP severity Extreme.
+    Red,
+}
+
+impl Grade {
+    /// Every grade, lowest first.
+    pub const ALL: [Grade; 4] = [Grade::Blue, Grade::Yellow, Grade::Orange, Grade::Red];
+
+    /// The lowercase name used in config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grade::Blue => "blue",
+            Grade::Yellow => "yellow",
+            Grade::Orange => "orange",
+            Grade::Red => "red",
+        }
+    }
+
+    /// The Chinese name as it appears in a warning text (e.g. 红色).
+    pub fn chinese(self) -> &'static str {
+        match self {
+            Grade::Blue => "蓝色",
+            Grade::Yellow => "黄色",
+            Grade::Orange => "橙色",
+            Grade::Red => "红色",
+        }
+    }
+
+    /// CAP 1.2 `<severity>` for this grade.
+    pub fn cap_severity(self) -> &'static str {
+        match self {
+            Grade::Blue => "Minor",
+            Grade::Yellow => "Moderate",
+            Grade::Orange => "Severe",
+            Grade::Red => "Extreme",
+        }
+    }
+}
+
+impl std::fmt::Display for Grade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One warning as issued by a command center and accepted by Tocsin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Globally unique id (UUIDv7 text).
+    pub id: AlertId,
+    /// The grade; decides the policy (bearers, ack deadline, escalation).
+    pub grade: Grade,
+    /// The kind of hazard, e.g. `flood`, `landslide`, `rainstorm` (free text, short).
+    pub kind: String,
+    /// One short line, e.g. 山洪红色预警.
+    pub headline: String,
+    /// What people must do; carried on every bearer as far as it fits.
+    pub text: String,
+    /// Where it applies; the union of these areas.
+    pub area: Vec<AreaSpec>,
+    /// A drill: marked as an exercise on every bearer, never mixed with live traffic.
+    pub exercise: bool,
+    /// Who issued it (token name of the operator or upstream system).
+    pub issuer: String,
+    /// When Tocsin accepted it.
+    pub accepted_at: Timestamp,
+}

@@ -1,0 +1,21 @@
+//! Tocsin domain types: alerts and grades, people and their addresses, areas and the
+//! geofence index that resolves an alert's area to the people it must reach, and the
+//! one-time ack codes that make a "received" impossible to forge.
+//!
+//! Nothing here does I/O or reads a clock: time is a [`Timestamp`] argument.
+
+pub mod ackcode;
+pub mod address;
+pub mod alert;
+pub mod area;
+pub mod geofence;
+pub mod ids;
+pub mod person;
+pub mod time;
+
+pub use ackcode::{AckCode, AckKey};
+pub use address::{Address, Bearer, PhoneNumber};
+pub use alert::{Alert, Grade};
+pub use ids::{AlertId, AreaId, AttemptId, DeviceId, PersonId};
+pub use person::{Person, Role};
+pub use time::Timestamp;

@@ -1,1 +1,12 @@
-//! tocsin-at-modem
+//! GSM/LTE modem driver for SMS over 3GPP TS 27.005/27.007 AT commands (PDU mode), and the
+//! device-side simulator of the same protocol.
+//!
+//! - [`gsm7`]: the GSM 03.38 default alphabet, extension table and septet packing.
+//! - [`pdu`]: TS 23.040 SMS-SUBMIT / SMS-DELIVER / SMS-STATUS-REPORT, concatenation.
+//! - [`wire`]: AT response framing: lines, the `> ` prompt, URCs, result codes.
+//! - [`proto`]: the modem conversation as a sans-IO state machine.
+//! - [`io`]: the tokio task that runs `proto` on a serial port.
+//! - [`sim`]: the modem and the network behind it, as a state machine, with faults.
+
+pub mod gsm7;
+pub mod pdu;

@@ -1,0 +1,74 @@
+//! What intake hands the router: an accepted alert with its resolved targets.
+
+use serde::{Deserialize, Serialize};
+use tocsin_core::area::NamedArea;
+use tocsin_core::{Address, Alert, AreaId, PersonId, Role};
+
+/// A person as the router needs them, copied into the plan so that replaying the log after
+/// a restart gives the same campaign even if the directory changed since.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Directory id.
+    pub person: PersonId,
+    /// Name, for reports.
+    pub name: String,
+    /// Role; selects the policy.
+    pub role: Role,
+    /// Town, for per-town reports.
+    pub town: String,
+    /// Addresses in order of preference.
+    pub addresses: Vec<Address>,
+    /// Who is escalated to when this person does not answer.
+    pub supervisor: Option<PersonId>,
+}
+
+/// Why a person is targeted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum TargetReason {
+    /// Located inside the alert's area.
+    Located,
+    /// Responsible for a named area that intersects the alert's area.
+    Responsible {
+        /// The first such area (by id), for the record.
+        area: AreaId,
+    },
+}
+
+/// One person to reach.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// Who.
+    pub person: PersonId,
+    /// Why.
+    pub reason: TargetReason,
+}
+
+/// An accepted alert, resolved: everything the router needs to run its campaign.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertPlan {
+    /// The alert as accepted.
+    pub alert: Alert,
+    /// Each person to reach, once.
+    pub targets: Vec<Target>,
+    /// Every person the campaign may contact: the targets and, up their supervisor
+    /// chains, everyone an escalation may reach.
+    pub contacts: Vec<Contact>,
+    /// The named areas the alert's area intersects (for reports).
+    pub areas: Vec<NamedAreaRef>,
+}
+
+/// A named area the alert touches, by id and name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedAreaRef {
+    /// Id.
+    pub id: AreaId,
+    /// Name.
+    pub name: String,
+}
+
+impl From<&NamedArea> for NamedAreaRef {
+    fn from(a: &NamedArea) -> Self {
+        NamedAreaRef { id: a.id.clone(), name: a.name.clone() }
+    }
+}

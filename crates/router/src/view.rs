@@ -1,0 +1,164 @@
+//! Read-only views of the router's state, as the API and reports show them.
+
+use serde::{Deserialize, Serialize};
+use tocsin_core::{AckCode, Address, Alert, AttemptId, Bearer, DeviceId, PersonId, Role, Timestamp};
+
+/// Where one (alert, person) 叫应 record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Planned; no attempt has gone out yet.
+    Planned,
+    /// At least one attempt is out; nothing confirmed yet.
+    Attempting,
+    /// The network confirmed delivery (or a call rang / was listened through).
+    Reached,
+    /// The person acknowledged (in time or late; see `late`).
+    Acknowledged,
+    /// Nobody answered in time: the supervisor is notified and a door-knock task is open.
+    Escalated,
+    /// The door-knock task was confirmed by its assignee.
+    Confirmed,
+    /// Every attempt is exhausted and nobody confirmed.
+    Unreached,
+    /// The alert was cancelled before this record finished.
+    Cancelled,
+    /// The person is no longer inside the updated area and was told so.
+    Withdrawn,
+}
+
+impl DeliveryState {
+    /// Whether this record is finished (no more attempts or timers).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Acknowledged
+                | DeliveryState::Confirmed
+                | DeliveryState::Unreached
+                | DeliveryState::Cancelled
+                | DeliveryState::Withdrawn
+        )
+    }
+}
+
+/// Where an alert as a whole stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Records are still open.
+    Active,
+    /// Every record is final.
+    Done,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+/// Counts of records per state, plus the ones that need attention.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// People targeted.
+    pub targets: u32,
+    /// Records in each state (snake_case state name → count; every state present).
+    pub by_state: std::collections::BTreeMap<DeliveryState, u32>,
+    /// Acknowledged after the deadline (included in `acknowledged`).
+    pub late: u32,
+    /// Escalated at some point (whatever state they are in now).
+    pub escalated: u32,
+    /// Attempts made in all.
+    pub attempts: u32,
+    /// Replies rejected (wrong number, wrong code) for this alert.
+    pub rejected_replies: u32,
+}
+
+/// One alert with its counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertSummary {
+    /// The alert.
+    pub alert: Alert,
+    /// Where it stands.
+    pub state: AlertState,
+    /// Counts.
+    pub counts: Counts,
+    /// Counts per town (town → counts), for the 叫应 report.
+    pub by_town: std::collections::BTreeMap<String, Counts>,
+    /// When the last record became final (if `Done`).
+    pub finished_at: Option<Timestamp>,
+}
+
+/// One attempt as shown to operators.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// Id.
+    pub attempt: AttemptId,
+    /// Bearer used.
+    pub bearer: Bearer,
+    /// Device used.
+    pub device: DeviceId,
+    /// Address used.
+    pub to: Address,
+    /// When it was handed to the driver.
+    pub started_at: Timestamp,
+    /// Last outcome reported by the driver (`queued`, `sent`, `delivered`, `failed: …`).
+    pub outcome: String,
+    /// Network reference (e.g. TP-MR).
+    pub reference: Option<String>,
+    /// Whether this attempt re-sends one that may already have gone out (after a restart).
+    pub possible_duplicate: bool,
+}
+
+/// One (alert, person) record as shown to operators.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// Who.
+    pub person: PersonId,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Town.
+    pub town: String,
+    /// State.
+    pub state: DeliveryState,
+    /// The person's one-time ack code for this alert.
+    pub code: AckCode,
+    /// Attempts so far.
+    pub attempts: Vec<AttemptView>,
+    /// When the ack was recorded.
+    pub acked_at: Option<Timestamp>,
+    /// Evidence of the ack (bearer, address, raw text).
+    pub ack_evidence: Option<String>,
+    /// Acknowledged after the deadline.
+    pub late: bool,
+    /// The supervisor escalated to, if any.
+    pub escalated_to: Option<PersonId>,
+    /// When the record entered its current state.
+    pub since: Timestamp,
+}
+
+/// The predicted load of an alert on one bearer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BearerLoad {
+    /// Bearer.
+    pub bearer: Bearer,
+    /// First attempts planned on it.
+    pub messages: u32,
+    /// Devices serving it.
+    pub devices: u32,
+    /// Seconds until every first attempt on it is out, from the send budgets.
+    pub seconds: f64,
+}
+
+/// What an alert would do if issued now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    /// People targeted.
+    pub people: u32,
+    /// Of which responsible persons.
+    pub responsible: u32,
+    /// Load per bearer.
+    pub bearers: Vec<BearerLoad>,
+    /// People with no address on any bearer the policy allows (cannot be reached).
+    pub unreachable: u32,
+    /// Predicted seconds until everyone's first attempt is out.
+    pub seconds_to_first_attempt_all: f64,
+}

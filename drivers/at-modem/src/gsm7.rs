@@ -1,0 +1,1 @@
+//! GSM 03.38 default alphabet.

@@ -10,3 +10,5 @@
 
 pub mod gsm7;
 pub mod pdu;
+pub mod cms;
+pub mod wire;

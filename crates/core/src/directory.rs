@@ -1,0 +1,1281 @@
+//! The district directory: people, named areas, and the geofence index over both.
+//!
+//! A district's directory is two files in one folder:
+//!
+//! **`areas.geojson`** — a GeoJSON FeatureCollection. Each feature has the properties
+//! `id` (text, unique), `kind` (`town`, `village`, `hazard_point`, `reservoir`,
+//! `river_reach` or `underpass`), `name` and optionally `town` (the town it belongs to).
+//! Its geometry is a Polygon or MultiPolygon, or a Point with a `radius_m` property (a
+//! hazard point with its buffer), which becomes a circle. Other properties are ignored.
+//!
+//! **`people.csv`** — UTF-8 CSV with a header row; column order does not matter and
+//! unknown columns are ignored:
+//!
+//! | column | required | meaning |
+//! |---|---|---|
+//! | `id` | yes | the district's id for the person, unique |
+//! | `name` | yes | name shown to operators |
+//! | `role` | yes | `resident`, `village_head`, `grid_lead`, `hazard_warden`, `reservoir_warden`, `town_official`, `district_official`, `field_crew` |
+//! | `supervisor` | no | id of the person escalated to |
+//! | `areas` | no | ids of the named areas the person answers for, separated by `;` |
+//! | `lon`, `lat` | no | where the person is (WGS84 degrees); both or neither |
+//! | `town` | no | town name for per-town reports |
+//! | `phones` | yes | phone numbers separated by `;`, national or international form |
+//!
+//! A bad row (missing id, duplicate id, unknown role, bad phone number, bad lon/lat) is
+//! rejected with its line number and the reason; the rest of the file is still imported,
+//! because one typo must not leave a whole district without warnings.
+
+use crate::address::{Address, PhoneNumber};
+use crate::area::{AreaError, AreaKind, AreaSpec, NamedArea, Region, validate_position};
+use crate::geofence::GeoIndex;
+use crate::ids::{AreaId, PersonId};
+use crate::person::{Person, Role};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Country code used for national phone numbers by [`load_from_dir`] (China).
+pub const DEFAULT_COUNTRY: &str = "86";
+
+/// Why a directory could not be built or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Two people share an id.
+    #[error("person id {id} appears more than once")]
+    DuplicatePerson {
+        /// The repeated id.
+        id: PersonId,
+    },
+    /// Two named areas share an id.
+    #[error("area id {id} appears more than once")]
+    DuplicateArea {
+        /// The repeated id.
+        id: AreaId,
+    },
+    /// A person's supervisor is not in the directory.
+    #[error("person {person}: supervisor {supervisor} is not in the directory")]
+    UnknownSupervisor {
+        /// The person.
+        person: PersonId,
+        /// The missing supervisor.
+        supervisor: PersonId,
+    },
+    /// Supervisors form a loop, so escalation would never reach anyone new.
+    #[error("supervisor cycle: {}", cycle_text(.cycle))]
+    SupervisorCycle {
+        /// The people in the loop, starting and ending with the same person.
+        cycle: Vec<PersonId>,
+    },
+    /// A person answers for an area that is not in the directory.
+    #[error("person {person}: area {area} is not in the directory")]
+    UnknownArea {
+        /// The person.
+        person: PersonId,
+        /// The missing area.
+        area: AreaId,
+    },
+    /// A person's location is not a valid `[lon, lat]`.
+    #[error("person {person}: {source}")]
+    BadLocation {
+        /// The person.
+        person: PersonId,
+        /// What is wrong with the location.
+        source: AreaError,
+    },
+    /// A named area's geometry is invalid.
+    #[error("area {id}: {source}")]
+    AreaGeometry {
+        /// The area.
+        id: AreaId,
+        /// What is wrong with its geometry.
+        source: AreaError,
+    },
+    /// The areas file is not a GeoJSON FeatureCollection.
+    #[error("areas GeoJSON: {reason}")]
+    GeoJson {
+        /// What is wrong.
+        reason: String,
+    },
+    /// One feature of the areas file is unusable.
+    #[error("areas GeoJSON feature {index}{}: {reason}", .id.as_ref().map(|i| format!(" (id {i:?})")).unwrap_or_default())]
+    Feature {
+        /// Index of the feature in the collection (from 0).
+        index: usize,
+        /// Its id, when it has one.
+        id: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A directory file could not be read.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn cycle_text(cycle: &[PersonId]) -> String {
+    cycle
+        .iter()
+        .map(PersonId::as_str)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// A row of the people CSV that was not imported as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// Line number in the file (the header is line 1).
+    pub line: usize,
+    /// What is wrong, in words an operator can act on.
+    pub reason: String,
+    /// `true` when the person was still imported with the bad reference removed (an
+    /// unknown supervisor or area, see [`load_from_dir`]); `false` when the row was
+    /// dropped.
+    pub kept: bool,
+}
+
+/// Who an alert's area reaches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// People located inside the area who are not in `responsible`, sorted by id.
+    pub located: Vec<PersonId>,
+    /// Responsible persons assigned to a named area that overlaps the alert area, each
+    /// once, with the most specific such area (hazard point, underpass, reservoir, river
+    /// reach, village, then town; ties by area id), sorted by person id. A person who is
+    /// both located inside and responsible appears only here: responsibility decides the
+    /// policy (ack required, escalation).
+    pub responsible: Vec<(PersonId, AreaId)>,
+    /// Named areas overlapping the alert area (and every named area it names), sorted.
+    pub areas: Vec<AreaId>,
+}
+
+impl Resolution {
+    /// Number of people reached (located and responsible).
+    pub fn person_count(&self) -> usize {
+        self.located.len() + self.responsible.len()
+    }
+}
+
+/// The district's people and named areas, indexed for area resolution.
+#[derive(Debug)]
+pub struct Directory {
+    people: Vec<Person>,
+    areas: Vec<NamedArea>,
+    person_at: HashMap<PersonId, usize>,
+    area_at: HashMap<AreaId, usize>,
+    /// Per area (by position), the responsible persons (by position) answering for it.
+    responsible_by_area: Vec<Vec<usize>>,
+    index: GeoIndex,
+}
+
+impl Directory {
+    /// Validates and indexes a directory: unique person and area ids, valid area
+    /// geometries and person locations, supervisors that exist and form no cycle, and
+    /// area assignments that exist.
+    pub fn new(people: Vec<Person>, areas: Vec<NamedArea>) -> Result<Directory, DirectoryError> {
+        let mut area_at = HashMap::with_capacity(areas.len());
+        let mut regions = Vec::with_capacity(areas.len());
+        for (i, area) in areas.iter().enumerate() {
+            if area_at.insert(area.id.clone(), i).is_some() {
+                return Err(DirectoryError::DuplicateArea {
+                    id: area.id.clone(),
+                });
+            }
+            if let AreaSpec::Named { id: inner } = &area.geometry {
+                return Err(DirectoryError::AreaGeometry {
+                    id: area.id.clone(),
+                    source: AreaError::NestedNamed {
+                        id: area.id.clone(),
+                        inner: inner.clone(),
+                    },
+                });
+            }
+            let region = area.geometry.to_region_unnamed().map_err(|source| {
+                DirectoryError::AreaGeometry {
+                    id: area.id.clone(),
+                    source,
+                }
+            })?;
+            regions.push((index_u32(i), region));
+        }
+
+        let mut person_at = HashMap::with_capacity(people.len());
+        for (i, p) in people.iter().enumerate() {
+            if person_at.insert(p.id.clone(), i).is_some() {
+                return Err(DirectoryError::DuplicatePerson { id: p.id.clone() });
+            }
+            if let Some(loc) = p.location {
+                validate_position(loc, || "location".to_owned()).map_err(|source| {
+                    DirectoryError::BadLocation {
+                        person: p.id.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+
+        let mut responsible_by_area = vec![Vec::new(); areas.len()];
+        for (i, p) in people.iter().enumerate() {
+            if let Some(s) = &p.supervisor
+                && !person_at.contains_key(s)
+            {
+                return Err(DirectoryError::UnknownSupervisor {
+                    person: p.id.clone(),
+                    supervisor: s.clone(),
+                });
+            }
+            for a in &p.areas {
+                let at = *area_at.get(a).ok_or_else(|| DirectoryError::UnknownArea {
+                    person: p.id.clone(),
+                    area: a.clone(),
+                })?;
+                if p.role.is_responsible()
+                    && let Some(list) = responsible_by_area.get_mut(at)
+                    && list.last() != Some(&i)
+                {
+                    list.push(i);
+                }
+            }
+        }
+        check_supervisor_cycles(&people, &person_at)?;
+
+        let points = people
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.location.map(|loc| (index_u32(i), loc)));
+        let index = GeoIndex::new(points, regions);
+        Ok(Directory {
+            people,
+            areas,
+            person_at,
+            area_at,
+            responsible_by_area,
+            index,
+        })
+    }
+
+    /// Resolves an alert's area (the union of `area`) to the people it reaches.
+    pub fn resolve(&self, area: &[AreaSpec]) -> Result<Resolution, AreaError> {
+        if area.is_empty() {
+            return Err(AreaError::NoArea);
+        }
+        let lookup = |id: &AreaId| self.area(id);
+        let mut located: Vec<u32> = Vec::new();
+        let mut hit: Vec<u32> = Vec::new();
+        for (i, spec) in area.iter().enumerate() {
+            let region = spec.to_region(&lookup).map_err(|e| e.at_index(i))?;
+            located.extend(self.index.points_in(&region));
+            hit.extend(self.index.areas_intersecting(&region));
+            // A named area is always its own target, even if degenerate.
+            if let AreaSpec::Named { id } = spec
+                && let Some(&at) = self.area_at.get(id)
+            {
+                hit.push(index_u32(at));
+            }
+        }
+        hit.sort_unstable();
+        hit.dedup();
+
+        // Person position -> the most specific area they answer for within the hit set.
+        let mut responsible: HashMap<usize, usize> = HashMap::new();
+        for &a in &hit {
+            let a = a as usize;
+            for &p in self
+                .responsible_by_area
+                .get(a)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                let better = match responsible.get(&p) {
+                    None => true,
+                    Some(&current) => self.specificity(a) < self.specificity(current),
+                };
+                if better {
+                    responsible.insert(p, a);
+                }
+            }
+        }
+
+        let mut located: Vec<PersonId> = located
+            .into_iter()
+            .map(|p| p as usize)
+            .filter(|p| !responsible.contains_key(p))
+            .filter_map(|p| self.people.get(p).map(|x| x.id.clone()))
+            .collect();
+        located.sort();
+        located.dedup();
+        let mut responsible: Vec<(PersonId, AreaId)> = responsible
+            .into_iter()
+            .filter_map(|(p, a)| {
+                Some((
+                    self.people.get(p)?.id.clone(),
+                    self.areas.get(a)?.id.clone(),
+                ))
+            })
+            .collect();
+        responsible.sort();
+        let mut areas: Vec<AreaId> = hit
+            .into_iter()
+            .filter_map(|a| self.areas.get(a as usize).map(|x| x.id.clone()))
+            .collect();
+        areas.sort();
+        Ok(Resolution {
+            located,
+            responsible,
+            areas,
+        })
+    }
+
+    /// Sort key for "most specific area": kind first, then id.
+    fn specificity(&self, area: usize) -> (u8, Option<&AreaId>) {
+        let a = self.areas.get(area);
+        let rank = match a.map(|a| a.kind) {
+            Some(AreaKind::HazardPoint) => 0,
+            Some(AreaKind::Underpass) => 1,
+            Some(AreaKind::Reservoir) => 2,
+            Some(AreaKind::RiverReach) => 3,
+            Some(AreaKind::Village) => 4,
+            Some(AreaKind::Town) => 5,
+            None => 6,
+        };
+        (rank, a.map(|a| &a.id))
+    }
+
+    /// The person with this id.
+    pub fn person(&self, id: &PersonId) -> Option<&Person> {
+        self.person_at.get(id).and_then(|&i| self.people.get(i))
+    }
+
+    /// The named area with this id.
+    pub fn area(&self, id: &AreaId) -> Option<&NamedArea> {
+        self.area_at.get(id).and_then(|&i| self.areas.get(i))
+    }
+
+    /// The resolved region of a named area.
+    pub fn region(&self, id: &AreaId) -> Option<&Region> {
+        self.area_at
+            .get(id)
+            .and_then(|&i| self.index.area(index_u32(i)))
+    }
+
+    /// Everyone, in file order.
+    pub fn people(&self) -> &[Person] {
+        &self.people
+    }
+
+    /// Every named area, in file order.
+    pub fn areas(&self) -> &[NamedArea] {
+        &self.areas
+    }
+
+    /// The geofence index (point ids are positions in [`Directory::people`], area ids
+    /// positions in [`Directory::areas`]).
+    pub fn index(&self) -> &GeoIndex {
+        &self.index
+    }
+
+    /// The person's supervisor, their supervisor, and so on up to the top (the person
+    /// themself not included). Empty for an unknown id.
+    pub fn supervisor_chain(&self, id: &PersonId) -> Vec<&Person> {
+        let mut chain = Vec::new();
+        let mut current = self.person(id);
+        // Cycles are refused in `new`; the bound is a second guard.
+        while let Some(p) = current {
+            if chain.len() >= self.people.len() {
+                break;
+            }
+            current = p.supervisor.as_ref().and_then(|s| self.person(s));
+            if let Some(s) = current {
+                chain.push(s);
+            }
+        }
+        chain
+    }
+}
+
+fn index_u32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+fn check_supervisor_cycles(
+    people: &[Person],
+    person_at: &HashMap<PersonId, usize>,
+) -> Result<(), DirectoryError> {
+    // 0 = not seen, 1 = on the current walk, 2 = known to reach the top.
+    let mut state = vec![0u8; people.len()];
+    for start in 0..people.len() {
+        let mut path = Vec::new();
+        let mut cur = Some(start);
+        while let Some(i) = cur {
+            match state.get(i).copied() {
+                Some(0) => {
+                    state[i] = 1;
+                    path.push(i);
+                    cur = people[i]
+                        .supervisor
+                        .as_ref()
+                        .and_then(|s| person_at.get(s).copied());
+                }
+                Some(1) => {
+                    let from = path.iter().position(|&p| p == i).unwrap_or(0);
+                    let mut cycle: Vec<PersonId> = path
+                        .get(from..)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|&p| people[p].id.clone())
+                        .collect();
+                    cycle.push(people[i].id.clone());
+                    return Err(DirectoryError::SupervisorCycle { cycle });
+                }
+                _ => break,
+            }
+        }
+        for p in path {
+            state[p] = 2;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the people CSV (format in the module documentation). Returns the people
+/// imported and the rows rejected, with reasons; never fails as a whole.
+pub fn load_people_csv<R: std::io::Read>(
+    reader: R,
+    default_country: &str,
+) -> (Vec<Person>, Vec<RejectedRow>) {
+    let (people, rejected) = load_people_csv_lines(reader, default_country);
+    (people.into_iter().map(|(_, p)| p).collect(), rejected)
+}
+
+/// Columns of the people CSV, by position in the header.
+struct Columns {
+    id: usize,
+    name: usize,
+    role: usize,
+    phones: usize,
+    supervisor: Option<usize>,
+    areas: Option<usize>,
+    lon: Option<usize>,
+    lat: Option<usize>,
+    town: Option<usize>,
+}
+
+fn load_people_csv_lines<R: std::io::Read>(
+    reader: R,
+    default_country: &str,
+) -> (Vec<(usize, Person)>, Vec<RejectedRow>) {
+    let mut rejected = Vec::new();
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let header: Vec<String> = match rdr.headers() {
+        Ok(h) => h
+            .iter()
+            .map(|c| c.trim_start_matches('\u{feff}').trim().to_lowercase())
+            .collect(),
+        Err(e) => {
+            rejected.push(RejectedRow {
+                line: 1,
+                reason: format!("cannot read the header: {e}"),
+                kept: false,
+            });
+            return (Vec::new(), rejected);
+        }
+    };
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let required = ["id", "name", "role", "phones"];
+    let missing: Vec<&str> = required.into_iter().filter(|c| col(c).is_none()).collect();
+    let (Some(id), Some(name), Some(role), Some(phones)) =
+        (col("id"), col("name"), col("role"), col("phones"))
+    else {
+        rejected.push(RejectedRow {
+            line: 1,
+            reason: format!("header is missing column(s): {}", missing.join(", ")),
+            kept: false,
+        });
+        return (Vec::new(), rejected);
+    };
+    let cols = Columns {
+        id,
+        name,
+        role,
+        phones,
+        supervisor: col("supervisor"),
+        areas: col("areas"),
+        lon: col("lon"),
+        lat: col("lat"),
+        town: col("town"),
+    };
+
+    let mut people: Vec<(usize, Person)> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    let mut fallback_line = 1;
+    loop {
+        fallback_line += 1;
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record
+                    .position()
+                    .map(|p| p.line() as usize)
+                    .unwrap_or(fallback_line);
+                match parse_person(&record, &cols, default_country) {
+                    Ok(person) => {
+                        if let Some(first) = seen.get(person.id.as_str()) {
+                            rejected.push(RejectedRow {
+                                line,
+                                reason: format!(
+                                    "duplicate id {} (first on line {first})",
+                                    person.id
+                                ),
+                                kept: false,
+                            });
+                        } else {
+                            seen.insert(person.id.0.clone(), line);
+                            people.push((line, person));
+                        }
+                    }
+                    Err(reason) => rejected.push(RejectedRow {
+                        line,
+                        reason,
+                        kept: false,
+                    }),
+                }
+            }
+            Err(e) => {
+                let line = e
+                    .position()
+                    .map(|p| p.line() as usize)
+                    .unwrap_or(fallback_line);
+                rejected.push(RejectedRow {
+                    line,
+                    reason: format!("unreadable row: {e}"),
+                    kept: false,
+                });
+                // A reader that keeps failing at the same spot (an I/O error) would loop.
+                if !matches!(
+                    e.kind(),
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
+                ) {
+                    break;
+                }
+            }
+        }
+    }
+    (people, rejected)
+}
+
+fn parse_person(
+    record: &csv::StringRecord,
+    cols: &Columns,
+    default_country: &str,
+) -> Result<Person, String> {
+    let field = |i: usize| record.get(i).unwrap_or("").trim();
+    let opt = |i: Option<usize>| i.map(field).unwrap_or("");
+
+    let id = field(cols.id);
+    if id.is_empty() {
+        return Err("missing id".to_owned());
+    }
+    let role_text = field(cols.role);
+    let role = Role::parse(&role_text.to_lowercase()).ok_or_else(|| {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        format!(
+            "person {id}: unknown role {role_text:?} (expected one of {})",
+            names.join(", ")
+        )
+    })?;
+    let supervisor = Some(opt(cols.supervisor))
+        .filter(|s| !s.is_empty())
+        .map(PersonId::from);
+    let areas: Vec<AreaId> = opt(cols.areas)
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(AreaId::from)
+        .collect();
+
+    let (lon, lat) = (opt(cols.lon), opt(cols.lat));
+    let location = match (lon.is_empty(), lat.is_empty()) {
+        (true, true) => None,
+        (false, false) => {
+            let lon_v: f64 = lon
+                .parse()
+                .map_err(|_| format!("person {id}: lon {lon:?} is not a number"))?;
+            let lat_v: f64 = lat
+                .parse()
+                .map_err(|_| format!("person {id}: lat {lat:?} is not a number"))?;
+            validate_position([lon_v, lat_v], || "location".to_owned())
+                .map_err(|e| format!("person {id}: {e}"))?;
+            Some([lon_v, lat_v])
+        }
+        _ => {
+            return Err(format!(
+                "person {id}: lon and lat must both be given or both be empty"
+            ));
+        }
+    };
+
+    let mut addresses = Vec::new();
+    for (k, raw) in field(cols.phones)
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let phone = PhoneNumber::parse(raw, default_country)
+            .map_err(|e| format!("person {id}: phone {}: {e}", k + 1))?;
+        let address = Address::Phone(phone);
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    if addresses.is_empty() {
+        return Err(format!("person {id}: no phone number"));
+    }
+
+    Ok(Person {
+        id: PersonId::from(id),
+        name: field(cols.name).to_owned(),
+        role,
+        supervisor,
+        areas,
+        location,
+        town: opt(cols.town).to_owned(),
+        addresses,
+    })
+}
+
+/// Reads the areas GeoJSON (format in the module documentation). Errors name the
+/// feature's index and id.
+pub fn load_areas_geojson(text: &str) -> Result<Vec<NamedArea>, DirectoryError> {
+    let gj: geojson::GeoJson = text.parse().map_err(|e| DirectoryError::GeoJson {
+        reason: format!("{e}"),
+    })?;
+    let geojson::GeoJson::FeatureCollection(fc) = gj else {
+        return Err(DirectoryError::GeoJson {
+            reason: "expected a FeatureCollection".to_owned(),
+        });
+    };
+    let mut areas = Vec::with_capacity(fc.features.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, feature) in fc.features.iter().enumerate() {
+        let area = parse_feature(index, feature)?;
+        if let Some(first) = seen.insert(area.id.0.clone(), index) {
+            return Err(DirectoryError::Feature {
+                index,
+                id: Some(area.id.0.clone()),
+                reason: format!("duplicate id (first in feature {first})"),
+            });
+        }
+        areas.push(area);
+    }
+    Ok(areas)
+}
+
+fn parse_feature(index: usize, feature: &geojson::Feature) -> Result<NamedArea, DirectoryError> {
+    let empty = serde_json::Map::new();
+    let props = feature.properties.as_ref().unwrap_or(&empty);
+    let text = |key: &str| -> Option<String> {
+        match props.get(key)? {
+            serde_json::Value::String(s) => Some(s.trim().to_owned()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let id = text("id").or_else(|| match &feature.id {
+        Some(geojson::feature::Id::String(s)) => Some(s.clone()),
+        Some(geojson::feature::Id::Number(n)) => Some(n.to_string()),
+        None => None,
+    });
+    let fail = |reason: String| DirectoryError::Feature {
+        index,
+        id: id.clone(),
+        reason,
+    };
+    let Some(area_id) = id.clone().filter(|s| !s.is_empty()) else {
+        return Err(fail("missing property id".to_owned()));
+    };
+    let kind_text = text("kind").ok_or_else(|| fail("missing property kind".to_owned()))?;
+    let kind: AreaKind = serde_json::from_value(serde_json::Value::String(kind_text.clone())).map_err(|_| {
+        fail(format!(
+            "unknown kind {kind_text:?} (expected town, village, hazard_point, reservoir, river_reach or underpass)"
+        ))
+    })?;
+    let name = text("name")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| fail("missing property name".to_owned()))?;
+    let town = text("town").unwrap_or_default();
+    let geometry = feature
+        .geometry
+        .as_ref()
+        .ok_or_else(|| fail("has no geometry".to_owned()))?;
+    let spec = match &geometry.value {
+        geojson::GeometryValue::Polygon { coordinates } => AreaSpec::Polygon {
+            coordinates: rings(coordinates, 0).map_err(|e| fail(e.to_string()))?,
+        },
+        geojson::GeometryValue::MultiPolygon { coordinates } => AreaSpec::MultiPolygon {
+            coordinates: coordinates
+                .iter()
+                .enumerate()
+                .map(|(i, p)| rings(p, i))
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail(e.to_string()))?,
+        },
+        geojson::GeometryValue::Point { coordinates } => {
+            let center =
+                position(coordinates, || "point".to_owned()).map_err(|e| fail(e.to_string()))?;
+            let radius_m = props
+                .get("radius_m")
+                .and_then(serde_json::Value::as_f64)
+                .ok_or_else(|| fail("a Point needs a numeric radius_m property".to_owned()))?;
+            AreaSpec::Circle { center, radius_m }
+        }
+        other => {
+            return Err(fail(format!(
+                "unsupported geometry {} (Polygon, MultiPolygon or Point with radius_m)",
+                other.type_name()
+            )));
+        }
+    };
+    spec.validate().map_err(|e| fail(e.to_string()))?;
+    Ok(NamedArea {
+        id: AreaId::from(area_id),
+        kind,
+        name,
+        town,
+        geometry: spec,
+    })
+}
+
+fn position(p: &geojson::Position, at: impl FnOnce() -> String) -> Result<[f64; 2], AreaError> {
+    match p.as_slice() {
+        [lon, lat, ..] => Ok([*lon, *lat]),
+        other => Err(AreaError::ShortPosition {
+            at: at(),
+            len: other.len(),
+        }),
+    }
+}
+
+fn rings(
+    polygon: &[Vec<geojson::Position>],
+    index: usize,
+) -> Result<Vec<Vec<[f64; 2]>>, AreaError> {
+    polygon
+        .iter()
+        .enumerate()
+        .map(|(r, ring)| {
+            ring.iter()
+                .enumerate()
+                .map(|(k, p)| position(p, || format!("polygon {index}, ring {r}, position {k}")))
+                .collect()
+        })
+        .collect()
+}
+
+/// Loads `areas.geojson` and `people.csv` from a folder, national phone numbers in
+/// [`DEFAULT_COUNTRY`]. See [`load_from_dir_with`].
+pub fn load_from_dir(
+    path: impl AsRef<Path>,
+) -> Result<(Directory, Vec<RejectedRow>), DirectoryError> {
+    load_from_dir_with(path, DEFAULT_COUNTRY)
+}
+
+/// Loads `areas.geojson` and `people.csv` from a folder. Bad areas fail the load (an
+/// alert area must never silently shrink). Bad people rows are rejected and reported;
+/// a person whose supervisor or area is not in the directory (often because that row
+/// was itself rejected) is kept without that reference, so they are still reached,
+/// and reported with `kept: true`. Supervisor cycles fail the load.
+pub fn load_from_dir_with(
+    path: impl AsRef<Path>,
+    default_country: &str,
+) -> Result<(Directory, Vec<RejectedRow>), DirectoryError> {
+    let dir = path.as_ref();
+    let areas_path = dir.join("areas.geojson");
+    let text = std::fs::read_to_string(&areas_path).map_err(|source| DirectoryError::Io {
+        path: areas_path,
+        source,
+    })?;
+    let areas = load_areas_geojson(&text)?;
+    let people_path = dir.join("people.csv");
+    let file = std::fs::File::open(&people_path).map_err(|source| DirectoryError::Io {
+        path: people_path,
+        source,
+    })?;
+    let (people, mut rejected) =
+        load_people_csv_lines(std::io::BufReader::new(file), default_country);
+
+    let area_ids: HashSet<&AreaId> = areas.iter().map(|a| &a.id).collect();
+    let person_ids: HashSet<PersonId> = people.iter().map(|(_, p)| p.id.clone()).collect();
+    let mut kept = Vec::with_capacity(people.len());
+    for (line, mut p) in people {
+        if let Some(s) = &p.supervisor
+            && !person_ids.contains(s)
+        {
+            rejected.push(RejectedRow {
+                line,
+                reason: format!(
+                    "person {}: supervisor {s} is not in the directory; kept without a supervisor",
+                    p.id
+                ),
+                kept: true,
+            });
+            p.supervisor = None;
+        }
+        let (known, unknown): (Vec<AreaId>, Vec<AreaId>) =
+            p.areas.drain(..).partition(|a| area_ids.contains(a));
+        for a in unknown {
+            rejected.push(RejectedRow {
+                line,
+                reason: format!(
+                    "person {}: area {a} is not in areas.geojson; kept without it",
+                    p.id
+                ),
+                kept: true,
+            });
+        }
+        p.areas = known;
+        kept.push(p);
+    }
+    rejected.sort_by_key(|r| r.line);
+    let directory = Directory::new(kept, areas)?;
+    Ok((directory, rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn square(x0: f64, y0: f64, s: f64) -> AreaSpec {
+        AreaSpec::Polygon {
+            coordinates: vec![vec![
+                [x0, y0],
+                [x0 + s, y0],
+                [x0 + s, y0 + s],
+                [x0, y0 + s],
+                [x0, y0],
+            ]],
+        }
+    }
+
+    fn area(id: &str, kind: AreaKind, geometry: AreaSpec) -> NamedArea {
+        NamedArea {
+            id: id.into(),
+            kind,
+            name: id.to_owned(),
+            town: "t".to_owned(),
+            geometry,
+        }
+    }
+
+    fn person(
+        id: &str,
+        role: Role,
+        sup: Option<&str>,
+        areas: &[&str],
+        loc: Option<[f64; 2]>,
+    ) -> Person {
+        Person {
+            id: id.into(),
+            name: id.to_owned(),
+            role,
+            supervisor: sup.map(PersonId::from),
+            areas: areas.iter().map(|a| AreaId::from(*a)).collect(),
+            location: loc,
+            town: "t".to_owned(),
+            addresses: vec![Address::Phone(
+                PhoneNumber::parse("13800138000", "86").unwrap(),
+            )],
+        }
+    }
+
+    /// A town 0.1° square with two villages and a hazard point; officials, heads,
+    /// a warden and residents.
+    fn sample() -> Directory {
+        let areas = vec![
+            area("town", AreaKind::Town, square(116.0, 40.0, 0.1)),
+            area("v1", AreaKind::Village, square(116.0, 40.0, 0.05)),
+            area("v2", AreaKind::Village, square(116.05, 40.0, 0.05)),
+            area(
+                "hp",
+                AreaKind::HazardPoint,
+                AreaSpec::Circle {
+                    center: [116.01, 40.01],
+                    radius_m: 300.0,
+                },
+            ),
+        ];
+        let people = vec![
+            person("d1", Role::DistrictOfficial, None, &[], None),
+            person(
+                "t1",
+                Role::TownOfficial,
+                Some("d1"),
+                &["town"],
+                Some([116.09, 40.09]),
+            ),
+            person(
+                "h1",
+                Role::VillageHead,
+                Some("t1"),
+                &["v1"],
+                Some([116.02, 40.02]),
+            ),
+            person(
+                "h2",
+                Role::VillageHead,
+                Some("t1"),
+                &["v2"],
+                Some([116.07, 40.02]),
+            ),
+            // Answers for both v1 and the hazard point: the hazard point is more specific.
+            person(
+                "w1",
+                Role::HazardWarden,
+                Some("h1"),
+                &["hp", "v1"],
+                Some([116.01, 40.01]),
+            ),
+            person("r1", Role::Resident, None, &["v1"], Some([116.03, 40.03])),
+            person("r2", Role::Resident, None, &[], Some([116.06, 40.03])),
+            person("r3", Role::Resident, None, &[], None),
+        ];
+        Directory::new(people, areas).unwrap()
+    }
+
+    fn ids(v: &[&str]) -> Vec<PersonId> {
+        v.iter().map(|s| PersonId::from(*s)).collect()
+    }
+
+    #[test]
+    fn resolve_named_village_reaches_its_responsible_once() {
+        let d = sample();
+        let r = d.resolve(&[AreaSpec::Named { id: "v1".into() }]).unwrap();
+        // h1 is located in v1 and responsible: appears once, in `responsible`.
+        assert_eq!(
+            r.responsible,
+            vec![
+                ("h1".into(), "v1".into()),
+                ("t1".into(), "town".into()),
+                ("w1".into(), "hp".into())
+            ]
+        );
+        // r1 is a resident (never responsible) located inside.
+        assert_eq!(r.located, ids(&["r1"]));
+        let areas: Vec<&str> = r.areas.iter().map(AreaId::as_str).collect();
+        // v2 only shares a border with v1 and is not included.
+        assert_eq!(areas, vec!["hp", "town", "v1"]);
+        assert_eq!(r.person_count(), 4);
+    }
+
+    #[test]
+    fn resolve_union_counts_each_person_once() {
+        let d = sample();
+        let specs = vec![
+            AreaSpec::Named { id: "v1".into() },
+            square(116.0, 40.0, 0.1),
+            AreaSpec::Circle {
+                center: [116.02, 40.02],
+                radius_m: 2000.0,
+            },
+        ];
+        let r = d.resolve(&specs).unwrap();
+        let mut all: Vec<PersonId> = r.located.clone();
+        all.extend(r.responsible.iter().map(|(p, _)| p.clone()));
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "someone appears twice");
+        assert_eq!(r.located, ids(&["r1", "r2"]));
+        let resp: Vec<&str> = r.responsible.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(resp, vec!["h1", "h2", "t1", "w1"]);
+    }
+
+    #[test]
+    fn resolve_errors_name_the_entry() {
+        let d = sample();
+        let err = d
+            .resolve(&[
+                square(116.0, 40.0, 0.1),
+                AreaSpec::Named { id: "nope".into() },
+            ])
+            .unwrap_err();
+        assert_eq!(err.to_string(), "area 1: unknown named area \"nope\"");
+        assert_eq!(d.resolve(&[]).unwrap_err(), AreaError::NoArea);
+    }
+
+    #[test]
+    fn supervisor_chain_walks_to_the_top() {
+        let d = sample();
+        let chain: Vec<&str> = d
+            .supervisor_chain(&"w1".into())
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(chain, vec!["h1", "t1", "d1"]);
+        assert!(d.supervisor_chain(&"d1".into()).is_empty());
+        assert!(d.supervisor_chain(&"ghost".into()).is_empty());
+        assert_eq!(d.person(&"h2".into()).unwrap().role, Role::VillageHead);
+        assert_eq!(d.area(&"hp".into()).unwrap().kind, AreaKind::HazardPoint);
+        assert!(d.region(&"v2".into()).is_some());
+        assert_eq!(d.people().len(), 8);
+        assert_eq!(d.areas().len(), 4);
+    }
+
+    #[test]
+    fn directory_validation_refuses_bad_data() {
+        let a = || vec![area("v1", AreaKind::Village, square(116.0, 40.0, 0.05))];
+        let err = |people: Vec<Person>, areas: Vec<NamedArea>| {
+            Directory::new(people, areas).unwrap_err().to_string()
+        };
+
+        assert_eq!(
+            err(
+                vec![
+                    person("a", Role::Resident, None, &[], None),
+                    person("a", Role::Resident, None, &[], None)
+                ],
+                a()
+            ),
+            "person id a appears more than once"
+        );
+        let mut dup = a();
+        dup.extend(a());
+        assert_eq!(err(vec![], dup), "area id v1 appears more than once");
+        assert_eq!(
+            err(
+                vec![person("a", Role::VillageHead, Some("zz"), &[], None)],
+                a()
+            ),
+            "person a: supervisor zz is not in the directory"
+        );
+        assert_eq!(
+            err(
+                vec![person("a", Role::VillageHead, None, &["v9"], None)],
+                a()
+            ),
+            "person a: area v9 is not in the directory"
+        );
+        assert_eq!(
+            err(
+                vec![person(
+                    "a",
+                    Role::VillageHead,
+                    None,
+                    &[],
+                    Some([f64::NAN, 40.0])
+                )],
+                a()
+            ),
+            "person a: location: position [NaN, 40] is not a finite number"
+        );
+        assert_eq!(
+            err(
+                vec![],
+                vec![area(
+                    "x",
+                    AreaKind::Village,
+                    AreaSpec::Named { id: "v1".into() }
+                )]
+            ),
+            "area x: named area \"x\" is defined as another named area \"v1\"; it needs a geometry"
+        );
+        assert_eq!(
+            err(
+                vec![],
+                vec![area(
+                    "x",
+                    AreaKind::HazardPoint,
+                    AreaSpec::Circle {
+                        center: [116.0, 40.0],
+                        radius_m: 0.0
+                    }
+                )]
+            ),
+            "area x: circle radius 0 m must be greater than 0 and at most 500000 m"
+        );
+    }
+
+    #[test]
+    fn supervisor_cycles_are_found() {
+        let people = vec![
+            person("top", Role::DistrictOfficial, None, &[], None),
+            person("a", Role::VillageHead, Some("b"), &[], None),
+            person("b", Role::TownOfficial, Some("c"), &[], None),
+            person("c", Role::TownOfficial, Some("a"), &[], None),
+            person("d", Role::GridLead, Some("a"), &[], None),
+        ];
+        let e = Directory::new(people, vec![]).unwrap_err();
+        assert_eq!(e.to_string(), "supervisor cycle: a -> b -> c -> a");
+        let selfish = vec![person("s", Role::TownOfficial, Some("s"), &[], None)];
+        assert_eq!(
+            Directory::new(selfish, vec![]).unwrap_err().to_string(),
+            "supervisor cycle: s -> s"
+        );
+    }
+
+    const CSV: &str = "\
+id,name,role,supervisor,areas,lon,lat,town,phones
+t1,李明,town_official,,town,116.09,40.09,镇,13800138000
+h1,王芳,village_head,t1,v1; hp ,116.02,40.02,镇,13800138001;+8613900139001
+,无名,resident,,,116.0,40.0,镇,13800138002
+h2,赵强,mayor,t1,v2,116.07,40.02,镇,13800138003
+h3,钱勇,grid_lead,t1,v2,116.07,,镇,13800138004
+h4,孙丽,grid_lead,t1,v2,east,40.02,镇,13800138005
+h5,周杰,grid_lead,t1,v2,190,40.02,镇,13800138006
+h6,吴刚,grid_lead,t1,v2,116.07,40.02,镇,13x
+h1,郑重,resident,,,116.0,40.0,镇,13800138008
+r1,陈静,resident,,,,,镇,
+r2,冯雪,RESIDENT,,,116.03,40.03,镇,010-6512-3456
+h7,卫东,grid_lead,gone,v2;v9,116.07,40.02,镇,13800138009
+";
+
+    #[test]
+    fn csv_rows_are_rejected_with_reasons_not_aborted() {
+        let (people, rejected) = load_people_csv(CSV.as_bytes(), "86");
+        let got: Vec<&str> = people.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(got, vec!["t1", "h1", "r2", "h7"]);
+        let h1 = &people[1];
+        assert_eq!(h1.supervisor, Some("t1".into()));
+        assert_eq!(h1.areas, vec![AreaId::from("v1"), AreaId::from("hp")]);
+        assert_eq!(h1.location, Some([116.02, 40.02]));
+        assert_eq!(h1.addresses.len(), 2);
+        assert_eq!(people[2].addresses[0].to_string(), "+861065123456");
+        let lines: Vec<(usize, &str)> = rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (4, "missing id"),
+                (
+                    5,
+                    "person h2: unknown role \"mayor\" (expected one of resident, village_head, grid_lead, hazard_warden, reservoir_warden, town_official, district_official, field_crew)"
+                ),
+                (
+                    6,
+                    "person h3: lon and lat must both be given or both be empty"
+                ),
+                (7, "person h4: lon \"east\" is not a number"),
+                (
+                    8,
+                    "person h5: location: position [190, 40.02] is out of range (lon -180..180, lat -90..90)"
+                ),
+                (
+                    9,
+                    "person h6: phone 1: phone number \"13x\" contains a character that is not a digit"
+                ),
+                (10, "duplicate id h1 (first on line 3)"),
+                (11, "person r1: no phone number"),
+            ]
+        );
+        assert!(rejected.iter().all(|r| !r.kept));
+    }
+
+    #[test]
+    fn csv_without_required_columns_is_one_rejection() {
+        let (people, rejected) = load_people_csv("id,name\n1,a\n".as_bytes(), "86");
+        assert!(people.is_empty());
+        assert_eq!(
+            rejected[0].reason,
+            "header is missing column(s): role, phones"
+        );
+    }
+
+    const GEOJSON: &str = r#"{"type":"FeatureCollection","name":"synthetic test","features":[
+      {"type":"Feature","properties":{"id":"town","kind":"town","name":"镇"},
+       "geometry":{"type":"Polygon","coordinates":[[[116.0,40.0],[116.1,40.0],[116.1,40.1],[116.0,40.1],[116.0,40.0]]]}},
+      {"type":"Feature","properties":{"id":"v1","kind":"village","name":"王家沟村","town":"镇","at_risk":true},
+       "geometry":{"type":"MultiPolygon","coordinates":[[[[116.0,40.0],[116.05,40.0],[116.05,40.05],[116.0,40.05],[116.0,40.0]]]]}},
+      {"type":"Feature","properties":{"id":"hp","kind":"hazard_point","name":"崩塌点","town":"镇","radius_m":300},
+       "geometry":{"type":"Point","coordinates":[116.01,40.01,512.0]}}
+    ]}"#;
+
+    #[test]
+    fn geojson_areas_load() {
+        let areas = load_areas_geojson(GEOJSON).unwrap();
+        assert_eq!(areas.len(), 3);
+        assert_eq!(areas[1].name, "王家沟村");
+        assert_eq!(areas[1].kind, AreaKind::Village);
+        assert!(matches!(areas[1].geometry, AreaSpec::MultiPolygon { .. }));
+        assert_eq!(
+            areas[2].geometry,
+            AreaSpec::Circle {
+                center: [116.01, 40.01],
+                radius_m: 300.0
+            }
+        );
+        assert_eq!(areas[0].town, "");
+    }
+
+    #[test]
+    fn geojson_errors_name_the_feature() {
+        let bad_kind = GEOJSON.replace("\"kind\":\"village\"", "\"kind\":\"hamlet\"");
+        assert!(
+            load_areas_geojson(&bad_kind)
+                .unwrap_err()
+                .to_string()
+                .starts_with("areas GeoJSON feature 1 (id \"v1\"): unknown kind \"hamlet\"")
+        );
+        let no_radius = GEOJSON.replace(",\"radius_m\":300", "");
+        assert_eq!(
+            load_areas_geojson(&no_radius).unwrap_err().to_string(),
+            "areas GeoJSON feature 2 (id \"hp\"): a Point needs a numeric radius_m property"
+        );
+        let open_ring = GEOJSON.replace(
+            "[116.0,40.1],[116.0,40.0]]]}}",
+            "[116.0,40.1],[116.0,40.01]]]}}",
+        );
+        assert_eq!(
+            load_areas_geojson(&open_ring).unwrap_err().to_string(),
+            "areas GeoJSON feature 0 (id \"town\"): polygon 0, ring 0: not closed (first [116, 40] != last [116, 40.01])"
+        );
+        let dup = GEOJSON.replace("\"id\":\"hp\"", "\"id\":\"v1\"");
+        assert_eq!(
+            load_areas_geojson(&dup).unwrap_err().to_string(),
+            "areas GeoJSON feature 2 (id \"v1\"): duplicate id (first in feature 1)"
+        );
+        assert!(load_areas_geojson("{\"type\":\"Point\",\"coordinates\":[1,2]}").is_err());
+        assert!(load_areas_geojson("not json").is_err());
+    }
+
+    #[test]
+    fn load_from_dir_keeps_people_with_dangling_references() {
+        let dir = std::env::temp_dir().join(format!("tocsin-dir-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("areas.geojson"), GEOJSON).unwrap();
+        std::fs::write(dir.join("people.csv"), CSV).unwrap();
+        let (d, rejected) = load_from_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let h7 = d.person(&"h7".into()).unwrap();
+        assert_eq!(h7.supervisor, None);
+        assert_eq!(h7.areas, Vec::<AreaId>::new());
+        let kept: Vec<&str> = rejected
+            .iter()
+            .filter(|r| r.kept)
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                "person h7: supervisor gone is not in the directory; kept without a supervisor",
+                "person h7: area v2 is not in areas.geojson; kept without it",
+                "person h7: area v9 is not in areas.geojson; kept without it",
+            ]
+        );
+        let r = d.resolve(&[AreaSpec::Named { id: "hp".into() }]).unwrap();
+        let resp: Vec<&str> = r.responsible.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(resp, vec!["h1", "t1"]);
+        assert!(matches!(
+            load_from_dir(dir.join("missing")),
+            Err(DirectoryError::Io { .. })
+        ));
+    }
+}

@@ -11,4 +11,7 @@
 pub mod gsm7;
 pub mod pdu;
 pub mod cms;
+pub mod config;
+pub mod proto;
+pub mod sim;
 pub mod wire;

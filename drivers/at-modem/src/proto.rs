@@ -1,0 +1,942 @@
+//! The modem conversation as a sans-IO state machine (in the style of `quinn-proto`).
+//!
+//! Inputs: [`Modem::handle_rx`], [`Modem::handle_timeout`], [`Modem::submit`],
+//! [`Modem::handle_port_opened`], [`Modem::handle_port_lost`], each with `now`.
+//! Outputs: [`Modem::poll_transmit`] (bytes for the port), [`Modem::poll_event`] (facts for
+//! the router), [`Modem::poll_timeout`] (the next instant something is due). No I/O, no
+//! clock: the io task feeds it, and tests step it against the simulator on a virtual clock.
+//!
+//! One command is in flight at a time. The modem is initialised after every port open
+//! (sync, echo off, numeric errors, PDU mode, storage, indications, signal, registration,
+//! then a listing of stored messages so replies that arrived while we were down are
+//! reported). Then internal work (reading, deleting, health polls) goes before sends, and a
+//! send goes out part by part: `AT+CMGS=<len>`, the `> ` prompt, the hex PDU and Ctrl-Z,
+//! `+CMGS: <mr>`. Each part's TP-MR is remembered to match the status report later.
+//!
+//! At-least-once, and honest about it: when the port is lost while a submit is in flight
+//! (or after some parts of a long text went out), the attempt is reported `Failed`
+//! retryable with a reason saying it may have gone out, and the router decides whether to
+//! resend. Sends that had not started stay queued and go out after the port reopens.
+//! A submit is never re-sent by the driver on its own.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use tocsin_channel::{DriverCommand, DriverEvent, Health, InboundReceipt, Outbound};
+use tocsin_core::{Address, AttemptId, PhoneNumber, Timestamp};
+
+use crate::cms::{CmeError, CmsError};
+use crate::config::ModemConfig;
+use crate::pdu::{self, StatusClass, SubmitOptions, Tpdu};
+use crate::wire::{self, CTRL_Z, ESC, FinalResult, Frame};
+
+/// One AT command the driver sends, with its timeout and retry count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `AT`: is anyone there? (retries lead with ESC to leave a stuck `> ` prompt).
+    Sync,
+    /// `ATE0`: no echo.
+    EchoOff,
+    /// `AT+CMEE=1`: numeric error codes.
+    NumericErrors,
+    /// `AT+CMGF=0`: PDU mode.
+    PduMode,
+    /// `AT+CPMS="ME","ME","ME"`: message storage.
+    Storage,
+    /// `AT+CNMI=2,1,0,1,0`: `+CMTI` for stored messages, `+CDS` for status reports.
+    Indications,
+    /// `AT+CSQ`: signal quality.
+    SignalQuality,
+    /// `AT+CREG?`: circuit-switched registration.
+    Registration,
+    /// `AT+CEREG?`: EPS (LTE) registration; an error just means not an LTE modem.
+    EpsRegistration,
+    /// `AT+CMGL=4`: list every stored message.
+    ListAll,
+    /// `AT+CMGR=<idx>`: read one stored message.
+    Read(u32),
+    /// `AT+CMGD=<idx>`: delete one stored message.
+    Delete(u32),
+    /// `AT+CMGS=<len>`: start a submit; the modem answers with the `> ` prompt.
+    SubmitLength(usize),
+    /// The hex PDU and Ctrl-Z after the prompt; the modem answers `+CMGS: <mr>`.
+    SubmitBody(String),
+}
+
+/// The init sequence, in order.
+const INIT: [Command; 10] = [
+    Command::Sync,
+    Command::EchoOff,
+    Command::NumericErrors,
+    Command::PduMode,
+    Command::Storage,
+    Command::Indications,
+    Command::SignalQuality,
+    Command::Registration,
+    Command::EpsRegistration,
+    Command::ListAll,
+];
+
+impl Command {
+    /// The bytes to write.
+    pub fn to_bytes(&self, storage: &str, retry: bool) -> Vec<u8> {
+        let text = match self {
+            Command::Sync if retry => return format!("{}\rAT\r", ESC as char).into_bytes(),
+            Command::Sync => "AT".to_owned(),
+            Command::EchoOff => "ATE0".to_owned(),
+            Command::NumericErrors => "AT+CMEE=1".to_owned(),
+            Command::PduMode => "AT+CMGF=0".to_owned(),
+            Command::Storage => format!("AT+CPMS=\"{storage}\",\"{storage}\",\"{storage}\""),
+            Command::Indications => "AT+CNMI=2,1,0,1,0".to_owned(),
+            Command::SignalQuality => "AT+CSQ".to_owned(),
+            Command::Registration => "AT+CREG?".to_owned(),
+            Command::EpsRegistration => "AT+CEREG?".to_owned(),
+            Command::ListAll => "AT+CMGL=4".to_owned(),
+            Command::Read(i) => format!("AT+CMGR={i}"),
+            Command::Delete(i) => format!("AT+CMGD={i}"),
+            Command::SubmitLength(n) => format!("AT+CMGS={n}"),
+            Command::SubmitBody(hex) => {
+                let mut b = hex.clone().into_bytes();
+                b.push(CTRL_Z);
+                return b;
+            }
+        };
+        let mut b = text.into_bytes();
+        b.push(b'\r');
+        b
+    }
+
+    /// How long to wait for the response.
+    pub fn timeout(&self, cfg: &ModemConfig) -> Duration {
+        match self {
+            Command::Sync => Duration::from_secs(2),
+            Command::SubmitBody(_) => cfg.cmgs_timeout(),
+            // Listing a full storage over a slow line takes a while.
+            Command::ListAll => cfg.command_timeout() * 3,
+            _ => cfg.command_timeout(),
+        }
+    }
+
+    /// How many times to send it again after a timeout. Never for a submit: resending
+    /// could put the same warning out twice without the record knowing.
+    pub fn retries(&self) -> u8 {
+        match self {
+            Command::Sync => 4,
+            Command::SubmitLength(_) | Command::SubmitBody(_) => 0,
+            Command::ListAll => 1,
+            _ => 2,
+        }
+    }
+
+    /// The prefix of the information lines this command answers with.
+    fn response_prefix(&self) -> Option<&'static str> {
+        match self {
+            Command::SignalQuality => Some("+CSQ:"),
+            Command::Registration => Some("+CREG:"),
+            Command::EpsRegistration => Some("+CEREG:"),
+            Command::Storage => Some("+CPMS:"),
+            Command::SubmitBody(_) => Some("+CMGS:"),
+            _ => None,
+        }
+    }
+
+    fn is_submit(&self) -> bool {
+        matches!(self, Command::SubmitLength(_) | Command::SubmitBody(_))
+    }
+}
+
+/// The state machine's timers; each indexes one deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// The in-flight command's response is due.
+    Response,
+    /// Time for the next signal/registration poll.
+    Health,
+    /// Time to try initialising again after the modem did not answer.
+    Reinit,
+    /// A concatenated inbound text waits for its remaining parts.
+    Reassembly,
+}
+
+const TIMERS: [Timer; 4] = [Timer::Response, Timer::Health, Timer::Reinit, Timer::Reassembly];
+
+/// Where the conversation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// The port is closed.
+    Down,
+    /// The port is open but the modem did not answer; waiting to try again.
+    Backoff,
+    /// Running init step `n`.
+    Init(usize),
+    /// Initialised; sends run.
+    Ready,
+}
+
+/// The command awaiting its final result.
+#[derive(Debug)]
+struct InFlight {
+    cmd: Command,
+    tries_left: u8,
+    lines: Vec<String>,
+    pdus: Vec<(String, String)>,
+}
+
+/// A send whose parts are going out.
+#[derive(Debug)]
+struct ActiveSend {
+    out: Outbound,
+    parts: Vec<pdu::SubmitPart>,
+    next: usize,
+    mrs: Vec<u8>,
+}
+
+/// Status reports still expected for one attempt.
+#[derive(Debug)]
+struct Tracking {
+    pending: Vec<u8>,
+    evidence: Vec<String>,
+}
+
+/// Stored parts of a concatenated inbound text: which storage indexes and PDUs.
+#[derive(Debug, Default)]
+struct PartRecords {
+    parts: Vec<(u8, u32, String)>,
+}
+
+/// How long to wait before initialising again after the modem stopped answering.
+const BACKOFF_MIN: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The modem conversation. See the module documentation.
+pub struct Modem {
+    cfg: ModemConfig,
+    link: Link,
+    decoder: wire::Decoder,
+    current: Option<InFlight>,
+    internal: VecDeque<Command>,
+    queue: VecDeque<Outbound>,
+    active: Option<ActiveSend>,
+    /// TP-MR → attempt, for status reports.
+    by_mr: HashMap<u8, AttemptId>,
+    tracking: HashMap<AttemptId, Tracking>,
+    reassembler: pdu::Reassembler,
+    part_records: HashMap<(String, u16, u8), PartRecords>,
+    /// Storage indexes already reported since the port opened (not yet released).
+    reported: HashSet<u32>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<DriverEvent>,
+    timers: [Option<Timestamp>; 4],
+    health: Health,
+    last_health: Option<Health>,
+    creg: bool,
+    cereg: bool,
+    backoff: Duration,
+    concat_ref: u16,
+}
+
+impl Modem {
+    /// A modem whose port is not open yet; call [`Self::handle_port_opened`] when it is.
+    pub fn new(cfg: ModemConfig, _now: Timestamp) -> Self {
+        Modem {
+            cfg,
+            link: Link::Down,
+            decoder: wire::Decoder::new(),
+            current: None,
+            internal: VecDeque::new(),
+            queue: VecDeque::new(),
+            active: None,
+            by_mr: HashMap::new(),
+            tracking: HashMap::new(),
+            reassembler: pdu::Reassembler::default(),
+            part_records: HashMap::new(),
+            reported: HashSet::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: [None; 4],
+            health: Health::default(),
+            last_health: None,
+            creg: false,
+            cereg: false,
+            backoff: BACKOFF_MIN,
+            concat_ref: 0,
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ModemConfig {
+        &self.cfg
+    }
+
+    /// Whether the modem is initialised and sends can run.
+    pub fn is_ready(&self) -> bool {
+        self.link == Link::Ready
+    }
+
+    /// Sends waiting (not counting the one going out).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The port is open: initialise the modem.
+    pub fn handle_port_opened(&mut self, now: Timestamp) {
+        self.decoder.clear();
+        self.current = None;
+        self.internal.clear();
+        self.reported.clear();
+        self.timers = [None; 4];
+        self.link = Link::Init(0);
+        self.pump(now);
+    }
+
+    /// The port is gone (read error, EOF, hang-up). Queued sends stay queued; a submit in
+    /// flight is reported failed and retryable because it may or may not have gone out.
+    pub fn handle_port_lost(&mut self, now: Timestamp) {
+        let _ = now;
+        let submitting = self.current.as_ref().map(|c| c.cmd.clone());
+        self.current = None;
+        if let Some(active) = self.active.take() {
+            let body_in_flight = matches!(submitting, Some(Command::SubmitBody(_)));
+            if active.mrs.is_empty() && !body_in_flight {
+                // Nothing of it reached the modem: it keeps its place in line.
+                self.queue.push_front(active.out);
+            } else {
+                self.events.push_back(DriverEvent::Failed {
+                    attempt: active.out.attempt,
+                    retryable: true,
+                    reason: "port lost during submit; the message may have gone out".to_owned(),
+                });
+            }
+        }
+        self.link = Link::Down;
+        self.internal.clear();
+        self.decoder.clear();
+        self.timers = [None; 4];
+        self.reported.clear();
+        self.part_records.clear();
+        self.reassembler = pdu::Reassembler::default();
+        self.health.up = false;
+        self.health.last_error = Some("port lost".to_owned());
+        self.note_health();
+    }
+
+    /// Bytes read from the port.
+    pub fn handle_rx(&mut self, now: Timestamp, bytes: &[u8]) {
+        if self.link == Link::Down {
+            return;
+        }
+        self.decoder.push(bytes);
+        while let Some(frame) = self.decoder.next_frame() {
+            match frame {
+                Ok(frame) => self.on_frame(now, frame),
+                Err(m) => self.events.push_back(DriverEvent::Unrecognized {
+                    raw: String::from_utf8_lossy(&m.raw).into_owned(),
+                }),
+            }
+        }
+        self.pump(now);
+    }
+
+    /// A command from the router.
+    pub fn submit(&mut self, now: Timestamp, cmd: DriverCommand) {
+        match cmd {
+            DriverCommand::Send(out) => {
+                if self.queue.len() >= self.cfg.queue_limit {
+                    self.events.push_back(DriverEvent::Failed {
+                        attempt: out.attempt,
+                        retryable: true,
+                        reason: format!("modem queue full ({} waiting)", self.queue.len()),
+                    });
+                } else {
+                    self.events.push_back(DriverEvent::Accepted { attempt: out.attempt });
+                    self.queue.push_back(out);
+                }
+            }
+            DriverCommand::Cancel(attempt) => {
+                if let Some(pos) = self.queue.iter().position(|o| o.attempt == attempt) {
+                    self.queue.remove(pos);
+                    self.events.push_back(DriverEvent::Failed {
+                        attempt,
+                        retryable: false,
+                        reason: "cancelled".to_owned(),
+                    });
+                }
+                // Already handed to the modem: it is reported as usual.
+            }
+            DriverCommand::Release(receipt) => {
+                for idx in parse_receipt(&receipt) {
+                    self.reported.remove(&idx);
+                    if !self.internal.contains(&Command::Delete(idx)) {
+                        self.internal.push_back(Command::Delete(idx));
+                    }
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Time passed; act on whatever deadline is due.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        for timer in TIMERS {
+            let due = self.timers[timer as usize].is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            self.timers[timer as usize] = None;
+            match timer {
+                Timer::Response => self.on_response_timeout(now),
+                Timer::Health => {
+                    if self.link == Link::Ready {
+                        for cmd in [Command::SignalQuality, Command::Registration, Command::EpsRegistration] {
+                            if !self.internal.contains(&cmd) {
+                                self.internal.push_back(cmd);
+                            }
+                        }
+                    }
+                    self.set_timer(Timer::Health, now + self.cfg.health_interval());
+                }
+                Timer::Reinit => {
+                    if self.link == Link::Backoff {
+                        self.link = Link::Init(0);
+                    }
+                }
+                Timer::Reassembly => self.expire_partials(now),
+            }
+        }
+        if let Some(t) = self.reassembler.poll_timeout() {
+            self.set_timer(Timer::Reassembly, t);
+        }
+        self.pump(now);
+    }
+
+    /// Bytes to write to the port, in order.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// The next fact for the router.
+    pub fn poll_event(&mut self) -> Option<DriverEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    fn set_timer(&mut self, t: Timer, at: Timestamp) {
+        self.timers[t as usize] = Some(at);
+    }
+
+    /// Starts the next command if none is in flight.
+    fn pump(&mut self, now: Timestamp) {
+        while self.current.is_none() {
+            let next = match self.link {
+                Link::Down | Link::Backoff => return,
+                Link::Init(i) => match INIT.get(i) {
+                    Some(cmd) => cmd.clone(),
+                    None => {
+                        self.init_done(now);
+                        continue;
+                    }
+                },
+                Link::Ready => match self.next_ready_command() {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+            };
+            self.issue(now, next, None);
+        }
+    }
+
+    /// Internal work first, then the next part of the send going out, then a new send.
+    fn next_ready_command(&mut self) -> Option<Command> {
+        if let Some(cmd) = self.internal.pop_front() {
+            return Some(cmd);
+        }
+        loop {
+            if let Some(active) = &self.active {
+                let part = active.parts.get(active.next)?;
+                return Some(Command::SubmitLength(part.at_length()));
+            }
+            let out = self.queue.pop_front()?;
+            match self.encode(&out) {
+                Ok(parts) if !parts.is_empty() => {
+                    self.active = Some(ActiveSend { out, parts, next: 0, mrs: Vec::new() });
+                }
+                Ok(_) => self.events.push_back(DriverEvent::Failed {
+                    attempt: out.attempt,
+                    retryable: false,
+                    reason: "nothing to send".to_owned(),
+                }),
+                Err(reason) => self.events.push_back(DriverEvent::Failed {
+                    attempt: out.attempt,
+                    retryable: false,
+                    reason,
+                }),
+            }
+        }
+    }
+
+    fn encode(&mut self, out: &Outbound) -> Result<Vec<pdu::SubmitPart>, String> {
+        let Address::Phone(number) = &out.to else {
+            return Err(format!("{} is not a phone number", out.to));
+        };
+        self.concat_ref = self.concat_ref.wrapping_add(1);
+        let opts = SubmitOptions {
+            status_report: self.cfg.status_report && out.want_report,
+            validity: Some(self.cfg.validity),
+            concat_ref: self.concat_ref,
+            ref16: false,
+        };
+        pdu::encode_submit(number, &out.text, &opts).map_err(|e| format!("cannot encode SMS: {e}"))
+    }
+
+    fn issue(&mut self, now: Timestamp, cmd: Command, tries_left: Option<u8>) {
+        let retry = tries_left.is_some();
+        let tries_left = tries_left.unwrap_or_else(|| cmd.retries());
+        self.transmit.push_back(cmd.to_bytes(&self.cfg.storage, retry));
+        self.set_timer(Timer::Response, now + cmd.timeout(&self.cfg));
+        self.current = Some(InFlight { cmd, tries_left, lines: Vec::new(), pdus: Vec::new() });
+    }
+
+    fn on_frame(&mut self, now: Timestamp, frame: Frame) {
+        match frame {
+            Frame::Echo(_) => {}
+            Frame::Prompt => self.on_prompt(now),
+            Frame::Final(result) => match self.current.take() {
+                Some(inflight) => {
+                    self.timers[Timer::Response as usize] = None;
+                    self.complete(now, inflight, result);
+                }
+                // A late answer to a command that already timed out.
+                None => tracing::debug!(?result, "final result with no command in flight"),
+            },
+            Frame::Line(line) => self.on_line(line),
+            Frame::Pdu { header, pdu } => self.on_pdu(now, header, pdu),
+        }
+    }
+
+    fn on_prompt(&mut self, now: Timestamp) {
+        let is_length = matches!(self.current.as_ref().map(|c| &c.cmd), Some(Command::SubmitLength(_)));
+        let hex = self.active.as_ref().and_then(|a| a.parts.get(a.next)).map(|p| p.hex_with_default_smsc());
+        match (is_length, hex) {
+            (true, Some(hex)) => {
+                self.current = None;
+                self.issue(now, Command::SubmitBody(hex), None);
+            }
+            _ => self.events.push_back(DriverEvent::Unrecognized { raw: "> ".to_owned() }),
+        }
+    }
+
+    fn on_line(&mut self, line: String) {
+        if let Some(rest) = line.strip_prefix("+CMTI:").or_else(|| line.strip_prefix("+CDSI:")) {
+            // `+CMTI: "ME",3`: a message was stored; read it.
+            match rest.rsplit(',').next().and_then(|i| i.trim().parse::<u32>().ok()) {
+                Some(idx) => {
+                    if !self.internal.contains(&Command::Read(idx)) && !self.reported.contains(&idx) {
+                        self.internal.push_back(Command::Read(idx));
+                    }
+                }
+                None => self.events.push_back(DriverEvent::Unrecognized { raw: line }),
+            }
+            return;
+        }
+        if let Some(current) = &mut self.current
+            && current.cmd.response_prefix().is_some_and(|p| line.starts_with(p))
+        {
+            current.lines.push(line);
+            return;
+        }
+        self.events.push_back(DriverEvent::Unrecognized { raw: line });
+    }
+
+    fn on_pdu(&mut self, now: Timestamp, header: String, hex: String) {
+        if header.starts_with("+CDS:") {
+            self.on_status_report_hex(&hex);
+            return;
+        }
+        if header.starts_with("+CMT:") {
+            // Routed straight to us (not stored): nothing to release.
+            self.on_stored(now, None, &hex);
+            return;
+        }
+        if let Some(current) = &mut self.current {
+            let wanted = match current.cmd {
+                Command::Read(_) => header.starts_with("+CMGR:"),
+                Command::ListAll => header.starts_with("+CMGL:"),
+                _ => false,
+            };
+            if wanted {
+                current.pdus.push((header, hex));
+                return;
+            }
+        }
+        self.events.push_back(DriverEvent::Unrecognized { raw: format!("{header} {hex}") });
+    }
+
+    fn complete(&mut self, now: Timestamp, inflight: InFlight, result: FinalResult) {
+        let ok = result == FinalResult::Ok;
+        if let Link::Init(step) = self.link {
+            if inflight.cmd.is_submit() {
+                return;
+            }
+            self.absorb(now, &inflight, ok);
+            // Only sync and PDU mode are essential; the rest degrade gracefully (e.g. an
+            // older modem without `+CEREG`).
+            let essential = matches!(inflight.cmd, Command::Sync | Command::PduMode);
+            if essential && !ok && inflight.cmd != Command::Sync {
+                self.init_failed(now, format!("{:?} refused: {}", inflight.cmd, wire::final_text(result)));
+                return;
+            }
+            if !ok && !essential && inflight.cmd != Command::EpsRegistration {
+                tracing::warn!(cmd = ?inflight.cmd, result = %wire::final_text(result), "init step refused");
+            }
+            self.link = Link::Init(step + 1);
+            return;
+        }
+        match &inflight.cmd {
+            Command::SubmitLength(_) => {
+                // The modem refused the submit instead of prompting.
+                self.fail_active(result);
+            }
+            Command::SubmitBody(_) => {
+                if !ok {
+                    self.fail_active(result);
+                    return;
+                }
+                let mr = inflight
+                    .lines
+                    .iter()
+                    .find_map(|l| l.strip_prefix("+CMGS:"))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.trim().parse::<u8>().ok());
+                self.part_sent(mr);
+            }
+            _ => {
+                self.absorb(now, &inflight, ok);
+                if inflight.cmd == Command::EpsRegistration {
+                    // End of a health round.
+                    self.note_health();
+                }
+            }
+        }
+    }
+
+    /// Takes in the information a non-submit command returned.
+    fn absorb(&mut self, now: Timestamp, inflight: &InFlight, ok: bool) {
+        match &inflight.cmd {
+            Command::SignalQuality => {
+                let rssi = inflight
+                    .lines
+                    .iter()
+                    .find_map(|l| l.strip_prefix("+CSQ:"))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.trim().parse::<u8>().ok());
+                self.health.signal = rssi.filter(|r| *r <= 31);
+            }
+            Command::Registration | Command::EpsRegistration => {
+                let prefix = if inflight.cmd == Command::Registration { "+CREG:" } else { "+CEREG:" };
+                let stat = inflight
+                    .lines
+                    .iter()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|v| v.split(',').nth(1))
+                    .and_then(|v| v.trim().parse::<u8>().ok());
+                let registered = matches!(stat, Some(1 | 5));
+                if inflight.cmd == Command::Registration {
+                    self.creg = registered;
+                } else {
+                    self.cereg = ok && registered;
+                }
+                self.health.registered = self.creg || self.cereg;
+            }
+            Command::ListAll | Command::Read(_) => {
+                for (header, hex) in &inflight.pdus {
+                    let idx = match &inflight.cmd {
+                        Command::Read(i) => Some(*i),
+                        _ => header
+                            .strip_prefix("+CMGL:")
+                            .and_then(|v| v.split(',').next())
+                            .and_then(|v| v.trim().parse::<u32>().ok()),
+                    };
+                    if let Some(idx) = idx {
+                        if self.reported.contains(&idx) {
+                            continue;
+                        }
+                        self.on_stored(now, Some(idx), hex);
+                    } else {
+                        self.events.push_back(DriverEvent::Unrecognized { raw: format!("{header} {hex}") });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn part_sent(&mut self, mr: Option<u8>) {
+        let Some(active) = &mut self.active else { return };
+        // A modem that omits the MR still sent the part; it just cannot be matched.
+        if let Some(mr) = mr {
+            active.mrs.push(mr);
+        }
+        active.next += 1;
+        if active.next < active.parts.len() {
+            return;
+        }
+        let Some(done) = self.active.take() else { return };
+        let attempt = done.out.attempt;
+        let reference = done.mrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+        self.health.sent += 1;
+        if self.cfg.status_report && done.out.want_report && !done.mrs.is_empty() {
+            for mr in &done.mrs {
+                // An MR reused by the modem belongs to the newer message now.
+                if let Some(old) = self.by_mr.insert(*mr, attempt)
+                    && let Some(t) = self.tracking.get_mut(&old)
+                {
+                    t.pending.retain(|m| m != mr);
+                    if t.pending.is_empty() {
+                        self.tracking.remove(&old);
+                    }
+                }
+            }
+            self.tracking.insert(attempt, Tracking { pending: done.mrs.clone(), evidence: Vec::new() });
+        }
+        self.events.push_back(DriverEvent::Sent { attempt, reference });
+    }
+
+    fn fail_active(&mut self, result: FinalResult) {
+        let Some(active) = self.active.take() else { return };
+        let (retryable, reason) = match result {
+            FinalResult::CmsError(n) => {
+                let e = CmsError::from_code(n);
+                (e.is_retryable(), format!("+CMS ERROR: {e}"))
+            }
+            FinalResult::CmeError(n) => {
+                let e = CmeError::from_code(n);
+                (e.is_retryable(), format!("+CME ERROR: {e}"))
+            }
+            FinalResult::Error => (true, "ERROR".to_owned()),
+            FinalResult::Ok => (true, "OK without +CMGS".to_owned()),
+        };
+        let reason = if active.mrs.is_empty() {
+            reason
+        } else {
+            format!("{reason} after {} of {} parts went out", active.mrs.len(), active.parts.len())
+        };
+        self.health.last_error = Some(reason.clone());
+        self.events.push_back(DriverEvent::Failed { attempt: active.out.attempt, retryable, reason });
+    }
+
+    fn on_response_timeout(&mut self, now: Timestamp) {
+        let Some(inflight) = self.current.take() else { return };
+        if inflight.tries_left > 0 {
+            let tries = inflight.tries_left - 1;
+            self.issue(now, inflight.cmd, Some(tries));
+            return;
+        }
+        let what = format!("no answer to {:?}", short(&inflight.cmd));
+        match self.link {
+            Link::Init(_) => self.init_failed(now, what),
+            _ if inflight.cmd == Command::Sync => self.init_failed(now, what),
+            _ => {
+                if let Some(active) = self.active.take() {
+                    if inflight.cmd.is_submit() {
+                        let reason = if matches!(inflight.cmd, Command::SubmitBody(_)) {
+                            "timeout waiting for +CMGS; the message may have gone out".to_owned()
+                        } else {
+                            "timeout waiting for the > prompt".to_owned()
+                        };
+                        self.events.push_back(DriverEvent::Failed {
+                            attempt: active.out.attempt,
+                            retryable: true,
+                            reason,
+                        });
+                    } else {
+                        self.active = Some(active);
+                    }
+                }
+                self.health.last_error = Some(what);
+                // The modem may be stuck at the prompt or mid-response: resynchronise
+                // before anything else goes out.
+                self.internal.push_front(Command::Sync);
+            }
+        }
+    }
+
+    fn init_failed(&mut self, now: Timestamp, why: String) {
+        tracing::warn!(%why, "modem initialisation failed");
+        self.current = None;
+        self.link = Link::Backoff;
+        self.set_timer(Timer::Reinit, now + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.health.up = false;
+        self.health.last_error = Some(why);
+        self.note_health();
+    }
+
+    fn init_done(&mut self, now: Timestamp) {
+        self.link = Link::Ready;
+        self.backoff = BACKOFF_MIN;
+        self.health.up = true;
+        self.set_timer(Timer::Health, now + self.cfg.health_interval());
+        self.note_health();
+    }
+
+    /// Emits a health event if anything changed since the last one.
+    fn note_health(&mut self) {
+        if self.last_health.as_ref() != Some(&self.health) {
+            self.last_health = Some(self.health.clone());
+            self.events.push_back(DriverEvent::Health(self.health.clone()));
+        }
+    }
+
+    fn on_status_report_hex(&mut self, hex: &str) {
+        let parsed = pdu::hex_decode(hex).and_then(|b| pdu::parse_pdu(&b, true));
+        match parsed {
+            Ok(p) => match p.tpdu {
+                Tpdu::StatusReport(sr) => self.on_status_report(sr.mr, sr.status, hex),
+                _ => self.events.push_back(DriverEvent::Unrecognized { raw: format!("+CDS {hex}") }),
+            },
+            Err(e) => self.events.push_back(DriverEvent::Unrecognized { raw: format!("+CDS {hex} ({e})") }),
+        }
+    }
+
+    fn on_status_report(&mut self, mr: u8, status: u8, hex: &str) {
+        let Some(attempt) = self.by_mr.get(&mr).copied() else {
+            self.events.push_back(DriverEvent::Unrecognized {
+                raw: format!("status report for unknown MR {mr}: {hex}"),
+            });
+            return;
+        };
+        let class = pdu::status_class(status);
+        if class == StatusClass::TemporaryRetrying {
+            return; // The SMSC keeps trying; a final report follows.
+        }
+        self.by_mr.remove(&mr);
+        let Some(track) = self.tracking.get_mut(&attempt) else { return };
+        track.pending.retain(|m| *m != mr);
+        track.evidence.push(hex.to_owned());
+        match class {
+            StatusClass::Delivered => {
+                if track.pending.is_empty() {
+                    let evidence = track.evidence.join(" ");
+                    self.tracking.remove(&attempt);
+                    self.events.push_back(DriverEvent::Delivered { attempt, evidence });
+                }
+            }
+            StatusClass::Permanent | StatusClass::TemporaryStopped => {
+                if let Some(t) = self.tracking.remove(&attempt) {
+                    for m in t.pending {
+                        self.by_mr.remove(&m);
+                    }
+                }
+                self.events.push_back(DriverEvent::Failed {
+                    attempt,
+                    retryable: class == StatusClass::TemporaryStopped,
+                    reason: format!("status report TP-ST 0x{status:02X}"),
+                });
+            }
+            StatusClass::TemporaryRetrying => {}
+        }
+    }
+
+    /// A message read from storage (`idx`) or routed directly (`None`).
+    fn on_stored(&mut self, now: Timestamp, idx: Option<u32>, hex: &str) {
+        let parsed = match pdu::hex_decode(hex).and_then(|b| pdu::parse_pdu(&b, true)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.events.push_back(DriverEvent::Unrecognized {
+                    raw: format!("stored message {idx:?} undecodable ({e}): {hex}"),
+                });
+                return;
+            }
+        };
+        match parsed.tpdu {
+            Tpdu::Deliver(d) => {
+                if let Some(i) = idx {
+                    self.reported.insert(i);
+                }
+                let sent_at = d.scts.and_then(|s| s.to_timestamp());
+                let concat = d.user_data.concat.filter(|c| c.total > 1);
+                let Some(c) = concat else {
+                    let text = d.user_data.text;
+                    self.inbound(d.originator, text, vec![hex.to_owned()], sent_at, idx.into_iter().collect());
+                    return;
+                };
+                let key = (d.originator.clone(), c.reference, c.total);
+                let rec = self.part_records.entry(key.clone()).or_default();
+                if !rec.parts.iter().any(|(seq, _, _)| *seq == c.seq) {
+                    rec.parts.push((c.seq, idx.unwrap_or(u32::MAX), hex.to_owned()));
+                }
+                if let Some(text) = self.reassembler.insert(now, &d.originator, d.user_data) {
+                    let mut rec = self.part_records.remove(&key).unwrap_or_default();
+                    rec.parts.sort_by_key(|(seq, _, _)| *seq);
+                    let idxs = rec.parts.iter().map(|(_, i, _)| *i).filter(|i| *i != u32::MAX).collect();
+                    let evidence = rec.parts.into_iter().map(|(_, _, h)| h).collect();
+                    self.inbound(d.originator, text, evidence, sent_at, idxs);
+                }
+                if let Some(t) = self.reassembler.poll_timeout() {
+                    self.set_timer(Timer::Reassembly, t);
+                }
+            }
+            Tpdu::StatusReport(sr) => {
+                self.on_status_report(sr.mr, sr.status, hex);
+                if let Some(i) = idx {
+                    self.internal.push_back(Command::Delete(i));
+                }
+            }
+            // Our own outbox (or someone's drafts): not ours to report or delete.
+            Tpdu::Submit(_) => {}
+        }
+    }
+
+    /// Reports what arrived of texts whose remaining parts never came, so no reply is lost.
+    fn expire_partials(&mut self, now: Timestamp) {
+        for inc in self.reassembler.expire(now) {
+            let key = (inc.originator.clone(), inc.reference, inc.total);
+            let mut rec = self.part_records.remove(&key).unwrap_or_default();
+            rec.parts.sort_by_key(|(seq, _, _)| *seq);
+            let idxs = rec.parts.iter().map(|(_, i, _)| *i).filter(|i| *i != u32::MAX).collect();
+            let evidence = rec.parts.into_iter().map(|(_, _, h)| h).collect();
+            self.inbound(inc.originator.clone(), inc.partial_text(), evidence, None, idxs);
+        }
+    }
+
+    fn inbound(&mut self, from: String, text: String, evidence: Vec<String>, sent_at: Option<Timestamp>, idxs: Vec<u32>) {
+        let Ok(number) = PhoneNumber::parse(&from, &self.cfg.default_country) else {
+            // An alphanumeric sender (operator notices) cannot be an ack: report it and
+            // let the message be released like any other.
+            self.events.push_back(DriverEvent::Unrecognized {
+                raw: format!("SMS from non-number sender {from:?}: {text}"),
+            });
+            for i in idxs {
+                self.internal.push_back(Command::Delete(i));
+            }
+            return;
+        };
+        self.health.received += 1;
+        let receipt = (!idxs.is_empty())
+            .then(|| InboundReceipt(idxs.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+        self.events.push_back(DriverEvent::Inbound {
+            from: Address::Phone(number),
+            text,
+            evidence: evidence.join(" "),
+            sent_at,
+            receipt,
+        });
+    }
+}
+
+/// The storage indexes in a receipt (`"3"` or `"3,4,5"`); junk is ignored.
+fn parse_receipt(receipt: &InboundReceipt) -> Vec<u32> {
+    receipt.0.split(',').filter_map(|s| s.trim().parse().ok()).collect()
+}
+
+/// A command's name without its payload, for messages.
+fn short(cmd: &Command) -> String {
+    match cmd {
+        Command::SubmitBody(_) => "SubmitBody".to_owned(),
+        other => format!("{other:?}"),
+    }
+}

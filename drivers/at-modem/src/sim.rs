@@ -1,0 +1,689 @@
+//! The device side: a GSM modem and the network behind it, as a sans-IO state machine.
+//!
+//! It answers the driver's AT commands (echo on until `ATE0`, like a real modem), takes
+//! `AT+CMGS` submits in PDU mode, numbers them with TP-MRs, keeps a log of what it was
+//! asked to send, and plays the network: a status report some time after each submit, and
+//! per destination number a scripted reply (the right ack code, a wrong one, a reply from
+//! another number, or silence) after a delay drawn from a seeded ChaCha RNG. Inbound
+//! messages are stored with indexes and announced with `+CMTI`; they stay until `AT+CMGD`.
+//!
+//! Faults, all seeded: `+CMS ERROR` on submits, commands never answered, garbage bytes
+//! before a response, a hang-up after N submits (the runner closes the port), a slow
+//! modem, and inbound parts delivered out of order.
+//!
+//! Time is `now`, as everywhere: the runner maps it to real time with a speed factor.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tocsin_core::Timestamp;
+
+use crate::pdu::{self, Scts, Tpdu};
+use crate::wire::{self, DteFrame, FinalResult, Frame};
+
+/// How the simulated modem and network behave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// How long the network takes to accept one submitted part (`+CMGS: <mr>`), in ms.
+    #[serde(default = "default_latency_ms")]
+    pub per_message_latency_ms: u64,
+    /// How long after a submit its status report arrives, in ms.
+    #[serde(default = "default_status_report_delay_ms")]
+    pub status_report_delay_ms: u64,
+    /// Scripted replies by destination number.
+    #[serde(default)]
+    pub phones: Vec<PhoneScript>,
+    /// What numbers not in `phones` do.
+    #[serde(default = "default_script")]
+    pub default_script: ReplyBehaviour,
+    /// Injected faults.
+    #[serde(default)]
+    pub faults: Faults,
+    /// The service centre address stamped on inbound PDUs.
+    #[serde(default = "default_smsc")]
+    pub smsc: String,
+}
+
+/// 2 s per part: about 30 parts a minute, faster than a real modem, so tests are quick.
+pub fn default_latency_ms() -> u64 {
+    2_000
+}
+/// 5 s from submit to status report.
+pub fn default_status_report_delay_ms() -> u64 {
+    5_000
+}
+/// By default everyone answers correctly within 10 to 60 s.
+pub fn default_script() -> ReplyBehaviour {
+    ReplyBehaviour::Reply { min_secs: 10.0, max_secs: 60.0 }
+}
+/// A Beijing SMSC.
+pub fn default_smsc() -> String {
+    "+8613800100500".to_owned()
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            per_message_latency_ms: default_latency_ms(),
+            status_report_delay_ms: default_status_report_delay_ms(),
+            phones: Vec::new(),
+            default_script: default_script(),
+            faults: Faults::default(),
+            smsc: default_smsc(),
+        }
+    }
+}
+
+/// The script for one destination number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneScript {
+    /// The number, `+` and digits.
+    pub number: String,
+    /// What the person does when a message arrives.
+    pub behaviour: ReplyBehaviour,
+}
+
+/// What a person does with a warning that reached their phone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReplyBehaviour {
+    /// Replies `1 XXXX` with the code from the message after a uniform delay.
+    Reply {
+        /// Shortest delay, seconds.
+        min_secs: f64,
+        /// Longest delay, seconds.
+        max_secs: f64,
+    },
+    /// Never replies.
+    Never,
+    /// Replies with a code that is not the one sent.
+    WrongCode {
+        /// Shortest delay, seconds.
+        min_secs: f64,
+        /// Longest delay, seconds.
+        max_secs: f64,
+    },
+    /// The right reply, but from another (unregistered) number.
+    FromOther {
+        /// The number the reply comes from.
+        number: String,
+        /// Shortest delay, seconds.
+        min_secs: f64,
+        /// Longest delay, seconds.
+        max_secs: f64,
+    },
+    /// Replies with this exact text.
+    Text {
+        /// The reply.
+        text: String,
+        /// Shortest delay, seconds.
+        min_secs: f64,
+        /// Longest delay, seconds.
+        max_secs: f64,
+    },
+}
+
+/// Faults to inject, drawn from the seeded RNG.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Probability that a submit is refused with `+CMS ERROR: <cms_error_code>`.
+    #[serde(default)]
+    pub cms_error_rate: f64,
+    /// The code of injected `+CMS ERROR`s (e.g. 42 congestion, 1 unassigned number).
+    #[serde(default)]
+    pub cms_error_code: u16,
+    /// Probability that a command is never answered.
+    #[serde(default)]
+    pub silence_rate: f64,
+    /// Probability that garbage bytes come before a response.
+    #[serde(default)]
+    pub garbage_rate: f64,
+    /// Hang up the port after this many submitted parts (once).
+    #[serde(default)]
+    pub hangup_after_submits: Option<u32>,
+    /// Extra time per submitted part, ms (a slow modem).
+    #[serde(default)]
+    pub slow_ms_per_message: u64,
+    /// Store the parts of long inbound texts in reverse order.
+    #[serde(default)]
+    pub reorder_inbound: bool,
+}
+
+/// One message the simulated network was asked to deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmitRecord {
+    /// Destination as encoded in the PDU (`+digits` when international).
+    pub destination: String,
+    /// The decoded text, all parts joined.
+    pub text: String,
+    /// How many parts it came in.
+    pub parts: usize,
+    /// The TP-MRs assigned, in part order.
+    pub mrs: Vec<u8>,
+    /// Whether a status report was requested.
+    pub status_report: bool,
+    /// When its last part was taken.
+    pub at: Timestamp,
+}
+
+/// A message in the modem's storage.
+#[derive(Clone, Debug)]
+struct Stored {
+    unread: bool,
+    hex: String,
+    tpdu_len: usize,
+}
+
+/// Something the network or the modem does later.
+#[derive(Clone, Debug)]
+enum Action {
+    /// Bytes to the driver (a delayed response).
+    Respond(Vec<u8>),
+    /// A status report for a submitted part.
+    StatusReport { mr: u8, recipient: String, submitted: Timestamp },
+    /// An SMS arrives.
+    Deliver { from: String, text: String },
+}
+
+/// Parts of a long submit seen so far, by (destination, reference, total).
+type PartialSubmits = HashMap<(String, u16, u8), BTreeMap<u8, (String, u8)>>;
+
+/// The simulated modem and network. See the module documentation.
+pub struct SimModem {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    decoder: wire::Decoder,
+    echo: bool,
+    prompt: Option<usize>,
+    /// The modem handles one submit at a time: responses queue behind this.
+    busy_until: Timestamp,
+    next_mr: u8,
+    next_ref: u8,
+    storage: BTreeMap<u32, Stored>,
+    scheduled: Vec<(Timestamp, u64, Action)>,
+    seq: u64,
+    out: VecDeque<Vec<u8>>,
+    submits: Vec<SubmitRecord>,
+    partial: PartialSubmits,
+    parts_taken: u32,
+    hangup: bool,
+    commands_seen: u64,
+}
+
+/// Most messages the simulated storage holds, like a modem's `ME` memory.
+pub const STORAGE_SLOTS: u32 = 255;
+
+impl SimModem {
+    /// A modem just powered on (echo on), with its own seeded RNG.
+    pub fn new(cfg: SimConfig, seed: u64, now: Timestamp) -> Self {
+        SimModem {
+            cfg,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            decoder: wire::Decoder::new(),
+            echo: true,
+            prompt: None,
+            busy_until: now,
+            next_mr: 0,
+            next_ref: 0,
+            storage: BTreeMap::new(),
+            scheduled: Vec::new(),
+            seq: 0,
+            out: VecDeque::new(),
+            submits: Vec::new(),
+            partial: HashMap::new(),
+            parts_taken: 0,
+            hangup: false,
+            commands_seen: 0,
+        }
+    }
+
+    /// Replaces the faults (e.g. make the modem go silent mid-test).
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.cfg.faults = faults;
+    }
+
+    /// The messages the network was asked to deliver, in order.
+    pub fn submits(&self) -> &[SubmitRecord] {
+        &self.submits
+    }
+
+    /// Storage indexes currently holding a message.
+    pub fn stored_indexes(&self) -> Vec<u32> {
+        self.storage.keys().copied().collect()
+    }
+
+    /// How many command lines the modem has read.
+    pub fn commands_seen(&self) -> u64 {
+        self.commands_seen
+    }
+
+    /// Whether the modem hung up since the last call (the runner then closes the port).
+    pub fn take_hangup(&mut self) -> bool {
+        std::mem::take(&mut self.hangup)
+    }
+
+    /// The modem was power-cycled or its port reopened: echo back on, no prompt pending,
+    /// responses not yet written are gone. Stored messages and the network's pending
+    /// status reports and replies survive.
+    pub fn handle_power_cycle(&mut self, _now: Timestamp) {
+        self.echo = true;
+        self.prompt = None;
+        self.decoder.clear();
+        self.out.clear();
+        self.scheduled.retain(|(_, _, a)| !matches!(a, Action::Respond(_)));
+    }
+
+    /// An SMS from `from` arrives now (stored and announced with `+CMTI`).
+    pub fn deliver_sms(&mut self, now: Timestamp, from: &str, text: &str) {
+        let scts = scts_at(now);
+        self.next_ref = self.next_ref.wrapping_add(1);
+        let parts = match pdu::encode_deliver(Some(&self.cfg.smsc), from, text, &scts, self.next_ref) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%e, "simulator cannot encode an inbound SMS");
+                return;
+            }
+        };
+        let mut parts: Vec<_> = parts.into_iter().collect();
+        if self.cfg.faults.reorder_inbound {
+            parts.reverse();
+        }
+        for part in parts {
+            let Some(idx) = (0..STORAGE_SLOTS).find(|i| !self.storage.contains_key(i)) else {
+                // A full memory: the network holds the message; a real modem would report
+                // +CMS ERROR 322 to the SMSC. The message is lost to this simulation.
+                tracing::warn!("simulated storage full");
+                return;
+            };
+            self.storage.insert(idx, Stored { unread: true, hex: part.to_hex(), tpdu_len: part.tpdu_len() });
+            self.emit(Frame::Line(format!("+CMTI: \"ME\",{idx}")));
+        }
+    }
+
+    /// Bytes from the driver.
+    pub fn handle_rx(&mut self, now: Timestamp, bytes: &[u8]) {
+        self.decoder.push(bytes);
+        while let Some(frame) = self.decoder.next_dte_frame() {
+            match frame {
+                Ok(DteFrame::Command(cmd)) => self.on_command(now, &cmd),
+                Ok(DteFrame::Body(hex)) => self.on_body(now, &hex),
+                Ok(DteFrame::Cancel) => self.prompt = None,
+                Err(_) => self.emit(Frame::Final(FinalResult::Error)),
+            }
+        }
+    }
+
+    /// Time passed: run what is due.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        loop {
+            let due = self
+                .scheduled
+                .iter()
+                .enumerate()
+                .filter(|(_, (t, _, _))| *t <= now)
+                .min_by_key(|(_, (t, s, _))| (*t, *s))
+                .map(|(i, _)| i);
+            let Some(i) = due else { break };
+            let (_, _, action) = self.scheduled.swap_remove(i);
+            match action {
+                Action::Respond(bytes) => self.out.push_back(bytes),
+                Action::StatusReport { mr, recipient, submitted } => {
+                    let report = pdu::encode_status_report(
+                        Some(&self.cfg.smsc),
+                        mr,
+                        &recipient,
+                        &scts_at(submitted),
+                        &scts_at(now),
+                        0x00,
+                    );
+                    match report {
+                        Ok(r) => self.emit(Frame::Pdu { header: format!("+CDS: {}", r.tpdu_len()), pdu: r.to_hex() }),
+                        Err(e) => tracing::warn!(%e, "simulator cannot encode a status report"),
+                    }
+                }
+                Action::Deliver { from, text } => self.deliver_sms(now, &from, &text),
+            }
+        }
+    }
+
+    /// Bytes for the driver.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.scheduled.iter().map(|(t, _, _)| *t).min()
+    }
+
+    fn schedule(&mut self, at: Timestamp, action: Action) {
+        self.seq += 1;
+        self.scheduled.push((at, self.seq, action));
+    }
+
+    fn emit(&mut self, frame: Frame) {
+        let mut b = Vec::new();
+        wire::emit(&frame, &mut b);
+        self.out.push_back(b);
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    /// Frames for one response, with garbage first if the dice say so.
+    fn respond(&mut self, frames: Vec<Frame>) {
+        if self.chance(self.cfg.faults.garbage_rate) {
+            let mut junk = vec![0u8; 8];
+            self.rng.fill_bytes(&mut junk);
+            junk.retain(|b| *b != b'\r' && *b != b'\n' && *b != b'>');
+            junk.insert(0, 0xFF);
+            let mut b = b"\r\n".to_vec();
+            b.extend_from_slice(&junk);
+            b.extend_from_slice(b"\r\n");
+            self.out.push_back(b);
+        }
+        for f in frames {
+            self.emit(f);
+        }
+    }
+
+    fn on_command(&mut self, _now: Timestamp, cmd: &str) {
+        self.commands_seen += 1;
+        if self.echo {
+            self.emit(Frame::Echo(cmd.to_owned()));
+        }
+        if self.chance(self.cfg.faults.silence_rate) {
+            return;
+        }
+        let upper = cmd.to_ascii_uppercase();
+        let ok = Frame::Final(FinalResult::Ok);
+        let frames = match upper.as_str() {
+            "AT" | "AT+CMEE=1" | "AT+CMGF=0" => vec![ok],
+            "ATE0" => {
+                self.echo = false;
+                vec![ok]
+            }
+            "ATE1" => {
+                self.echo = true;
+                vec![ok]
+            }
+            "AT+CSQ" => vec![Frame::Line("+CSQ: 21,99".into()), ok],
+            "AT+CREG?" => vec![Frame::Line("+CREG: 0,1".into()), ok],
+            "AT+CEREG?" => vec![Frame::Line("+CEREG: 0,1".into()), ok],
+            "AT+CMGL=4" => {
+                let mut frames: Vec<Frame> = self
+                    .storage
+                    .iter()
+                    .map(|(i, s)| Frame::Pdu {
+                        header: format!("+CMGL: {i},{},,{}", u8::from(!s.unread), s.tpdu_len),
+                        pdu: s.hex.clone(),
+                    })
+                    .collect();
+                for s in self.storage.values_mut() {
+                    s.unread = false;
+                }
+                frames.push(ok);
+                frames
+            }
+            _ => {
+                if let Some(n) = upper.strip_prefix("AT+CMGS=") {
+                    match n.trim().parse::<usize>() {
+                        Ok(len) if (7..=164).contains(&len) => {
+                            self.prompt = Some(len);
+                            self.emit(Frame::Prompt);
+                            return;
+                        }
+                        _ => vec![Frame::Final(FinalResult::CmsError(304))],
+                    }
+                } else if let Some(i) = upper.strip_prefix("AT+CMGR=") {
+                    match i.trim().parse::<u32>().ok().and_then(|i| self.storage.get_mut(&i)) {
+                        Some(s) => {
+                            let stat = u8::from(!s.unread);
+                            s.unread = false;
+                            vec![Frame::Pdu { header: format!("+CMGR: {stat},,{}", s.tpdu_len), pdu: s.hex.clone() }, ok]
+                        }
+                        None => vec![Frame::Final(FinalResult::CmsError(321))],
+                    }
+                } else if let Some(i) = upper.strip_prefix("AT+CMGD=") {
+                    let idx = i.split(',').next().and_then(|v| v.trim().parse::<u32>().ok());
+                    match idx {
+                        Some(idx) => {
+                            self.storage.remove(&idx);
+                            vec![ok]
+                        }
+                        None => vec![Frame::Final(FinalResult::CmsError(321))],
+                    }
+                } else if upper.starts_with("AT+CPMS=") {
+                    let n = self.storage.len();
+                    vec![Frame::Line(format!("+CPMS: {n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS}")), ok]
+                } else if upper.starts_with("AT+CNMI=") {
+                    vec![ok]
+                } else {
+                    vec![Frame::Final(FinalResult::Error)]
+                }
+            }
+        };
+        self.respond(frames);
+    }
+
+    fn on_body(&mut self, now: Timestamp, hex: &str) {
+        let Some(at_length) = self.prompt.take() else {
+            self.respond(vec![Frame::Final(FinalResult::Error)]);
+            return;
+        };
+        if self.chance(self.cfg.faults.silence_rate) {
+            return;
+        }
+        let parsed = pdu::hex_decode(hex).and_then(|b| pdu::parse_cmgs_pdu(&b, at_length));
+        let submit = match parsed {
+            Ok((_, s)) => s,
+            Err(e) => {
+                tracing::debug!(%e, "simulator refused a PDU");
+                self.respond(vec![Frame::Final(FinalResult::CmsError(304))]);
+                return;
+            }
+        };
+        let latency = Duration::from_millis(self.cfg.per_message_latency_ms + self.cfg.faults.slow_ms_per_message);
+        let done = self.busy_until.max(now) + latency;
+        self.busy_until = done;
+        if self.chance(self.cfg.faults.cms_error_rate) {
+            let mut b = Vec::new();
+            wire::emit(&Frame::Final(FinalResult::CmsError(self.cfg.faults.cms_error_code)), &mut b);
+            self.schedule(done, Action::Respond(b));
+            return;
+        }
+        let mr = self.next_mr;
+        self.next_mr = self.next_mr.wrapping_add(1);
+        let mut b = Vec::new();
+        wire::emit(&Frame::Line(format!("+CMGS: {mr}")), &mut b);
+        wire::emit(&Frame::Final(FinalResult::Ok), &mut b);
+        self.schedule(done, Action::Respond(b));
+        if submit.status_report {
+            let at = done + Duration::from_millis(self.cfg.status_report_delay_ms);
+            self.schedule(at, Action::StatusReport { mr, recipient: submit.destination.clone(), submitted: done });
+        }
+        self.parts_taken += 1;
+        if self.cfg.faults.hangup_after_submits == Some(self.parts_taken) {
+            self.hangup = true;
+        }
+        self.take_part(done, submit, mr);
+    }
+
+    /// Logs a submitted part; when its message is complete, the person may reply.
+    fn take_part(&mut self, at: Timestamp, submit: pdu::Submit, mr: u8) {
+        let (text, parts, mrs) = match submit.user_data.concat.filter(|c| c.total > 1) {
+            None => (submit.user_data.text, 1, vec![mr]),
+            Some(c) => {
+                let key = (submit.destination.clone(), c.reference, c.total);
+                let got = self.partial.entry(key.clone()).or_default();
+                got.insert(c.seq, (submit.user_data.text, mr));
+                if got.len() < usize::from(c.total) {
+                    return;
+                }
+                let got = self.partial.remove(&key).unwrap_or_default();
+                let text = got.values().map(|(t, _)| t.as_str()).collect::<String>();
+                let mrs = got.values().map(|(_, m)| *m).collect();
+                (text, usize::from(c.total), mrs)
+            }
+        };
+        let destination = submit.destination;
+        self.submits.push(SubmitRecord {
+            destination: destination.clone(),
+            text: text.clone(),
+            parts,
+            mrs,
+            status_report: submit.status_report,
+            at,
+        });
+        self.script_reply(at, &destination, &text);
+    }
+
+    fn script_reply(&mut self, at: Timestamp, destination: &str, text: &str) {
+        let behaviour = self
+            .cfg
+            .phones
+            .iter()
+            .find(|p| p.number == destination)
+            .map(|p| p.behaviour.clone())
+            .unwrap_or_else(|| self.cfg.default_script.clone());
+        let code = extract_code(text);
+        let answer = format!("1 {}", code.as_deref().unwrap_or(""));
+        let (from, reply, min, max) = match behaviour {
+            ReplyBehaviour::Never => return,
+            ReplyBehaviour::Reply { min_secs, max_secs } => (destination.to_owned(), answer, min_secs, max_secs),
+            ReplyBehaviour::WrongCode { min_secs, max_secs } => {
+                let wrong = if code.as_deref() == Some("AAAA") { "CCCC" } else { "AAAA" };
+                (destination.to_owned(), format!("1 {wrong}"), min_secs, max_secs)
+            }
+            ReplyBehaviour::FromOther { number, min_secs, max_secs } => (number, answer, min_secs, max_secs),
+            ReplyBehaviour::Text { text, min_secs, max_secs } => (destination.to_owned(), text, min_secs, max_secs),
+        };
+        let delay = self.uniform_secs(min, max);
+        self.schedule(at + delay, Action::Deliver { from, text: reply.trim().to_owned() });
+    }
+
+    fn uniform_secs(&mut self, min: f64, max: f64) -> Duration {
+        let lo = if min.is_finite() { min.max(0.0) } else { 0.0 };
+        let hi = if max.is_finite() { max.max(lo) } else { lo };
+        let secs = if hi > lo { self.rng.random_range(lo..=hi) } else { lo };
+        Duration::from_secs_f64(secs.min(1.0e9))
+    }
+}
+
+/// The ack code in a warning text: the 4 letters or digits after a standalone `1 `, as in
+/// `回复 1 K7XT 确认` or `reply 1 K7XT`. Full-width forms are folded first.
+pub fn extract_code(text: &str) -> Option<String> {
+    let chars: Vec<char> = text.chars().map(tocsin_core::ackcode::fold_width).collect();
+    (0..chars.len()).find_map(|i| {
+        let before_ok = i == 0 || chars.get(i - 1).is_some_and(|c| !c.is_ascii_alphanumeric());
+        let window = chars.get(i..i + 6)?;
+        let after_ok = chars.get(i + 6).is_none_or(|c| !c.is_ascii_alphanumeric());
+        let code: String = window.get(2..)?.iter().collect();
+        let is_code = window.first() == Some(&'1')
+            && window.get(1) == Some(&' ')
+            && code.chars().all(|c| c.is_ascii_alphanumeric());
+        (before_ok && after_ok && is_code).then(|| code.to_ascii_uppercase())
+    })
+}
+
+/// The SCTS for `now` at +08:00, or a fixed date when `now` is outside 2000–2099 (a test
+/// clock that starts at zero).
+fn scts_at(now: Timestamp) -> Scts {
+    Scts::from_timestamp(now, 32).unwrap_or(Scts {
+        year: 2024,
+        month: 7,
+        day: 1,
+        hour: 10,
+        minute: 30,
+        second: 0,
+        tz_quarters: 32,
+    })
+}
+
+/// Whether a stored PDU is an SMS-DELIVER (for tests and the runner's log).
+pub fn is_deliver(hex: &str) -> bool {
+    pdu::hex_decode(hex)
+        .and_then(|b| pdu::parse_pdu(&b, true))
+        .is_ok_and(|p| matches!(p.tpdu, Tpdu::Deliver(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(sim: &mut SimModem) -> String {
+        let mut s = String::new();
+        while let Some(b) = sim.poll_transmit() {
+            s.push_str(&String::from_utf8_lossy(&b));
+        }
+        s
+    }
+
+    #[test]
+    fn extracts_codes_robustly() {
+        assert_eq!(extract_code("【红色预警】山洪。回复 1 K7XT 确认"), Some("K7XT".into()));
+        assert_eq!(extract_code("reply 1 k7xt to confirm"), Some("K7XT".into()));
+        assert_eq!(extract_code("水位 1 米, 回复１ Ｋ７ＸＴ"), Some("K7XT".into()));
+        assert_eq!(extract_code("21 K7XT"), None);
+        assert_eq!(extract_code("1 K7XTY"), None);
+        assert_eq!(extract_code("1 K7"), None);
+        assert_eq!(extract_code(""), None);
+    }
+
+    #[test]
+    fn echo_until_ate0_and_basic_answers() {
+        let mut sim = SimModem::new(SimConfig::default(), 1, Timestamp::ZERO);
+        sim.handle_rx(Timestamp::ZERO, b"AT\r");
+        assert_eq!(drain(&mut sim), "AT\r\r\nOK\r\n");
+        sim.handle_rx(Timestamp::ZERO, b"ATE0\rAT+CSQ\r");
+        assert_eq!(drain(&mut sim), "ATE0\r\r\nOK\r\n\r\n+CSQ: 21,99\r\n\r\nOK\r\n");
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGR=7\rAT+FOO\r");
+        assert_eq!(drain(&mut sim), "\r\n+CMS ERROR: 321\r\n\r\nERROR\r\n");
+    }
+
+    #[test]
+    fn submit_gets_mr_status_report_and_scripted_reply() {
+        let t0 = Timestamp(1_750_000_000_000);
+        let cfg = SimConfig {
+            default_script: ReplyBehaviour::Reply { min_secs: 30.0, max_secs: 30.0 },
+            ..SimConfig::default()
+        };
+        let mut sim = SimModem::new(cfg, 7, t0);
+        sim.handle_rx(t0, b"ATE0\r");
+        drain(&mut sim);
+        // "ACK 1" would carry no code; send a text with one.
+        let num = tocsin_core::PhoneNumber::parse("+8613800138000", "86").unwrap();
+        let parts = pdu::encode_submit(&num, "reply 1 K7XT", &pdu::SubmitOptions::default()).unwrap();
+        let part = &parts[0];
+        sim.handle_rx(t0, format!("AT+CMGS={}\r", part.at_length()).as_bytes());
+        assert_eq!(drain(&mut sim), "\r\n> ");
+        sim.handle_rx(t0, format!("{}\x1a", part.hex_with_default_smsc()).as_bytes());
+        assert_eq!(drain(&mut sim), "", "the network takes its time");
+        let t1 = sim.poll_timeout().unwrap();
+        assert_eq!(t1, t0 + Duration::from_secs(2));
+        sim.handle_timeout(t1);
+        assert_eq!(drain(&mut sim), "\r\n+CMGS: 0\r\n\r\nOK\r\n");
+        assert_eq!(sim.submits()[0].destination, "+8613800138000");
+        assert_eq!(sim.submits()[0].text, "reply 1 K7XT");
+        let t2 = sim.poll_timeout().unwrap();
+        sim.handle_timeout(t2);
+        assert!(drain(&mut sim).starts_with("\r\n+CDS: "));
+        let t3 = sim.poll_timeout().unwrap();
+        assert_eq!(t3, t1 + Duration::from_secs(30));
+        sim.handle_timeout(t3);
+        assert_eq!(drain(&mut sim), "\r\n+CMTI: \"ME\",0\r\n");
+        sim.handle_rx(t3, b"AT+CMGR=0\r");
+        let read = drain(&mut sim);
+        assert!(read.starts_with("\r\n+CMGR: 0,,"), "{read}");
+        sim.handle_rx(t3, b"AT+CMGD=0\r");
+        assert_eq!(drain(&mut sim), "\r\nOK\r\n");
+        assert!(sim.stored_indexes().is_empty());
+    }
+}

@@ -1,0 +1,1121 @@
+//! The routes: one table of (method, path, handler) from which the router is built and
+//! against which the OpenAPI document is checked.
+
+use crate::auth::{Issuer, TokenTable, Viewer};
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::extract::{AlertIdPath, ApiJson, BodyLimit, parse_deliveries_query};
+use crate::gateway::Gateway;
+use crate::model::{AlertPatch, GatewayEvent, NewAlert};
+use axum::extract::{DefaultBodyLimit, FromRef, RawQuery, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, patch, post};
+use axum::{Extension, Json, Router};
+use futures_util::stream::{self, Stream};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The OpenAPI 3.1 document, written by hand and checked against [`endpoints`] in tests.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// How often an idle event stream gets a comment line, so proxies and NAT boxes on thin
+/// links do not drop it as dead.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What every handler can reach.
+pub(crate) struct AppState<G> {
+    gateway: Arc<G>,
+    tokens: Arc<TokenTable>,
+    event_streams: Arc<Semaphore>,
+}
+
+impl<G> Clone for AppState<G> {
+    fn clone(&self) -> Self {
+        AppState {
+            gateway: Arc::clone(&self.gateway),
+            tokens: Arc::clone(&self.tokens),
+            event_streams: Arc::clone(&self.event_streams),
+        }
+    }
+}
+
+impl<G> FromRef<AppState<G>> for Arc<TokenTable> {
+    fn from_ref(state: &AppState<G>) -> Self {
+        Arc::clone(&state.tokens)
+    }
+}
+
+/// The HTTP API over a gateway. Serve it with `axum::serve`, or call it in tests with
+/// `tower::ServiceExt::oneshot`.
+pub fn app<G: Gateway>(gateway: Arc<G>, config: ApiConfig) -> Router {
+    let state = AppState {
+        gateway,
+        tokens: Arc::new(TokenTable::new(&config.tokens)),
+        event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
+    };
+    let mut router = Router::new();
+    for (method, path, handler) in endpoints::<G>() {
+        // Routing the same path twice merges the method routers.
+        let _ = method;
+        router = router.route(path, handler);
+    }
+    router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(Extension(BodyLimit(config.max_body_bytes)))
+        .with_state(state)
+}
+
+/// Every route the app serves: (method, path as in OpenAPI, handler).
+pub(crate) fn endpoints<G: Gateway>() -> Vec<(Method, &'static str, MethodRouter<AppState<G>>)> {
+    vec![
+        (Method::POST, "/v1/alerts", post(submit::<G>)),
+        (Method::GET, "/v1/alerts", get(list::<G>)),
+        (Method::POST, "/v1/alerts/preview", post(preview::<G>)),
+        (Method::GET, "/v1/alerts/{id}", get(show::<G>)),
+        (Method::PATCH, "/v1/alerts/{id}", patch(update::<G>)),
+        (Method::POST, "/v1/alerts/{id}/cancel", post(cancel::<G>)),
+        (
+            Method::GET,
+            "/v1/alerts/{id}/deliveries",
+            get(deliveries::<G>),
+        ),
+        (Method::GET, "/v1/devices", get(devices::<G>)),
+        (Method::GET, "/v1/events", get(events::<G>)),
+        (Method::GET, "/v1/openapi.json", get(openapi)),
+        (Method::GET, "/healthz", get(healthz::<G>)),
+        (Method::GET, "/metrics", get(metrics::<G>)),
+    ]
+}
+
+async fn submit<G: Gateway>(
+    State(s): State<AppState<G>>,
+    Issuer(caller): Issuer,
+    ApiJson(alert): ApiJson<NewAlert>,
+) -> Result<Response, ApiError> {
+    alert.validate()?;
+    let accepted = s.gateway.submit(alert, &caller.name).await?;
+    let location = HeaderValue::try_from(format!("/v1/alerts/{}", accepted.id)).ok();
+    let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn preview<G: Gateway>(
+    State(s): State<AppState<G>>,
+    _: Viewer,
+    ApiJson(alert): ApiJson<NewAlert>,
+) -> Result<Response, ApiError> {
+    alert.validate()?;
+    Ok(Json(s.gateway.preview(alert).await?).into_response())
+}
+
+async fn list<G: Gateway>(State(s): State<AppState<G>>, _: Viewer) -> Response {
+    Json(s.gateway.alerts().await).into_response()
+}
+
+async fn show<G: Gateway>(
+    State(s): State<AppState<G>>,
+    _: Viewer,
+    AlertIdPath(id): AlertIdPath,
+) -> Result<Response, ApiError> {
+    match s.gateway.alert(&id).await {
+        Some(summary) => Ok(Json(summary).into_response()),
+        None => Err(ApiError::NotFound(format!("alert {id}"))),
+    }
+}
+
+async fn update<G: Gateway>(
+    State(s): State<AppState<G>>,
+    Issuer(caller): Issuer,
+    AlertIdPath(id): AlertIdPath,
+    ApiJson(patch): ApiJson<AlertPatch>,
+) -> Result<Response, ApiError> {
+    patch.validate()?;
+    Ok(Json(s.gateway.update(&id, patch, &caller.name).await?).into_response())
+}
+
+async fn cancel<G: Gateway>(
+    State(s): State<AppState<G>>,
+    Issuer(caller): Issuer,
+    AlertIdPath(id): AlertIdPath,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.gateway.cancel(&id, &caller.name).await?).into_response())
+}
+
+async fn deliveries<G: Gateway>(
+    State(s): State<AppState<G>>,
+    _: Viewer,
+    AlertIdPath(id): AlertIdPath,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let state = parse_deliveries_query(query.as_deref())?;
+    match s.gateway.deliveries(&id, state).await {
+        Some(records) => Ok(Json(records).into_response()),
+        None => Err(ApiError::NotFound(format!("alert {id}"))),
+    }
+}
+
+async fn devices<G: Gateway>(State(s): State<AppState<G>>, _: Viewer) -> Response {
+    Json(s.gateway.devices().await).into_response()
+}
+
+async fn events<G: Gateway>(
+    State(s): State<AppState<G>>,
+    _: Viewer,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = Arc::clone(&s.event_streams)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("too many event streams are open".into()))?;
+    let stream = event_stream(s.gateway.events(), permit);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+/// Turns a broadcast subscription into SSE events. The permit lives as long as the
+/// stream, so a closed connection frees its slot.
+fn event_stream(
+    rx: tokio::sync::broadcast::Receiver<GatewayEvent>,
+    permit: OwnedSemaphorePermit,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        match rx.recv().await {
+            Ok(event) => Some((Ok(sse_event(&event)), (rx, permit))),
+            // The watcher fell behind the bounded channel: tell it how much it missed and
+            // carry on from the oldest event still held.
+            Err(RecvError::Lagged(missed)) => {
+                let event = Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"missed\":{missed}}}"));
+                Some((Ok(event), (rx, permit)))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    })
+}
+
+fn sse_event(event: &GatewayEvent) -> Event {
+    let base = Event::default()
+        .id(event.seq.to_string())
+        .event(sse_name(&event.kind));
+    match base.clone().json_data(event) {
+        Ok(e) => e,
+        // Serializing a GatewayEvent cannot fail in practice; never drop the event silently.
+        Err(e) => {
+            tracing::error!(error = %e, seq = event.seq, "could not serialize a gateway event");
+            base.data("{}")
+        }
+    }
+}
+
+/// An SSE event name must be one line; axum panics otherwise, so anything odd becomes `_`.
+fn sse_name(kind: &str) -> String {
+    let name: String = kind
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "message".into()
+    } else {
+        name
+    }
+}
+
+async fn openapi(_: Viewer) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn healthz<G: Gateway>(State(s): State<AppState<G>>) -> Response {
+    let report = s.gateway.health().await;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn metrics<G: Gateway>(State(s): State<AppState<G>>) -> Response {
+    let text = s.gateway.metrics().await;
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ApiToken, Role};
+    use crate::gateway::GatewayError;
+    use crate::testing::FakeGateway;
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, Request};
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+    use tower::ServiceExt;
+
+    const ISSUER: &str = "issuer-token-0123456789";
+    const VIEWER: &str = "viewer-token-0123456789";
+
+    fn config() -> ApiConfig {
+        ApiConfig {
+            tokens: vec![
+                ApiToken {
+                    name: "ops-desk".into(),
+                    token: ISSUER.into(),
+                    role: Role::Issuer,
+                },
+                ApiToken {
+                    name: "wall".into(),
+                    token: VIEWER.into(),
+                    role: Role::Viewer,
+                },
+            ],
+            max_body_bytes: 4096,
+            max_event_streams: 4,
+        }
+    }
+
+    fn setup() -> (Arc<FakeGateway>, Router) {
+        let fake = Arc::new(FakeGateway::new(16));
+        let router = app(Arc::clone(&fake), config());
+        (fake, router)
+    }
+
+    fn new_alert() -> Value {
+        json!({
+            "grade": "red", "kind": "flash_flood", "headline": "山洪红色预警",
+            "text": "王家沟村立即转移到安置点", "exercise": true,
+            "area": {"type": "Polygon", "coordinates": [[[116.0, 40.0], [116.1, 40.0], [116.1, 40.1], [116.0, 40.0]]]}
+        })
+    }
+
+    fn request(
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Request<Body> {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        }
+    }
+
+    async fn send(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes)
+    }
+
+    async fn send_json(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, _, bytes) = send(router, req).await;
+        let v =
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"));
+        (status, v)
+    }
+
+    async fn submit_one(router: &Router) -> String {
+        let (status, v) = send_json(
+            router,
+            request(Method::POST, "/v1/alerts", Some(ISSUER), Some(&new_alert())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A request that reaches `method path`'s handler successfully once `alert-1` exists.
+    fn happy_request(method: &Method, path: &str, token: &str) -> Request<Body> {
+        let uri = path.replace("{id}", "alert-1");
+        let body = match (method.as_str(), path) {
+            ("POST", "/v1/alerts") | ("POST", "/v1/alerts/preview") => Some(new_alert()),
+            ("PATCH", _) => Some(json!({"headline": "山洪橙色预警", "grade": "orange"})),
+            _ => None,
+        };
+        request(method.clone(), &uri, Some(token), body.as_ref())
+    }
+
+    fn documented_routes() -> BTreeSet<(String, String)> {
+        let doc: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (key, _) in item.as_object().unwrap() {
+                if [
+                    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+                ]
+                .contains(&key.as_str())
+                {
+                    out.insert((key.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_lists_every_route_and_nothing_else() {
+        let served: BTreeSet<(String, String)> = endpoints::<FakeGateway>()
+            .into_iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_owned()))
+            .collect();
+        assert_eq!(served, documented_routes());
+        // Every $ref points at something that exists.
+        let doc: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let text = OPENAPI_JSON;
+        for piece in text.split("\"$ref\": \"#/components/").skip(1) {
+            let target = piece.split('"').next().unwrap();
+            let mut node = &doc["components"];
+            for seg in target.split('/') {
+                node = &node[seg];
+            }
+            assert!(!node.is_null(), "dangling $ref {target}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_route_answers_its_happy_path() {
+        let (_fake, router) = setup();
+        submit_one(&router).await;
+        for (method, path, _) in endpoints::<FakeGateway>() {
+            let resp = router
+                .clone()
+                .oneshot(happy_request(&method, path, ISSUER))
+                .await
+                .unwrap();
+            assert!(
+                resp.status().is_success(),
+                "{method} {path} -> {}",
+                resp.status()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn auth_failures_on_every_protected_route() {
+        let (fake, router) = setup();
+        submit_one(&router).await;
+        let issuer_only = [
+            (Method::POST, "/v1/alerts"),
+            (Method::PATCH, "/v1/alerts/{id}"),
+            (Method::POST, "/v1/alerts/{id}/cancel"),
+        ];
+        for (method, path, _) in endpoints::<FakeGateway>() {
+            let open = path == "/healthz" || path == "/metrics";
+            let uri = path.replace("{id}", "alert-1");
+            // No token at all.
+            let (status, headers, bytes) =
+                send(&router, request(method.clone(), &uri, None, None)).await;
+            if open {
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{method} {path} must not need a token"
+                );
+                continue;
+            }
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["error"]["code"], "unauthorized");
+            // A wrong token, and a malformed header.
+            let (status, _, _) = send(
+                &router,
+                request(method.clone(), &uri, Some("not-a-token-at-all"), None),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(&uri)
+                .header(header::AUTHORIZATION, format!("Basic {ISSUER}"))
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(
+                send(&router, req).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+            // A viewer: refused on issuer routes, served elsewhere.
+            let resp = router
+                .clone()
+                .oneshot(happy_request(&method, path, VIEWER))
+                .await
+                .unwrap();
+            if issuer_only.contains(&(method.clone(), path)) {
+                assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path}");
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                let v: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(v["error"]["code"], "forbidden");
+            } else {
+                assert!(
+                    resp.status().is_success(),
+                    "viewer on {method} {path} -> {}",
+                    resp.status()
+                );
+            }
+        }
+        // Nothing the refused callers sent reached the gateway.
+        assert_eq!(fake.log().len(), 1, "{:?}", fake.log());
+    }
+
+    #[tokio::test]
+    async fn submit_is_202_with_the_issuers_name_recorded() {
+        let (fake, router) = setup();
+        let (status, headers, bytes) = send(
+            &router,
+            request(Method::POST, "/v1/alerts", Some(ISSUER), Some(&new_alert())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(headers[header::LOCATION], "/v1/alerts/alert-1");
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": "alert-1", "people": 2, "responsible": 1, "located": 1})
+        );
+        assert_eq!(
+            fake.log(),
+            vec![("submit".into(), "alert-1".into(), "ops-desk".into())]
+        );
+
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts/alert-1", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["alert"]["issuer"], "ops-desk");
+        assert_eq!(v["alert"]["exercise"], true);
+        assert_eq!(v["alert"]["headline"], "山洪红色预警");
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v.as_array().map(Vec::len), Some(1));
+    }
+
+    #[tokio::test]
+    async fn preview_returns_counts_and_validates() {
+        let (fake, router) = setup();
+        let (status, v) = send_json(
+            &router,
+            request(
+                Method::POST,
+                "/v1/alerts/preview",
+                Some(VIEWER),
+                Some(&new_alert()),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["people"], 1);
+        assert_eq!(v["seconds_to_first_attempt_all"], 12.5);
+        let mut bad = new_alert();
+        bad["headline"] = json!("");
+        let (status, v) = send_json(
+            &router,
+            request(Method::POST, "/v1/alerts/preview", Some(VIEWER), Some(&bad)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["field"], "headline");
+        assert!(fake.log().is_empty(), "a preview stores nothing");
+    }
+
+    #[tokio::test]
+    async fn client_mistakes_are_4xx_naming_the_field() {
+        let (fake, router) = setup();
+        let post = |body: Value| request(Method::POST, "/v1/alerts", Some(ISSUER), Some(&body));
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                {
+                    let mut v = new_alert();
+                    v["grade"] = json!("purple");
+                    v
+                },
+                "grade",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v["grade"] = json!(3);
+                    v
+                },
+                "grade",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v.as_object_mut().unwrap().remove("text");
+                    v
+                },
+                "text",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v["exercize"] = json!(false);
+                    v
+                },
+                "exercize",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v["exercise"] = json!("no");
+                    v
+                },
+                "exercise",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v["headline"] = json!("长".repeat(61));
+                    v
+                },
+                "headline",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v["area"]["coordinates"][0][1] = json!([116.1, 91.0]);
+                    v
+                },
+                "area[0].coordinates[0][1]",
+            ),
+            (
+                {
+                    let mut v = new_alert();
+                    v["area"] = json!([]);
+                    v
+                },
+                "area",
+            ),
+        ];
+        for (body, field) in cases {
+            let (status, v) = send_json(&router, post(body.clone())).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(v["error"]["code"], "invalid", "{v}");
+            assert_eq!(v["error"]["field"], field, "{v}");
+        }
+        // Malformed JSON.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/alerts")
+            .header(header::AUTHORIZATION, format!("Bearer {ISSUER}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{\"grade\": \"red\",,}"))
+            .unwrap();
+        let (status, v) = send_json(&router, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("line 1"),
+            "{v}"
+        );
+        // Wrong or missing content type.
+        for ct in [Some("text/plain"), None] {
+            let mut b = Request::builder()
+                .method(Method::POST)
+                .uri("/v1/alerts")
+                .header(header::AUTHORIZATION, format!("Bearer {ISSUER}"));
+            if let Some(ct) = ct {
+                b = b.header(header::CONTENT_TYPE, ct);
+            }
+            let (status, v) = send_json(
+                &router,
+                b.body(Body::from(new_alert().to_string())).unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            assert_eq!(v["error"]["code"], "unsupported_media_type");
+        }
+        // Oversize body (limit 4096 in this config), with and without a content length.
+        let mut big = new_alert();
+        big["text"] = json!("x".repeat(5000));
+        let (status, v) = send_json(&router, post(big.clone())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(v["error"]["code"], "payload_too_large");
+        let chunks = futures_util::stream::iter(
+            big.to_string()
+                .into_bytes()
+                .chunks(512)
+                .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/alerts")
+            .header(header::AUTHORIZATION, format!("Bearer {ISSUER}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        assert_eq!(send(&router, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            fake.log().is_empty(),
+            "no refused request reached the gateway"
+        );
+    }
+
+    #[tokio::test]
+    async fn ids_and_queries_are_checked() {
+        let (_fake, router) = setup();
+        submit_one(&router).await;
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts/alert-9", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["message"], "alert alert-9 not found");
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts/bad%20id", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["field"], "id");
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts/%FF%FE", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+        let uri = "/v1/alerts/alert-1/deliveries?state=acknowledged";
+        let (status, v) = send_json(&router, request(Method::GET, uri, Some(VIEWER), None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let people: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["person"].as_str().unwrap())
+            .collect();
+        assert_eq!(people, ["p1"]);
+        let (_, v) = send_json(
+            &router,
+            request(
+                Method::GET,
+                "/v1/alerts/alert-1/deliveries",
+                Some(VIEWER),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(v.as_array().map(Vec::len), Some(2));
+        let uri = "/v1/alerts/alert-1/deliveries?state=sleeping";
+        let (status, v) = send_json(&router, request(Method::GET, uri, Some(VIEWER), None)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["field"], "state");
+        let (status, _) = send_json(
+            &router,
+            request(
+                Method::GET,
+                "/v1/alerts/alert-7/deliveries",
+                Some(VIEWER),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn cancel_and_update() {
+        let (fake, router) = setup();
+        let id = submit_one(&router).await;
+        let patch_uri = format!("/v1/alerts/{id}");
+        let (status, v) = send_json(
+            &router,
+            request(
+                Method::PATCH,
+                &patch_uri,
+                Some(ISSUER),
+                Some(&json!({"grade": "orange"})),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["alert"]["grade"], "orange");
+        let (status, v) = send_json(
+            &router,
+            request(Method::PATCH, &patch_uri, Some(ISSUER), Some(&json!({}))),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        let (status, v) = send_json(
+            &router,
+            request(
+                Method::PATCH,
+                &patch_uri,
+                Some(ISSUER),
+                Some(&json!({"kind": "fire"})),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["field"], "kind");
+        let (status, v) = send_json(
+            &router,
+            request(
+                Method::PATCH,
+                &patch_uri,
+                Some(ISSUER),
+                Some(&json!({"area": {"type": "Circle", "center": [116.0, 40.0], "radius_m": -5}})),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["field"], "area[0].radius_m");
+
+        let cancel_uri = format!("/v1/alerts/{id}/cancel");
+        let (status, v) = send_json(
+            &router,
+            request(Method::POST, &cancel_uri, Some(ISSUER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["state"], "cancelled");
+        let (status, v) = send_json(
+            &router,
+            request(Method::POST, &cancel_uri, Some(ISSUER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(v["error"]["code"], "conflict");
+        let (status, _) = send_json(
+            &router,
+            request(Method::POST, "/v1/alerts/nope/cancel", Some(ISSUER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let log: Vec<(String, String)> =
+            fake.log().into_iter().map(|(a, _, who)| (a, who)).collect();
+        assert_eq!(
+            log,
+            [
+                ("submit", "ops-desk"),
+                ("update", "ops-desk"),
+                ("cancel", "ops-desk")
+            ]
+            .map(|(a, w)| (a.to_owned(), w.to_owned()))
+        );
+    }
+
+    #[tokio::test]
+    async fn gateway_failures_map_to_503_and_an_opaque_500() {
+        let (fake, router) = setup();
+        fake.fail_with(GatewayError::Unavailable("store is not writable".into()));
+        let (status, v) = send_json(
+            &router,
+            request(Method::POST, "/v1/alerts", Some(ISSUER), Some(&new_alert())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"]["code"], "unavailable");
+        fake.fail_with(GatewayError::Internal(
+            "rusqlite: database disk image is malformed".into(),
+        ));
+        let (status, v) = send_json(
+            &router,
+            request(Method::POST, "/v1/alerts", Some(ISSUER), Some(&new_alert())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            v,
+            json!({"error": {"code": "internal", "message": "internal error"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn health_metrics_and_fallbacks() {
+        let (fake, router) = setup();
+        let (status, v) = send_json(&router, request(Method::GET, "/healthz", None, None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            v,
+            json!({"ok": true, "store": true, "devices_up": 1, "devices_total": 2})
+        );
+        fake.set_healthy(false);
+        let (status, v) = send_json(&router, request(Method::GET, "/healthz", None, None)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["store"], false);
+
+        let (status, headers, body) =
+            send(&router, request(Method::GET, "/metrics", None, None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert!(
+            std::str::from_utf8(&body)
+                .unwrap()
+                .contains("tocsin_alerts_total 3")
+        );
+
+        let (status, headers, body) = send(
+            &router,
+            request(Method::GET, "/v1/openapi.json", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["info"]["title"],
+            "Tocsin gateway API"
+        );
+
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/devices", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v[0]["id"], "modem-1");
+        assert_eq!(v[0]["signal"], -71);
+
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v2/nothing", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["code"], "not_found");
+        let (status, v) = send_json(
+            &router,
+            request(Method::DELETE, "/v1/alerts", Some(ISSUER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(v["error"]["code"], "method_not_allowed");
+    }
+
+    /// Reads an SSE body until `done` says the text so far is enough (5 s upper bound).
+    async fn read_sse(body: Body, done: impl Fn(&str) -> bool) -> String {
+        let mut body = body;
+        let mut text = String::new();
+        while !done(&text) {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE frame within 5 s; got so far: {text:?}"))
+                .expect("stream ended")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn events_stream_what_the_gateway_broadcasts() {
+        let (fake, router) = setup();
+        let resp = router
+            .clone()
+            .oneshot(request(Method::GET, "/v1/events", Some(VIEWER), None))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(fake.subscribers(), 1);
+        fake.push(1, "alert_accepted");
+        fake.push(2, "delivery\nacknowledged");
+        let text = read_sse(resp.into_body(), |t| t.matches("\n\n").count() >= 2).await;
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert!(
+            events[0].starts_with("id: 1\nevent: alert_accepted\ndata: "),
+            "{text}"
+        );
+        let data: Value = serde_json::from_str(events[0].split("data: ").nth(1).unwrap()).unwrap();
+        assert_eq!(data["seq"], 1);
+        assert_eq!(data["alert"], "alert-1");
+        assert_eq!(data["data"], json!({"n": 1}));
+        // A kind with a line break cannot break the framing (nor panic).
+        assert!(
+            events[1].starts_with("id: 2\nevent: delivery_acknowledged\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_is_told_and_continues() {
+        let fake = Arc::new(FakeGateway::new(2));
+        let router = app(Arc::clone(&fake), config());
+        let resp = router
+            .oneshot(request(Method::GET, "/v1/events", Some(VIEWER), None))
+            .await
+            .unwrap();
+        for seq in 1..=5 {
+            fake.push(seq, "attempt");
+        }
+        let text = read_sse(resp.into_body(), |t| t.contains("id: 5\n")).await;
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events[0], "event: lagged\ndata: {\"missed\":3}", "{text}");
+        assert!(events[1].starts_with("id: 4\n"), "{text}");
+        assert!(events[2].starts_with("id: 5\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn event_streams_are_bounded_and_freed_on_disconnect() {
+        let fake = Arc::new(FakeGateway::new(4));
+        let router = app(
+            Arc::clone(&fake),
+            ApiConfig {
+                max_event_streams: 1,
+                ..config()
+            },
+        );
+        let first = router
+            .clone()
+            .oneshot(request(Method::GET, "/v1/events", Some(VIEWER), None))
+            .await
+            .unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/events", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"]["code"], "unavailable");
+        drop(first);
+        assert_eq!(fake.subscribers(), 0);
+        let third = router
+            .oneshot(request(Method::GET, "/v1/events", Some(VIEWER), None))
+            .await
+            .unwrap();
+        assert_eq!(third.status(), StatusCode::OK);
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,70}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "red",
+                "blue",
+                "Polygon",
+                "Circle",
+                "Named",
+                "MultiPolygon",
+                ""
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "grade",
+                        "kind",
+                        "headline",
+                        "text",
+                        "area",
+                        "exercise",
+                        "type",
+                        "coordinates",
+                        "center",
+                        "radius_m",
+                        "id",
+                        "x",
+                    ])
+                    .prop_map(String::from),
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A valid alert with one field replaced by an arbitrary value.
+    fn mutated_alert() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec![
+                "grade", "kind", "headline", "text", "area", "exercise", "extra",
+            ]),
+            arb_json(),
+        )
+            .prop_map(|(key, value)| {
+                let mut v = new_alert();
+                v[key] = value;
+                v
+            })
+    }
+
+    fn arb_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            arb_json().prop_map(|v| v.to_string().into_bytes()),
+            mutated_alert().prop_map(|v| v.to_string().into_bytes()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_body_makes_the_api_fail_or_panic(body in arb_body(), patch in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (status, bytes) = rt.block_on(async {
+                let (fake, router) = setup();
+                submit_one(&router).await;
+                let (method, uri) = if patch { (Method::PATCH, "/v1/alerts/alert-1") } else { (Method::POST, "/v1/alerts") };
+                let req = Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .header(header::AUTHORIZATION, format!("Bearer {ISSUER}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .unwrap();
+                let (status, _, bytes) = send(&router, req).await;
+                drop(fake);
+                (status, bytes)
+            });
+            prop_assert!(status.as_u16() < 500, "status {}", status);
+            prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok(), "body is not JSON: {:?}", bytes);
+        }
+    }
+}

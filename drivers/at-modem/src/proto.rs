@@ -940,3 +940,333 @@ fn short(cmd: &Command) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Faults, ReplyBehaviour, SimConfig, SimModem};
+
+    const T0: Timestamp = Timestamp(1_750_000_000_000);
+    const WARNING: &str = "【红色预警】北京市防汛指挥部发布山洪灾害红色预警：受强降雨影响，未来六小时内本区沿河村庄可能发生山洪、泥石流等灾害。请立即组织危险区群众向高处转移，关闭涉水道路和下凹式立交桥，确保人员安全。请村干部逐户通知到位，不漏一户一人，并将转移情况报告镇防汛办公室。回复 1 K7XT 确认收到";
+
+    fn phone(n: &str) -> Address {
+        Address::Phone(PhoneNumber::parse(n, "86").unwrap())
+    }
+
+    fn send(attempt: u64, to: &str, text: &str) -> DriverCommand {
+        DriverCommand::Send(Outbound { attempt: AttemptId(attempt), to: phone(to), text: text.to_owned(), want_report: true })
+    }
+
+    /// The driver and the simulator wired together on a virtual clock.
+    struct Bench {
+        modem: Modem,
+        sim: SimModem,
+        now: Timestamp,
+        events: Vec<DriverEvent>,
+        byte_by_byte: bool,
+    }
+
+    impl Bench {
+        fn new(sim_cfg: SimConfig) -> Self {
+            let mut b = Bench {
+                modem: Modem::new(ModemConfig::new("/dev/sim"), T0),
+                sim: SimModem::new(sim_cfg, 42, T0),
+                now: T0,
+                events: Vec::new(),
+                byte_by_byte: false,
+            };
+            b.modem.handle_port_opened(T0);
+            b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Health(h) if h.up)), 60);
+            assert!(b.modem.is_ready());
+            b
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some(bytes) = self.modem.poll_transmit() {
+                    self.sim.handle_rx(self.now, &bytes);
+                    moved = true;
+                }
+                while let Some(bytes) = self.sim.poll_transmit() {
+                    if self.byte_by_byte {
+                        for b in bytes {
+                            self.modem.handle_rx(self.now, &[b]);
+                        }
+                    } else {
+                        self.modem.handle_rx(self.now, &bytes);
+                    }
+                    moved = true;
+                }
+                while let Some(e) = self.modem.poll_event() {
+                    self.events.push(e);
+                    moved = true;
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        fn submit(&mut self, cmd: DriverCommand) {
+            self.modem.submit(self.now, cmd);
+            self.pump();
+        }
+
+        /// Steps the virtual clock until `done` holds, at most `secs` virtual seconds.
+        fn run_until(&mut self, done: impl Fn(&[DriverEvent]) -> bool, secs: u64) {
+            let limit = self.now + Duration::from_secs(secs);
+            self.pump();
+            while !done(&self.events) {
+                let next = [self.modem.poll_timeout(), self.sim.poll_timeout()].into_iter().flatten().min();
+                let Some(next) = next.filter(|t| *t <= limit) else {
+                    panic!("condition not reached by {limit}; events: {:#?}", self.events);
+                };
+                self.now = self.now.max(next);
+                self.modem.handle_timeout(self.now);
+                self.sim.handle_timeout(self.now);
+                self.pump();
+            }
+        }
+
+        /// Steps the virtual clock `secs` seconds forward.
+        fn advance(&mut self, secs: u64) {
+            let until = self.now + Duration::from_secs(secs);
+            loop {
+                self.pump();
+                let next = [self.modem.poll_timeout(), self.sim.poll_timeout()].into_iter().flatten().min();
+                match next.filter(|t| *t <= until) {
+                    Some(t) => {
+                        self.now = self.now.max(t);
+                        self.modem.handle_timeout(self.now);
+                        self.sim.handle_timeout(self.now);
+                    }
+                    None => break,
+                }
+            }
+            self.now = until;
+        }
+
+        fn take(&mut self) -> Vec<DriverEvent> {
+            self.pump();
+            std::mem::take(&mut self.events)
+        }
+    }
+
+    fn has_inbound(e: &[DriverEvent]) -> bool {
+        e.iter().any(|e| matches!(e, DriverEvent::Inbound { .. }))
+    }
+
+    #[test]
+    fn init_reports_health_up_registered_with_signal() {
+        let mut b = Bench::new(SimConfig::default());
+        let health: Vec<_> = b.take().into_iter().filter_map(|e| match e { DriverEvent::Health(h) => Some(h), _ => None }).collect();
+        assert_eq!(health.len(), 1);
+        assert!(health[0].up && health[0].registered);
+        assert_eq!(health[0].signal, Some(21));
+        // Health rounds with nothing changed say nothing, and poll nothing in between.
+        let seen = b.sim.commands_seen();
+        b.advance(65);
+        assert!(b.take().is_empty());
+        assert_eq!(b.sim.commands_seen(), seen + 6, "two rounds of CSQ, CREG?, CEREG?");
+    }
+
+    #[test]
+    fn chinese_three_part_warning_is_sent_delivered_and_answered() {
+        let cfg = SimConfig {
+            default_script: ReplyBehaviour::Reply { min_secs: 20.0, max_secs: 40.0 },
+            ..SimConfig::default()
+        };
+        let mut b = Bench::new(cfg);
+        b.take();
+        assert_eq!(pdu::count_parts(WARNING, false).unwrap().1, 3, "fixture must need 3 parts");
+        b.submit(send(7, "+8613800138000", WARNING));
+        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Delivered { .. })), 120);
+        let ev = b.take();
+        assert_eq!(ev[0], DriverEvent::Accepted { attempt: AttemptId(7) });
+        assert!(ev.contains(&DriverEvent::Sent { attempt: AttemptId(7), reference: "0,1,2".into() }), "{ev:#?}");
+        let rec = &b.sim.submits()[0];
+        assert_eq!((rec.destination.as_str(), rec.text.as_str(), rec.parts), ("+8613800138000", WARNING, 3));
+        assert!(rec.status_report);
+        let delivered = ev.iter().find_map(|e| match e { DriverEvent::Delivered { attempt, evidence } => Some((*attempt, evidence.clone())), _ => None }).unwrap();
+        assert_eq!(delivered.0, AttemptId(7));
+        assert_eq!(delivered.1.split(' ').count(), 3, "one status report per part");
+
+        b.run_until(has_inbound, 120);
+        let (from, text, receipt) = b.take().into_iter().find_map(|e| match e {
+            DriverEvent::Inbound { from, text, receipt, evidence, .. } => {
+                assert!(!evidence.is_empty());
+                Some((from, text, receipt))
+            }
+            _ => None,
+        }).unwrap();
+        assert_eq!(from, phone("+8613800138000"));
+        assert_eq!(text, "1 K7XT");
+        let receipt = receipt.unwrap();
+        assert_eq!(b.sim.stored_indexes(), vec![0], "kept on the modem until released");
+        b.submit(DriverCommand::Release(receipt));
+        b.pump();
+        assert!(b.sim.stored_indexes().is_empty(), "released → AT+CMGD");
+    }
+
+    #[test]
+    fn cms_errors_fail_retryable_or_permanent() {
+        for (code, retryable) in [(42u16, true), (1, false)] {
+            let mut b = Bench::new(SimConfig::default());
+            b.sim.set_faults(Faults { cms_error_rate: 1.0, cms_error_code: code, ..Faults::default() });
+            b.take();
+            b.submit(send(1, "+8613800138000", "ACK 1"));
+            b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Failed { .. })), 30);
+            let failed = b.take().into_iter().find_map(|e| match e { DriverEvent::Failed { retryable, reason, .. } => Some((retryable, reason)), _ => None }).unwrap();
+            assert_eq!(failed.0, retryable, "{code}");
+            assert!(failed.1.starts_with(&format!("+CMS ERROR: {code} (")), "{}", failed.1);
+            // The modem is still usable afterwards.
+            b.sim.set_faults(Faults::default());
+            b.submit(send(2, "+8613800138000", "ACK 1"));
+            b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })), 30);
+        }
+    }
+
+    #[test]
+    fn garbage_is_unrecognized_and_the_conversation_goes_on() {
+        let mut b = Bench::new(SimConfig::default());
+        b.byte_by_byte = true;
+        b.sim.set_faults(Faults { garbage_rate: 0.5, ..Faults::default() });
+        for i in 0..6 {
+            b.submit(send(i, "+8613800138000", "test 1"));
+        }
+        b.run_until(|e| e.iter().filter(|e| matches!(e, DriverEvent::Sent { .. })).count() == 6, 120);
+        let ev = b.take();
+        assert!(ev.iter().any(|e| matches!(e, DriverEvent::Unrecognized { .. })), "some garbage was injected");
+        assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Failed { .. })));
+        assert_eq!(b.sim.submits().len(), 6);
+    }
+
+    #[test]
+    fn a_silent_modem_times_out_the_submit_as_retryable() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        b.sim.set_faults(Faults { silence_rate: 1.0, ..Faults::default() });
+        b.submit(send(3, "+8613800138000", "ACK 1"));
+        b.submit(send(4, "+8613800138000", "ACK 2"));
+        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Failed { .. })), 120);
+        let ev = b.take();
+        let failed = ev.iter().find_map(|e| match e { DriverEvent::Failed { attempt, retryable, reason } => Some((*attempt, *retryable, reason.clone())), _ => None }).unwrap();
+        assert_eq!((failed.0, failed.1), (AttemptId(3), true));
+        assert!(failed.2.contains("timeout"), "{}", failed.2);
+        // It stops answering altogether: the driver reports it down, keeps attempt 4 queued,
+        // and sends it once the modem answers again.
+        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Health(h) if !h.up)), 120);
+        assert_eq!(b.modem.queued(), 1);
+        b.sim.set_faults(Faults::default());
+        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { attempt: AttemptId(4), .. })), 300);
+    }
+
+    #[test]
+    fn concatenated_inbound_out_of_order_is_reassembled() {
+        let cfg = SimConfig { faults: Faults { reorder_inbound: true, ..Faults::default() }, ..SimConfig::default() };
+        let mut b = Bench::new(cfg);
+        b.take();
+        b.sim.deliver_sms(b.now, "+8613912345678", WARNING);
+        b.run_until(has_inbound, 30);
+        let (from, text, receipt) = b.take().into_iter().find_map(|e| match e {
+            DriverEvent::Inbound { from, text, receipt, .. } => Some((from, text, receipt)),
+            _ => None,
+        }).unwrap();
+        assert_eq!(from, phone("+8613912345678"));
+        assert_eq!(text, WARNING);
+        let receipt = receipt.unwrap();
+        assert_eq!(parse_receipt(&receipt).len(), 3);
+        b.submit(DriverCommand::Release(receipt));
+        assert!(b.sim.stored_indexes().is_empty());
+    }
+
+    #[test]
+    fn stored_replies_are_listed_after_reopen_and_not_lost() {
+        let mut b = Bench::new(SimConfig::default());
+        b.sim.deliver_sms(b.now, "+8613912345678", "1 K7XT");
+        b.run_until(has_inbound, 30);
+        b.take();
+        // The port drops before the gateway released it: it is reported again.
+        b.modem.handle_port_lost(b.now);
+        b.sim.handle_power_cycle(b.now);
+        b.modem.handle_port_opened(b.now);
+        b.run_until(has_inbound, 60);
+        assert!(b.take().iter().any(|e| matches!(e, DriverEvent::Inbound { text, .. } if text == "1 K7XT")));
+    }
+
+    #[test]
+    fn cancel_removes_a_queued_send() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        b.submit(send(1, "+8613800138000", "a 1"));
+        b.submit(send(2, "+8613800138000", "b 1"));
+        b.submit(DriverCommand::Cancel(AttemptId(2)));
+        b.submit(DriverCommand::Cancel(AttemptId(1))); // Already going out: no effect.
+        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })), 30);
+        let ev = b.take();
+        assert!(ev.contains(&DriverEvent::Failed { attempt: AttemptId(2), retryable: false, reason: "cancelled".into() }));
+        assert!(ev.contains(&DriverEvent::Sent { attempt: AttemptId(1), reference: "0".into() }));
+        assert_eq!(b.sim.submits().len(), 1);
+    }
+
+    #[test]
+    fn port_lost_mid_submit_fails_it_and_keeps_the_queue() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        b.submit(send(1, "+8613800138000", "a 1"));
+        b.submit(send(2, "+8613800138000", "b 1"));
+        // The body is out; the network has not answered.
+        assert!(b.sim.poll_timeout().is_some());
+        b.modem.handle_port_lost(b.now);
+        let ev = b.take();
+        assert!(ev.iter().any(|e| matches!(e, DriverEvent::Failed { attempt: AttemptId(1), retryable: true, .. })));
+        assert!(ev.iter().any(|e| matches!(e, DriverEvent::Health(h) if !h.up)));
+        b.sim.handle_power_cycle(b.now);
+        b.modem.handle_port_opened(b.now);
+        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { attempt: AttemptId(2), .. })), 60);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_as_retryable() {
+        let mut cfg = ModemConfig::new("/dev/x");
+        cfg.queue_limit = 1;
+        let mut m = Modem::new(cfg, T0);
+        m.submit(T0, send(1, "+8613800138000", "a"));
+        m.submit(T0, send(2, "+8613800138000", "b"));
+        assert_eq!(m.poll_event(), Some(DriverEvent::Accepted { attempt: AttemptId(1) }));
+        assert!(matches!(m.poll_event(), Some(DriverEvent::Failed { attempt: AttemptId(2), retryable: true, .. })));
+        assert_eq!(m.poll_transmit(), None, "nothing goes out while the port is closed");
+    }
+
+    #[test]
+    fn unknown_urcs_and_unknown_status_reports_are_unrecognized() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        b.modem.handle_rx(b.now, b"\r\n+QIND: \"smsfull\"\r\n");
+        b.modem.handle_rx(b.now, b"\r\n+CDS: 26\r\n0891683108100005F0062A0D91683108108300F0427010010300234270100103502300\r\n");
+        let ev = b.take();
+        assert_eq!(ev.len(), 2);
+        assert!(matches!(&ev[0], DriverEvent::Unrecognized { raw } if raw == "+QIND: \"smsfull\""));
+        assert!(matches!(&ev[1], DriverEvent::Unrecognized { raw } if raw.contains("unknown MR 42")));
+    }
+
+    #[test]
+    fn init_sends_the_documented_sequence() {
+        let mut m = Modem::new(ModemConfig::new("/dev/x"), T0);
+        m.handle_port_opened(T0);
+        let mut sent = Vec::new();
+        for _ in 0..10 {
+            let bytes = m.poll_transmit().unwrap();
+            sent.push(String::from_utf8(bytes).unwrap());
+            m.handle_rx(T0, b"\r\nOK\r\n");
+        }
+        assert_eq!(
+            sent,
+            ["AT\r", "ATE0\r", "AT+CMEE=1\r", "AT+CMGF=0\r", "AT+CPMS=\"ME\",\"ME\",\"ME\"\r", "AT+CNMI=2,1,0,1,0\r", "AT+CSQ\r", "AT+CREG?\r", "AT+CEREG?\r", "AT+CMGL=4\r"]
+        );
+        assert!(m.is_ready());
+        // Idle: the only deadline is the next health poll, exactly one interval away.
+        assert_eq!(m.poll_timeout(), Some(T0 + Duration::from_secs(30)));
+    }
+}

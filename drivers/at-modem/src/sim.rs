@@ -379,19 +379,25 @@ impl SimModem {
 
     /// Frames for one response, with garbage first if the dice say so.
     fn respond(&mut self, frames: Vec<Frame>) {
-        if self.chance(self.cfg.faults.garbage_rate) {
-            let mut junk = vec![0u8; 8];
-            self.rng.fill_bytes(&mut junk);
-            junk.retain(|b| *b != b'\r' && *b != b'\n' && *b != b'>');
-            junk.insert(0, 0xFF);
-            let mut b = b"\r\n".to_vec();
-            b.extend_from_slice(&junk);
-            b.extend_from_slice(b"\r\n");
-            self.out.push_back(b);
-        }
+        let mut b = self.garbage();
         for f in frames {
-            self.emit(f);
+            wire::emit(&f, &mut b);
         }
+        self.out.push_back(b);
+    }
+
+    /// A line of junk (never valid UTF-8) if the dice say so, else nothing.
+    fn garbage(&mut self) -> Vec<u8> {
+        if !self.chance(self.cfg.faults.garbage_rate) {
+            return Vec::new();
+        }
+        let mut junk = vec![0u8; 8];
+        self.rng.fill_bytes(&mut junk);
+        junk.retain(|b| *b != b'\r' && *b != b'\n');
+        let mut b = b"\r\n\xFF".to_vec();
+        b.extend_from_slice(&junk);
+        b.extend_from_slice(b"\r\n");
+        b
     }
 
     fn on_command(&mut self, _now: Timestamp, cmd: &str) {
@@ -437,7 +443,7 @@ impl SimModem {
                     match n.trim().parse::<usize>() {
                         Ok(len) if (7..=164).contains(&len) => {
                             self.prompt = Some(len);
-                            self.emit(Frame::Prompt);
+                            self.respond(vec![Frame::Prompt]);
                             return;
                         }
                         _ => vec![Frame::Final(FinalResult::CmsError(304))],
@@ -501,7 +507,7 @@ impl SimModem {
         }
         let mr = self.next_mr;
         self.next_mr = self.next_mr.wrapping_add(1);
-        let mut b = Vec::new();
+        let mut b = self.garbage();
         wire::emit(&Frame::Line(format!("+CMGS: {mr}")), &mut b);
         wire::emit(&Frame::Final(FinalResult::Ok), &mut b);
         self.schedule(done, Action::Respond(b));

@@ -15,9 +15,6 @@ pub struct ApiConfig {
     /// Largest request body in bytes; bigger ones get `413`. Default 256 KiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Most `/v1/events` streams open at once; more get `503`. Default 64.
-    #[serde(default = "default_max_event_streams")]
-    pub max_event_streams: usize,
 }
 
 /// 256 KiB holds a detailed multi-village polygon with room to spare.
@@ -25,17 +22,11 @@ fn default_max_body_bytes() -> usize {
     256 * 1024
 }
 
-/// Enough for every console and integrator of a district.
-fn default_max_event_streams() -> usize {
-    64
-}
-
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             tokens: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
-            max_event_streams: default_max_event_streams(),
         }
     }
 }
@@ -45,9 +36,6 @@ impl ApiConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Zero("api.max_body_bytes"));
-        }
-        if self.max_event_streams == 0 {
-            return Err(ConfigError::Zero("api.max_event_streams"));
         }
         for (i, t) in self.tokens.iter().enumerate() {
             if t.name.trim().is_empty() || t.name.chars().any(char::is_control) {
@@ -163,7 +151,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.max_body_bytes, 256 * 1024);
-        assert_eq!(c.max_event_streams, 64);
         assert_eq!(c.tokens[0].role, Role::Issuer);
         assert!(c.validate().is_ok());
     }

@@ -6,6 +6,8 @@
 //! [`ApiError`] answered as `{"error": {"code", "field", "message"}}`; no client input can
 //! produce a 500 or a panic.
 
+#![warn(missing_docs)]
+
 mod auth;
 pub mod config;
 pub mod error;
@@ -20,4 +22,4 @@ pub use config::{ApiConfig, ApiToken, ConfigError, Role};
 pub use error::ApiError;
 pub use gateway::{Gateway, GatewayError};
 pub use model::{Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, NewAlert};
-pub use routes::{OPENAPI_JSON, app};
+pub use routes::{MAX_EVENT_STREAMS, OPENAPI_JSON, app};

@@ -7,7 +7,7 @@
 use crate::gateway::GatewayError;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use tocsin_core::area::AreaSpec;
+use tocsin_core::area::{AreaError, AreaSpec};
 use tocsin_core::{AlertId, Bearer, DeviceId, Grade, Timestamp};
 
 /// Longest headline, in characters: it must fit the first line of any bearer's message.
@@ -125,16 +125,17 @@ pub struct DeviceView {
     pub up: bool,
     /// Whether it is registered on its network (GSM registration, satellite lock...).
     pub registered: bool,
-    /// Received signal strength in dBm, when the device reports one.
-    pub signal: Option<i32>,
+    /// Signal quality, 0–31 as `+CSQ` reports it (the driver contract's scale); `None`
+    /// when unknown.
+    pub signal: Option<u8>,
     /// The last error its driver reported, if any.
     pub last_error: Option<String>,
     /// Messages sent since the daemon started.
     pub sent: u64,
     /// Messages received since the daemon started.
     pub received: u64,
-    /// Messages sent in the last minute.
-    pub per_minute: u32,
+    /// Messages per minute it can send (the router's send budget for it).
+    pub per_minute: f64,
 }
 
 /// Something that happened, as streamed to watchers on `/v1/events`.
@@ -229,7 +230,17 @@ fn check_areas(areas: &[AreaSpec]) -> Result<(), GatewayError> {
         ));
     }
     for (i, spec) in areas.iter().enumerate() {
-        check_area(&format!("area[{i}]"), spec)?;
+        let at = format!("area[{i}]");
+        // Our own pass names the exact position; the core's check then has the last
+        // word, so the API never accepts an area that intake would refuse later.
+        check_area(&at, spec)?;
+        spec.validate().map_err(|e| {
+            let field = match e {
+                AreaError::BadRadius { .. } => format!("{at}.radius_m"),
+                _ => at,
+            };
+            GatewayError::invalid(field, e.to_string())
+        })?;
     }
     Ok(())
 }
@@ -455,6 +466,11 @@ mod tests {
             field_of(a.validate().unwrap_err()),
             "area[0].coordinates[0][0][1]"
         );
+
+        // The core's limits apply too: a 600 km circle is a units mistake, not a fence.
+        let huge = json!({"type": "Circle", "center": [116.0, 40.0], "radius_m": 600_000.0});
+        let a: NewAlert = serde_json::from_value(alert_json(huge)).unwrap();
+        assert_eq!(field_of(a.validate().unwrap_err()), "area[0].radius_m");
 
         let a: NewAlert = serde_json::from_value(alert_json(json!([]))).unwrap();
         assert_eq!(field_of(a.validate().unwrap_err()), "area");

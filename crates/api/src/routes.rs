@@ -53,18 +53,30 @@ impl<G> FromRef<AppState<G>> for Arc<TokenTable> {
     }
 }
 
+/// Most `/v1/events` streams open at once (more get `503`): enough for every console
+/// and integrator of a district, few enough that watchers cannot exhaust the daemon.
+pub const MAX_EVENT_STREAMS: usize = 64;
+
 /// The HTTP API over a gateway. Serve it with `axum::serve`, or call it in tests with
 /// `tower::ServiceExt::oneshot`.
 pub fn app<G: Gateway>(gateway: Arc<G>, config: ApiConfig) -> Router {
+    app_with_stream_limit(gateway, config, MAX_EVENT_STREAMS)
+}
+
+/// [`app`] with a different cap on event streams (tests use a small one).
+pub(crate) fn app_with_stream_limit<G: Gateway>(
+    gateway: Arc<G>,
+    config: ApiConfig,
+    max_event_streams: usize,
+) -> Router {
     let state = AppState {
         gateway,
         tokens: Arc::new(TokenTable::new(&config.tokens)),
-        event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
+        event_streams: Arc::new(Semaphore::new(max_event_streams)),
     };
     let mut router = Router::new();
-    for (method, path, handler) in endpoints::<G>() {
+    for (_, path, handler) in endpoints::<G>() {
         // Routing the same path twice merges the method routers.
-        let _ = method;
         router = router.route(path, handler);
     }
     router
@@ -103,7 +115,9 @@ async fn submit<G: Gateway>(
     ApiJson(alert): ApiJson<NewAlert>,
 ) -> Result<Response, ApiError> {
     alert.validate()?;
+    let (grade, exercise) = (alert.grade, alert.exercise);
     let accepted = s.gateway.submit(alert, &caller.name).await?;
+    tracing::info!(alert = %accepted.id, %grade, exercise, issuer = %caller.name, people = accepted.people, "alert accepted through the API");
     let location = HeaderValue::try_from(format!("/v1/alerts/{}", accepted.id)).ok();
     let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
     if let Some(location) = location {
@@ -143,7 +157,9 @@ async fn update<G: Gateway>(
     ApiJson(patch): ApiJson<AlertPatch>,
 ) -> Result<Response, ApiError> {
     patch.validate()?;
-    Ok(Json(s.gateway.update(&id, patch, &caller.name).await?).into_response())
+    let summary = s.gateway.update(&id, patch, &caller.name).await?;
+    tracing::info!(alert = %id, by = %caller.name, "alert updated through the API");
+    Ok(Json(summary).into_response())
 }
 
 async fn cancel<G: Gateway>(
@@ -151,7 +167,9 @@ async fn cancel<G: Gateway>(
     Issuer(caller): Issuer,
     AlertIdPath(id): AlertIdPath,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.gateway.cancel(&id, &caller.name).await?).into_response())
+    let summary = s.gateway.cancel(&id, &caller.name).await?;
+    tracing::info!(alert = %id, by = %caller.name, "alert cancelled through the API");
+    Ok(Json(summary).into_response())
 }
 
 async fn deliveries<G: Gateway>(
@@ -296,7 +314,6 @@ mod tests {
                 },
             ],
             max_body_bytes: 4096,
-            max_event_streams: 4,
         }
     }
 
@@ -910,7 +927,7 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(v[0]["id"], "modem-1");
-        assert_eq!(v[0]["signal"], -71);
+        assert_eq!(v[0]["signal"], 21);
 
         let (status, v) = send_json(
             &router,
@@ -996,13 +1013,7 @@ mod tests {
     #[tokio::test]
     async fn event_streams_are_bounded_and_freed_on_disconnect() {
         let fake = Arc::new(FakeGateway::new(4));
-        let router = app(
-            Arc::clone(&fake),
-            ApiConfig {
-                max_event_streams: 1,
-                ..config()
-            },
-        );
+        let router = app_with_stream_limit(Arc::clone(&fake), config(), 1);
         let first = router
             .clone()
             .oneshot(request(Method::GET, "/v1/events", Some(VIEWER), None))

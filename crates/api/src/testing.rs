@@ -231,11 +231,11 @@ impl Gateway for FakeGateway {
             bearer: Bearer::Sms,
             up: true,
             registered: true,
-            signal: Some(-71),
+            signal: Some(21),
             last_error: None,
             sent: 40,
             received: 12,
-            per_minute: 8,
+            per_minute: 8.0,
         }]
     }
 

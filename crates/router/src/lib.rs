@@ -2,9 +2,75 @@
 //!
 //! Inputs are `handle_*` calls that take `now`; outputs are drained with
 //! [`Router::poll_output`] and [`Router::poll_timeout`]. It does no I/O and reads no clock.
+//!
+//! # The contract with the daemon
+//!
+//! After every `handle_*` call (and after [`Router::restore`]) the daemon drains
+//! [`Router::poll_output`] completely, appends all [`Output::Record`]s to the durable store
+//! in ONE transaction, and only after the commit dispatches the [`Output::Command`]s to the
+//! drivers (and answers the API caller). Then it sleeps until [`Router::poll_timeout`] and
+//! calls [`Router::handle_timeout`].
+//!
+//! Every state change is a [`Record`], and the router's state changes only by applying
+//! records — the same function live and in [`Router::restore`]. Restoring is applying the
+//! log in order; the resume then adds records of its own only: attempts handed to a device
+//! but without an outcome are abandoned and sent again (`possible_duplicate`), overdue
+//! timers fire. Records carry every decision that depended on configuration (routes,
+//! deadlines, texts, the whole [`AlertPlan`]), so a log replays the same under a changed
+//! config. Device up/down is not carried over a restart: every device is assumed up until
+//! its driver reports.
+//!
+//! # Records
+//!
+//! Per (alert, person): `planned → attempting → reached → acknowledged`, or
+//! `→ escalated` (a door-knock task for the supervisor, with its own code and deadline,
+//! climbing the supervisor chain while unanswered) `→ confirmed`, or finally `unreached`.
+//! `cancelled` and `withdrawn` end records of cancelled alerts and of people an update no
+//! longer covers. A late ack still counts and is marked late, even after escalation or
+//! `unreached` (the door-knock task is then closed). Records that need no ack (residents by
+//! default, every blue record) end `reached` when delivered, or `unreached` when every
+//! route failed or no delivery report came by the deadline.
+//!
+//! # The ack rule
+//!
+//! An inbound message counts as an ack when it comes from an address registered to that
+//! person (exact match on the [`tocsin_core::Address`]) AND carries the code of one of that
+//! person's open records: a 4-character token anywhere in the text, full-width and
+//! lowercase folded ("1 K7QX", "K7QX", "收到k7qx", "1k7qx"). A bare acknowledgement without
+//! a code — "1", "１", "收到", "确认", "ok"/"OK", "好" after trimming and folding — counts only
+//! if that person has exactly one open record (an alert record or a door-knock task) that
+//! needs an ack. A door-knock task is acked the same way by any supervisor it was sent to,
+//! with the task code: `AckCode::derive(key, alert, "{person}/door")` (see [`door_code`]).
+//! Everything else is recorded as a rejected reply with the reason and never counted:
+//! unknown sender, wrong code, someone else's code (naming whose, for the audit only),
+//! ambiguous bare ack, code of a cancelled or withdrawn record. A second ack for the same
+//! record (e.g. over another bearer) is recorded as a duplicate and counts once. Every
+//! reply is recorded with its verdict, and the device's inbound receipt is released in the
+//! same output batch, after the record.
+//!
+//! # Sending
+//!
+//! Each device has a token bucket of `Capabilities::per_minute` with burst 1. Sends wait in
+//! a queue per bearer ordered by grade (red first), then by due time (FIFO); each device
+//! takes the next send as soon as its budget allows, and the first sends go out within the
+//! `handle_alert` call itself. [`Router::poll_timeout`] includes the next budget instant.
 
 pub mod plan;
+pub mod policy;
+pub mod record;
+pub mod reply;
+mod router;
+mod state;
+pub mod text;
 pub mod view;
+mod views;
 
-pub use plan::{AlertPlan, Contact, Target, TargetReason};
-pub use view::{AlertState, AlertSummary, AttemptView, Counts, DeliveryState, DeliveryView, Preview, BearerLoad};
+pub use plan::{AlertPlan, Contact, NamedAreaRef, Target, TargetReason};
+pub use policy::{GradePolicy, Policies, PolicyError, RoleOverride};
+pub use record::{
+    DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, Route, Verdict,
+};
+pub use router::{DeviceInfo, Output, Router, RouterConfig, RouterError, door_code};
+pub use view::{
+    AlertState, AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView, Preview,
+};

@@ -69,6 +69,9 @@ pub struct NamedAreaRef {
 
 impl From<&NamedArea> for NamedAreaRef {
     fn from(a: &NamedArea) -> Self {
-        NamedAreaRef { id: a.id.clone(), name: a.name.clone() }
+        NamedAreaRef {
+            id: a.id.clone(),
+            name: a.name.clone(),
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Read-only views of the router's state, as the API and reports show them.
 
 use serde::{Deserialize, Serialize};
-use tocsin_core::{AckCode, Address, Alert, AttemptId, Bearer, DeviceId, PersonId, Role, Timestamp};
+use tocsin_core::{
+    AckCode, Address, Alert, AttemptId, Bearer, DeviceId, PersonId, Role, Timestamp,
+};
 
 /// Where one (alert, person) 叫应 record stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,0 +1,500 @@
+//! The router's log records: every state change, as the store keeps it.
+//!
+//! Records carry every decision that depended on configuration (routes chosen, deadlines,
+//! texts), so replaying a log gives the same campaign even if the config changed since.
+
+use crate::plan::AlertPlan;
+use crate::view::DeliveryState;
+use serde::{Deserialize, Serialize};
+use tocsin_channel::InboundReceipt;
+use tocsin_core::{
+    AckCode, Address, AlertId, AttemptId, Bearer, DeviceId, Grade, PersonId, Timestamp,
+};
+
+/// One bearer and the address used on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Route {
+    /// Bearer.
+    pub bearer: Bearer,
+    /// Address on that bearer.
+    pub to: Address,
+}
+
+/// How one (alert, person) record will be worked, decided when it is planned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryPlan {
+    /// The person's one-time code for this alert.
+    pub code: AckCode,
+    /// The message text.
+    pub message: String,
+    /// Grade the record is worked at (send priority).
+    pub grade: Grade,
+    /// Whether the person must acknowledge.
+    pub ack_required: bool,
+    /// Whether a missed deadline escalates.
+    pub escalate: bool,
+    /// First-round routes, used in parallel.
+    pub routes: Vec<Route>,
+    /// Routes opened one at a time when a route fails for good.
+    pub fallback: Vec<Route>,
+    /// Attempts per route, the first included.
+    pub attempts_per_route: u32,
+    /// Wait after a retryable failure, in milliseconds.
+    pub backoff_ms: u64,
+    /// Ack deadline (or, without ack, the delivery-report deadline).
+    pub deadline: Timestamp,
+    /// When reminders are resent while no ack has come.
+    pub reminders: Vec<Timestamp>,
+    /// Door-knock task deadline, in milliseconds from the task's opening.
+    pub task_deadline_ms: u64,
+}
+
+/// A door-knock task: the supervisor goes and checks, and acks with the task's code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoorKnockTask {
+    /// Who is asked to go.
+    pub assignee: PersonId,
+    /// 0 for the person's own supervisor, 1 for the next one up, and so on.
+    pub level: u32,
+    /// The task's code (the same at every level of one record's chain).
+    pub code: AckCode,
+    /// The text sent to the assignee.
+    pub text: String,
+    /// Routes to the assignee.
+    pub routes: Vec<Route>,
+    /// When the task escalates one level further if nobody confirms.
+    pub deadline: Timestamp,
+}
+
+/// What an attempt is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Purpose {
+    /// The warning to the person.
+    Alert,
+    /// A door-knock task to a supervisor.
+    DoorKnock {
+        /// Level in the chain.
+        level: u32,
+    },
+    /// A notice (cancellation, withdrawal).
+    Notice {
+        /// Which notice.
+        notice: NoticeKind,
+    },
+}
+
+/// Kinds of notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// The alert was cancelled.
+    Cancelled,
+    /// The person is no longer in the updated area.
+    Withdrawn,
+}
+
+/// What a driver said about an attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Queued on the device.
+    Accepted,
+    /// Taken by the network.
+    Sent {
+        /// Network reference(s).
+        reference: String,
+    },
+    /// Delivered to the handset.
+    Delivered {
+        /// Raw evidence.
+        evidence: String,
+    },
+    /// Failed.
+    Failed {
+        /// Whether the same bearer may succeed later.
+        retryable: bool,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a reply was not counted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Rejection {
+    /// The sender's address is registered to nobody in any open alert.
+    UnknownSender,
+    /// The code belongs to no record.
+    WrongCode {
+        /// The code as read.
+        code: AckCode,
+    },
+    /// The code belongs to someone else's record (named for the audit only).
+    OthersCode {
+        /// The code as read.
+        code: AckCode,
+        /// Alert of the record the code belongs to.
+        alert: AlertId,
+        /// Whose record it is.
+        person: PersonId,
+    },
+    /// The code is for a record that is closed (cancelled or withdrawn).
+    Closed {
+        /// The code as read.
+        code: AckCode,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+    },
+    /// A bare ack while the sender has several open records that need an ack.
+    Ambiguous {
+        /// How many are open.
+        open: u32,
+    },
+    /// A bare ack while the sender has no open record that needs an ack.
+    NothingOpen,
+    /// Neither a code nor a bare ack.
+    NotAnAck,
+}
+
+/// What a reply was taken as.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The person acknowledged their record.
+    Ack {
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+        /// After the deadline (or after escalation / unreached).
+        late: bool,
+    },
+    /// A supervisor confirmed the door-knock task of `person`'s record.
+    DoorKnockConfirmed {
+        /// Alert.
+        alert: AlertId,
+        /// Whose record the task belongs to.
+        person: PersonId,
+        /// Who confirmed.
+        by: PersonId,
+        /// After the record was closed as unreached.
+        late: bool,
+    },
+    /// The record was already acknowledged or confirmed: counted once.
+    Duplicate {
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+    },
+    /// Not counted.
+    Rejected {
+        /// Why.
+        #[serde(flatten)]
+        rejection: Rejection,
+        /// Alerts the reply concerns (for per-alert counts of rejected replies).
+        alerts: Vec<AlertId>,
+    },
+}
+
+/// One state change of the router. Serialized with a `type` tag in snake_case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// An alert was accepted; the plan is carried whole.
+    AlertAccepted {
+        /// When.
+        at: Timestamp,
+        /// The whole plan.
+        plan: AlertPlan,
+    },
+    /// An alert was updated (grade, text or area); the new plan is carried whole.
+    AlertUpdated {
+        /// When.
+        at: Timestamp,
+        /// The whole new plan.
+        plan: AlertPlan,
+    },
+    /// An operator cancelled the alert.
+    AlertCancelled {
+        /// When.
+        at: Timestamp,
+        /// Which alert.
+        alert: AlertId,
+        /// Who.
+        by: String,
+    },
+    /// A person's record was planned.
+    DeliveryPlanned {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+        /// How it will be worked.
+        plan: DeliveryPlan,
+    },
+    /// An open record was planned again (alert updated, or a withdrawn person is back).
+    DeliveryReplanned {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+        /// The new plan.
+        plan: DeliveryPlan,
+    },
+    /// An attempt was handed to a device.
+    AttemptStarted {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Whose record.
+        person: PersonId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// What for.
+        purpose: Purpose,
+        /// Lane of the record it belongs to (internal, stable under replay).
+        lane: u32,
+        /// Bearer.
+        bearer: Bearer,
+        /// Device.
+        device: DeviceId,
+        /// Address.
+        to: Address,
+        /// Text.
+        text: String,
+        /// Re-sends one that may already have gone out.
+        possible_duplicate: bool,
+    },
+    /// A driver reported on an attempt.
+    AttemptOutcome {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Whose record.
+        person: PersonId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device that reported it.
+        device: DeviceId,
+        /// What happened.
+        outcome: Outcome,
+    },
+    /// An attempt that did not go out for sure is given up and sent again (device down,
+    /// or a restart found it without outcome).
+    AttemptAbandoned {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Whose record.
+        person: PersonId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Why.
+        reason: String,
+        /// Whether the re-send may duplicate it.
+        possible_duplicate: bool,
+    },
+    /// A reminder is due: every open route sends again.
+    Reminder {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+        /// 1 for the first reminder.
+        n: u32,
+    },
+    /// Nobody answered: a door-knock task is opened for a supervisor.
+    Escalated {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Whose record.
+        person: PersonId,
+        /// The task.
+        task: DoorKnockTask,
+    },
+    /// The record is closed without an ack: `reached` (no ack needed) or `unreached`.
+    DeliveryClosed {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+        /// Final state.
+        state: DeliveryState,
+        /// Why, for operators.
+        reason: String,
+    },
+    /// The updated area no longer covers the person.
+    DeliveryWithdrawn {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+    },
+    /// A notice is to be sent to someone already contacted for this record.
+    NoticePlanned {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Whose record.
+        person: PersonId,
+        /// Who receives it (the person or a door-knock assignee).
+        recipient: PersonId,
+        /// Which notice.
+        notice: NoticeKind,
+        /// Text.
+        text: String,
+        /// Route.
+        route: Route,
+    },
+    /// A message came in, with what it was taken as.
+    Reply {
+        /// When.
+        at: Timestamp,
+        /// Device that received it.
+        device: DeviceId,
+        /// Sender.
+        from: Address,
+        /// Text.
+        text: String,
+        /// Raw evidence.
+        evidence: String,
+        /// When the network says it was sent.
+        sent_at: Option<Timestamp>,
+        /// The receipt released once this is committed.
+        receipt: Option<InboundReceipt>,
+        /// Verdict.
+        verdict: Verdict,
+    },
+    /// A device went down or came back up.
+    DeviceHealth {
+        /// When.
+        at: Timestamp,
+        /// Device.
+        device: DeviceId,
+        /// Up or down.
+        up: bool,
+        /// Last error, if any.
+        detail: Option<String>,
+    },
+}
+
+impl Record {
+    /// The record's kind (its `type` tag), e.g. `alert_accepted`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::AlertAccepted { .. } => "alert_accepted",
+            Record::AlertUpdated { .. } => "alert_updated",
+            Record::AlertCancelled { .. } => "alert_cancelled",
+            Record::DeliveryPlanned { .. } => "delivery_planned",
+            Record::DeliveryReplanned { .. } => "delivery_replanned",
+            Record::AttemptStarted { .. } => "attempt_started",
+            Record::AttemptOutcome { .. } => "attempt_outcome",
+            Record::AttemptAbandoned { .. } => "attempt_abandoned",
+            Record::Reminder { .. } => "reminder",
+            Record::Escalated { .. } => "escalated",
+            Record::DeliveryClosed { .. } => "delivery_closed",
+            Record::DeliveryWithdrawn { .. } => "delivery_withdrawn",
+            Record::NoticePlanned { .. } => "notice_planned",
+            Record::Reply { .. } => "reply",
+            Record::DeviceHealth { .. } => "device_health",
+        }
+    }
+
+    /// The alert the record belongs to, if any.
+    pub fn alert(&self) -> Option<&AlertId> {
+        match self {
+            Record::AlertAccepted { plan, .. } | Record::AlertUpdated { plan, .. } => {
+                Some(&plan.alert.id)
+            }
+            Record::AlertCancelled { alert, .. }
+            | Record::DeliveryPlanned { alert, .. }
+            | Record::DeliveryReplanned { alert, .. }
+            | Record::AttemptStarted { alert, .. }
+            | Record::AttemptOutcome { alert, .. }
+            | Record::AttemptAbandoned { alert, .. }
+            | Record::Reminder { alert, .. }
+            | Record::Escalated { alert, .. }
+            | Record::DeliveryClosed { alert, .. }
+            | Record::DeliveryWithdrawn { alert, .. }
+            | Record::NoticePlanned { alert, .. } => Some(alert),
+            Record::Reply { verdict, .. } => match verdict {
+                Verdict::Ack { alert, .. }
+                | Verdict::DoorKnockConfirmed { alert, .. }
+                | Verdict::Duplicate { alert, .. } => Some(alert),
+                Verdict::Rejected { alerts, .. } => alerts.first(),
+            },
+            Record::DeviceHealth { .. } => None,
+        }
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Record::AlertAccepted { at, .. }
+            | Record::AlertUpdated { at, .. }
+            | Record::AlertCancelled { at, .. }
+            | Record::DeliveryPlanned { at, .. }
+            | Record::DeliveryReplanned { at, .. }
+            | Record::AttemptStarted { at, .. }
+            | Record::AttemptOutcome { at, .. }
+            | Record::AttemptAbandoned { at, .. }
+            | Record::Reminder { at, .. }
+            | Record::Escalated { at, .. }
+            | Record::DeliveryClosed { at, .. }
+            | Record::DeliveryWithdrawn { at, .. }
+            | Record::NoticePlanned { at, .. }
+            | Record::Reply { at, .. }
+            | Record::DeviceHealth { at, .. } => *at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialise_with_a_snake_case_type_tag() {
+        let r = Record::Reply {
+            at: Timestamp(5),
+            device: DeviceId::from("m1"),
+            from: Address::MeshNode(7),
+            text: "1".into(),
+            evidence: "raw".into(),
+            sent_at: None,
+            receipt: Some(InboundReceipt("3".into())),
+            verdict: Verdict::Rejected {
+                rejection: Rejection::Ambiguous { open: 2 },
+                alerts: vec![AlertId::from("a")],
+            },
+        };
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["type"], "reply");
+        assert_eq!(j["verdict"]["verdict"], "rejected");
+        assert_eq!(j["verdict"]["reason"], "ambiguous");
+        assert_eq!(serde_json::from_value::<Record>(j).unwrap(), r);
+        assert_eq!(r.kind(), "reply");
+        assert_eq!(r.alert().map(|a| a.as_str()), Some("a"));
+        assert_eq!(r.at(), Timestamp(5));
+    }
+}

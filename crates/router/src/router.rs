@@ -1,0 +1,1117 @@
+//! The router: handlers that turn inputs into records (and commands), and the send pump.
+
+use crate::plan::{AlertPlan, Contact};
+use crate::policy::{Policies, ResolvedPolicy};
+use crate::record::{
+    DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, Route, Verdict,
+};
+use crate::reply::{ReplyForm, read_reply};
+use crate::state::{
+    CodeRef, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, State, TimerKind, grade_ix,
+};
+use crate::text;
+use crate::view::{AlertState, DeliveryState};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+use tocsin_channel::{Capabilities, DeviceEvent, DriverCommand, DriverEvent, Health, Outbound};
+use tocsin_core::{
+    AckCode, AckKey, Address, AlertId, AttemptId, Bearer, DeviceId, Grade, PersonId, Timestamp,
+};
+
+/// What the router needs to run.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Grade policies.
+    pub policies: Policies,
+    /// The secret ack codes are derived from.
+    pub ack_key: AckKey,
+    /// The devices the drivers own, with what they can do.
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// One device as the router plans with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfo {
+    /// Device id (from config).
+    pub id: DeviceId,
+    /// What it can do; `per_minute` is its send budget.
+    pub caps: Capabilities,
+}
+
+/// What the router asks the daemon to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Append this record to the durable log (all records of one batch in one transaction).
+    Record(crate::record::Record),
+    /// After the batch's records are committed, hand this command to the device's driver.
+    Command {
+        /// Which device.
+        device: DeviceId,
+        /// What to do.
+        command: DriverCommand,
+    },
+}
+
+/// Why an input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouterError {
+    /// An alert with this id is already known.
+    #[error("alert {0} already exists")]
+    DuplicateAlert(AlertId),
+    /// No alert with this id.
+    #[error("no alert {0}")]
+    UnknownAlert(AlertId),
+    /// The alert is cancelled; it cannot be updated or cancelled again.
+    #[error("alert {0} is cancelled")]
+    Cancelled(AlertId),
+    /// A record in the log does not fit the state built from the records before it.
+    #[error("log record {index} cannot be applied: {reason}")]
+    Corrupt {
+        /// Position of the record in the log (0-based).
+        index: usize,
+        /// What does not fit.
+        reason: String,
+    },
+}
+
+/// The 叫应 engine. See the crate docs for the contract with the daemon.
+pub struct Router {
+    pub(crate) config: RouterConfig,
+    pub(crate) state: State,
+    /// Devices per bearer, in config order (indices into `config.devices`).
+    pub(crate) bearer_devices: Vec<(Bearer, Vec<usize>)>,
+    /// The latest health each driver reported (telemetry for views, not replayed).
+    pub(crate) health: HashMap<DeviceId, Health>,
+    outputs: VecDeque<Output>,
+}
+
+/// Door-knock task codes are derived like the person's own code, for the pseudo-person
+/// `{person}/door`: distinct from every person's code and the same at every level.
+pub fn door_code(key: &AckKey, alert: &AlertId, person: &PersonId) -> AckCode {
+    AckCode::derive(key, alert, &PersonId(format!("{person}/door")))
+}
+
+impl Router {
+    /// A router with no alerts.
+    pub fn new(config: RouterConfig) -> Router {
+        let mut bearer_devices: Vec<(Bearer, Vec<usize>)> = Vec::new();
+        let mut state = State::default();
+        for (i, dev) in config.devices.iter().enumerate() {
+            match bearer_devices
+                .iter_mut()
+                .find(|(b, _)| *b == dev.caps.bearer)
+            {
+                Some((_, list)) => list.push(i),
+                None => bearer_devices.push((dev.caps.bearer, vec![i])),
+            }
+            state
+                .intervals
+                .insert(dev.id.clone(), interval_us(dev.caps.per_minute));
+        }
+        Router {
+            config,
+            state,
+            bearer_devices,
+            health: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Rebuilds the state from the log (records in the order they were emitted), then
+    /// resumes: attempts started without an outcome are re-issued (marked
+    /// `possible_duplicate`), overdue timers fire, sends resume. Every device is assumed up
+    /// until its driver reports otherwise. Drain [`Router::poll_output`] afterwards: it
+    /// holds the records and commands of the resume itself.
+    pub fn restore(
+        config: RouterConfig,
+        records: impl IntoIterator<Item = Record>,
+        now: Timestamp,
+    ) -> Result<Router, RouterError> {
+        let mut r = Router::new(config);
+        for (index, rec) in records.into_iter().enumerate() {
+            r.state
+                .apply(&rec)
+                .map_err(|reason| RouterError::Corrupt { index, reason })?;
+        }
+        r.state.touched.clear();
+        r.state.down.clear();
+        let mut lost: Vec<AttemptId> = r
+            .state
+            .attempts
+            .iter()
+            .filter(|(id, e)| {
+                let lane = r.state.lane(e.lane);
+                !e.settled && lane.current == Some(**id) && lane.status == LaneStatus::Active
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        lost.sort();
+        for id in lost {
+            if let Some((alert, person)) = r.attempt_owner(id) {
+                r.emit(Record::AttemptAbandoned {
+                    at: now,
+                    alert,
+                    person,
+                    attempt: id,
+                    reason: "restart: no outcome before the gateway stopped".into(),
+                    possible_duplicate: true,
+                });
+            }
+        }
+        for (a, entry) in r.state.alerts.iter().enumerate() {
+            for (d, del) in entry.deliveries.iter().enumerate() {
+                if !del.closed {
+                    r.state.touched.push((a as u32, d as u32));
+                }
+            }
+        }
+        r.handle_timeout(now);
+        Ok(r)
+    }
+
+    /// A new alert: plans a record per target and sends the first attempts that the send
+    /// budgets allow right away.
+    pub fn handle_alert(&mut self, now: Timestamp, plan: AlertPlan) -> Result<(), RouterError> {
+        if self.state.alert_ix.contains_key(&plan.alert.id) {
+            return Err(RouterError::DuplicateAlert(plan.alert.id.clone()));
+        }
+        let alert_id = plan.alert.id.clone();
+        let targets = dedup_targets(&plan);
+        self.emit(Record::AlertAccepted { at: now, plan });
+        let a = self.alert_index(&alert_id)?;
+        for person in targets {
+            let dplan = self.plan_delivery(a, &person, now, None);
+            self.emit(Record::DeliveryPlanned {
+                at: now,
+                alert: alert_id.clone(),
+                person,
+                plan: dplan,
+            });
+        }
+        self.settle(now);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// The same alert with a new grade, text or area. New targets are planned; people no
+    /// longer targeted and not yet final are withdrawn (and told, if already contacted);
+    /// open records continue, re-planned with the new text (a higher grade also re-plans
+    /// their policy, with a new deadline from now).
+    pub fn handle_update(&mut self, now: Timestamp, plan: AlertPlan) -> Result<(), RouterError> {
+        let alert_id = plan.alert.id.clone();
+        let a = self.alert_index(&alert_id)?;
+        if self.state.alert(a).state == AlertState::Cancelled {
+            return Err(RouterError::Cancelled(alert_id));
+        }
+        let old = self.state.alert(a).plan.alert.clone();
+        let changed = old.grade != plan.alert.grade
+            || old.headline != plan.alert.headline
+            || old.text != plan.alert.text
+            || old.exercise != plan.alert.exercise;
+        let targets = dedup_targets(&plan);
+        let target_set: BTreeSet<&PersonId> = targets.iter().collect();
+        self.emit(Record::AlertUpdated {
+            at: now,
+            plan: plan.clone(),
+        });
+
+        let n = self.state.alert(a).deliveries.len() as u32;
+        for d in 0..n {
+            let del = self.state.delivery(a, d);
+            if del.closed || target_set.contains(&del.person) {
+                continue;
+            }
+            let person = del.person.clone();
+            self.cancel_in_flight(a, d);
+            let notice = self.notice_route(a, d, |k| k == &LaneKind::Alert);
+            self.emit(Record::DeliveryWithdrawn {
+                at: now,
+                alert: alert_id.clone(),
+                person: person.clone(),
+            });
+            if let Some(route) = notice {
+                self.emit(Record::NoticePlanned {
+                    at: now,
+                    alert: alert_id.clone(),
+                    person: person.clone(),
+                    recipient: person,
+                    notice: NoticeKind::Withdrawn,
+                    text: text::withdrawn_message(&plan.alert),
+                    route,
+                });
+            }
+        }
+        for person in targets {
+            match self.state.alert(a).by_person.get(&person).copied() {
+                None => {
+                    let dplan = self.plan_delivery(a, &person, now, None);
+                    self.emit(Record::DeliveryPlanned {
+                        at: now,
+                        alert: alert_id.clone(),
+                        person,
+                        plan: dplan,
+                    });
+                }
+                Some(d) => {
+                    let del = self.state.delivery(a, d);
+                    let back = del.closed && del.state == DeliveryState::Withdrawn;
+                    if back || (!del.closed && changed) {
+                        let keep = if back { None } else { Some(del.plan.clone()) };
+                        let dplan = self.plan_delivery(a, &person, now, keep.as_ref());
+                        self.emit(Record::DeliveryReplanned {
+                            at: now,
+                            alert: alert_id.clone(),
+                            person,
+                            plan: dplan,
+                        });
+                    }
+                }
+            }
+        }
+        self.settle(now);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Cancels an alert: queued sends are dropped (drivers are told to cancel what they
+    /// hold), open records become cancelled, and everyone already contacted — door-knock
+    /// assignees included — gets the cancellation notice.
+    pub fn handle_cancel(
+        &mut self,
+        now: Timestamp,
+        alert: &AlertId,
+        by: &str,
+    ) -> Result<(), RouterError> {
+        let a = self.alert_index(alert)?;
+        if self.state.alert(a).state == AlertState::Cancelled {
+            return Err(RouterError::Cancelled(alert.clone()));
+        }
+        let n = self.state.alert(a).deliveries.len() as u32;
+        let mut notices = Vec::new();
+        for d in 0..n {
+            self.cancel_in_flight(a, d);
+            let del = self.state.delivery(a, d);
+            let person = del.person.clone();
+            if let Some(route) = self.notice_route(a, d, |k| k == &LaneKind::Alert) {
+                notices.push((person.clone(), person.clone(), route));
+            }
+            let mut told = BTreeSet::new();
+            for task in &del.tasks {
+                if told.contains(&task.assignee) {
+                    continue;
+                }
+                let level = task.level;
+                if let Some(route) = self.notice_route(a, d, |k| k == &LaneKind::Task(level)) {
+                    told.insert(task.assignee.clone());
+                    notices.push((person.clone(), task.assignee.clone(), route));
+                }
+            }
+        }
+        self.emit(Record::AlertCancelled {
+            at: now,
+            alert: alert.clone(),
+            by: by.to_owned(),
+        });
+        let text = text::cancel_message(&self.state.alert(a).plan.alert);
+        for (person, recipient, route) in notices {
+            self.emit(Record::NoticePlanned {
+                at: now,
+                alert: alert.clone(),
+                person,
+                recipient,
+                notice: NoticeKind::Cancelled,
+                text: text.clone(),
+                route,
+            });
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// A fact from a driver: attempt outcomes, replies (judged and recorded, then the
+    /// device's receipt released), health changes.
+    pub fn handle_device_event(&mut self, now: Timestamp, event: DeviceEvent) {
+        let DeviceEvent { device, event, .. } = event;
+        match event {
+            DriverEvent::Accepted { attempt } => {
+                self.outcome(now, &device, attempt, Outcome::Accepted)
+            }
+            DriverEvent::Sent { attempt, reference } => {
+                self.outcome(now, &device, attempt, Outcome::Sent { reference })
+            }
+            DriverEvent::Delivered { attempt, evidence } => {
+                self.outcome(now, &device, attempt, Outcome::Delivered { evidence })
+            }
+            DriverEvent::Failed {
+                attempt,
+                retryable,
+                reason,
+            } => self.outcome(now, &device, attempt, Outcome::Failed { retryable, reason }),
+            DriverEvent::Inbound {
+                from,
+                text,
+                evidence,
+                sent_at,
+                receipt,
+            } => {
+                let verdict = self.judge(now, &from, &text);
+                let acked = match &verdict {
+                    Verdict::Ack { alert, person, .. }
+                    | Verdict::DoorKnockConfirmed { alert, person, .. } => {
+                        self.state.find(alert, person).ok()
+                    }
+                    _ => None,
+                };
+                self.emit(Record::Reply {
+                    at: now,
+                    device: device.clone(),
+                    from,
+                    text,
+                    evidence,
+                    sent_at,
+                    receipt: receipt.clone(),
+                    verdict,
+                });
+                if let Some((a, d)) = acked {
+                    self.cancel_in_flight(a, d);
+                }
+                if let Some(receipt) = receipt {
+                    self.command(device, DriverCommand::Release(receipt));
+                }
+            }
+            DriverEvent::Health(h) => {
+                let was_up = self.state.is_up(&device);
+                let up = h.up;
+                let detail = h.last_error.clone();
+                self.health.insert(device.clone(), h);
+                if up != was_up {
+                    self.emit(Record::DeviceHealth {
+                        at: now,
+                        device: device.clone(),
+                        up,
+                        detail,
+                    });
+                    if !up {
+                        self.move_off(now, &device);
+                    }
+                }
+            }
+            DriverEvent::Unrecognized { .. } => {}
+        }
+        self.settle(now);
+        self.pump(now);
+    }
+
+    /// Time passed: reminders, deadlines, escalations, and sends whose budget came free.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let mut due = Vec::new();
+        while let Some(&first) = self.state.timers.first() {
+            if first.0 > now {
+                break;
+            }
+            self.state.timers.remove(&first);
+            due.push(first);
+        }
+        for (_, a, d, kind) in due {
+            self.fire(now, a, d, kind);
+        }
+        self.settle(now);
+        self.pump(now);
+    }
+
+    /// The next output, or `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Router::handle_timeout`] next: the earliest timer or send-budget
+    /// instant at which there is work. Exact; no polling.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut t = self.state.timers.first().map(|e| e.0);
+        for (bearer, devs) in &self.bearer_devices {
+            let Some(queue) = self.state.queues.get(bearer) else {
+                continue;
+            };
+            let head = queue.iter().filter_map(|s| s.first().map(|e| e.0)).min();
+            let Some(head) = head else { continue };
+            let free = devs.iter().filter_map(|&i| self.ready_at(i)).min();
+            if let Some(free) = free {
+                let cand = head.max(free);
+                t = Some(t.map_or(cand, |t| t.min(cand)));
+            }
+        }
+        t
+    }
+
+    fn emit(&mut self, rec: Record) {
+        // Handlers only emit records that fit the state; an error here would be a bug in
+        // the router, and refusing the record would lose a fact, so it is kept regardless.
+        let applied = self.state.apply(&rec);
+        debug_assert!(applied.is_ok(), "{applied:?} for {rec:?}");
+        self.outputs.push_back(Output::Record(rec));
+    }
+
+    fn command(&mut self, device: DeviceId, command: DriverCommand) {
+        self.outputs.push_back(Output::Command { device, command });
+    }
+
+    fn alert_index(&self, alert: &AlertId) -> Result<u32, RouterError> {
+        self.state
+            .alert_ix
+            .get(alert)
+            .copied()
+            .ok_or_else(|| RouterError::UnknownAlert(alert.clone()))
+    }
+
+    fn attempt_owner(&self, id: AttemptId) -> Option<(AlertId, PersonId)> {
+        let e = self.state.attempts.get(&id)?;
+        let entry = self.state.alert(e.lane.a);
+        let del = self.state.delivery(e.lane.a, e.lane.d);
+        Some((entry.plan.alert.id.clone(), del.person.clone()))
+    }
+
+    fn outcome(&mut self, now: Timestamp, device: &DeviceId, attempt: AttemptId, outcome: Outcome) {
+        // Events about attempts this log never started (another node's, or garbage) change
+        // nothing and are dropped.
+        if let Some((alert, person)) = self.attempt_owner(attempt) {
+            self.emit(Record::AttemptOutcome {
+                at: now,
+                alert,
+                person,
+                attempt,
+                device: device.clone(),
+                outcome,
+            });
+        }
+    }
+
+    /// A device went down: what it holds but has not sent goes to another device.
+    fn move_off(&mut self, now: Timestamp, device: &DeviceId) {
+        let mut held: Vec<(AttemptId, bool)> = self
+            .state
+            .attempts
+            .iter()
+            .filter(|(id, e)| {
+                let lane = self.state.lane(e.lane);
+                &e.device == device
+                    && !e.settled
+                    && lane.current == Some(**id)
+                    && lane.status == LaneStatus::Active
+            })
+            .map(|(id, e)| (*id, e.accepted))
+            .collect();
+        held.sort();
+        for (id, accepted) in held {
+            if let Some((alert, person)) = self.attempt_owner(id) {
+                self.emit(Record::AttemptAbandoned {
+                    at: now,
+                    alert,
+                    person,
+                    attempt: id,
+                    reason: format!("device {device} down"),
+                    possible_duplicate: accepted,
+                });
+                self.command(device.clone(), DriverCommand::Cancel(id));
+            }
+        }
+    }
+
+    /// Tells drivers to drop the record's attempts that have not gone out.
+    fn cancel_in_flight(&mut self, a: u32, d: u32) {
+        let mut cancels = Vec::new();
+        for lane in &self.state.delivery(a, d).lanes {
+            if matches!(lane.kind, LaneKind::Notice(..)) {
+                continue;
+            }
+            if let Some(id) = lane.current
+                && let Some(e) = self.state.attempts.get(&id)
+                && !e.settled
+            {
+                cancels.push((e.device.clone(), id));
+            }
+        }
+        for (device, id) in cancels {
+            self.command(device, DriverCommand::Cancel(id));
+        }
+    }
+
+    /// The route a notice should take: the lane (of the given kind) that worked best.
+    fn notice_route(&self, a: u32, d: u32, kind: impl Fn(&LaneKind) -> bool) -> Option<Route> {
+        let del = self.state.delivery(a, d);
+        let tried = || {
+            del.lanes
+                .iter()
+                .filter(|l| kind(&l.kind) && l.used > 0 && self.has_device(l.route.bearer))
+        };
+        tried()
+            .find(|l| l.delivered)
+            .or_else(|| tried().find(|l| l.ever_ok))
+            .or_else(|| tried().next())
+            .map(|l| l.route.clone())
+    }
+
+    fn has_device(&self, bearer: Bearer) -> bool {
+        self.bearer_devices.iter().any(|(b, _)| *b == bearer)
+    }
+
+    fn route(&self, contact: Option<&Contact>, bearer: Bearer) -> Option<Route> {
+        if !self.has_device(bearer) {
+            return None;
+        }
+        let to = contact?.addresses.iter().find(|a| a.serves(bearer))?;
+        Some(Route {
+            bearer,
+            to: to.clone(),
+        })
+    }
+
+    /// First-round routes (parallel, plus the best of `best_of`) and fallbacks.
+    pub(crate) fn routes(
+        &self,
+        contact: Option<&Contact>,
+        pol: &ResolvedPolicy,
+    ) -> (Vec<Route>, Vec<Route>) {
+        let mut first: Vec<Route> = Vec::new();
+        for &b in &pol.parallel {
+            if first.iter().all(|r| r.bearer != b)
+                && let Some(r) = self.route(contact, b)
+            {
+                first.push(r);
+            }
+        }
+        if let Some(r) = pol
+            .best_of
+            .iter()
+            .filter(|b| first.iter().all(|r| r.bearer != **b))
+            .find_map(|&b| self.route(contact, b))
+        {
+            first.push(r);
+        }
+        let mut fallback: Vec<Route> = Vec::new();
+        for &b in &pol.fallback {
+            if first.iter().chain(&fallback).all(|r| r.bearer != b)
+                && let Some(r) = self.route(contact, b)
+            {
+                fallback.push(r);
+            }
+        }
+        (first, fallback)
+    }
+
+    /// Plans one record. With `keep` (an open record re-planned without a grade rise), the
+    /// old deadline and remaining reminders stand and the stronger of the two policies
+    /// applies.
+    fn plan_delivery(
+        &self,
+        a: u32,
+        person: &PersonId,
+        now: Timestamp,
+        keep: Option<&DeliveryPlan>,
+    ) -> DeliveryPlan {
+        let entry = self.state.alert(a);
+        let alert = &entry.plan.alert;
+        let contact = entry.contacts.get(person);
+        let role = contact.map_or(tocsin_core::Role::Resident, |c| c.role);
+        let raised = keep.is_none_or(|k| alert.grade > k.grade);
+        let grade = keep.map_or(alert.grade, |k| k.grade.max(alert.grade));
+        let pol = self.config.policies.resolve(grade, role);
+        let code = AckCode::derive(&self.config.ack_key, &alert.id, person);
+        let (routes, fallback) = self.routes(contact, &pol);
+        let deadline_ms = pol.ack_deadline_s.saturating_mul(1000);
+        let (deadline, reminders) = match keep {
+            Some(k) if !raised => (
+                k.deadline,
+                k.reminders.iter().copied().filter(|t| *t > now).collect(),
+            ),
+            _ => {
+                let n = u64::from(pol.reminders);
+                let reminders = (1..=n)
+                    .map(|k| now + Duration::from_millis(deadline_ms.saturating_mul(k) / (n + 1)))
+                    .collect();
+                (now + Duration::from_millis(deadline_ms), reminders)
+            }
+        };
+        DeliveryPlan {
+            code,
+            message: text::alert_message(alert, pol.ack_required.then_some(code)),
+            grade,
+            ack_required: pol.ack_required,
+            escalate: pol.escalate,
+            routes,
+            fallback,
+            attempts_per_route: pol.attempts_per_bearer,
+            backoff_ms: pol.retry_backoff_s.saturating_mul(1000),
+            deadline,
+            reminders,
+            task_deadline_ms: pol.door_knock_deadline_s.saturating_mul(1000),
+        }
+    }
+
+    fn fire(&mut self, now: Timestamp, a: u32, d: u32, kind: TimerKind) {
+        let entry = self.state.alert(a);
+        let del = self.state.delivery(a, d);
+        if del.closed || entry.state != AlertState::Active {
+            return;
+        }
+        let (alert, person) = (entry.plan.alert.id.clone(), del.person.clone());
+        match kind {
+            TimerKind::Reminder(n) => {
+                if del.state != DeliveryState::Escalated && del.reminders_done < n {
+                    self.emit(Record::Reminder {
+                        at: now,
+                        alert,
+                        person,
+                        n,
+                    });
+                }
+            }
+            TimerKind::Deadline => {
+                if del.state == DeliveryState::Escalated {
+                    return;
+                }
+                if del.plan.ack_required && del.plan.escalate {
+                    self.escalate(now, a, d);
+                } else if del.plan.ack_required {
+                    self.close(
+                        now,
+                        a,
+                        d,
+                        DeliveryState::Unreached,
+                        "no ack by the deadline",
+                    );
+                } else if del.state == DeliveryState::Reached {
+                    self.close(now, a, d, DeliveryState::Reached, "delivered");
+                } else {
+                    self.close(
+                        now,
+                        a,
+                        d,
+                        DeliveryState::Unreached,
+                        "no delivery report by the deadline",
+                    );
+                }
+            }
+            TimerKind::Task(level) => {
+                if del.state == DeliveryState::Escalated
+                    && del.tasks.last().is_some_and(|t| t.level == level)
+                {
+                    self.escalate(now, a, d);
+                }
+            }
+        }
+        self.state.touched.push((a, d));
+    }
+
+    fn close(&mut self, now: Timestamp, a: u32, d: u32, state: DeliveryState, reason: &str) {
+        let alert = self.state.alert(a).plan.alert.id.clone();
+        let person = self.state.delivery(a, d).person.clone();
+        self.emit(Record::DeliveryClosed {
+            at: now,
+            alert,
+            person,
+            state,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Opens the next door-knock task up the supervisor chain, or closes the record as
+    /// unreached when the chain ends.
+    fn escalate(&mut self, now: Timestamp, a: u32, d: u32) {
+        let entry = self.state.alert(a);
+        let del = self.state.delivery(a, d);
+        let level = del.tasks.last().map_or(0, |t| t.level + 1);
+        let from = del.tasks.last().map_or(&del.person, |t| &t.assignee);
+        let sup = entry.contacts.get(from).and_then(|c| c.supervisor.clone());
+        let seen = |p: &PersonId| p == &del.person || del.tasks.iter().any(|t| &t.assignee == p);
+        let contact = match sup {
+            Some(s) if !seen(&s) && level < MAX_LEVELS => entry.contacts.get(&s).cloned(),
+            _ => None,
+        };
+        let Some(contact) = contact else {
+            let reason = if level == 0 {
+                "no ack and no supervisor to escalate to"
+            } else {
+                "escalation chain exhausted"
+            };
+            self.close(now, a, d, DeliveryState::Unreached, reason);
+            return;
+        };
+        let alert = entry.plan.alert.clone();
+        let code = door_code(&self.config.ack_key, &alert.id, &del.person);
+        let pol = self.config.policies.resolve(del.plan.grade, contact.role);
+        let (routes, _) = self.routes(Some(&contact), &pol);
+        let task = DoorKnockTask {
+            assignee: contact.person.clone(),
+            level,
+            code,
+            text: text::escalation_message(&alert, &del.name, &del.town, code),
+            routes,
+            deadline: now + Duration::from_millis(del.plan.task_deadline_ms),
+        };
+        let person = del.person.clone();
+        self.emit(Record::Escalated {
+            at: now,
+            alert: alert.id,
+            person,
+            task,
+        });
+    }
+
+    /// Follow-ups that the records just applied call for: closing reached no-ack records,
+    /// escalating (or closing) records whose every route failed.
+    fn settle(&mut self, now: Timestamp) {
+        let mut touched = std::mem::take(&mut self.state.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for (a, d) in touched {
+            for _ in 0..=MAX_LEVELS + 1 {
+                if !self.settle_one(now, a, d) {
+                    break;
+                }
+            }
+        }
+        self.state.touched.clear();
+    }
+
+    /// One step; returns whether it emitted something that may call for another.
+    fn settle_one(&mut self, now: Timestamp, a: u32, d: u32) -> bool {
+        let del = self.state.delivery(a, d);
+        if del.closed || self.state.alert(a).state != AlertState::Active {
+            return false;
+        }
+        if !del.plan.ack_required && del.state == DeliveryState::Reached {
+            self.close(now, a, d, DeliveryState::Reached, "delivered");
+            return false;
+        }
+        let active = |k: &dyn Fn(&LaneKind) -> bool| {
+            del.lanes
+                .iter()
+                .any(|l| k(&l.kind) && l.status == LaneStatus::Active)
+        };
+        if del.state == DeliveryState::Escalated {
+            let level = del.tasks.last().map_or(0, |t| t.level);
+            if !active(&|k| k == &LaneKind::Task(level)) {
+                self.escalate(now, a, d);
+                return true;
+            }
+            return false;
+        }
+        if active(&|k| k == &LaneKind::Alert) || del.state == DeliveryState::Reached {
+            return false;
+        }
+        let never = !del.lanes.iter().any(|l| l.kind == LaneKind::Alert);
+        if del.plan.ack_required && del.plan.escalate {
+            self.escalate(now, a, d);
+            return true;
+        }
+        let reason = if never {
+            "no usable address on any bearer"
+        } else {
+            "every route failed"
+        };
+        self.close(now, a, d, DeliveryState::Unreached, reason);
+        false
+    }
+
+    /// When device `i` may send next, or `None` when it cannot send at all.
+    fn ready_at(&self, i: usize) -> Option<Timestamp> {
+        let dev = self.config.devices.get(i)?;
+        if !self.state.is_up(&dev.id) || !usable_rate(dev.caps.per_minute) {
+            return None;
+        }
+        Some(
+            self.state
+                .buckets
+                .get(&dev.id)
+                .map_or(Timestamp(i64::MIN), |b| b.next_free()),
+        )
+    }
+
+    /// Hands queued sends to every device whose budget allows, highest grade first.
+    fn pump(&mut self, now: Timestamp) {
+        for bi in 0..self.bearer_devices.len() {
+            let (bearer, devs) = self.bearer_devices[bi].clone();
+            loop {
+                let ready = devs
+                    .iter()
+                    .filter_map(|&i| self.ready_at(i).map(|t| (t, i)))
+                    .min();
+                let Some((free, i)) = ready else { break };
+                if free > now {
+                    break;
+                }
+                let up = devs.iter().filter(|&&i| self.ready_at(i).is_some()).count();
+                let device = self.config.devices[i].id.clone();
+                let Some(lref) = self.pick(bearer, now, &device, up > 1) else {
+                    break;
+                };
+                self.dispatch(now, lref, device);
+            }
+        }
+    }
+
+    fn pick(
+        &self,
+        bearer: Bearer,
+        now: Timestamp,
+        device: &DeviceId,
+        choice: bool,
+    ) -> Option<LaneRef> {
+        let queue = self.state.queues.get(&bearer)?;
+        for g in [Grade::Red, Grade::Orange, Grade::Yellow, Grade::Blue] {
+            let set = queue.get(grade_ix(g))?;
+            let mut first = None;
+            // A retry prefers another device than the one it failed on, when there is one;
+            // looking a few entries ahead is enough for that and keeps picking cheap.
+            for (n, &(due, _, lref)) in set.iter().enumerate() {
+                if due > now || n >= 16 {
+                    break;
+                }
+                first.get_or_insert(lref);
+                if !choice || self.state.lane(lref).avoid.as_ref() != Some(device) {
+                    return Some(lref);
+                }
+            }
+            if first.is_some() {
+                return first;
+            }
+        }
+        None
+    }
+
+    fn dispatch(&mut self, now: Timestamp, lref: LaneRef, device: DeviceId) {
+        let entry = self.state.alert(lref.a);
+        let del = self.state.delivery(lref.a, lref.d);
+        let lane = self.state.lane(lref);
+        let attempt = AttemptId(self.state.next_attempt.max(1));
+        let purpose = match &lane.kind {
+            LaneKind::Alert => Purpose::Alert,
+            LaneKind::Task(level) => Purpose::DoorKnock { level: *level },
+            LaneKind::Notice(notice, _) => Purpose::Notice { notice: *notice },
+        };
+        let out = Outbound {
+            attempt,
+            to: lane.route.to.clone(),
+            text: lane.text.clone(),
+            want_report: true,
+        };
+        let rec = Record::AttemptStarted {
+            at: now,
+            alert: entry.plan.alert.id.clone(),
+            person: del.person.clone(),
+            attempt,
+            purpose,
+            lane: lref.l,
+            bearer: lane.route.bearer,
+            device: device.clone(),
+            to: lane.route.to.clone(),
+            text: lane.text.clone(),
+            possible_duplicate: lane.dup_next,
+        };
+        self.emit(rec);
+        self.command(device, DriverCommand::Send(out));
+    }
+
+    /// Judges a reply against the ack rule (see the crate docs).
+    fn judge(&self, now: Timestamp, from: &Address, text: &str) -> Verdict {
+        let empty = BTreeSet::new();
+        let people = self.state.address_people.get(from).unwrap_or(&empty);
+        let reject = |rejection: Rejection| Verdict::Rejected {
+            rejection,
+            alerts: self.alerts_of(people),
+        };
+        if people.is_empty() {
+            return reject(Rejection::UnknownSender);
+        }
+        match read_reply(text) {
+            ReplyForm::Codes(codes) => {
+                let mut first_rejection = None;
+                for code in codes {
+                    let refs = self
+                        .state
+                        .codes
+                        .get(&code)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    for r in refs {
+                        if let Some(by) = self.owner_among(*r, people) {
+                            return self.verdict_for(now, *r, code, by, &reject);
+                        }
+                    }
+                    let rejection = match refs.first() {
+                        Some(r) => {
+                            let del = self.state.delivery(r.a, r.d);
+                            Rejection::OthersCode {
+                                code,
+                                alert: self.state.alert(r.a).plan.alert.id.clone(),
+                                person: del.person.clone(),
+                            }
+                        }
+                        None => Rejection::WrongCode { code },
+                    };
+                    first_rejection.get_or_insert(rejection);
+                }
+                reject(first_rejection.unwrap_or(Rejection::NotAnAck))
+            }
+            ReplyForm::Bare => {
+                let mut open: Vec<(CodeRef, PersonId)> = Vec::new();
+                for p in people {
+                    for &(a, d) in self.state.person_targets.get(p).into_iter().flatten() {
+                        let del = self.state.delivery(a, d);
+                        if del.plan.ack_required
+                            && !del.closed
+                            && self.state.alert(a).state == AlertState::Active
+                        {
+                            open.push((CodeRef { a, d, task: false }, p.clone()));
+                        }
+                    }
+                    for &(a, d) in self.state.assignee_tasks.get(p).into_iter().flatten() {
+                        let del = self.state.delivery(a, d);
+                        if del.state == DeliveryState::Escalated && !del.closed {
+                            open.push((CodeRef { a, d, task: true }, p.clone()));
+                        }
+                    }
+                }
+                match open.as_slice() {
+                    [] => reject(Rejection::NothingOpen),
+                    [(r, by)] => {
+                        let code = self.code_of(*r);
+                        self.verdict_for(now, *r, code, by.clone(), &reject)
+                    }
+                    many => reject(Rejection::Ambiguous {
+                        open: many.len() as u32,
+                    }),
+                }
+            }
+            ReplyForm::Other => reject(Rejection::NotAnAck),
+        }
+    }
+
+    fn code_of(&self, r: CodeRef) -> AckCode {
+        let del = self.state.delivery(r.a, r.d);
+        match (r.task, del.tasks.first()) {
+            (true, Some(t)) => t.code,
+            _ => del.plan.code,
+        }
+    }
+
+    /// Which of `people` the record behind a code belongs to (its person, or for a task
+    /// code any assignee the task was sent to).
+    fn owner_among(&self, r: CodeRef, people: &BTreeSet<PersonId>) -> Option<PersonId> {
+        let del = self.state.delivery(r.a, r.d);
+        if r.task {
+            del.tasks
+                .iter()
+                .map(|t| &t.assignee)
+                .find(|p| people.contains(*p))
+                .cloned()
+        } else {
+            people.contains(&del.person).then(|| del.person.clone())
+        }
+    }
+
+    fn verdict_for(
+        &self,
+        now: Timestamp,
+        r: CodeRef,
+        code: AckCode,
+        by: PersonId,
+        reject: &dyn Fn(Rejection) -> Verdict,
+    ) -> Verdict {
+        let entry = self.state.alert(r.a);
+        let del = self.state.delivery(r.a, r.d);
+        let (alert, person) = (entry.plan.alert.id.clone(), del.person.clone());
+        let closed = || {
+            reject(Rejection::Closed {
+                code,
+                alert: alert.clone(),
+                person: person.clone(),
+            })
+        };
+        if entry.state == AlertState::Cancelled {
+            return closed();
+        }
+        use DeliveryState as S;
+        if r.task {
+            match del.state {
+                S::Confirmed | S::Acknowledged => Verdict::Duplicate { alert, person },
+                S::Escalated => Verdict::DoorKnockConfirmed {
+                    alert,
+                    person,
+                    by,
+                    late: false,
+                },
+                S::Unreached if del.escalated => Verdict::DoorKnockConfirmed {
+                    alert,
+                    person,
+                    by,
+                    late: true,
+                },
+                _ => closed(),
+            }
+        } else {
+            match del.state {
+                S::Acknowledged => Verdict::Duplicate { alert, person },
+                S::Cancelled | S::Withdrawn => closed(),
+                S::Escalated | S::Unreached | S::Confirmed => Verdict::Ack {
+                    alert,
+                    person,
+                    late: true,
+                },
+                _ => Verdict::Ack {
+                    alert,
+                    person,
+                    late: del.plan.ack_required && now > del.plan.deadline,
+                },
+            }
+        }
+    }
+
+    /// Alerts in which any of `people` has a record or a task (for rejection counts).
+    fn alerts_of(&self, people: &BTreeSet<PersonId>) -> Vec<AlertId> {
+        let mut ix: Vec<u32> = Vec::new();
+        for p in people {
+            for &(a, _) in self.state.person_targets.get(p).into_iter().flatten() {
+                ix.push(a);
+            }
+            for &(a, _) in self.state.assignee_tasks.get(p).into_iter().flatten() {
+                ix.push(a);
+            }
+        }
+        ix.sort_unstable();
+        ix.dedup();
+        ix.into_iter()
+            .map(|a| self.state.alert(a).plan.alert.id.clone())
+            .collect()
+    }
+}
+
+/// Each person once, in plan order.
+fn dedup_targets(plan: &AlertPlan) -> Vec<PersonId> {
+    let mut seen = BTreeSet::new();
+    plan.targets
+        .iter()
+        .filter(|t| seen.insert(t.person.clone()))
+        .map(|t| t.person.clone())
+        .collect()
+}
+
+fn usable_rate(per_minute: f64) -> bool {
+    per_minute.is_finite() && per_minute > 0.0
+}
+
+/// Send interval in microseconds for a rate per minute (0 for an unusable rate; such a
+/// device is never picked).
+pub(crate) fn interval_us(per_minute: f64) -> i64 {
+    if usable_rate(per_minute) {
+        // Bounded: at most one minute... times a million sends; rates below that are absurd.
+        let us = (60_000_000.0 / per_minute).round();
+        if us.is_finite() && us >= 1.0 {
+            us.min(6.0e13) as i64
+        } else {
+            1
+        }
+    } else {
+        0
+    }
+}

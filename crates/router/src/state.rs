@@ -1,0 +1,863 @@
+//! The router's in-memory state and the one function that changes it: [`State::apply`].
+//!
+//! Everything here is a fold over the record log. Handlers in `router.rs` decide which
+//! records to emit; they never touch this state except through `apply`.
+
+use crate::plan::{AlertPlan, Contact};
+use crate::record::{DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Record, Route, Verdict};
+use crate::view::{AlertState, DeliveryState};
+use std::collections::{BTreeSet, HashMap};
+use tocsin_core::{
+    AckCode, Address, AttemptId, Bearer, DeviceId, Grade, PersonId, Role, Timestamp,
+};
+
+/// One lane of one record: a route worked by successive attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LaneRef {
+    pub a: u32,
+    pub d: u32,
+    pub l: u32,
+}
+
+/// Timers of one record; one doc line per variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TimerKind {
+    /// The n-th reminder (1-based) is due.
+    Reminder(u32),
+    /// The ack deadline (or the delivery-report deadline when no ack is needed).
+    Deadline,
+    /// The door-knock task of this level is due.
+    Task(u32),
+}
+
+/// A timer in the global table: when, which record, what.
+pub(crate) type TimerEntry = (Timestamp, u32, u32, TimerKind);
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum LaneKind {
+    Alert,
+    Task(u32),
+    Notice(NoticeKind, PersonId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LaneStatus {
+    /// May still send or is waiting for an answer.
+    Active,
+    /// Every attempt failed and none is left.
+    Dead,
+    /// Stopped by the record's progress (ack, escalation, re-plan, close).
+    Stopped,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Lane {
+    pub kind: LaneKind,
+    pub route: Route,
+    pub text: String,
+    pub grade: Grade,
+    pub limit: u32,
+    pub used: u32,
+    /// Position in the send queue while waiting for a device: (due, seq).
+    pub queued: Option<(Timestamp, u64)>,
+    /// The latest attempt on this lane.
+    pub current: Option<AttemptId>,
+    pub status: LaneStatus,
+    pub delivered: bool,
+    /// Some attempt on this lane was taken by the network.
+    pub ever_ok: bool,
+    /// Prefer another device for the next attempt (the last one failed on this).
+    pub avoid: Option<DeviceId>,
+    /// The next attempt re-sends one that may have gone out.
+    pub dup_next: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Delivery {
+    pub person: PersonId,
+    pub name: String,
+    pub role: Role,
+    pub town: String,
+    pub plan: DeliveryPlan,
+    pub state: DeliveryState,
+    pub since: Timestamp,
+    /// No more work: final, or reached when no ack is needed.
+    pub closed: bool,
+    pub lanes: Vec<Lane>,
+    pub next_fallback: usize,
+    pub attempts: Vec<AttemptId>,
+    pub reminders_done: u32,
+    pub acked_at: Option<Timestamp>,
+    pub ack_evidence: Option<String>,
+    pub late: bool,
+    pub escalated: bool,
+    pub tasks: Vec<DoorKnockTask>,
+    pub timers: Vec<(Timestamp, TimerKind)>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AlertEntry {
+    pub plan: AlertPlan,
+    pub state: AlertState,
+    pub deliveries: Vec<Delivery>,
+    pub by_person: HashMap<PersonId, u32>,
+    pub contacts: HashMap<PersonId, Contact>,
+    /// Records not yet closed.
+    pub open: u32,
+    pub finished_at: Option<Timestamp>,
+    pub rejected: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptEntry {
+    pub lane: LaneRef,
+    pub bearer: Bearer,
+    pub device: DeviceId,
+    pub to: Address,
+    pub started_at: Timestamp,
+    pub outcome: String,
+    pub reference: Option<String>,
+    pub possible_duplicate: bool,
+    /// Sent, delivered, failed or abandoned: nothing more is expected for the lane.
+    pub settled: bool,
+    pub accepted: bool,
+}
+
+/// Which record a code opens: the person's own, or its door-knock task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CodeRef {
+    pub a: u32,
+    pub d: u32,
+    pub task: bool,
+}
+
+/// A device's send budget: a token bucket of burst 1, kept as the theoretical arrival
+/// time (GCRA) in microseconds so that fractional intervals do not drift.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Bucket {
+    pub tat_us: i64,
+}
+
+impl Bucket {
+    /// The first millisecond at which the device may send.
+    pub fn next_free(&self) -> Timestamp {
+        Timestamp(self.tat_us.div_euclid(1000) + i64::from(self.tat_us.rem_euclid(1000) != 0))
+    }
+
+    /// A send at `at` (never earlier than `next_free`).
+    pub fn consume(&mut self, at: Timestamp, interval_us: i64) {
+        let at_us = at.0.saturating_mul(1000);
+        // A send in the first millisecond the budget allowed is on time: rounding to
+        // whole milliseconds must not accumulate into a slower rate.
+        let base = if at_us.saturating_sub(self.tat_us) < 1000 {
+            self.tat_us.max(at_us - 999)
+        } else {
+            at_us
+        };
+        self.tat_us = base.saturating_add(interval_us);
+    }
+}
+
+/// Grade as an index into the per-grade queues.
+pub(crate) fn grade_ix(g: Grade) -> usize {
+    match g {
+        Grade::Blue => 0,
+        Grade::Yellow => 1,
+        Grade::Orange => 2,
+        Grade::Red => 3,
+    }
+}
+
+/// The send queue of one bearer: per grade, lanes waiting for a device by (due, seq).
+pub(crate) type BearerQueue = [BTreeSet<(Timestamp, u64, LaneRef)>; 4];
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct State {
+    pub alerts: Vec<AlertEntry>,
+    pub alert_ix: HashMap<tocsin_core::AlertId, u32>,
+    pub attempts: HashMap<AttemptId, AttemptEntry>,
+    pub next_attempt: u64,
+    pub queues: HashMap<Bearer, BearerQueue>,
+    pub seq: u64,
+    pub timers: BTreeSet<TimerEntry>,
+    pub buckets: HashMap<DeviceId, Bucket>,
+    /// Devices reported down (absent: assumed up).
+    pub down: BTreeSet<DeviceId>,
+    pub codes: HashMap<AckCode, Vec<CodeRef>>,
+    pub address_people: HashMap<Address, BTreeSet<PersonId>>,
+    pub person_targets: HashMap<PersonId, Vec<(u32, u32)>>,
+    pub assignee_tasks: HashMap<PersonId, Vec<(u32, u32)>>,
+    /// Send interval per device in microseconds (from the config, not the log).
+    pub intervals: HashMap<DeviceId, i64>,
+    /// Records whose progress may call for a follow-up record (scratch, not state).
+    pub touched: Vec<(u32, u32)>,
+}
+
+/// How many door-knock levels an escalation climbs before the record is unreached.
+pub(crate) const MAX_LEVELS: u32 = 6;
+
+fn ix(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl State {
+    pub fn alert(&self, a: u32) -> &AlertEntry {
+        &self.alerts[a as usize]
+    }
+
+    pub fn delivery(&self, a: u32, d: u32) -> &Delivery {
+        &self.alerts[a as usize].deliveries[d as usize]
+    }
+
+    fn delivery_mut(&mut self, a: u32, d: u32) -> &mut Delivery {
+        &mut self.alerts[a as usize].deliveries[d as usize]
+    }
+
+    pub fn lane(&self, r: LaneRef) -> &Lane {
+        &self.alerts[r.a as usize].deliveries[r.d as usize].lanes[r.l as usize]
+    }
+
+    fn lane_mut(&mut self, r: LaneRef) -> &mut Lane {
+        &mut self.alerts[r.a as usize].deliveries[r.d as usize].lanes[r.l as usize]
+    }
+
+    /// Finds a record by ids (checked: records come from the log).
+    pub fn find(
+        &self,
+        alert: &tocsin_core::AlertId,
+        person: &PersonId,
+    ) -> Result<(u32, u32), String> {
+        let a = *self
+            .alert_ix
+            .get(alert)
+            .ok_or_else(|| format!("unknown alert {alert}"))?;
+        let d = *self
+            .alert(a)
+            .by_person
+            .get(person)
+            .ok_or_else(|| format!("alert {alert} has no record for {person}"))?;
+        Ok((a, d))
+    }
+
+    pub fn is_up(&self, device: &DeviceId) -> bool {
+        !self.down.contains(device)
+    }
+
+    fn enqueue(&mut self, r: LaneRef, due: Timestamp) {
+        self.dequeue(r);
+        self.seq += 1;
+        let seq = self.seq;
+        let lane = self.lane_mut(r);
+        lane.queued = Some((due, seq));
+        let (bearer, g) = (lane.route.bearer, grade_ix(lane.grade));
+        if let Some(set) = self.queues.entry(bearer).or_default().get_mut(g) {
+            set.insert((due, seq, r));
+        }
+    }
+
+    fn dequeue(&mut self, r: LaneRef) {
+        let lane = self.lane_mut(r);
+        if let Some((due, seq)) = lane.queued.take() {
+            let (bearer, g) = (lane.route.bearer, grade_ix(lane.grade));
+            if let Some(set) = self.queues.get_mut(&bearer).and_then(|q| q.get_mut(g)) {
+                set.remove(&(due, seq, r));
+            }
+        }
+    }
+
+    fn add_lane(
+        &mut self,
+        a: u32,
+        d: u32,
+        kind: LaneKind,
+        route: Route,
+        text: String,
+        due: Timestamp,
+    ) {
+        let del = self.delivery_mut(a, d);
+        let lane = Lane {
+            kind,
+            route,
+            text,
+            grade: del.plan.grade,
+            limit: del.plan.attempts_per_route.max(1),
+            used: 0,
+            queued: None,
+            current: None,
+            status: LaneStatus::Active,
+            delivered: false,
+            ever_ok: false,
+            avoid: None,
+            dup_next: false,
+        };
+        del.lanes.push(lane);
+        let l = ix(del.lanes.len() - 1);
+        self.enqueue(LaneRef { a, d, l }, due);
+    }
+
+    /// Stops lanes of the given kinds (`notices` too when asked).
+    fn stop_lanes(&mut self, a: u32, d: u32, alert: bool, tasks: bool) {
+        let n = self.delivery(a, d).lanes.len();
+        for l in 0..ix(n) {
+            let r = LaneRef { a, d, l };
+            let lane = self.lane(r);
+            let hit = match lane.kind {
+                LaneKind::Alert => alert,
+                LaneKind::Task(_) => tasks,
+                LaneKind::Notice(..) => false,
+            };
+            if hit && lane.status == LaneStatus::Active {
+                self.dequeue(r);
+                self.lane_mut(r).status = LaneStatus::Stopped;
+            }
+        }
+    }
+
+    fn add_timer(&mut self, a: u32, d: u32, at: Timestamp, kind: TimerKind) {
+        self.timers.insert((at, a, d, kind));
+        self.delivery_mut(a, d).timers.push((at, kind));
+    }
+
+    /// Removes the record's timers that `keep` refuses.
+    fn remove_timers(&mut self, a: u32, d: u32, drop: impl Fn(TimerKind) -> bool) {
+        let timers = std::mem::take(&mut self.delivery_mut(a, d).timers);
+        let mut kept = Vec::with_capacity(timers.len());
+        for (at, kind) in timers {
+            if drop(kind) {
+                self.timers.remove(&(at, a, d, kind));
+            } else {
+                kept.push((at, kind));
+            }
+        }
+        self.delivery_mut(a, d).timers = kept;
+    }
+
+    fn close(&mut self, a: u32, d: u32, state: DeliveryState, at: Timestamp) {
+        let del = self.delivery_mut(a, d);
+        del.state = state;
+        del.since = at;
+        let was_closed = std::mem::replace(&mut del.closed, true);
+        self.stop_lanes(a, d, true, true);
+        self.remove_timers(a, d, |_| true);
+        let entry = &mut self.alerts[a as usize];
+        if !was_closed {
+            entry.open = entry.open.saturating_sub(1);
+        }
+        if entry.state == AlertState::Active && entry.open == 0 {
+            entry.state = AlertState::Done;
+            entry.finished_at = Some(at);
+        }
+    }
+
+    fn reopen(&mut self, a: u32) {
+        let entry = &mut self.alerts[a as usize];
+        entry.open += 1;
+        if entry.state == AlertState::Done {
+            entry.state = AlertState::Active;
+            entry.finished_at = None;
+        }
+    }
+
+    fn index_contacts(&mut self, a: u32) {
+        let contacts: Vec<Contact> = self.alert(a).plan.contacts.clone();
+        for c in contacts {
+            for addr in &c.addresses {
+                self.address_people
+                    .entry(addr.clone())
+                    .or_default()
+                    .insert(c.person.clone());
+            }
+            self.alerts[a as usize].contacts.insert(c.person.clone(), c);
+        }
+    }
+
+    /// Lanes and timers of a (re)planned record.
+    fn start_plan(&mut self, a: u32, d: u32, at: Timestamp) {
+        let plan = self.delivery(a, d).plan.clone();
+        for route in plan.routes {
+            self.add_lane(a, d, LaneKind::Alert, route, plan.message.clone(), at);
+        }
+        if self.delivery(a, d).state != DeliveryState::Escalated {
+            self.add_timer(a, d, plan.deadline, TimerKind::Deadline);
+            for (n, t) in plan.reminders.iter().enumerate() {
+                self.add_timer(a, d, *t, TimerKind::Reminder(ix(n + 1)));
+            }
+        }
+    }
+
+    /// Opens the next fallback route not already in use, if any.
+    fn open_fallback(&mut self, a: u32, d: u32, at: Timestamp) {
+        let del = self.delivery(a, d);
+        let in_use = |r: &Route| {
+            del.lanes.iter().any(|l| {
+                l.kind == LaneKind::Alert && l.status != LaneStatus::Stopped && &l.route == r
+            })
+        };
+        let mut next = del.next_fallback;
+        let mut found = None;
+        while let Some(r) = del.plan.fallback.get(next) {
+            next += 1;
+            if !in_use(r) {
+                found = Some(r.clone());
+                break;
+            }
+        }
+        let message = del.plan.message.clone();
+        self.delivery_mut(a, d).next_fallback = next;
+        if let Some(route) = found {
+            self.add_lane(a, d, LaneKind::Alert, route, message, at);
+        }
+    }
+
+    /// Applies one record. Errors name what in the log does not fit the state.
+    pub fn apply(&mut self, rec: &Record) -> Result<(), String> {
+        match rec {
+            Record::AlertAccepted { plan, .. } => {
+                if self.alert_ix.contains_key(&plan.alert.id) {
+                    return Err(format!("alert {} accepted twice", plan.alert.id));
+                }
+                let a = ix(self.alerts.len());
+                self.alerts.push(AlertEntry {
+                    plan: plan.clone(),
+                    state: AlertState::Active,
+                    deliveries: Vec::new(),
+                    by_person: HashMap::new(),
+                    contacts: HashMap::new(),
+                    open: 0,
+                    finished_at: None,
+                    rejected: 0,
+                });
+                self.alert_ix.insert(plan.alert.id.clone(), a);
+                self.index_contacts(a);
+                // An alert with nobody to reach is done at once.
+                if plan.targets.is_empty() {
+                    let entry = &mut self.alerts[a as usize];
+                    entry.state = AlertState::Done;
+                    entry.finished_at = Some(plan.alert.accepted_at);
+                }
+            }
+            Record::AlertUpdated { plan, .. } => {
+                let a = *self
+                    .alert_ix
+                    .get(&plan.alert.id)
+                    .ok_or("update of an unknown alert")?;
+                self.alerts[a as usize].plan = plan.clone();
+                self.index_contacts(a);
+            }
+            Record::AlertCancelled { at, alert, .. } => {
+                let a = *self
+                    .alert_ix
+                    .get(alert)
+                    .ok_or("cancel of an unknown alert")?;
+                let n = ix(self.alert(a).deliveries.len());
+                for d in 0..n {
+                    if !self.delivery(a, d).closed {
+                        self.close(a, d, DeliveryState::Cancelled, *at);
+                    } else {
+                        self.stop_lanes(a, d, true, true);
+                    }
+                }
+                let entry = &mut self.alerts[a as usize];
+                entry.state = AlertState::Cancelled;
+                entry.finished_at = Some(*at);
+            }
+            Record::DeliveryPlanned {
+                at,
+                alert,
+                person,
+                plan,
+            } => {
+                let a = *self
+                    .alert_ix
+                    .get(alert)
+                    .ok_or("delivery of an unknown alert")?;
+                if self.alert(a).by_person.contains_key(person) {
+                    return Err(format!("{person} planned twice for {alert}"));
+                }
+                let contact = self.alert(a).contacts.get(person);
+                let (name, role, town) = match contact {
+                    Some(c) => (c.name.clone(), c.role, c.town.clone()),
+                    None => (person.to_string(), Role::Resident, String::new()),
+                };
+                let entry = &mut self.alerts[a as usize];
+                let d = ix(entry.deliveries.len());
+                entry.deliveries.push(Delivery {
+                    person: person.clone(),
+                    name,
+                    role,
+                    town,
+                    plan: plan.clone(),
+                    state: DeliveryState::Planned,
+                    since: *at,
+                    closed: false,
+                    lanes: Vec::new(),
+                    next_fallback: 0,
+                    attempts: Vec::new(),
+                    reminders_done: 0,
+                    acked_at: None,
+                    ack_evidence: None,
+                    late: false,
+                    escalated: false,
+                    tasks: Vec::new(),
+                    timers: Vec::new(),
+                });
+                entry.by_person.insert(person.clone(), d);
+                self.reopen(a);
+                self.person_targets
+                    .entry(person.clone())
+                    .or_default()
+                    .push((a, d));
+                self.codes
+                    .entry(plan.code)
+                    .or_default()
+                    .push(CodeRef { a, d, task: false });
+                self.start_plan(a, d, *at);
+                self.touched.push((a, d));
+            }
+            Record::DeliveryReplanned {
+                at,
+                alert,
+                person,
+                plan,
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                self.stop_lanes(a, d, true, false);
+                self.remove_timers(a, d, |k| !matches!(k, TimerKind::Task(_)));
+                let del = self.delivery_mut(a, d);
+                del.plan = plan.clone();
+                del.reminders_done = 0;
+                del.next_fallback = 0;
+                if del.closed && del.state == DeliveryState::Withdrawn {
+                    del.closed = false;
+                    del.state = DeliveryState::Planned;
+                    del.since = *at;
+                    self.reopen(a);
+                }
+                self.start_plan(a, d, *at);
+                self.touched.push((a, d));
+            }
+            Record::AttemptStarted {
+                at,
+                alert,
+                person,
+                attempt,
+                lane,
+                bearer,
+                device,
+                to,
+                possible_duplicate,
+                ..
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                let r = LaneRef { a, d, l: *lane };
+                if self.delivery(a, d).lanes.len() <= *lane as usize {
+                    return Err(format!(
+                        "attempt {attempt} names lane {lane} that {person} does not have"
+                    ));
+                }
+                self.dequeue(r);
+                let l = self.lane_mut(r);
+                l.used += 1;
+                l.current = Some(*attempt);
+                l.avoid = None;
+                l.dup_next = false;
+                let is_alert = l.kind == LaneKind::Alert;
+                self.attempts.insert(
+                    *attempt,
+                    AttemptEntry {
+                        lane: r,
+                        bearer: *bearer,
+                        device: device.clone(),
+                        to: to.clone(),
+                        started_at: *at,
+                        outcome: "started".into(),
+                        reference: None,
+                        possible_duplicate: *possible_duplicate,
+                        settled: false,
+                        accepted: false,
+                    },
+                );
+                let del = self.delivery_mut(a, d);
+                del.attempts.push(*attempt);
+                if is_alert && del.state == DeliveryState::Planned {
+                    del.state = DeliveryState::Attempting;
+                    del.since = *at;
+                }
+                let interval = self.intervals.get(device).copied().unwrap_or(0);
+                self.buckets
+                    .entry(device.clone())
+                    .or_default()
+                    .consume(*at, interval);
+                self.next_attempt = self.next_attempt.max(attempt.0.saturating_add(1));
+            }
+            Record::AttemptOutcome {
+                at,
+                attempt,
+                outcome,
+                ..
+            } => {
+                let entry = self
+                    .attempts
+                    .get_mut(attempt)
+                    .ok_or_else(|| format!("outcome of unknown attempt {attempt}"))?;
+                let r = entry.lane;
+                let device = entry.device.clone();
+                match outcome {
+                    Outcome::Accepted => {
+                        entry.accepted = true;
+                        if !entry.settled {
+                            entry.outcome = "accepted".into();
+                        }
+                        return Ok(());
+                    }
+                    Outcome::Sent { reference } => {
+                        entry.reference = Some(reference.clone());
+                        if entry.outcome != "delivered" {
+                            entry.outcome = "sent".into();
+                        }
+                        entry.settled = true;
+                        self.lane_mut(r).ever_ok = true;
+                    }
+                    Outcome::Delivered { .. } => {
+                        entry.outcome = "delivered".into();
+                        entry.settled = true;
+                        let lane = self.lane_mut(r);
+                        lane.ever_ok = true;
+                        lane.delivered = true;
+                        let is_alert = lane.kind == LaneKind::Alert;
+                        let del = self.delivery_mut(r.a, r.d);
+                        if is_alert
+                            && matches!(
+                                del.state,
+                                DeliveryState::Planned | DeliveryState::Attempting
+                            )
+                        {
+                            del.state = DeliveryState::Reached;
+                            del.since = *at;
+                        }
+                    }
+                    Outcome::Failed { retryable, reason } => {
+                        entry.outcome = format!("failed: {reason}");
+                        entry.settled = true;
+                        let lane = self.lane(r);
+                        if lane.current == Some(*attempt) && lane.status == LaneStatus::Active {
+                            if *retryable && lane.used < lane.limit {
+                                let backoff = self.delivery(r.a, r.d).plan.backoff_ms;
+                                let due = *at + std::time::Duration::from_millis(backoff);
+                                self.lane_mut(r).avoid = Some(device);
+                                self.enqueue(r, due);
+                            } else if !lane.ever_ok {
+                                let is_alert = lane.kind == LaneKind::Alert;
+                                self.lane_mut(r).status = LaneStatus::Dead;
+                                if is_alert {
+                                    self.open_fallback(r.a, r.d, *at);
+                                }
+                            }
+                        }
+                    }
+                }
+                self.touched.push((r.a, r.d));
+            }
+            Record::AttemptAbandoned {
+                at,
+                attempt,
+                reason,
+                possible_duplicate,
+                ..
+            } => {
+                let entry = self
+                    .attempts
+                    .get_mut(attempt)
+                    .ok_or_else(|| format!("unknown attempt {attempt} abandoned"))?;
+                entry.outcome = format!("abandoned: {reason}");
+                entry.settled = true;
+                let (r, device) = (entry.lane, entry.device.clone());
+                let lane = self.lane(r);
+                if lane.current == Some(*attempt) && lane.status == LaneStatus::Active {
+                    let lane = self.lane_mut(r);
+                    // It never went out for sure, so it does not count against the limit.
+                    lane.used = lane.used.saturating_sub(1);
+                    lane.dup_next = *possible_duplicate;
+                    lane.avoid = Some(device);
+                    self.enqueue(r, *at);
+                }
+            }
+            Record::Reminder {
+                at,
+                alert,
+                person,
+                n,
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                self.delivery_mut(a, d).reminders_done = *n;
+                let n = *n;
+                self.remove_timers(a, d, |k| matches!(k, TimerKind::Reminder(m) if m <= n));
+                let lanes = self.delivery(a, d).lanes.len();
+                for l in 0..ix(lanes) {
+                    let r = LaneRef { a, d, l };
+                    let lane = self.lane(r);
+                    if lane.kind == LaneKind::Alert
+                        && lane.status == LaneStatus::Active
+                        && lane.used < lane.limit
+                        && lane.queued.is_none()
+                    {
+                        self.enqueue(r, *at);
+                    }
+                }
+            }
+            Record::Escalated {
+                at,
+                alert,
+                person,
+                task,
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                self.stop_lanes(a, d, true, false);
+                self.remove_timers(a, d, |_| true);
+                let del = self.delivery_mut(a, d);
+                if del.state != DeliveryState::Escalated {
+                    del.state = DeliveryState::Escalated;
+                    del.since = *at;
+                }
+                del.escalated = true;
+                let first = del.tasks.is_empty();
+                del.tasks.push(task.clone());
+                if first {
+                    self.codes
+                        .entry(task.code)
+                        .or_default()
+                        .push(CodeRef { a, d, task: true });
+                }
+                let list = self
+                    .assignee_tasks
+                    .entry(task.assignee.clone())
+                    .or_default();
+                if !list.contains(&(a, d)) {
+                    list.push((a, d));
+                }
+                for route in &task.routes {
+                    self.add_lane(
+                        a,
+                        d,
+                        LaneKind::Task(task.level),
+                        route.clone(),
+                        task.text.clone(),
+                        *at,
+                    );
+                }
+                self.add_timer(a, d, task.deadline, TimerKind::Task(task.level));
+                self.touched.push((a, d));
+            }
+            Record::DeliveryClosed {
+                at,
+                alert,
+                person,
+                state,
+                ..
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                self.close(a, d, *state, *at);
+            }
+            Record::DeliveryWithdrawn { at, alert, person } => {
+                let (a, d) = self.find(alert, person)?;
+                self.close(a, d, DeliveryState::Withdrawn, *at);
+            }
+            Record::NoticePlanned {
+                at,
+                alert,
+                person,
+                recipient,
+                notice,
+                text,
+                route,
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                self.add_lane(
+                    a,
+                    d,
+                    LaneKind::Notice(*notice, recipient.clone()),
+                    route.clone(),
+                    text.clone(),
+                    *at,
+                );
+            }
+            Record::Reply {
+                at,
+                device,
+                from,
+                text,
+                verdict,
+                ..
+            } => match verdict {
+                Verdict::Ack {
+                    alert,
+                    person,
+                    late,
+                } => {
+                    let (a, d) = self.find(alert, person)?;
+                    let del = self.delivery_mut(a, d);
+                    del.acked_at = Some(*at);
+                    del.ack_evidence = Some(format!("{from} via {device}: {text}"));
+                    del.late = *late;
+                    self.close(a, d, DeliveryState::Acknowledged, *at);
+                }
+                Verdict::DoorKnockConfirmed {
+                    alert,
+                    person,
+                    by,
+                    late,
+                } => {
+                    let (a, d) = self.find(alert, person)?;
+                    let del = self.delivery_mut(a, d);
+                    del.acked_at = Some(*at);
+                    del.ack_evidence = Some(format!(
+                        "door knock confirmed by {by}, {from} via {device}: {text}"
+                    ));
+                    del.late = *late;
+                    self.close(a, d, DeliveryState::Confirmed, *at);
+                }
+                Verdict::Duplicate { .. } => {}
+                Verdict::Rejected { alerts, .. } => {
+                    for alert in alerts {
+                        if let Some(&a) = self.alert_ix.get(alert) {
+                            self.alerts[a as usize].rejected += 1;
+                        }
+                    }
+                }
+            },
+            Record::DeviceHealth { device, up, .. } => {
+                if *up {
+                    self.down.remove(device);
+                } else {
+                    self.down.insert(device.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_keeps_exact_fractional_rates() {
+        // 7 per minute: 8571.428... ms apart; the k-th send must stay on the exact grid.
+        let interval_us = 60_000_000 / 7;
+        let mut b = Bucket::default();
+        let mut t = Timestamp(0);
+        for _ in 0..700 {
+            assert!(b.next_free() <= t);
+            b.consume(t, interval_us);
+            t = b.next_free();
+        }
+        // 700 sends: the 701st may go at 700 intervals, within a millisecond.
+        assert!((t.0 - 700 * interval_us / 1000).abs() <= 1, "{t}");
+        // An idle device does not bank sends (burst 1).
+        let mut idle = Bucket::default();
+        idle.consume(Timestamp(0), 10_000_000);
+        idle.consume(Timestamp(60_000), 10_000_000);
+        assert_eq!(idle.next_free(), Timestamp(70_000));
+    }
+}

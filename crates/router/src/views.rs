@@ -1,0 +1,238 @@
+//! Read-only views of the router's state for the API and reports.
+
+use crate::plan::AlertPlan;
+use crate::router::{Router, interval_us};
+use crate::state::{AlertEntry, Delivery};
+use crate::view::{
+    AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView, Preview,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use tocsin_channel::{Capabilities, Health};
+use tocsin_core::{AlertId, Bearer, DeviceId};
+
+const STATES: [DeliveryState; 9] = [
+    DeliveryState::Planned,
+    DeliveryState::Attempting,
+    DeliveryState::Reached,
+    DeliveryState::Acknowledged,
+    DeliveryState::Escalated,
+    DeliveryState::Confirmed,
+    DeliveryState::Unreached,
+    DeliveryState::Cancelled,
+    DeliveryState::Withdrawn,
+];
+
+fn empty_counts() -> Counts {
+    Counts {
+        by_state: STATES.iter().map(|s| (*s, 0)).collect(),
+        ..Counts::default()
+    }
+}
+
+fn count(c: &mut Counts, d: &Delivery) {
+    c.targets += 1;
+    *c.by_state.entry(d.state).or_default() += 1;
+    c.late += u32::from(d.late);
+    c.escalated += u32::from(d.escalated);
+    c.attempts += u32::try_from(d.attempts.len()).unwrap_or(u32::MAX);
+}
+
+impl Router {
+    fn summarize(&self, entry: &AlertEntry) -> AlertSummary {
+        let mut counts = empty_counts();
+        let mut by_town: BTreeMap<String, Counts> = BTreeMap::new();
+        for d in &entry.deliveries {
+            count(&mut counts, d);
+            count(
+                by_town.entry(d.town.clone()).or_insert_with(empty_counts),
+                d,
+            );
+        }
+        counts.rejected_replies = entry.rejected;
+        AlertSummary {
+            alert: entry.plan.alert.clone(),
+            state: entry.state,
+            counts,
+            by_town,
+            finished_at: entry.finished_at,
+        }
+    }
+
+    /// One alert with its counts, or `None` if unknown.
+    pub fn summary(&self, alert: &AlertId) -> Option<AlertSummary> {
+        let a = *self.state.alert_ix.get(alert)?;
+        Some(self.summarize(self.state.alert(a)))
+    }
+
+    /// Every alert, newest first.
+    pub fn alerts(&self) -> Vec<AlertSummary> {
+        let mut order: Vec<usize> = (0..self.state.alerts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse((self.state.alerts[i].plan.alert.accepted_at, i)));
+        order
+            .into_iter()
+            .map(|i| self.summarize(&self.state.alerts[i]))
+            .collect()
+    }
+
+    /// The records of one alert (optionally only those in one state), or `None` if unknown.
+    pub fn deliveries(
+        &self,
+        alert: &AlertId,
+        filter: Option<DeliveryState>,
+    ) -> Option<Vec<DeliveryView>> {
+        let a = *self.state.alert_ix.get(alert)?;
+        let entry = self.state.alert(a);
+        Some(
+            entry
+                .deliveries
+                .iter()
+                .filter(|d| filter.is_none_or(|f| d.state == f))
+                .map(|d| DeliveryView {
+                    person: d.person.clone(),
+                    name: d.name.clone(),
+                    role: d.role,
+                    town: d.town.clone(),
+                    state: d.state,
+                    code: d.plan.code,
+                    attempts: d
+                        .attempts
+                        .iter()
+                        .filter_map(|id| {
+                            let e = self.state.attempts.get(id)?;
+                            Some(AttemptView {
+                                attempt: *id,
+                                bearer: e.bearer,
+                                device: e.device.clone(),
+                                to: e.to.clone(),
+                                started_at: e.started_at,
+                                outcome: e.outcome.clone(),
+                                reference: e.reference.clone(),
+                                possible_duplicate: e.possible_duplicate,
+                            })
+                        })
+                        .collect(),
+                    acked_at: d.acked_at,
+                    ack_evidence: d.ack_evidence.clone(),
+                    late: d.late,
+                    escalated_to: d.tasks.last().map(|t| t.assignee.clone()),
+                    since: d.since,
+                })
+                .collect(),
+        )
+    }
+
+    /// Every configured device with its capabilities and latest health. A device whose
+    /// driver has not reported yet shows as up (the router sends to it).
+    pub fn device_health(&self) -> Vec<(DeviceId, Capabilities, Health)> {
+        self.config
+            .devices
+            .iter()
+            .map(|d| {
+                let health = self.health.get(&d.id).cloned().unwrap_or_else(|| Health {
+                    up: self.state.is_up(&d.id),
+                    ..Health::default()
+                });
+                (d.id.clone(), d.caps.clone(), health)
+            })
+            .collect()
+    }
+
+    /// What `plan` would do if issued now: people, responsible persons, first attempts per
+    /// bearer and the seconds the devices' send budgets need for them (from idle devices,
+    /// not counting other alerts' queued sends).
+    pub fn preview(&self, plan: &AlertPlan) -> Preview {
+        let contacts: BTreeMap<_, _> = plan.contacts.iter().map(|c| (&c.person, c)).collect();
+        let mut seen = BTreeSet::new();
+        let (mut people, mut responsible, mut unreachable) = (0u32, 0u32, 0u32);
+        let mut load: BTreeMap<Bearer, u32> = BTreeMap::new();
+        for t in &plan.targets {
+            if !seen.insert(&t.person) {
+                continue;
+            }
+            people += 1;
+            let contact = contacts.get(&t.person).copied();
+            let role = contact.map_or(tocsin_core::Role::Resident, |c| c.role);
+            responsible += u32::from(role.is_responsible());
+            let pol = self.config.policies.resolve(plan.alert.grade, role);
+            let (routes, _) = self.routes(contact, &pol);
+            if routes.is_empty() {
+                unreachable += 1;
+            }
+            for r in routes {
+                *load.entry(r.bearer).or_default() += 1;
+            }
+        }
+        let mut bearers = Vec::new();
+        let mut all = 0.0f64;
+        for (bearer, messages) in load {
+            let intervals: Vec<i64> = self
+                .config
+                .devices
+                .iter()
+                .filter(|d| d.caps.bearer == bearer && self.state.is_up(&d.id))
+                .map(|d| interval_us(d.caps.per_minute))
+                .filter(|i| *i > 0)
+                .collect();
+            let seconds = seconds_for(messages, &intervals);
+            all = all.max(seconds);
+            bearers.push(BearerLoad {
+                bearer,
+                messages,
+                devices: u32::try_from(intervals.len()).unwrap_or(u32::MAX),
+                seconds,
+            });
+        }
+        Preview {
+            people,
+            responsible,
+            bearers,
+            unreachable,
+            seconds_to_first_attempt_all: all,
+        }
+    }
+}
+
+/// When the last of `messages` sends starts on devices with these intervals, each sending
+/// its first at 0 (token buckets of burst 1, idle): the smallest `t` with
+/// `sum(floor(t / interval) + 1) >= messages`, found by bisection on whole microseconds.
+fn seconds_for(messages: u32, intervals: &[i64]) -> f64 {
+    if messages == 0 || intervals.is_empty() {
+        return 0.0;
+    }
+    let need = i64::from(messages);
+    let sent = |t: i64| intervals.iter().map(|i| t / i + 1).sum::<i64>();
+    let (mut lo, mut hi) = (
+        0i64,
+        intervals
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(1)
+            .saturating_mul(need),
+    );
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if sent(mid) >= need {
+            hi = mid
+        } else {
+            lo = mid + 1
+        }
+    }
+    lo as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_follow_the_token_buckets() {
+        // Two devices at 6/min: 100 sends, the last at floor(99/2) * 10 s.
+        assert_eq!(seconds_for(100, &[10_000_000, 10_000_000]), 490.0);
+        assert_eq!(seconds_for(1, &[10_000_000]), 0.0);
+        assert_eq!(seconds_for(0, &[10_000_000]), 0.0);
+        assert_eq!(seconds_for(5, &[]), 0.0);
+        // 10/min and 5/min: sends at 0,0,6,12,12,18,24,24 → the 8th at 24 s.
+        assert_eq!(seconds_for(8, &[6_000_000, 12_000_000]), 24.0);
+    }
+}

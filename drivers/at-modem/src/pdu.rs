@@ -838,7 +838,8 @@ fn parse_smsc(r: &mut Reader<'_>) -> Result<Option<String>, PduError> {
     if len == 0 {
         return Ok(None);
     }
-    if len > 11 {
+    // TS 27.005 allows up to 12 octets: the type octet and 11 of digits.
+    if len > 12 {
         return Err(PduError::BadSmscLength(len));
     }
     let toa = r.u8("SMSC type")?;
@@ -1442,6 +1443,16 @@ mod tests {
                 },
             }
         );
+        // emit(parse(bytes)) == bytes
+        let opts = SubmitOptions {
+            status_report: s.status_report,
+            validity: s.validity,
+            ..SubmitOptions::default()
+        };
+        let again = encode_submit_to(&s.destination, &s.user_data.text, &opts).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].hex_with_default_smsc(), SUBMIT_UCS2);
+
         let (_, s) = parse_cmgs_pdu(&hex_decode(SUBMIT_7BIT).unwrap(), 20).unwrap();
         assert!(!s.status_report);
         assert_eq!(s.user_data.text, "ACK 1");
@@ -1851,8 +1862,8 @@ mod tests {
         );
         assert_eq!(parse_tpdu(&[0x03]), Err(PduError::ReservedMti));
         assert_eq!(
-            parse_pdu(&[0x0C, 0x91], true),
-            Err(PduError::BadSmscLength(12))
+            parse_pdu(&[0x0D, 0x91], true),
+            Err(PduError::BadSmscLength(13))
         );
         // Address of 21 digits.
         assert_eq!(
@@ -2029,6 +2040,35 @@ mod tests {
                 }
             }
             prop_assert_eq!(result, Some(text));
+        }
+
+        #[test]
+        fn deliver_parts_reassemble_to_the_original(
+            text in mixed_text(),
+            originator in prop_oneof![Just("+8613912345678"), Just("10086"), Just("Tocsin")],
+            concat_ref in any::<u8>(),
+            shuffle in any::<u64>(),
+        ) {
+            let pdus = encode_deliver(Some("+8613800100500"), originator, &text, &scts(0), concat_ref).unwrap();
+            // Deliver the parts in a scrambled order, the first one twice.
+            let mut order: Vec<usize> = (0..pdus.len()).collect();
+            order.sort_by_key(|&i| (shuffle.rotate_left(u32::try_from(i % 64).unwrap()) ^ shuffle) as u32);
+            order.insert(0, order[0]);
+            let mut r = Reassembler::default();
+            let mut result = None;
+            for i in order {
+                let parsed = parse_pdu(&pdus[i].to_bytes(), true).unwrap();
+                prop_assert_eq!(parsed.smsc.as_deref(), Some("+8613800100500"));
+                let Tpdu::Deliver(d) = parsed.tpdu else {
+                    return Err(TestCaseError::fail("not a deliver"));
+                };
+                prop_assert_eq!(&d.originator, originator);
+                if let Some(done) = r.insert(Timestamp::ZERO, &d.originator, d.user_data) {
+                    result = Some(done);
+                }
+            }
+            prop_assert_eq!(result, Some(text));
+            prop_assert_eq!(r.pending(), 0);
         }
 
         #[test]

@@ -12,6 +12,8 @@ pub mod gsm7;
 pub mod pdu;
 pub mod cms;
 pub mod config;
+pub mod io;
 pub mod proto;
+pub mod pty;
 pub mod sim;
 pub mod wire;

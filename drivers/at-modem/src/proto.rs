@@ -320,6 +320,14 @@ impl Modem {
         self.note_health();
     }
 
+    /// Opening the port failed: report the device down with the reason (once per reason).
+    pub fn handle_open_failed(&mut self, now: Timestamp, error: &str) {
+        let _ = now;
+        self.health.up = false;
+        self.health.last_error = Some(format!("cannot open port: {error}"));
+        self.note_health();
+    }
+
     /// Bytes read from the port.
     pub fn handle_rx(&mut self, now: Timestamp, bytes: &[u8]) {
         if self.link == Link::Down {

@@ -1,1 +1,140 @@
-fn main() {}
+//! `tocsin-sim`: device simulators for demos, tests and benchmarks.
+//!
+//! `tocsin-sim gsm --count 2` starts two simulated GSM modems, each on its own
+//! pseudo-terminal behind a stable symlink, prints one line per modem
+//! (`modem0 /tmp/tocsin-sim/modem0 -> /dev/pts/7`), and serves until Ctrl-C. Point a
+//! `tocsind` modem's `path` at the symlink.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use tocsin_at_modem::pty::spawn_sim;
+use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
+use tokio_util::sync::CancellationToken;
+
+/// Tocsin device simulators.
+#[derive(Parser, Debug)]
+#[command(name = "tocsin-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    kind: Kind,
+}
+
+#[derive(Subcommand, Debug)]
+enum Kind {
+    /// GSM/LTE modems speaking 27.005 SMS in PDU mode, with the network behind them.
+    Gsm(GsmArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct GsmArgs {
+    /// How many modems.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Directory for the stable symlinks (`modem0`, `modem1`, ...).
+    #[arg(long, default_value = "/tmp/tocsin-sim")]
+    dir: PathBuf,
+    /// RNG seed (modem i uses seed + i).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Network time to accept one SMS part, milliseconds (simulated time).
+    #[arg(long, default_value_t = 2000)]
+    latency_ms: u64,
+    /// Time from submit to status report, milliseconds (simulated time).
+    #[arg(long, default_value_t = 5000)]
+    status_report_ms: u64,
+    /// Simulated time runs this many times faster than real time.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// TOML file with `[[phones]]` scripts and an optional `default_script`.
+    #[arg(long)]
+    phones: Option<PathBuf>,
+    /// Shortest reply delay of the default script, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    reply_min_secs: f64,
+    /// Longest reply delay of the default script, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    reply_max_secs: f64,
+    /// Probability of `+CMS ERROR` on a submit.
+    #[arg(long, default_value_t = 0.0)]
+    cms_error_rate: f64,
+    /// The injected `+CMS ERROR` code.
+    #[arg(long, default_value_t = 42)]
+    cms_error_code: u16,
+    /// Probability that a command is never answered.
+    #[arg(long, default_value_t = 0.0)]
+    silence_rate: f64,
+    /// Probability of garbage bytes before a response.
+    #[arg(long, default_value_t = 0.0)]
+    garbage_rate: f64,
+    /// Extra milliseconds per SMS part (a slow modem).
+    #[arg(long, default_value_t = 0)]
+    slow_ms: u64,
+}
+
+/// The `--phones` file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct PhonesFile {
+    /// Scripts by number.
+    #[serde(default)]
+    phones: Vec<PhoneScript>,
+    /// What everyone else does.
+    default_script: Option<ReplyBehaviour>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match cli.kind {
+        Kind::Gsm(args) => gsm(args).await,
+    }
+}
+
+async fn gsm(args: GsmArgs) -> anyhow::Result<()> {
+    let file = match &args.phones {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<PhonesFile>(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => PhonesFile::default(),
+    };
+    let cfg = SimConfig {
+        per_message_latency_ms: args.latency_ms,
+        status_report_delay_ms: args.status_report_ms,
+        phones: file.phones,
+        default_script: file.default_script.unwrap_or(ReplyBehaviour::Reply {
+            min_secs: args.reply_min_secs,
+            max_secs: args.reply_max_secs,
+        }),
+        faults: Faults {
+            cms_error_rate: args.cms_error_rate,
+            cms_error_code: args.cms_error_code,
+            silence_rate: args.silence_rate,
+            garbage_rate: args.garbage_rate,
+            slow_ms_per_message: args.slow_ms,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    };
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let cancel = CancellationToken::new();
+    let mut handles = Vec::new();
+    for i in 0..args.count {
+        let link = args.dir.join(format!("modem{i}"));
+        let handle = spawn_sim(link.clone(), cfg.clone(), args.seed.wrapping_add(u64::from(i)), args.speed, cancel.clone())
+            .with_context(|| format!("starting simulator {i}"))?;
+        let target = std::fs::read_link(&link).unwrap_or_default();
+        println!("modem{i} {} -> {}", link.display(), target.display());
+        handles.push(handle);
+    }
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    cancel.cancel();
+    for h in &handles {
+        let _ = std::fs::remove_file(&h.path);
+    }
+    Ok(())
+}

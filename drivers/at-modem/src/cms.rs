@@ -204,7 +204,10 @@ mod tests {
             assert!(!e.is_retryable(), "{code} should be permanent");
         }
         for code in [27u16, 38, 41, 42, 47, 314, 331, 332, 500] {
-            assert!(CmsError::from_code(code).is_retryable(), "{code} should be retryable");
+            assert!(
+                CmsError::from_code(code).is_retryable(),
+                "{code} should be retryable"
+            );
         }
         assert_eq!(CmsError::from_code(42), CmsError::Congestion);
         assert_eq!(CmsError::from_code(42).to_string(), "42 (congestion)");

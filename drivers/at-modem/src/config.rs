@@ -212,6 +212,11 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::BadStorage("me".into())));
         let mut c = ModemConfig::new("/dev/ttyUSB2");
         c.cmgs_timeout_secs = 0;
-        assert!(c.validate().unwrap_err().to_string().starts_with("cmgs_timeout_secs"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("cmgs_timeout_secs")
+        );
     }
 }

@@ -38,14 +38,19 @@ pub struct Clock {
 
 impl Clock {
     /// Reads the wall clock once.
-    #[allow(clippy::disallowed_methods, reason = "io.rs is where real time enters the driver")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "io.rs is where real time enters the driver"
+    )]
     pub fn start() -> Self {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Clock {
             start: tokio::time::Instant::now(),
-            base: Timestamp::from_millis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)),
+            base: Timestamp::from_millis(
+                i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
+            ),
         }
     }
 
@@ -76,7 +81,11 @@ pub fn spawn_modem(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let caps = cfg.capabilities();
     tokio::spawn(run_modem(device.clone(), cfg, rx, events, cancel));
-    DriverHandle { device, caps, commands: tx }
+    DriverHandle {
+        device,
+        caps,
+        commands: tx,
+    }
 }
 
 fn open(cfg: &ModemConfig) -> Result<SerialStream, tokio_serial::Error> {
@@ -123,16 +132,23 @@ pub async fn run_modem(
         }
         // 2. events
         while let Some(event) = modem.poll_event() {
-            let stamped = DeviceEvent { device: device.clone(), at: clock.now(), event };
+            let stamped = DeviceEvent {
+                device: device.clone(),
+                at: clock.now(),
+                event,
+            };
             if events.send(stamped).await.is_err() {
                 return; // The gateway is gone.
             }
         }
         // 3. timeout
-        let deadline = [modem.poll_timeout(), if port.is_none() { reopen_at } else { None }]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            modem.poll_timeout(),
+            if port.is_none() { reopen_at } else { None },
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let wake = deadline.map(|t| clock.instant(t));
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -174,7 +190,10 @@ pub async fn run_modem(
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
-#[allow(clippy::disallowed_methods, reason = "io.rs sleeps until the state machine's poll_timeout()")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "io.rs sleeps until the state machine's poll_timeout()"
+)]
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

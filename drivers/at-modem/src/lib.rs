@@ -8,11 +8,11 @@
 //! - [`io`]: the tokio task that runs `proto` on a serial port.
 //! - [`sim`]: the modem and the network behind it, as a state machine, with faults.
 
-pub mod gsm7;
-pub mod pdu;
 pub mod cms;
 pub mod config;
+pub mod gsm7;
 pub mod io;
+pub mod pdu;
 pub mod proto;
 pub mod pty;
 pub mod sim;

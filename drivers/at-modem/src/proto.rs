@@ -158,7 +158,12 @@ pub enum Timer {
     Reassembly,
 }
 
-const TIMERS: [Timer; 4] = [Timer::Response, Timer::Health, Timer::Reinit, Timer::Reassembly];
+const TIMERS: [Timer; 4] = [
+    Timer::Response,
+    Timer::Health,
+    Timer::Reinit,
+    Timer::Reassembly,
+];
 
 /// Where the conversation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,7 +361,9 @@ impl Modem {
                         reason: format!("modem queue full ({} waiting)", self.queue.len()),
                     });
                 } else {
-                    self.events.push_back(DriverEvent::Accepted { attempt: out.attempt });
+                    self.events.push_back(DriverEvent::Accepted {
+                        attempt: out.attempt,
+                    });
                     self.queue.push_back(out);
                 }
             }
@@ -395,7 +402,11 @@ impl Modem {
                 Timer::Response => self.on_response_timeout(now),
                 Timer::Health => {
                     if self.link == Link::Ready {
-                        for cmd in [Command::SignalQuality, Command::Registration, Command::EpsRegistration] {
+                        for cmd in [
+                            Command::SignalQuality,
+                            Command::Registration,
+                            Command::EpsRegistration,
+                        ] {
                             if !self.internal.contains(&cmd) {
                                 self.internal.push_back(cmd);
                             }
@@ -470,7 +481,12 @@ impl Modem {
             let out = self.queue.pop_front()?;
             match self.encode(&out) {
                 Ok(parts) if !parts.is_empty() => {
-                    self.active = Some(ActiveSend { out, parts, next: 0, mrs: Vec::new() });
+                    self.active = Some(ActiveSend {
+                        out,
+                        parts,
+                        next: 0,
+                        mrs: Vec::new(),
+                    });
                 }
                 Ok(_) => self.events.push_back(DriverEvent::Failed {
                     attempt: out.attempt,
@@ -503,9 +519,15 @@ impl Modem {
     fn issue(&mut self, now: Timestamp, cmd: Command, tries_left: Option<u8>) {
         let retry = tries_left.is_some();
         let tries_left = tries_left.unwrap_or_else(|| cmd.retries());
-        self.transmit.push_back(cmd.to_bytes(&self.cfg.storage, retry));
+        self.transmit
+            .push_back(cmd.to_bytes(&self.cfg.storage, retry));
         self.set_timer(Timer::Response, now + cmd.timeout(&self.cfg));
-        self.current = Some(InFlight { cmd, tries_left, lines: Vec::new(), pdus: Vec::new() });
+        self.current = Some(InFlight {
+            cmd,
+            tries_left,
+            lines: Vec::new(),
+            pdus: Vec::new(),
+        });
     }
 
     fn on_frame(&mut self, now: Timestamp, frame: Frame) {
@@ -526,37 +548,60 @@ impl Modem {
     }
 
     fn on_prompt(&mut self, now: Timestamp) {
-        let is_length = matches!(self.current.as_ref().map(|c| &c.cmd), Some(Command::SubmitLength(_)));
-        let hex = self.active.as_ref().and_then(|a| a.parts.get(a.next)).map(|p| p.hex_with_default_smsc());
+        let is_length = matches!(
+            self.current.as_ref().map(|c| &c.cmd),
+            Some(Command::SubmitLength(_))
+        );
+        let hex = self
+            .active
+            .as_ref()
+            .and_then(|a| a.parts.get(a.next))
+            .map(|p| p.hex_with_default_smsc());
         match (is_length, hex) {
             (true, Some(hex)) => {
                 self.current = None;
                 self.issue(now, Command::SubmitBody(hex), None);
             }
-            _ => self.events.push_back(DriverEvent::Unrecognized { raw: "> ".to_owned() }),
+            _ => self.events.push_back(DriverEvent::Unrecognized {
+                raw: "> ".to_owned(),
+            }),
         }
     }
 
     fn on_line(&mut self, line: String) {
-        if let Some(rest) = line.strip_prefix("+CMTI:").or_else(|| line.strip_prefix("+CDSI:")) {
+        if let Some(rest) = line
+            .strip_prefix("+CMTI:")
+            .or_else(|| line.strip_prefix("+CDSI:"))
+        {
             // `+CMTI: "ME",3`: a message was stored; read it.
-            match rest.rsplit(',').next().and_then(|i| i.trim().parse::<u32>().ok()) {
+            match rest
+                .rsplit(',')
+                .next()
+                .and_then(|i| i.trim().parse::<u32>().ok())
+            {
                 Some(idx) => {
-                    if !self.internal.contains(&Command::Read(idx)) && !self.reported.contains(&idx) {
+                    if !self.internal.contains(&Command::Read(idx)) && !self.reported.contains(&idx)
+                    {
                         self.internal.push_back(Command::Read(idx));
                     }
                 }
-                None => self.events.push_back(DriverEvent::Unrecognized { raw: line }),
+                None => self
+                    .events
+                    .push_back(DriverEvent::Unrecognized { raw: line }),
             }
             return;
         }
         if let Some(current) = &mut self.current
-            && current.cmd.response_prefix().is_some_and(|p| line.starts_with(p))
+            && current
+                .cmd
+                .response_prefix()
+                .is_some_and(|p| line.starts_with(p))
         {
             current.lines.push(line);
             return;
         }
-        self.events.push_back(DriverEvent::Unrecognized { raw: line });
+        self.events
+            .push_back(DriverEvent::Unrecognized { raw: line });
     }
 
     fn on_pdu(&mut self, now: Timestamp, header: String, hex: String) {
@@ -580,7 +625,9 @@ impl Modem {
                 return;
             }
         }
-        self.events.push_back(DriverEvent::Unrecognized { raw: format!("{header} {hex}") });
+        self.events.push_back(DriverEvent::Unrecognized {
+            raw: format!("{header} {hex}"),
+        });
     }
 
     fn complete(&mut self, now: Timestamp, inflight: InFlight, result: FinalResult) {
@@ -594,7 +641,10 @@ impl Modem {
             // older modem without `+CEREG`).
             let essential = matches!(inflight.cmd, Command::Sync | Command::PduMode);
             if essential && !ok && inflight.cmd != Command::Sync {
-                self.init_failed(now, format!("{:?} refused: {}", inflight.cmd, wire::final_text(result)));
+                self.init_failed(
+                    now,
+                    format!("{:?} refused: {}", inflight.cmd, wire::final_text(result)),
+                );
                 return;
             }
             if !ok && !essential && inflight.cmd != Command::EpsRegistration {
@@ -644,7 +694,11 @@ impl Modem {
                 self.health.signal = rssi.filter(|r| *r <= 31);
             }
             Command::Registration | Command::EpsRegistration => {
-                let prefix = if inflight.cmd == Command::Registration { "+CREG:" } else { "+CEREG:" };
+                let prefix = if inflight.cmd == Command::Registration {
+                    "+CREG:"
+                } else {
+                    "+CEREG:"
+                };
                 let stat = inflight
                     .lines
                     .iter()
@@ -674,7 +728,9 @@ impl Modem {
                         }
                         self.on_stored(now, Some(idx), hex);
                     } else {
-                        self.events.push_back(DriverEvent::Unrecognized { raw: format!("{header} {hex}") });
+                        self.events.push_back(DriverEvent::Unrecognized {
+                            raw: format!("{header} {hex}"),
+                        });
                     }
                 }
             }
@@ -683,7 +739,9 @@ impl Modem {
     }
 
     fn part_sent(&mut self, mr: Option<u8>) {
-        let Some(active) = &mut self.active else { return };
+        let Some(active) = &mut self.active else {
+            return;
+        };
         // A modem that omits the MR still sent the part; it just cannot be matched.
         if let Some(mr) = mr {
             active.mrs.push(mr);
@@ -692,9 +750,16 @@ impl Modem {
         if active.next < active.parts.len() {
             return;
         }
-        let Some(done) = self.active.take() else { return };
+        let Some(done) = self.active.take() else {
+            return;
+        };
         let attempt = done.out.attempt;
-        let reference = done.mrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+        let reference = done
+            .mrs
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         self.health.sent += 1;
         if self.cfg.status_report && done.out.want_report && !done.mrs.is_empty() {
             for mr in &done.mrs {
@@ -708,13 +773,22 @@ impl Modem {
                     }
                 }
             }
-            self.tracking.insert(attempt, Tracking { pending: done.mrs.clone(), evidence: Vec::new() });
+            self.tracking.insert(
+                attempt,
+                Tracking {
+                    pending: done.mrs.clone(),
+                    evidence: Vec::new(),
+                },
+            );
         }
-        self.events.push_back(DriverEvent::Sent { attempt, reference });
+        self.events
+            .push_back(DriverEvent::Sent { attempt, reference });
     }
 
     fn fail_active(&mut self, result: FinalResult) {
-        let Some(active) = self.active.take() else { return };
+        let Some(active) = self.active.take() else {
+            return;
+        };
         let (retryable, reason) = match result {
             FinalResult::CmsError(n) => {
                 let e = CmsError::from_code(n);
@@ -730,14 +804,24 @@ impl Modem {
         let reason = if active.mrs.is_empty() {
             reason
         } else {
-            format!("{reason} after {} of {} parts went out", active.mrs.len(), active.parts.len())
+            format!(
+                "{reason} after {} of {} parts went out",
+                active.mrs.len(),
+                active.parts.len()
+            )
         };
         self.health.last_error = Some(reason.clone());
-        self.events.push_back(DriverEvent::Failed { attempt: active.out.attempt, retryable, reason });
+        self.events.push_back(DriverEvent::Failed {
+            attempt: active.out.attempt,
+            retryable,
+            reason,
+        });
     }
 
     fn on_response_timeout(&mut self, now: Timestamp) {
-        let Some(inflight) = self.current.take() else { return };
+        let Some(inflight) = self.current.take() else {
+            return;
+        };
         if inflight.tries_left > 0 {
             let tries = inflight.tries_left - 1;
             self.issue(now, inflight.cmd, Some(tries));
@@ -795,7 +879,8 @@ impl Modem {
     fn note_health(&mut self) {
         if self.last_health.as_ref() != Some(&self.health) {
             self.last_health = Some(self.health.clone());
-            self.events.push_back(DriverEvent::Health(self.health.clone()));
+            self.events
+                .push_back(DriverEvent::Health(self.health.clone()));
         }
     }
 
@@ -804,9 +889,13 @@ impl Modem {
         match parsed {
             Ok(p) => match p.tpdu {
                 Tpdu::StatusReport(sr) => self.on_status_report(sr.mr, sr.status, hex),
-                _ => self.events.push_back(DriverEvent::Unrecognized { raw: format!("+CDS {hex}") }),
+                _ => self.events.push_back(DriverEvent::Unrecognized {
+                    raw: format!("+CDS {hex}"),
+                }),
             },
-            Err(e) => self.events.push_back(DriverEvent::Unrecognized { raw: format!("+CDS {hex} ({e})") }),
+            Err(e) => self.events.push_back(DriverEvent::Unrecognized {
+                raw: format!("+CDS {hex} ({e})"),
+            }),
         }
     }
 
@@ -822,7 +911,9 @@ impl Modem {
             return; // The SMSC keeps trying; a final report follows.
         }
         self.by_mr.remove(&mr);
-        let Some(track) = self.tracking.get_mut(&attempt) else { return };
+        let Some(track) = self.tracking.get_mut(&attempt) else {
+            return;
+        };
         track.pending.retain(|m| *m != mr);
         track.evidence.push(hex.to_owned());
         match class {
@@ -830,7 +921,8 @@ impl Modem {
                 if track.pending.is_empty() {
                     let evidence = track.evidence.join(" ");
                     self.tracking.remove(&attempt);
-                    self.events.push_back(DriverEvent::Delivered { attempt, evidence });
+                    self.events
+                        .push_back(DriverEvent::Delivered { attempt, evidence });
                 }
             }
             StatusClass::Permanent | StatusClass::TemporaryStopped => {
@@ -869,18 +961,30 @@ impl Modem {
                 let concat = d.user_data.concat.filter(|c| c.total > 1);
                 let Some(c) = concat else {
                     let text = d.user_data.text;
-                    self.inbound(d.originator, text, vec![hex.to_owned()], sent_at, idx.into_iter().collect());
+                    self.inbound(
+                        d.originator,
+                        text,
+                        vec![hex.to_owned()],
+                        sent_at,
+                        idx.into_iter().collect(),
+                    );
                     return;
                 };
                 let key = (d.originator.clone(), c.reference, c.total);
                 let rec = self.part_records.entry(key.clone()).or_default();
                 if !rec.parts.iter().any(|(seq, _, _)| *seq == c.seq) {
-                    rec.parts.push((c.seq, idx.unwrap_or(u32::MAX), hex.to_owned()));
+                    rec.parts
+                        .push((c.seq, idx.unwrap_or(u32::MAX), hex.to_owned()));
                 }
                 if let Some(text) = self.reassembler.insert(now, &d.originator, d.user_data) {
                     let mut rec = self.part_records.remove(&key).unwrap_or_default();
                     rec.parts.sort_by_key(|(seq, _, _)| *seq);
-                    let idxs = rec.parts.iter().map(|(_, i, _)| *i).filter(|i| *i != u32::MAX).collect();
+                    let idxs = rec
+                        .parts
+                        .iter()
+                        .map(|(_, i, _)| *i)
+                        .filter(|i| *i != u32::MAX)
+                        .collect();
                     let evidence = rec.parts.into_iter().map(|(_, _, h)| h).collect();
                     self.inbound(d.originator, text, evidence, sent_at, idxs);
                 }
@@ -905,13 +1009,31 @@ impl Modem {
             let key = (inc.originator.clone(), inc.reference, inc.total);
             let mut rec = self.part_records.remove(&key).unwrap_or_default();
             rec.parts.sort_by_key(|(seq, _, _)| *seq);
-            let idxs = rec.parts.iter().map(|(_, i, _)| *i).filter(|i| *i != u32::MAX).collect();
+            let idxs = rec
+                .parts
+                .iter()
+                .map(|(_, i, _)| *i)
+                .filter(|i| *i != u32::MAX)
+                .collect();
             let evidence = rec.parts.into_iter().map(|(_, _, h)| h).collect();
-            self.inbound(inc.originator.clone(), inc.partial_text(), evidence, None, idxs);
+            self.inbound(
+                inc.originator.clone(),
+                inc.partial_text(),
+                evidence,
+                None,
+                idxs,
+            );
         }
     }
 
-    fn inbound(&mut self, from: String, text: String, evidence: Vec<String>, sent_at: Option<Timestamp>, idxs: Vec<u32>) {
+    fn inbound(
+        &mut self,
+        from: String,
+        text: String,
+        evidence: Vec<String>,
+        sent_at: Option<Timestamp>,
+        idxs: Vec<u32>,
+    ) {
         let Ok(number) = PhoneNumber::parse(&from, &self.cfg.default_country) else {
             // An alphanumeric sender (operator notices) cannot be an ack: report it and
             // let the message be released like any other.
@@ -924,8 +1046,14 @@ impl Modem {
             return;
         };
         self.health.received += 1;
-        let receipt = (!idxs.is_empty())
-            .then(|| InboundReceipt(idxs.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+        let receipt = (!idxs.is_empty()).then(|| {
+            InboundReceipt(
+                idxs.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        });
         self.events.push_back(DriverEvent::Inbound {
             from: Address::Phone(number),
             text,
@@ -938,7 +1066,11 @@ impl Modem {
 
 /// The storage indexes in a receipt (`"3"` or `"3,4,5"`); junk is ignored.
 fn parse_receipt(receipt: &InboundReceipt) -> Vec<u32> {
-    receipt.0.split(',').filter_map(|s| s.trim().parse().ok()).collect()
+    receipt
+        .0
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 /// A command's name without its payload, for messages.
@@ -962,7 +1094,12 @@ mod tests {
     }
 
     fn send(attempt: u64, to: &str, text: &str) -> DriverCommand {
-        DriverCommand::Send(Outbound { attempt: AttemptId(attempt), to: phone(to), text: text.to_owned(), want_report: true })
+        DriverCommand::Send(Outbound {
+            attempt: AttemptId(attempt),
+            to: phone(to),
+            text: text.to_owned(),
+            want_report: true,
+        })
     }
 
     /// The driver and the simulator wired together on a virtual clock.
@@ -984,7 +1121,13 @@ mod tests {
                 byte_by_byte: false,
             };
             b.modem.handle_port_opened(T0);
-            b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Health(h) if h.up)), 60);
+            b.run_until(
+                |e| {
+                    e.iter()
+                        .any(|e| matches!(e, DriverEvent::Health(h) if h.up))
+                },
+                60,
+            );
             assert!(b.modem.is_ready());
             b
         }
@@ -1026,9 +1169,15 @@ mod tests {
             let limit = self.now + Duration::from_secs(secs);
             self.pump();
             while !done(&self.events) {
-                let next = [self.modem.poll_timeout(), self.sim.poll_timeout()].into_iter().flatten().min();
+                let next = [self.modem.poll_timeout(), self.sim.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 let Some(next) = next.filter(|t| *t <= limit) else {
-                    panic!("condition not reached by {limit}; events: {:#?}", self.events);
+                    panic!(
+                        "condition not reached by {limit}; events: {:#?}",
+                        self.events
+                    );
                 };
                 self.now = self.now.max(next);
                 self.modem.handle_timeout(self.now);
@@ -1042,7 +1191,10 @@ mod tests {
             let until = self.now + Duration::from_secs(secs);
             loop {
                 self.pump();
-                let next = [self.modem.poll_timeout(), self.sim.poll_timeout()].into_iter().flatten().min();
+                let next = [self.modem.poll_timeout(), self.sim.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 match next.filter(|t| *t <= until) {
                     Some(t) => {
                         self.now = self.now.max(t);
@@ -1068,7 +1220,14 @@ mod tests {
     #[test]
     fn init_reports_health_up_registered_with_signal() {
         let mut b = Bench::new(SimConfig::default());
-        let health: Vec<_> = b.take().into_iter().filter_map(|e| match e { DriverEvent::Health(h) => Some(h), _ => None }).collect();
+        let health: Vec<_> = b
+            .take()
+            .into_iter()
+            .filter_map(|e| match e {
+                DriverEvent::Health(h) => Some(h),
+                _ => None,
+            })
+            .collect();
         assert_eq!(health.len(), 1);
         assert!(health[0].up && health[0].registered);
         assert_eq!(health[0].signal, Some(21));
@@ -1076,42 +1235,94 @@ mod tests {
         let seen = b.sim.commands_seen();
         b.advance(65);
         assert!(b.take().is_empty());
-        assert_eq!(b.sim.commands_seen(), seen + 6, "two rounds of CSQ, CREG?, CEREG?");
+        assert_eq!(
+            b.sim.commands_seen(),
+            seen + 6,
+            "two rounds of CSQ, CREG?, CEREG?"
+        );
     }
 
     #[test]
     fn chinese_three_part_warning_is_sent_delivered_and_answered() {
         let cfg = SimConfig {
-            default_script: ReplyBehaviour::Reply { min_secs: 20.0, max_secs: 40.0 },
+            default_script: ReplyBehaviour::Reply {
+                min_secs: 20.0,
+                max_secs: 40.0,
+            },
             ..SimConfig::default()
         };
         let mut b = Bench::new(cfg);
         b.take();
-        assert_eq!(pdu::count_parts(WARNING, false).unwrap().1, 3, "fixture must need 3 parts");
+        assert_eq!(
+            pdu::count_parts(WARNING, false).unwrap().1,
+            3,
+            "fixture must need 3 parts"
+        );
         b.submit(send(7, "+8613800138000", WARNING));
-        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Delivered { .. })), 120);
+        b.run_until(
+            |e| e.iter().any(|e| matches!(e, DriverEvent::Delivered { .. })),
+            120,
+        );
         let ev = b.take();
-        assert_eq!(ev[0], DriverEvent::Accepted { attempt: AttemptId(7) });
-        assert!(ev.contains(&DriverEvent::Sent { attempt: AttemptId(7), reference: "0,1,2".into() }), "{ev:#?}");
+        assert_eq!(
+            ev[0],
+            DriverEvent::Accepted {
+                attempt: AttemptId(7)
+            }
+        );
+        assert!(
+            ev.contains(&DriverEvent::Sent {
+                attempt: AttemptId(7),
+                reference: "0,1,2".into()
+            }),
+            "{ev:#?}"
+        );
         let rec = &b.sim.submits()[0];
-        assert_eq!((rec.destination.as_str(), rec.text.as_str(), rec.parts), ("+8613800138000", WARNING, 3));
+        assert_eq!(
+            (rec.destination.as_str(), rec.text.as_str(), rec.parts),
+            ("+8613800138000", WARNING, 3)
+        );
         assert!(rec.status_report);
-        let delivered = ev.iter().find_map(|e| match e { DriverEvent::Delivered { attempt, evidence } => Some((*attempt, evidence.clone())), _ => None }).unwrap();
+        let delivered = ev
+            .iter()
+            .find_map(|e| match e {
+                DriverEvent::Delivered { attempt, evidence } => Some((*attempt, evidence.clone())),
+                _ => None,
+            })
+            .unwrap();
         assert_eq!(delivered.0, AttemptId(7));
-        assert_eq!(delivered.1.split(' ').count(), 3, "one status report per part");
+        assert_eq!(
+            delivered.1.split(' ').count(),
+            3,
+            "one status report per part"
+        );
 
         b.run_until(has_inbound, 120);
-        let (from, text, receipt) = b.take().into_iter().find_map(|e| match e {
-            DriverEvent::Inbound { from, text, receipt, evidence, .. } => {
-                assert!(!evidence.is_empty());
-                Some((from, text, receipt))
-            }
-            _ => None,
-        }).unwrap();
+        let (from, text, receipt) = b
+            .take()
+            .into_iter()
+            .find_map(|e| match e {
+                DriverEvent::Inbound {
+                    from,
+                    text,
+                    receipt,
+                    evidence,
+                    ..
+                } => {
+                    assert!(!evidence.is_empty());
+                    Some((from, text, receipt))
+                }
+                _ => None,
+            })
+            .unwrap();
         assert_eq!(from, phone("+8613800138000"));
         assert_eq!(text, "1 K7XT");
         let receipt = receipt.unwrap();
-        assert_eq!(b.sim.stored_indexes(), vec![0], "kept on the modem until released");
+        assert_eq!(
+            b.sim.stored_indexes(),
+            vec![0],
+            "kept on the modem until released"
+        );
         b.submit(DriverCommand::Release(receipt));
         b.pump();
         assert!(b.sim.stored_indexes().is_empty(), "released → AT+CMGD");
@@ -1121,17 +1332,40 @@ mod tests {
     fn cms_errors_fail_retryable_or_permanent() {
         for (code, retryable) in [(42u16, true), (1, false)] {
             let mut b = Bench::new(SimConfig::default());
-            b.sim.set_faults(Faults { cms_error_rate: 1.0, cms_error_code: code, ..Faults::default() });
+            b.sim.set_faults(Faults {
+                cms_error_rate: 1.0,
+                cms_error_code: code,
+                ..Faults::default()
+            });
             b.take();
             b.submit(send(1, "+8613800138000", "ACK 1"));
-            b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Failed { .. })), 30);
-            let failed = b.take().into_iter().find_map(|e| match e { DriverEvent::Failed { retryable, reason, .. } => Some((retryable, reason)), _ => None }).unwrap();
+            b.run_until(
+                |e| e.iter().any(|e| matches!(e, DriverEvent::Failed { .. })),
+                30,
+            );
+            let failed = b
+                .take()
+                .into_iter()
+                .find_map(|e| match e {
+                    DriverEvent::Failed {
+                        retryable, reason, ..
+                    } => Some((retryable, reason)),
+                    _ => None,
+                })
+                .unwrap();
             assert_eq!(failed.0, retryable, "{code}");
-            assert!(failed.1.starts_with(&format!("+CMS ERROR: {code} (")), "{}", failed.1);
+            assert!(
+                failed.1.starts_with(&format!("+CMS ERROR: {code} (")),
+                "{}",
+                failed.1
+            );
             // The modem is still usable afterwards.
             b.sim.set_faults(Faults::default());
             b.submit(send(2, "+8613800138000", "ACK 1"));
-            b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })), 30);
+            b.run_until(
+                |e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })),
+                30,
+            );
         }
     }
 
@@ -1139,13 +1373,28 @@ mod tests {
     fn garbage_is_unrecognized_and_the_conversation_goes_on() {
         let mut b = Bench::new(SimConfig::default());
         b.byte_by_byte = true;
-        b.sim.set_faults(Faults { garbage_rate: 0.5, ..Faults::default() });
+        b.sim.set_faults(Faults {
+            garbage_rate: 0.5,
+            ..Faults::default()
+        });
         for i in 0..6 {
             b.submit(send(i, "+8613800138000", "test 1"));
         }
-        b.run_until(|e| e.iter().filter(|e| matches!(e, DriverEvent::Sent { .. })).count() == 6, 120);
+        b.run_until(
+            |e| {
+                e.iter()
+                    .filter(|e| matches!(e, DriverEvent::Sent { .. }))
+                    .count()
+                    == 6
+            },
+            120,
+        );
         let ev = b.take();
-        assert!(ev.iter().any(|e| matches!(e, DriverEvent::Unrecognized { .. })), "some garbage was injected");
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, DriverEvent::Unrecognized { .. })),
+            "some garbage was injected"
+        );
         assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Failed { .. })));
         assert_eq!(b.sim.submits().len(), 6);
     }
@@ -1154,33 +1403,83 @@ mod tests {
     fn a_silent_modem_times_out_the_submit_as_retryable() {
         let mut b = Bench::new(SimConfig::default());
         b.take();
-        b.sim.set_faults(Faults { silence_rate: 1.0, ..Faults::default() });
+        b.sim.set_faults(Faults {
+            silence_rate: 1.0,
+            ..Faults::default()
+        });
         b.submit(send(3, "+8613800138000", "ACK 1"));
         b.submit(send(4, "+8613800138000", "ACK 2"));
-        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Failed { .. })), 120);
+        b.run_until(
+            |e| e.iter().any(|e| matches!(e, DriverEvent::Failed { .. })),
+            120,
+        );
         let ev = b.take();
-        let failed = ev.iter().find_map(|e| match e { DriverEvent::Failed { attempt, retryable, reason } => Some((*attempt, *retryable, reason.clone())), _ => None }).unwrap();
+        let failed = ev
+            .iter()
+            .find_map(|e| match e {
+                DriverEvent::Failed {
+                    attempt,
+                    retryable,
+                    reason,
+                } => Some((*attempt, *retryable, reason.clone())),
+                _ => None,
+            })
+            .unwrap();
         assert_eq!((failed.0, failed.1), (AttemptId(3), true));
         assert!(failed.2.contains("timeout"), "{}", failed.2);
         // It stops answering altogether: the driver reports it down, keeps attempt 4 queued,
         // and sends it once the modem answers again.
-        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Health(h) if !h.up)), 120);
+        b.run_until(
+            |e| {
+                e.iter()
+                    .any(|e| matches!(e, DriverEvent::Health(h) if !h.up))
+            },
+            120,
+        );
         assert_eq!(b.modem.queued(), 1);
         b.sim.set_faults(Faults::default());
-        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { attempt: AttemptId(4), .. })), 300);
+        b.run_until(
+            |e| {
+                e.iter().any(|e| {
+                    matches!(
+                        e,
+                        DriverEvent::Sent {
+                            attempt: AttemptId(4),
+                            ..
+                        }
+                    )
+                })
+            },
+            300,
+        );
     }
 
     #[test]
     fn concatenated_inbound_out_of_order_is_reassembled() {
-        let cfg = SimConfig { faults: Faults { reorder_inbound: true, ..Faults::default() }, ..SimConfig::default() };
+        let cfg = SimConfig {
+            faults: Faults {
+                reorder_inbound: true,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        };
         let mut b = Bench::new(cfg);
         b.take();
         b.sim.deliver_sms(b.now, "+8613912345678", WARNING);
         b.run_until(has_inbound, 30);
-        let (from, text, receipt) = b.take().into_iter().find_map(|e| match e {
-            DriverEvent::Inbound { from, text, receipt, .. } => Some((from, text, receipt)),
-            _ => None,
-        }).unwrap();
+        let (from, text, receipt) = b
+            .take()
+            .into_iter()
+            .find_map(|e| match e {
+                DriverEvent::Inbound {
+                    from,
+                    text,
+                    receipt,
+                    ..
+                } => Some((from, text, receipt)),
+                _ => None,
+            })
+            .unwrap();
         assert_eq!(from, phone("+8613912345678"));
         assert_eq!(text, WARNING);
         let receipt = receipt.unwrap();
@@ -1200,7 +1499,11 @@ mod tests {
         b.sim.handle_power_cycle(b.now);
         b.modem.handle_port_opened(b.now);
         b.run_until(has_inbound, 60);
-        assert!(b.take().iter().any(|e| matches!(e, DriverEvent::Inbound { text, .. } if text == "1 K7XT")));
+        assert!(
+            b.take()
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Inbound { text, .. } if text == "1 K7XT"))
+        );
     }
 
     #[test]
@@ -1211,10 +1514,20 @@ mod tests {
         b.submit(send(2, "+8613800138000", "b 1"));
         b.submit(DriverCommand::Cancel(AttemptId(2)));
         b.submit(DriverCommand::Cancel(AttemptId(1))); // Already going out: no effect.
-        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })), 30);
+        b.run_until(
+            |e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })),
+            30,
+        );
         let ev = b.take();
-        assert!(ev.contains(&DriverEvent::Failed { attempt: AttemptId(2), retryable: false, reason: "cancelled".into() }));
-        assert!(ev.contains(&DriverEvent::Sent { attempt: AttemptId(1), reference: "0".into() }));
+        assert!(ev.contains(&DriverEvent::Failed {
+            attempt: AttemptId(2),
+            retryable: false,
+            reason: "cancelled".into()
+        }));
+        assert!(ev.contains(&DriverEvent::Sent {
+            attempt: AttemptId(1),
+            reference: "0".into()
+        }));
         assert_eq!(b.sim.submits().len(), 1);
     }
 
@@ -1228,11 +1541,34 @@ mod tests {
         assert!(b.sim.poll_timeout().is_some());
         b.modem.handle_port_lost(b.now);
         let ev = b.take();
-        assert!(ev.iter().any(|e| matches!(e, DriverEvent::Failed { attempt: AttemptId(1), retryable: true, .. })));
-        assert!(ev.iter().any(|e| matches!(e, DriverEvent::Health(h) if !h.up)));
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            DriverEvent::Failed {
+                attempt: AttemptId(1),
+                retryable: true,
+                ..
+            }
+        )));
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, DriverEvent::Health(h) if !h.up))
+        );
         b.sim.handle_power_cycle(b.now);
         b.modem.handle_port_opened(b.now);
-        b.run_until(|e| e.iter().any(|e| matches!(e, DriverEvent::Sent { attempt: AttemptId(2), .. })), 60);
+        b.run_until(
+            |e| {
+                e.iter().any(|e| {
+                    matches!(
+                        e,
+                        DriverEvent::Sent {
+                            attempt: AttemptId(2),
+                            ..
+                        }
+                    )
+                })
+            },
+            60,
+        );
     }
 
     #[test]
@@ -1242,9 +1578,25 @@ mod tests {
         let mut m = Modem::new(cfg, T0);
         m.submit(T0, send(1, "+8613800138000", "a"));
         m.submit(T0, send(2, "+8613800138000", "b"));
-        assert_eq!(m.poll_event(), Some(DriverEvent::Accepted { attempt: AttemptId(1) }));
-        assert!(matches!(m.poll_event(), Some(DriverEvent::Failed { attempt: AttemptId(2), retryable: true, .. })));
-        assert_eq!(m.poll_transmit(), None, "nothing goes out while the port is closed");
+        assert_eq!(
+            m.poll_event(),
+            Some(DriverEvent::Accepted {
+                attempt: AttemptId(1)
+            })
+        );
+        assert!(matches!(
+            m.poll_event(),
+            Some(DriverEvent::Failed {
+                attempt: AttemptId(2),
+                retryable: true,
+                ..
+            })
+        ));
+        assert_eq!(
+            m.poll_transmit(),
+            None,
+            "nothing goes out while the port is closed"
+        );
     }
 
     #[test]
@@ -1256,7 +1608,9 @@ mod tests {
         let ev = b.take();
         assert_eq!(ev.len(), 2);
         assert!(matches!(&ev[0], DriverEvent::Unrecognized { raw } if raw == "+QIND: \"smsfull\""));
-        assert!(matches!(&ev[1], DriverEvent::Unrecognized { raw } if raw.contains("unknown MR 42")));
+        assert!(
+            matches!(&ev[1], DriverEvent::Unrecognized { raw } if raw.contains("unknown MR 42"))
+        );
     }
 
     #[test]
@@ -1271,7 +1625,18 @@ mod tests {
         }
         assert_eq!(
             sent,
-            ["AT\r", "ATE0\r", "AT+CMEE=1\r", "AT+CMGF=0\r", "AT+CPMS=\"ME\",\"ME\",\"ME\"\r", "AT+CNMI=2,1,0,1,0\r", "AT+CSQ\r", "AT+CREG?\r", "AT+CEREG?\r", "AT+CMGL=4\r"]
+            [
+                "AT\r",
+                "ATE0\r",
+                "AT+CMEE=1\r",
+                "AT+CMGF=0\r",
+                "AT+CPMS=\"ME\",\"ME\",\"ME\"\r",
+                "AT+CNMI=2,1,0,1,0\r",
+                "AT+CSQ\r",
+                "AT+CREG?\r",
+                "AT+CEREG?\r",
+                "AT+CMGL=4\r"
+            ]
         );
         assert!(m.is_ready());
         // Idle: the only deadline is the next health poll, exactly one interval away.

@@ -80,7 +80,10 @@ fn open_pty(link: &Path) -> Result<Pty, PtyError> {
     termios::cfmakeraw(&mut t);
     termios::tcsetattr(pair.slave.as_fd(), SetArg::TCSANOW, &t)?;
     let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(pair.master.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    fcntl(
+        pair.master.as_fd(),
+        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+    )?;
     let target = std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd()))?;
     // Re-point the link atomically: a new link beside it, renamed over the old one.
     let tmp = link.with_extension("tocsin-sim-tmp");
@@ -91,7 +94,10 @@ fn open_pty(link: &Path) -> Result<Pty, PtyError> {
     // `OwnedFd` moved in cannot be, and the safe alternative needs `unsafe` (denied here).
     #[allow(deprecated, reason = "sound for an OwnedFd moved into the AsyncFd")]
     let master = AsyncFd::new(pair.master)?;
-    Ok(Pty { master, _slave: pair.slave })
+    Ok(Pty {
+        master,
+        _slave: pair.slave,
+    })
 }
 
 /// Starts a simulator behind the symlink `link` (created or replaced). Simulated time
@@ -106,9 +112,26 @@ pub fn spawn_sim(
     let pty = open_pty(&link)?;
     let (tx, rx) = mpsc::channel(256);
     let submits = Arc::new(Mutex::new(Vec::new()));
-    let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
-    tokio::spawn(run_sim(link.clone(), pty, cfg, seed, speed, rx, submits.clone(), cancel));
-    Ok(SimHandle { path: link, commands: tx, submits })
+    let speed = if speed.is_finite() && speed > 0.0 {
+        speed
+    } else {
+        1.0
+    };
+    tokio::spawn(run_sim(
+        link.clone(),
+        pty,
+        cfg,
+        seed,
+        speed,
+        rx,
+        submits.clone(),
+        cancel,
+    ));
+    Ok(SimHandle {
+        path: link,
+        commands: tx,
+        submits,
+    })
 }
 
 /// Simulated time: real elapsed time × speed.
@@ -126,15 +149,19 @@ impl SimClock {
 
     fn instant(&self, t: Timestamp) -> tokio::time::Instant {
         let sim_elapsed = t.since(self.real.base());
-        self.real.instant(self.real.base() + sim_elapsed.div_f64(self.speed))
+        self.real
+            .instant(self.real.base() + sim_elapsed.div_f64(self.speed))
     }
 }
 
 async fn read_master(pty: &Option<Pty>, buf: &mut [u8]) -> std::io::Result<usize> {
-    let Some(pty) = pty else { return std::future::pending().await };
+    let Some(pty) = pty else {
+        return std::future::pending().await;
+    };
     loop {
         let mut guard = pty.master.readable().await?;
-        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
+        {
             Ok(r) => return r,
             Err(_would_block) => continue,
         }
@@ -144,7 +171,9 @@ async fn read_master(pty: &Option<Pty>, buf: &mut [u8]) -> std::io::Result<usize
 async fn write_master(pty: &Pty, mut bytes: &[u8]) -> std::io::Result<()> {
     while !bytes.is_empty() {
         let mut guard = pty.master.writable().await?;
-        match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from)) {
+        match guard
+            .try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from))
+        {
             Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or(&[]),
             Ok(Err(e)) => return Err(e),
             Err(_would_block) => continue,
@@ -153,7 +182,10 @@ async fn write_master(pty: &Pty, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments, reason = "the runner's whole state, passed once at spawn")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the runner's whole state, passed once at spawn"
+)]
 async fn run_sim(
     link: PathBuf,
     pty: Pty,
@@ -164,7 +196,10 @@ async fn run_sim(
     submits: Arc<Mutex<Vec<SubmitRecord>>>,
     cancel: CancellationToken,
 ) {
-    let clock = SimClock { real: Clock::start(), speed };
+    let clock = SimClock {
+        real: Clock::start(),
+        speed,
+    };
     let mut sim = SimModem::new(cfg, seed, clock.now());
     let mut pty = Some(pty);
     let mut back_at: Option<tokio::time::Instant> = None;
@@ -228,7 +263,10 @@ async fn run_sim(
     }
 }
 
-#[allow(clippy::disallowed_methods, reason = "the simulator runner sleeps until the simulator's poll_timeout()")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the simulator runner sleeps until the simulator's poll_timeout()"
+)]
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

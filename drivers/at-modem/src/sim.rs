@@ -58,7 +58,10 @@ pub fn default_status_report_delay_ms() -> u64 {
 }
 /// By default everyone answers correctly within 10 to 60 s.
 pub fn default_script() -> ReplyBehaviour {
-    ReplyBehaviour::Reply { min_secs: 10.0, max_secs: 60.0 }
+    ReplyBehaviour::Reply {
+        min_secs: 10.0,
+        max_secs: 60.0,
+    }
 }
 /// A Beijing SMSC.
 pub fn default_smsc() -> String {
@@ -186,7 +189,11 @@ enum Action {
     /// Bytes to the driver (a delayed response).
     Respond(Vec<u8>),
     /// A status report for a submitted part.
-    StatusReport { mr: u8, recipient: String, submitted: Timestamp },
+    StatusReport {
+        mr: u8,
+        recipient: String,
+        submitted: Timestamp,
+    },
     /// An SMS arrives.
     Deliver { from: String, text: String },
 }
@@ -276,20 +283,22 @@ impl SimModem {
         self.prompt = None;
         self.decoder.clear();
         self.out.clear();
-        self.scheduled.retain(|(_, _, a)| !matches!(a, Action::Respond(_)));
+        self.scheduled
+            .retain(|(_, _, a)| !matches!(a, Action::Respond(_)));
     }
 
     /// An SMS from `from` arrives now (stored and announced with `+CMTI`).
     pub fn deliver_sms(&mut self, now: Timestamp, from: &str, text: &str) {
         let scts = scts_at(now);
         self.next_ref = self.next_ref.wrapping_add(1);
-        let parts = match pdu::encode_deliver(Some(&self.cfg.smsc), from, text, &scts, self.next_ref) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(%e, "simulator cannot encode an inbound SMS");
-                return;
-            }
-        };
+        let parts =
+            match pdu::encode_deliver(Some(&self.cfg.smsc), from, text, &scts, self.next_ref) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%e, "simulator cannot encode an inbound SMS");
+                    return;
+                }
+            };
         let mut parts: Vec<_> = parts.into_iter().collect();
         if self.cfg.faults.reorder_inbound {
             parts.reverse();
@@ -301,7 +310,14 @@ impl SimModem {
                 tracing::warn!("simulated storage full");
                 return;
             };
-            self.storage.insert(idx, Stored { unread: true, hex: part.to_hex(), tpdu_len: part.tpdu_len() });
+            self.storage.insert(
+                idx,
+                Stored {
+                    unread: true,
+                    hex: part.to_hex(),
+                    tpdu_len: part.tpdu_len(),
+                },
+            );
             self.emit(Frame::Line(format!("+CMTI: \"ME\",{idx}")));
         }
     }
@@ -333,7 +349,11 @@ impl SimModem {
             let (_, _, action) = self.scheduled.swap_remove(i);
             match action {
                 Action::Respond(bytes) => self.out.push_back(bytes),
-                Action::StatusReport { mr, recipient, submitted } => {
+                Action::StatusReport {
+                    mr,
+                    recipient,
+                    submitted,
+                } => {
                     let report = pdu::encode_status_report(
                         Some(&self.cfg.smsc),
                         mr,
@@ -343,7 +363,10 @@ impl SimModem {
                         0x00,
                     );
                     match report {
-                        Ok(r) => self.emit(Frame::Pdu { header: format!("+CDS: {}", r.tpdu_len()), pdu: r.to_hex() }),
+                        Ok(r) => self.emit(Frame::Pdu {
+                            header: format!("+CDS: {}", r.tpdu_len()),
+                            pdu: r.to_hex(),
+                        }),
                         Err(e) => tracing::warn!(%e, "simulator cannot encode a status report"),
                     }
                 }
@@ -449,16 +472,30 @@ impl SimModem {
                         _ => vec![Frame::Final(FinalResult::CmsError(304))],
                     }
                 } else if let Some(i) = upper.strip_prefix("AT+CMGR=") {
-                    match i.trim().parse::<u32>().ok().and_then(|i| self.storage.get_mut(&i)) {
+                    match i
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(|i| self.storage.get_mut(&i))
+                    {
                         Some(s) => {
                             let stat = u8::from(!s.unread);
                             s.unread = false;
-                            vec![Frame::Pdu { header: format!("+CMGR: {stat},,{}", s.tpdu_len), pdu: s.hex.clone() }, ok]
+                            vec![
+                                Frame::Pdu {
+                                    header: format!("+CMGR: {stat},,{}", s.tpdu_len),
+                                    pdu: s.hex.clone(),
+                                },
+                                ok,
+                            ]
                         }
                         None => vec![Frame::Final(FinalResult::CmsError(321))],
                     }
                 } else if let Some(i) = upper.strip_prefix("AT+CMGD=") {
-                    let idx = i.split(',').next().and_then(|v| v.trim().parse::<u32>().ok());
+                    let idx = i
+                        .split(',')
+                        .next()
+                        .and_then(|v| v.trim().parse::<u32>().ok());
                     match idx {
                         Some(idx) => {
                             self.storage.remove(&idx);
@@ -468,7 +505,12 @@ impl SimModem {
                     }
                 } else if upper.starts_with("AT+CPMS=") {
                     let n = self.storage.len();
-                    vec![Frame::Line(format!("+CPMS: {n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS}")), ok]
+                    vec![
+                        Frame::Line(format!(
+                            "+CPMS: {n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS}"
+                        )),
+                        ok,
+                    ]
                 } else if upper.starts_with("AT+CNMI=") {
                     vec![ok]
                 } else {
@@ -496,12 +538,17 @@ impl SimModem {
                 return;
             }
         };
-        let latency = Duration::from_millis(self.cfg.per_message_latency_ms + self.cfg.faults.slow_ms_per_message);
+        let latency = Duration::from_millis(
+            self.cfg.per_message_latency_ms + self.cfg.faults.slow_ms_per_message,
+        );
         let done = self.busy_until.max(now) + latency;
         self.busy_until = done;
         if self.chance(self.cfg.faults.cms_error_rate) {
             let mut b = Vec::new();
-            wire::emit(&Frame::Final(FinalResult::CmsError(self.cfg.faults.cms_error_code)), &mut b);
+            wire::emit(
+                &Frame::Final(FinalResult::CmsError(self.cfg.faults.cms_error_code)),
+                &mut b,
+            );
             self.schedule(done, Action::Respond(b));
             return;
         }
@@ -513,7 +560,14 @@ impl SimModem {
         self.schedule(done, Action::Respond(b));
         if submit.status_report {
             let at = done + Duration::from_millis(self.cfg.status_report_delay_ms);
-            self.schedule(at, Action::StatusReport { mr, recipient: submit.destination.clone(), submitted: done });
+            self.schedule(
+                at,
+                Action::StatusReport {
+                    mr,
+                    recipient: submit.destination.clone(),
+                    submitted: done,
+                },
+            );
         }
         self.parts_taken += 1;
         if self.cfg.faults.hangup_after_submits == Some(self.parts_taken) {
@@ -563,22 +617,51 @@ impl SimModem {
         let answer = format!("1 {}", code.as_deref().unwrap_or(""));
         let (from, reply, min, max) = match behaviour {
             ReplyBehaviour::Never => return,
-            ReplyBehaviour::Reply { min_secs, max_secs } => (destination.to_owned(), answer, min_secs, max_secs),
-            ReplyBehaviour::WrongCode { min_secs, max_secs } => {
-                let wrong = if code.as_deref() == Some("AAAA") { "CCCC" } else { "AAAA" };
-                (destination.to_owned(), format!("1 {wrong}"), min_secs, max_secs)
+            ReplyBehaviour::Reply { min_secs, max_secs } => {
+                (destination.to_owned(), answer, min_secs, max_secs)
             }
-            ReplyBehaviour::FromOther { number, min_secs, max_secs } => (number, answer, min_secs, max_secs),
-            ReplyBehaviour::Text { text, min_secs, max_secs } => (destination.to_owned(), text, min_secs, max_secs),
+            ReplyBehaviour::WrongCode { min_secs, max_secs } => {
+                let wrong = if code.as_deref() == Some("AAAA") {
+                    "CCCC"
+                } else {
+                    "AAAA"
+                };
+                (
+                    destination.to_owned(),
+                    format!("1 {wrong}"),
+                    min_secs,
+                    max_secs,
+                )
+            }
+            ReplyBehaviour::FromOther {
+                number,
+                min_secs,
+                max_secs,
+            } => (number, answer, min_secs, max_secs),
+            ReplyBehaviour::Text {
+                text,
+                min_secs,
+                max_secs,
+            } => (destination.to_owned(), text, min_secs, max_secs),
         };
         let delay = self.uniform_secs(min, max);
-        self.schedule(at + delay, Action::Deliver { from, text: reply.trim().to_owned() });
+        self.schedule(
+            at + delay,
+            Action::Deliver {
+                from,
+                text: reply.trim().to_owned(),
+            },
+        );
     }
 
     fn uniform_secs(&mut self, min: f64, max: f64) -> Duration {
         let lo = if min.is_finite() { min.max(0.0) } else { 0.0 };
         let hi = if max.is_finite() { max.max(lo) } else { lo };
-        let secs = if hi > lo { self.rng.random_range(lo..=hi) } else { lo };
+        let secs = if hi > lo {
+            self.rng.random_range(lo..=hi)
+        } else {
+            lo
+        };
         Duration::from_secs_f64(secs.min(1.0e9))
     }
 }
@@ -634,9 +717,15 @@ mod tests {
 
     #[test]
     fn extracts_codes_robustly() {
-        assert_eq!(extract_code("【红色预警】山洪。回复 1 K7XT 确认"), Some("K7XT".into()));
+        assert_eq!(
+            extract_code("【红色预警】山洪。回复 1 K7XT 确认"),
+            Some("K7XT".into())
+        );
         assert_eq!(extract_code("reply 1 k7xt to confirm"), Some("K7XT".into()));
-        assert_eq!(extract_code("水位 1 米, 回复１ Ｋ７ＸＴ"), Some("K7XT".into()));
+        assert_eq!(
+            extract_code("水位 1 米, 回复１ Ｋ７ＸＴ"),
+            Some("K7XT".into())
+        );
         assert_eq!(extract_code("21 K7XT"), None);
         assert_eq!(extract_code("1 K7XTY"), None);
         assert_eq!(extract_code("1 K7"), None);
@@ -649,7 +738,10 @@ mod tests {
         sim.handle_rx(Timestamp::ZERO, b"AT\r");
         assert_eq!(drain(&mut sim), "AT\r\r\nOK\r\n");
         sim.handle_rx(Timestamp::ZERO, b"ATE0\rAT+CSQ\r");
-        assert_eq!(drain(&mut sim), "ATE0\r\r\nOK\r\n\r\n+CSQ: 21,99\r\n\r\nOK\r\n");
+        assert_eq!(
+            drain(&mut sim),
+            "ATE0\r\r\nOK\r\n\r\n+CSQ: 21,99\r\n\r\nOK\r\n"
+        );
         sim.handle_rx(Timestamp::ZERO, b"AT+CMGR=7\rAT+FOO\r");
         assert_eq!(drain(&mut sim), "\r\n+CMS ERROR: 321\r\n\r\nERROR\r\n");
     }
@@ -658,7 +750,10 @@ mod tests {
     fn submit_gets_mr_status_report_and_scripted_reply() {
         let t0 = Timestamp(1_750_000_000_000);
         let cfg = SimConfig {
-            default_script: ReplyBehaviour::Reply { min_secs: 30.0, max_secs: 30.0 },
+            default_script: ReplyBehaviour::Reply {
+                min_secs: 30.0,
+                max_secs: 30.0,
+            },
             ..SimConfig::default()
         };
         let mut sim = SimModem::new(cfg, 7, t0);
@@ -666,11 +761,15 @@ mod tests {
         drain(&mut sim);
         // "ACK 1" would carry no code; send a text with one.
         let num = tocsin_core::PhoneNumber::parse("+8613800138000", "86").unwrap();
-        let parts = pdu::encode_submit(&num, "reply 1 K7XT", &pdu::SubmitOptions::default()).unwrap();
+        let parts =
+            pdu::encode_submit(&num, "reply 1 K7XT", &pdu::SubmitOptions::default()).unwrap();
         let part = &parts[0];
         sim.handle_rx(t0, format!("AT+CMGS={}\r", part.at_length()).as_bytes());
         assert_eq!(drain(&mut sim), "\r\n> ");
-        sim.handle_rx(t0, format!("{}\x1a", part.hex_with_default_smsc()).as_bytes());
+        sim.handle_rx(
+            t0,
+            format!("{}\x1a", part.hex_with_default_smsc()).as_bytes(),
+        );
         assert_eq!(drain(&mut sim), "", "the network takes its time");
         let t1 = sim.poll_timeout().unwrap();
         assert_eq!(t1, t0 + Duration::from_secs(2));

@@ -108,13 +108,23 @@ struct RawLine {
 /// Finds the next line at or after `from`, skipping line ends first. `Ok(None)` means the
 /// line is not complete yet; `Err(next)` means an overlong run of bytes ending at `next`.
 fn next_line(buf: &[u8], from: usize) -> Result<Option<RawLine>, usize> {
-    let start = from + buf.get(from..).unwrap_or(&[]).iter().take_while(|b| is_eol(**b)).count();
+    let start = from
+        + buf
+            .get(from..)
+            .unwrap_or(&[])
+            .iter()
+            .take_while(|b| is_eol(**b))
+            .count();
     let rest = buf.get(start..).unwrap_or(&[]);
     // Look no further than MAX_LINE + 1 bytes so the verdict does not depend on how much
     // was buffered beyond that.
     let window = &rest[..rest.len().min(MAX_LINE + 1)];
     match window.iter().position(|b| is_eol(*b)) {
-        Some(n) if n <= MAX_LINE => Ok(Some(RawLine { start, end: start + n, next: start + n + 1 })),
+        Some(n) if n <= MAX_LINE => Ok(Some(RawLine {
+            start,
+            end: start + n,
+            next: start + n + 1,
+        })),
         Some(_) => Err(start + MAX_LINE),
         None if rest.len() > MAX_LINE => Err(start + MAX_LINE),
         None => Ok(None),
@@ -123,9 +133,16 @@ fn next_line(buf: &[u8], from: usize) -> Result<Option<RawLine>, usize> {
 
 /// Checks a line and returns it as text.
 fn line_text(raw: &[u8], skip: usize) -> Result<&str, Malformed> {
-    let malformed = |reason| Malformed { len: skip, raw: raw.to_vec(), reason };
+    let malformed = |reason| Malformed {
+        len: skip,
+        raw: raw.to_vec(),
+        reason,
+    };
     let text = std::str::from_utf8(raw).map_err(|_| malformed(MalformedReason::NotUtf8))?;
-    if text.chars().any(|c| c.is_control() && c != '\t' && c != '\u{1A}') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\u{1A}')
+    {
         return Err(malformed(MalformedReason::ControlBytes));
     }
     Ok(text)
@@ -149,7 +166,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, Malformed> {
         Ok(None) => return Ok(None),
         Err(next) => {
             let raw = buf.get(start..next).unwrap_or(&[]).to_vec();
-            return Err(Malformed { len: next, raw, reason: MalformedReason::TooLong });
+            return Err(Malformed {
+                len: next,
+                raw,
+                reason: MalformedReason::TooLong,
+            });
         }
     };
     let raw = buf.get(line.start..line.end).unwrap_or(&[]);
@@ -165,7 +186,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, Malformed> {
                 let pdu = buf.get(pdu_line.start..pdu_line.end).unwrap_or(&[]);
                 if !pdu.is_empty() && pdu.iter().all(u8::is_ascii_hexdigit) {
                     let pdu = String::from_utf8_lossy(pdu).into_owned();
-                    return Ok(Some((Frame::Pdu { header: header.clone(), pdu }, pdu_line.next)));
+                    return Ok(Some((
+                        Frame::Pdu {
+                            header: header.clone(),
+                            pdu,
+                        },
+                        pdu_line.next,
+                    )));
                 }
             }
             Ok(None) => return Ok(None),
@@ -185,8 +212,14 @@ fn classify(text: &str) -> Frame {
         return Frame::Final(FinalResult::Error);
     }
     for (prefix, make) in [
-        ("+CME ERROR:", FinalResult::CmeError as fn(u16) -> FinalResult),
-        ("+CMS ERROR:", FinalResult::CmsError as fn(u16) -> FinalResult),
+        (
+            "+CME ERROR:",
+            FinalResult::CmeError as fn(u16) -> FinalResult,
+        ),
+        (
+            "+CMS ERROR:",
+            FinalResult::CmsError as fn(u16) -> FinalResult,
+        ),
     ] {
         if let Some(code) = trimmed.strip_prefix(prefix) {
             // A verbose error (`AT+CMEE=2`) has text, not a number: keep it as a line for
@@ -255,10 +288,17 @@ pub fn parse_dte(buf: &[u8]) -> Result<Option<(DteFrame, usize)>, Malformed> {
     let start = buf.iter().take_while(|b| is_eol(**b)).count();
     let rest = buf.get(start..).unwrap_or(&[]);
     let window = &rest[..rest.len().min(MAX_LINE + 1)];
-    let Some(n) = window.iter().position(|b| is_eol(*b) || *b == CTRL_Z || *b == ESC) else {
+    let Some(n) = window
+        .iter()
+        .position(|b| is_eol(*b) || *b == CTRL_Z || *b == ESC)
+    else {
         if rest.len() > MAX_LINE {
             let raw = rest[..MAX_LINE].to_vec();
-            return Err(Malformed { len: start + MAX_LINE, raw, reason: MalformedReason::TooLong });
+            return Err(Malformed {
+                len: start + MAX_LINE,
+                raw,
+                reason: MalformedReason::TooLong,
+            });
         }
         return Ok(None);
     };
@@ -275,6 +315,9 @@ pub fn parse_dte(buf: &[u8]) -> Result<Option<(DteFrame, usize)>, Malformed> {
         Ok(Some((DteFrame::Command(text.trim().to_owned()), consumed)))
     }
 }
+
+/// A framing function: [`parse`] or [`parse_dte`].
+type ParseFn<F> = fn(&[u8]) -> Result<Option<(F, usize)>, Malformed>;
 
 /// A receive buffer in front of [`parse`]: append bytes as they come, take frames out.
 #[derive(Debug, Default)]
@@ -308,10 +351,7 @@ impl Decoder {
         self.buf.clear();
     }
 
-    fn next_with<F>(
-        &mut self,
-        parse: fn(&[u8]) -> Result<Option<(F, usize)>, Malformed>,
-    ) -> Option<Result<F, Malformed>> {
+    fn next_with<F>(&mut self, parse: ParseFn<F>) -> Option<Result<F, Malformed>> {
         let out = match parse(&self.buf) {
             Ok(None) => {
                 // Only line ends buffered: drop them so an endless run of CRLF cannot grow
@@ -372,7 +412,8 @@ mod tests {
             Ok(Frame::Final(FinalResult::Error)),
             Ok(Frame::Pdu {
                 header: "+CDS: 26".into(),
-                pdu: "0891683108100005F0062A0D91683108108300F0427010010300234270100103502300".into(),
+                pdu: "0891683108100005F0062A0D91683108108300F0427010010300234270100103502300"
+                    .into(),
             }),
         ]
     }
@@ -399,7 +440,10 @@ mod tests {
         let frames = frames_of(&[b"\r\n+CMGR: 0,,25\r\n\r\nOK\r\n"]);
         assert_eq!(
             frames,
-            vec![Ok(Frame::Line("+CMGR: 0,,25".into())), Ok(Frame::Final(FinalResult::Ok))]
+            vec![
+                Ok(Frame::Line("+CMGR: 0,,25".into())),
+                Ok(Frame::Final(FinalResult::Ok))
+            ]
         );
     }
 
@@ -418,7 +462,9 @@ mod tests {
         let mut input = vec![b'A'; MAX_LINE * 2 + 10];
         input.extend_from_slice(b"\r\nOK\r\n");
         let frames = frames_of(&[&input]);
-        assert!(matches!(&frames[0], Err(m) if m.reason == MalformedReason::TooLong && m.raw.len() == MAX_LINE));
+        assert!(
+            matches!(&frames[0], Err(m) if m.reason == MalformedReason::TooLong && m.raw.len() == MAX_LINE)
+        );
         assert!(matches!(&frames[1], Err(m) if m.reason == MalformedReason::TooLong));
         assert_eq!(frames.last(), Some(&Ok(Frame::Final(FinalResult::Ok))));
         // Split input agrees.
@@ -433,7 +479,10 @@ mod tests {
         for f in &frames {
             emit(f, &mut bytes);
         }
-        let back: Vec<Frame> = frames_of(&[&bytes]).into_iter().map(|f| f.unwrap()).collect();
+        let back: Vec<Frame> = frames_of(&[&bytes])
+            .into_iter()
+            .map(|f| f.unwrap())
+            .collect();
         assert_eq!(back, frames);
         let mut one = Vec::new();
         emit(&Frame::Final(FinalResult::CmsError(331)), &mut one);
@@ -443,7 +492,9 @@ mod tests {
     #[test]
     fn dte_frames_commands_bodies_and_cancel() {
         let mut d = Decoder::new();
-        d.push(b"ATE0\rAT+CMGS=20\r0011000D91683108108300F00000AA05C1E1121403\x1aAT+CMGS=5\r00\x1b");
+        d.push(
+            b"ATE0\rAT+CMGS=20\r0011000D91683108108300F00000AA05C1E1121403\x1aAT+CMGS=5\r00\x1b",
+        );
         let mut got = Vec::new();
         while let Some(f) = d.next_dte_frame() {
             got.push(f.unwrap());

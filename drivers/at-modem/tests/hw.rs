@@ -10,7 +10,11 @@ use tocsin_core::{Address, AttemptId, DeviceId, PhoneNumber};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for(rx: &mut mpsc::Receiver<DeviceEvent>, secs: u64, pred: impl Fn(&DriverEvent) -> bool) -> Option<DriverEvent> {
+async fn wait_for(
+    rx: &mut mpsc::Receiver<DeviceEvent>,
+    secs: u64,
+    pred: impl Fn(&DriverEvent) -> bool,
+) -> Option<DriverEvent> {
     let wait = async {
         while let Some(e) = rx.recv().await {
             println!("{:?}", e.event);
@@ -20,17 +24,25 @@ async fn wait_for(rx: &mut mpsc::Receiver<DeviceEvent>, secs: u64, pred: impl Fn
         }
         None
     };
-    tokio::time::timeout(Duration::from_secs(secs), wait).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(secs), wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_modem_initialises_and_sends() {
     let Ok(path) = std::env::var("TOCSIN_HW_AT_MODEM") else {
-        println!("TOCSIN_HW_AT_MODEM not set: skipping the real-modem test (see hw-tests/README.md)");
+        println!(
+            "TOCSIN_HW_AT_MODEM not set: skipping the real-modem test (see hw-tests/README.md)"
+        );
         return;
     };
     let mut cfg = ModemConfig::new(path);
-    if let Some(baud) = std::env::var("TOCSIN_HW_AT_MODEM_BAUD").ok().and_then(|b| b.parse().ok()) {
+    if let Some(baud) = std::env::var("TOCSIN_HW_AT_MODEM_BAUD")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
         cfg.baud = baud;
     }
     cfg.validate().expect("modem config");
@@ -45,15 +57,39 @@ async fn real_modem_initialises_and_sends() {
         let text = "【测试】Tocsin 硬件测试短信，共两段。这是一条用于验证长短信拼接和状态报告的测试消息，无需处理。如收到请回复 1 TEST 确认，谢谢配合。";
         driver
             .commands
-            .send(DriverCommand::Send(Outbound { attempt: AttemptId(1), to: Address::Phone(to), text: text.into(), want_report: true }))
+            .send(DriverCommand::Send(Outbound {
+                attempt: AttemptId(1),
+                to: Address::Phone(to),
+                text: text.into(),
+                want_report: true,
+            }))
             .await
             .unwrap();
-        let sent = wait_for(&mut rx, 120, |e| matches!(e, DriverEvent::Sent { .. } | DriverEvent::Failed { .. })).await;
-        assert!(matches!(sent, Some(DriverEvent::Sent { .. })), "submit failed: {sent:?}");
-        let outcome = wait_for(&mut rx, 180, |e| matches!(e, DriverEvent::Delivered { .. } | DriverEvent::Inbound { .. })).await;
+        let sent = wait_for(&mut rx, 120, |e| {
+            matches!(e, DriverEvent::Sent { .. } | DriverEvent::Failed { .. })
+        })
+        .await;
+        assert!(
+            matches!(sent, Some(DriverEvent::Sent { .. })),
+            "submit failed: {sent:?}"
+        );
+        let outcome = wait_for(&mut rx, 180, |e| {
+            matches!(
+                e,
+                DriverEvent::Delivered { .. } | DriverEvent::Inbound { .. }
+            )
+        })
+        .await;
         println!("status report / reply: {outcome:?}");
-        if let Some(DriverEvent::Inbound { receipt: Some(r), .. }) = outcome {
-            driver.commands.send(DriverCommand::Release(r)).await.unwrap();
+        if let Some(DriverEvent::Inbound {
+            receipt: Some(r), ..
+        }) = outcome
+        {
+            driver
+                .commands
+                .send(DriverCommand::Release(r))
+                .await
+                .unwrap();
         }
     }
     cancel.cancel();

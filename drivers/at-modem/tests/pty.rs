@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 /// Generous bound for anything to happen; the test never sleeps, it waits for events.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-async fn next_matching(rx: &mut mpsc::Receiver<DeviceEvent>, what: &str, pred: impl Fn(&DriverEvent) -> bool) -> DriverEvent {
+async fn next_matching(
+    rx: &mut mpsc::Receiver<DeviceEvent>,
+    what: &str,
+    pred: impl Fn(&DriverEvent) -> bool,
+) -> DriverEvent {
     let wait = async {
         while let Some(e) = rx.recv().await {
             if pred(&e.event) {
@@ -25,9 +29,12 @@ async fn next_matching(rx: &mut mpsc::Receiver<DeviceEvent>, what: &str, pred: i
         }
         panic!("event channel closed while waiting for {what}");
     };
-    tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+#[allow(clippy::unwrap_used, reason = "a fixed, valid number")]
 fn send(attempt: u64, text: &str) -> DriverCommand {
     DriverCommand::Send(Outbound {
         attempt: AttemptId(attempt),
@@ -53,35 +60,116 @@ async fn driver_over_a_real_pty_sends_delivers_answers_and_survives_a_hangup() {
     let sim = spawn_sim(link.clone(), sim_cfg, 1, 10.0, cancel.clone()).unwrap();
 
     let (ev_tx, mut ev) = mpsc::channel(1024);
-    let driver = spawn_modem(DeviceId::from("modem0"), ModemConfig::new(link.to_str().unwrap()), ev_tx, cancel.clone());
+    let driver = spawn_modem(
+        DeviceId::from("modem0"),
+        ModemConfig::new(link.to_str().unwrap()),
+        ev_tx,
+        cancel.clone(),
+    );
 
-    next_matching(&mut ev, "modem up", |e| matches!(e, DriverEvent::Health(h) if h.up && h.registered)).await;
+    next_matching(
+        &mut ev,
+        "modem up",
+        |e| matches!(e, DriverEvent::Health(h) if h.up && h.registered),
+    )
+    .await;
 
-    driver.commands.send(send(1, "【红色预警】山洪。回复 1 K7XT 确认")).await.unwrap();
+    driver
+        .commands
+        .send(send(1, "【红色预警】山洪。回复 1 K7XT 确认"))
+        .await
+        .unwrap();
     let sent = next_matching(&mut ev, "sent", |e| matches!(e, DriverEvent::Sent { .. })).await;
-    assert_eq!(sent, DriverEvent::Sent { attempt: AttemptId(1), reference: "0".into() });
-    let delivered = next_matching(&mut ev, "delivered", |e| matches!(e, DriverEvent::Delivered { .. })).await;
-    assert!(matches!(delivered, DriverEvent::Delivered { attempt: AttemptId(1), .. }));
+    assert_eq!(
+        sent,
+        DriverEvent::Sent {
+            attempt: AttemptId(1),
+            reference: "0".into()
+        }
+    );
+    let delivered = next_matching(&mut ev, "delivered", |e| {
+        matches!(e, DriverEvent::Delivered { .. })
+    })
+    .await;
+    assert!(matches!(
+        delivered,
+        DriverEvent::Delivered {
+            attempt: AttemptId(1),
+            ..
+        }
+    ));
     {
         let log = sim.submits.lock().unwrap();
         assert_eq!(log[0].text, "【红色预警】山洪。回复 1 K7XT 确认");
         assert_eq!(log[0].destination, "+8613800138000");
     }
 
-    sim.commands.send(SimCommand::DeliverSms { from: "+8613800138000".into(), text: "1 K7XT".into() }).await.unwrap();
-    let inbound = next_matching(&mut ev, "inbound", |e| matches!(e, DriverEvent::Inbound { .. })).await;
-    let DriverEvent::Inbound { from, text, receipt, .. } = inbound else { unreachable!() };
+    sim.commands
+        .send(SimCommand::DeliverSms {
+            from: "+8613800138000".into(),
+            text: "1 K7XT".into(),
+        })
+        .await
+        .unwrap();
+    let inbound = next_matching(&mut ev, "inbound", |e| {
+        matches!(e, DriverEvent::Inbound { .. })
+    })
+    .await;
+    let DriverEvent::Inbound {
+        from,
+        text,
+        receipt,
+        ..
+    } = inbound
+    else {
+        unreachable!()
+    };
     assert_eq!(from.to_string(), "+8613800138000");
     assert_eq!(text, "1 K7XT");
-    driver.commands.send(DriverCommand::Release(receipt.unwrap())).await.unwrap();
+    driver
+        .commands
+        .send(DriverCommand::Release(receipt.unwrap()))
+        .await
+        .unwrap();
 
     // The modem is pulled; while it is gone a warning is queued; it goes out after it is back.
-    sim.commands.send(SimCommand::HangUp { down_for: Duration::from_millis(700) }).await.unwrap();
-    next_matching(&mut ev, "modem down", |e| matches!(e, DriverEvent::Health(h) if !h.up)).await;
-    driver.commands.send(send(2, "第二条预警 回复 1 AAAA")).await.unwrap();
-    next_matching(&mut ev, "modem back up", |e| matches!(e, DriverEvent::Health(h) if h.up)).await;
-    let sent = next_matching(&mut ev, "queued warning sent", |e| matches!(e, DriverEvent::Sent { .. })).await;
-    assert!(matches!(sent, DriverEvent::Sent { attempt: AttemptId(2), .. }), "{sent:?}");
+    sim.commands
+        .send(SimCommand::HangUp {
+            down_for: Duration::from_millis(700),
+        })
+        .await
+        .unwrap();
+    next_matching(
+        &mut ev,
+        "modem down",
+        |e| matches!(e, DriverEvent::Health(h) if !h.up),
+    )
+    .await;
+    driver
+        .commands
+        .send(send(2, "第二条预警 回复 1 AAAA"))
+        .await
+        .unwrap();
+    next_matching(
+        &mut ev,
+        "modem back up",
+        |e| matches!(e, DriverEvent::Health(h) if h.up),
+    )
+    .await;
+    let sent = next_matching(&mut ev, "queued warning sent", |e| {
+        matches!(e, DriverEvent::Sent { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            sent,
+            DriverEvent::Sent {
+                attempt: AttemptId(2),
+                ..
+            }
+        ),
+        "{sent:?}"
+    );
     assert_eq!(sim.submits.lock().unwrap().len(), 2);
 
     cancel.cancel();

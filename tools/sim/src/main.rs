@@ -87,7 +87,9 @@ struct PhonesFile {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.kind {
         Kind::Gsm(args) => gsm(args).await,
@@ -97,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
 async fn gsm(args: GsmArgs) -> anyhow::Result<()> {
     let file = match &args.phones {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str::<PhonesFile>(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => PhonesFile::default(),
@@ -120,18 +123,27 @@ async fn gsm(args: GsmArgs) -> anyhow::Result<()> {
         },
         ..SimConfig::default()
     };
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let cancel = CancellationToken::new();
     let mut handles = Vec::new();
     for i in 0..args.count {
         let link = args.dir.join(format!("modem{i}"));
-        let handle = spawn_sim(link.clone(), cfg.clone(), args.seed.wrapping_add(u64::from(i)), args.speed, cancel.clone())
-            .with_context(|| format!("starting simulator {i}"))?;
+        let handle = spawn_sim(
+            link.clone(),
+            cfg.clone(),
+            args.seed.wrapping_add(u64::from(i)),
+            args.speed,
+            cancel.clone(),
+        )
+        .with_context(|| format!("starting simulator {i}"))?;
         let target = std::fs::read_link(&link).unwrap_or_default();
         println!("modem{i} {} -> {}", link.display(), target.display());
         handles.push(handle);
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     cancel.cancel();
     for h in &handles {
         let _ = std::fs::remove_file(&h.path);

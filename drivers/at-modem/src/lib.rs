@@ -7,6 +7,9 @@
 //! - [`proto`]: the modem conversation as a sans-IO state machine.
 //! - [`io`]: the tokio task that runs `proto` on a serial port.
 //! - [`sim`]: the modem and the network behind it, as a state machine, with faults.
+//! - [`cms`]: `+CMS ERROR` / `+CME ERROR` codes and which failures are worth retrying.
+//! - [`config`]: the modem's configuration as the daemon's config file gives it.
+//! - [`pty`]: the simulator on a pseudo-terminal, for integration tests and `tocsin-sim`.
 
 pub mod cms;
 pub mod config;

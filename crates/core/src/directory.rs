@@ -1278,4 +1278,41 @@ h7,卫东,grid_lead,gone,v2;v9,116.07,40.02,镇,13800138009
             Err(DirectoryError::Io { .. })
         ));
     }
+
+    #[test]
+    fn demo_district_loads_and_its_valley_alert_is_meaningful() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/district");
+        let (d, rejected) = load_from_dir(&dir).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!((1900..=2100).contains(&d.people().len()));
+        let text = std::fs::read_to_string(dir.join("valley.geojson")).unwrap();
+        let valley: AreaSpec = serde_json::from_str(&text).unwrap();
+        let r = d.resolve(&[valley]).unwrap();
+        let villages = r
+            .areas
+            .iter()
+            .filter(|a| d.area(a).is_some_and(|x| x.kind == AreaKind::Village))
+            .count();
+        assert!((30..=60).contains(&villages), "{villages} villages");
+        assert!(
+            (150..=600).contains(&r.person_count()),
+            "{} people",
+            r.person_count()
+        );
+        let mut all: Vec<&PersonId> = r
+            .located
+            .iter()
+            .chain(r.responsible.iter().map(|(p, _)| p))
+            .collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        println!(
+            "valley: {villages} villages, {} areas, {} responsible, {} located",
+            r.areas.len(),
+            r.responsible.len(),
+            r.located.len()
+        );
+    }
 }

@@ -1,0 +1,817 @@
+//! A deterministic generator for a SYNTHETIC demo district: a mountain district north
+//! of Beijing (lon 115.9–117.0, lat 40.3–40.9) with 16 towns, about 310 villages along
+//! valleys (64 of them at risk), hazard points with buffers, a few reservoirs, about
+//! 2,000 people with roles, supervisors and synthetic phone numbers, and a valley
+//! polygon for the demo's red flood alert. Nothing in it describes real places or
+//! people; the same seed always gives the same files.
+
+use anyhow::{Context, Result, bail};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use tocsin_core::area::{AreaSpec, Region};
+
+/// District box.
+const LON0: f64 = 115.9;
+const LON1: f64 = 117.0;
+const LAT0: f64 = 40.3;
+const LAT1: f64 = 40.9;
+/// Towns form a 4 x 4 lattice of jittered cells.
+const GRID: usize = 4;
+/// Points added along each lattice edge so town borders are not straight.
+const EDGE_STEPS: usize = 4;
+/// Villages in total, and how many are at risk.
+const VILLAGES: usize = 310;
+const AT_RISK: usize = 64;
+/// Hazard points per town and reservoirs in the district.
+const HAZARDS_PER_TOWN: usize = 6;
+const RESERVOIRS: usize = 5;
+/// Metres per degree of latitude (approximately).
+const M_PER_DEG: f64 = 111_195.0;
+
+const TOWN_NAMES: [&str; 16] = [
+    "青石岭镇",
+    "云峪镇",
+    "白檀镇",
+    "松河镇",
+    "枣园镇",
+    "栗林镇",
+    "燕台镇",
+    "石门镇",
+    "沙峪镇",
+    "柳溪镇",
+    "银岭镇",
+    "长峪镇",
+    "桦林镇",
+    "雁栖口镇",
+    "黄松镇",
+    "泉水镇",
+];
+const VILLAGE_FIRST: [&str; 40] = [
+    "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "孙", "马", "胡", "郭", "何", "高",
+    "罗", "梁", "宋", "郑", "石", "柳", "杏", "枣", "栗", "松", "柏", "桃", "梨", "榆", "大", "小",
+    "上", "下", "前", "后", "东", "西", "南", "北",
+];
+const VILLAGE_LAST: [&str; 16] = [
+    "家沟村",
+    "家峪村",
+    "庄村",
+    "家台村",
+    "树坡村",
+    "岭村",
+    "家营村",
+    "水峪村",
+    "石沟村",
+    "家窝村",
+    "河村",
+    "家湾村",
+    "峪口村",
+    "子村",
+    "园村",
+    "岔村",
+];
+const SURNAMES: [&str; 30] = [
+    "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭",
+    "何", "林", "高", "罗", "郑", "梁", "谢", "宋", "唐", "许", "韩", "冯", "邓", "曹",
+];
+const GIVEN: [&str; 40] = [
+    "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
+    "超", "秀英", "霞", "平", "刚", "桂英", "建国", "建华", "玉兰", "志强", "海燕", "红梅", "春生",
+    "淑珍", "国平", "德华", "凤英", "文", "斌", "鹏", "辉", "玲", "雪", "华",
+];
+
+/// A village as placed by the generator.
+struct Village {
+    id: String,
+    name: String,
+    town: usize,
+    center: [f64; 2],
+    r_min: f64,
+    ring: Vec<[f64; 2]>,
+    at_risk: bool,
+}
+
+/// One named area feature to write.
+struct Feature {
+    id: String,
+    kind: &'static str,
+    name: String,
+    town: String,
+    geometry: Value,
+    extra: Vec<(&'static str, Value)>,
+}
+
+/// The generated district, ready to write.
+pub struct District {
+    /// `areas.geojson` text.
+    pub areas_geojson: String,
+    /// `people.csv` text.
+    pub people_csv: String,
+    /// `valley.geojson` text: a bare GeoJSON Polygon, which is also an `AreaSpec`.
+    pub valley_geojson: String,
+    /// The village polygons, in file order (used by the geofence benchmark).
+    pub village_specs: Vec<AreaSpec>,
+    /// Summary lines for the README.
+    pub summary: Vec<String>,
+}
+
+fn town_name(t: usize) -> &'static str {
+    TOWN_NAMES.get(t).copied().unwrap_or("镇")
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+fn rp(p: [f64; 2]) -> [f64; 2] {
+    [round6(p[0]), round6(p[1])]
+}
+
+/// Metres between two nearby points (equirectangular, good enough for placement).
+fn dist_m(a: [f64; 2], b: [f64; 2]) -> f64 {
+    let k = ((a[1] + b[1]) / 2.0).to_radians().cos();
+    let dx = (a[0] - b[0]) * k * M_PER_DEG;
+    let dy = (a[1] - b[1]) * M_PER_DEG;
+    (dx * dx + dy * dy).sqrt()
+}
+
+/// Metres from `p` to the segment `a..b` (equirectangular).
+fn seg_dist_m(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
+    let k = p[1].to_radians().cos() * M_PER_DEG;
+    let to = |q: [f64; 2]| [(q[0] - p[0]) * k, (q[1] - p[1]) * M_PER_DEG];
+    let (a, b) = (to(a), to(b));
+    let d = [b[0] - a[0], b[1] - a[1]];
+    let len2 = d[0] * d[0] + d[1] * d[1];
+    let t = if len2 > 0.0 {
+        (-(a[0] * d[0] + a[1] * d[1]) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let c = [a[0] + t * d[0], a[1] + t * d[1]];
+    (c[0] * c[0] + c[1] * c[1]).sqrt()
+}
+
+fn ring_dist_m(p: [f64; 2], ring: &[[f64; 2]]) -> f64 {
+    ring.windows(2)
+        .map(|w| seg_dist_m(p, w[0], w[1]))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Degrees of longitude and latitude for `m` metres at latitude `lat`.
+fn deg(m: f64, lat: f64) -> (f64, f64) {
+    (m / (M_PER_DEG * lat.to_radians().cos()), m / M_PER_DEG)
+}
+
+/// The main valley of lattice row `row`: latitude as a function of longitude.
+fn valley_lat(row: usize, phase: [f64; 2], x: f64) -> f64 {
+    let band = (LAT1 - LAT0) / GRID as f64;
+    let centre = LAT0 + (row as f64 + 0.5) * band;
+    centre
+        + 0.030 * (std::f64::consts::TAU * (x - LON0) / 0.37 + phase[0]).sin()
+        + 0.008 * (std::f64::consts::TAU * (x - LON0) / 0.11 + phase[1]).sin()
+}
+
+/// A closed, star-shaped ring of `n` vertices around `c` with radii in metres.
+fn blob(
+    rng: &mut ChaCha8Rng,
+    c: [f64; 2],
+    n: usize,
+    r0: f64,
+    r1: f64,
+    stretch: f64,
+) -> (Vec<[f64; 2]>, f64) {
+    let (kx, ky) = deg(1.0, c[1]);
+    let turn = rng.random_range(0.0..std::f64::consts::PI);
+    let mut r_min = f64::INFINITY;
+    let mut ring: Vec<[f64; 2]> = (0..n)
+        .map(|k| {
+            let t = std::f64::consts::TAU * k as f64 / n as f64;
+            let r = rng.random_range(r0..r1);
+            r_min = r_min.min(r);
+            let (u, v) = (r * t.cos() * stretch, r * t.sin());
+            let (x, y) = (
+                u * turn.cos() - v * turn.sin(),
+                u * turn.sin() + v * turn.cos(),
+            );
+            rp([c[0] + x * kx, c[1] + y * ky])
+        })
+        .collect();
+    ring.dedup();
+    if let Some(first) = ring.first().copied() {
+        ring.push(first);
+    }
+    (ring, r_min.min(r0 * stretch.min(1.0)))
+}
+
+fn polygon_value(ring: &[[f64; 2]]) -> Value {
+    json!({ "type": "Polygon", "coordinates": [ring] })
+}
+
+fn contains(ring: &[[f64; 2]], p: [f64; 2]) -> bool {
+    AreaSpec::Polygon {
+        coordinates: vec![ring.to_vec()],
+    }
+    .to_region_unnamed()
+    .map(|r: Region| r.contains(p))
+    .unwrap_or(false)
+}
+
+/// Builds the whole district from `seed`.
+pub fn generate(seed: u64) -> Result<District> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cell_w = (LON1 - LON0) / GRID as f64;
+    let cell_h = (LAT1 - LAT0) / GRID as f64;
+
+    // Lattice corners, jittered inside the district; the outer corners stay put.
+    let mut corner = vec![vec![[0.0f64; 2]; GRID + 1]; GRID + 1];
+    for (i, col) in corner.iter_mut().enumerate() {
+        for (j, c) in col.iter_mut().enumerate() {
+            let jx = if i == 0 || i == GRID {
+                0.0
+            } else {
+                rng.random_range(-0.25..0.25) * cell_w
+            };
+            let jy = if j == 0 || j == GRID {
+                0.0
+            } else {
+                rng.random_range(-0.15..0.15) * cell_h
+            };
+            *c = rp([LON0 + i as f64 * cell_w + jx, LAT0 + j as f64 * cell_h + jy]);
+        }
+    }
+    // Points along each lattice edge, shared by the two towns on either side, so that
+    // neighbouring towns meet exactly.
+    let mut edge_pts = std::collections::HashMap::new();
+    let mut edge = |a: (usize, usize), b: (usize, usize), rng: &mut ChaCha8Rng| -> Vec<[f64; 2]> {
+        let key = if a <= b { (a, b) } else { (b, a) };
+        let pts = edge_pts
+            .entry(key)
+            .or_insert_with(|| {
+                let (p, q) = (corner[key.0.0][key.0.1], corner[key.1.0][key.1.1]);
+                let outer = (key.0.0 == key.1.0 && (key.0.0 == 0 || key.0.0 == GRID))
+                    || (key.0.1 == key.1.1 && (key.0.1 == 0 || key.0.1 == GRID));
+                (1..EDGE_STEPS)
+                    .map(|s| {
+                        let t = s as f64 / EDGE_STEPS as f64;
+                        let wobble = if outer {
+                            0.0
+                        } else {
+                            rng.random_range(-0.04..0.04)
+                        };
+                        // Perpendicular wobble in degrees, scaled to the edge length.
+                        let (dx, dy) = (q[0] - p[0], q[1] - p[1]);
+                        rp([p[0] + t * dx - wobble * dy, p[1] + t * dy + wobble * dx])
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .clone();
+        if a <= b {
+            pts
+        } else {
+            pts.into_iter().rev().collect()
+        }
+    };
+    let mut towns: Vec<Vec<[f64; 2]>> = Vec::new();
+    for j in 0..GRID {
+        for i in 0..GRID {
+            let cs = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1)];
+            let mut ring = Vec::new();
+            for k in 0..4 {
+                let (a, b) = (cs[k], cs[(k + 1) % 4]);
+                ring.push(corner[a.0][a.1]);
+                ring.extend(edge(a, b, &mut rng));
+            }
+            ring.push(corner[cs[0].0][cs[0].1]);
+            towns.push(ring);
+        }
+    }
+
+    // Valleys: one winding main valley per lattice row, and a side valley per town.
+    let phases: Vec<[f64; 2]> = (0..GRID)
+        .map(|_| {
+            [
+                rng.random_range(0.0..std::f64::consts::TAU),
+                rng.random_range(0.0..std::f64::consts::TAU),
+            ]
+        })
+        .collect();
+    let mut used_names = HashSet::new();
+    let mut villages: Vec<Village> = Vec::new();
+    let per_town: Vec<usize> = (0..towns.len())
+        .map(|t| VILLAGES / towns.len() + usize::from(t < VILLAGES % towns.len()))
+        .collect();
+    for (t, town) in towns.iter().enumerate() {
+        let (col, row) = (t % GRID, t / GRID);
+        let x0 = LON0 + col as f64 * cell_w;
+        let side_x = x0 + rng.random_range(0.3..0.7) * cell_w;
+        let side_dir = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        let side_phase = rng.random_range(0.0..std::f64::consts::TAU);
+        let mut placed = 0;
+        let mut attempts = 0;
+        while placed < per_town[t] && attempts < 20_000 {
+            attempts += 1;
+            // Two in three villages on the main valley, the rest up the side valley;
+            // late attempts anywhere in the town so every town gets its villages.
+            let c = if attempts > 15_000 {
+                [
+                    rng.random_range(x0..x0 + cell_w),
+                    rng.random_range(LAT0..LAT1),
+                ]
+            } else if rng.random_bool(0.66) {
+                let x = rng.random_range(x0 - 0.1 * cell_w..x0 + 1.1 * cell_w);
+                [
+                    x,
+                    valley_lat(row, phases[row], x) + rng.random_range(-0.006..0.006),
+                ]
+            } else {
+                let s = rng.random_range(0.0..1.0f64);
+                let y = valley_lat(row, phases[row], side_x) + side_dir * s * 0.08;
+                [
+                    side_x + 0.015 * (s * 7.0 + side_phase).sin() + rng.random_range(-0.003..0.003),
+                    y,
+                ]
+            };
+            let c = rp(c);
+            let (r0, r1) = (
+                rng.random_range(220.0..320.0),
+                rng.random_range(380.0..560.0),
+            );
+            if !contains(town, c) || ring_dist_m(c, town) < r1 + 150.0 {
+                continue;
+            }
+            if villages.iter().any(|v| dist_m(v.center, c) < r1 + 700.0) {
+                continue;
+            }
+            let n = rng.random_range(8..=16);
+            let (ring, r_min) = blob(&mut rng, c, n, r0, r1, 1.0);
+            let name = loop {
+                let n = format!(
+                    "{}{}",
+                    VILLAGE_FIRST[rng.random_range(0..VILLAGE_FIRST.len())],
+                    VILLAGE_LAST[rng.random_range(0..VILLAGE_LAST.len())]
+                );
+                if used_names.insert(n.clone()) {
+                    break n;
+                }
+            };
+            placed += 1;
+            villages.push(Village {
+                id: format!("T{:02}-V{:02}", t + 1, placed),
+                name,
+                town: t,
+                center: c,
+                r_min,
+                ring,
+                at_risk: false,
+            });
+        }
+    }
+    if villages.len() < VILLAGES - 10 {
+        bail!("placed only {} villages; try another seed", villages.len());
+    }
+    let mut order: Vec<usize> = (0..villages.len()).collect();
+    order.shuffle(&mut rng);
+    for &v in order.iter().take(AT_RISK) {
+        villages[v].at_risk = true;
+    }
+
+    // Hazard points on the slopes next to villages; reservoirs up side valleys.
+    let mut features: Vec<Feature> = Vec::new();
+    for (t, ring) in towns.iter().enumerate() {
+        features.push(Feature {
+            id: format!("T{:02}", t + 1),
+            kind: "town",
+            name: town_name(t).to_owned(),
+            town: String::new(),
+            geometry: polygon_value(ring),
+            extra: vec![],
+        });
+    }
+    for v in &villages {
+        features.push(Feature {
+            id: v.id.clone(),
+            kind: "village",
+            name: v.name.clone(),
+            town: town_name(v.town).to_owned(),
+            geometry: polygon_value(&v.ring),
+            extra: vec![("at_risk", json!(v.at_risk))],
+        });
+    }
+    let mut hazards: Vec<(String, usize, [f64; 2])> = Vec::new(); // id, village, centre
+    for t in 0..towns.len() {
+        let in_town: Vec<usize> = (0..villages.len())
+            .filter(|&v| villages[v].town == t)
+            .collect();
+        for h in 0..HAZARDS_PER_TOWN {
+            let Some(&v) = in_town.get((h * 7) % in_town.len().max(1)) else {
+                continue;
+            };
+            let vc = villages[v].center;
+            let bearing = rng.random_range(0.0..std::f64::consts::TAU);
+            let d = rng.random_range(0.3..0.9) * villages[v].r_min;
+            let (kx, ky) = deg(d, vc[1]);
+            let c = rp([vc[0] + kx * bearing.cos(), vc[1] + ky * bearing.sin()]);
+            let id = format!("T{:02}-H{:02}", t + 1, h + 1);
+            let kinds = ["崩塌隐患点", "滑坡隐患点", "泥石流隐患点"];
+            features.push(Feature {
+                id: id.clone(),
+                kind: "hazard_point",
+                name: format!(
+                    "{}{}",
+                    villages[v].name.trim_end_matches('村'),
+                    kinds[h % 3]
+                ),
+                town: town_name(t).to_owned(),
+                geometry: json!({ "type": "Point", "coordinates": c }),
+                extra: vec![("radius_m", json!(rng.random_range(15..40) * 10))],
+            });
+            hazards.push((id, v, c));
+        }
+    }
+    let mut reservoirs: Vec<(String, usize, [f64; 2])> = Vec::new(); // id, town, centre
+    let mut tries = 0;
+    while reservoirs.len() < RESERVOIRS && tries < 5000 {
+        tries += 1;
+        let t = rng.random_range(0..towns.len());
+        let c = rp([rng.random_range(LON0..LON1), rng.random_range(LAT0..LAT1)]);
+        if !contains(&towns[t], c) || ring_dist_m(c, &towns[t]) < 2500.0 {
+            continue;
+        }
+        if villages.iter().any(|v| dist_m(v.center, c) < 2200.0)
+            || reservoirs.iter().any(|r| dist_m(r.2, c) < 8000.0)
+        {
+            continue;
+        }
+        let (ring, _) = blob(&mut rng, c, 16, 500.0, 800.0, 2.2);
+        let id = format!("R{:02}", reservoirs.len() + 1);
+        let names = ["红旗水库", "卧龙潭水库", "石湖水库", "清泉水库", "东峪水库"];
+        features.push(Feature {
+            id: id.clone(),
+            kind: "reservoir",
+            name: names[reservoirs.len() % names.len()].to_owned(),
+            town: town_name(t).to_owned(),
+            geometry: polygon_value(&ring),
+            extra: vec![],
+        });
+        reservoirs.push((id, t, c));
+    }
+
+    let areas_geojson = areas_text(&features)?;
+
+    // People.
+    let mut csv = String::from("id,name,role,supervisor,areas,lon,lat,town,phones\n");
+    let mut phone = 0u32;
+    let mut next_phone = |range: u32| {
+        phone += 1;
+        format!("+86199000{range}{:04}", phone)
+    };
+    let mut name_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut person_name = || {
+        format!(
+            "{}{}",
+            SURNAMES[name_rng.random_range(0..SURNAMES.len())],
+            GIVEN[name_rng.random_range(0..GIVEN.len())]
+        )
+    };
+    let at_village = |rng: &mut ChaCha8Rng, v: &Village| {
+        let bearing = rng.random_range(0.0..std::f64::consts::TAU);
+        let d = rng.random_range(0.0..0.7) * v.r_min;
+        let (kx, ky) = deg(d, v.center[1]);
+        rp([
+            v.center[0] + kx * bearing.cos(),
+            v.center[1] + ky * bearing.sin(),
+        ])
+    };
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut row = |csv: &mut String,
+                   id: &str,
+                   name: &str,
+                   role: &'static str,
+                   sup: &str,
+                   areas: &str,
+                   loc: Option<[f64; 2]>,
+                   town: &str,
+                   phones: &str| {
+        *counts.entry(role).or_default() += 1;
+        let (lon, lat) = loc
+            .map(|p| (p[0].to_string(), p[1].to_string()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            csv,
+            "{id},{name},{role},{sup},{areas},{lon},{lat},{town},{phones}"
+        );
+    };
+    let seat = |t: usize| villages.iter().find(|v| v.town == t).map(|v| v.center);
+    for d in 0..4 {
+        let loc = seat(0).map(|c| [round6(c[0] + 0.001 * d as f64), c[1]]);
+        let p = next_phone(0);
+        row(
+            &mut csv,
+            &format!("D{:03}", d + 1),
+            &person_name(),
+            "district_official",
+            "",
+            "",
+            loc,
+            town_name(0),
+            &p,
+        );
+    }
+    for t in 0..towns.len() {
+        for o in 0..2 {
+            let loc = seat(t).map(|c| [round6(c[0] + 0.0005 * o as f64), c[1]]);
+            let p = next_phone(0);
+            let sup = format!("D{:03}", t % 4 + 1);
+            row(
+                &mut csv,
+                &format!("T{:02}-O{}", t + 1, o + 1),
+                &person_name(),
+                "town_official",
+                &sup,
+                &format!("T{:02}", t + 1),
+                loc,
+                town_name(t),
+                &p,
+            );
+        }
+    }
+    for v in &villages {
+        let town = town_name(v.town);
+        let official = format!("T{:02}-O1", v.town + 1);
+        let head = format!("{}-H", v.id);
+        let loc = at_village(&mut rng, v);
+        let phones = format!("{};{}", next_phone(0), next_phone(1));
+        row(
+            &mut csv,
+            &head,
+            &person_name(),
+            "village_head",
+            &official,
+            &v.id,
+            Some(loc),
+            town,
+            &phones,
+        );
+        let grid_leads = if v.at_risk {
+            2
+        } else {
+            rng.random_range(1..=2)
+        };
+        for g in 0..grid_leads {
+            let loc = at_village(&mut rng, v);
+            let p = next_phone(0);
+            row(
+                &mut csv,
+                &format!("{}-G{}", v.id, g + 1),
+                &person_name(),
+                "grid_lead",
+                &official,
+                &v.id,
+                Some(loc),
+                town,
+                &p,
+            );
+        }
+        let residents = rng.random_range(3..=4);
+        for r in 0..residents {
+            let loc = at_village(&mut rng, v);
+            let p = next_phone(0);
+            row(
+                &mut csv,
+                &format!("{}-R{}", v.id, r + 1),
+                &person_name(),
+                "resident",
+                "",
+                "",
+                Some(loc),
+                town,
+                &p,
+            );
+        }
+    }
+    for (id, v, c) in &hazards {
+        let vil = &villages[*v];
+        let official = format!("T{:02}-O1", vil.town + 1);
+        let p = next_phone(0);
+        row(
+            &mut csv,
+            &format!("{id}-W"),
+            &person_name(),
+            "hazard_warden",
+            &official,
+            &format!("{id};{}", vil.id),
+            Some(*c),
+            town_name(vil.town),
+            &p,
+        );
+    }
+    for (id, t, c) in &reservoirs {
+        for w in 0..2 {
+            let official = format!("T{:02}-O1", t + 1);
+            let p = next_phone(0);
+            let loc = rp([c[0] + 0.001 * w as f64, c[1]]);
+            row(
+                &mut csv,
+                &format!("{id}-W{}", w + 1),
+                &person_name(),
+                "reservoir_warden",
+                &official,
+                id,
+                Some(loc),
+                town_name(*t),
+                &p,
+            );
+        }
+    }
+
+    // The demo's flood valley: a corridor along the row-1 main valley, extended west
+    // to east until it holds about 40 villages.
+    let row = 1;
+    let start = LON0 + 0.05;
+    let half = 0.009;
+    let mut end = start + 0.05;
+    let centres: Vec<[f64; 2]> = villages.iter().map(|v| v.center).collect();
+    let corridor = |end: f64| -> Vec<[f64; 2]> {
+        let n = 24;
+        let xs: Vec<f64> = (0..n)
+            .map(|k| start + (end - start) * k as f64 / (n - 1) as f64)
+            .collect();
+        let mut ring: Vec<[f64; 2]> = xs
+            .iter()
+            .map(|&x| rp([x, valley_lat(row, phases[row], x) - half]))
+            .collect();
+        ring.extend(
+            xs.iter()
+                .rev()
+                .map(|&x| rp([x, valley_lat(row, phases[row], x) + half])),
+        );
+        if let Some(first) = ring.first().copied() {
+            ring.push(first);
+        }
+        ring
+    };
+    let mut valley = corridor(end);
+    while end < LON1 - 0.05 {
+        let inside = centres.iter().filter(|c| contains(&valley, **c)).count();
+        if inside >= 40 {
+            break;
+        }
+        end += 0.01;
+        valley = corridor(end);
+    }
+    let valley_villages = centres.iter().filter(|c| contains(&valley, **c)).count();
+    let valley_geojson = serde_json::to_string_pretty(&json!({
+        "type": "Polygon",
+        "name": "SYNTHETIC demo flood valley (not a real place)",
+        "coordinates": [valley],
+    }))?;
+
+    let people_total: usize = counts.values().sum();
+    let mut summary = vec![
+        format!("towns: {}", towns.len()),
+        format!(
+            "villages: {} ({} at risk)",
+            villages.len(),
+            villages.iter().filter(|v| v.at_risk).count()
+        ),
+        format!("hazard points: {}", hazards.len()),
+        format!("reservoirs: {}", reservoirs.len()),
+        format!("people: {people_total}"),
+    ];
+    for (role, n) in &counts {
+        summary.push(format!("  {role}: {n}"));
+    }
+    summary.push(format!(
+        "valley.geojson: {} vertices, {} village centres inside",
+        valley.len() - 1,
+        valley_villages
+    ));
+
+    Ok(District {
+        areas_geojson,
+        people_csv: csv,
+        valley_geojson,
+        village_specs: villages
+            .iter()
+            .map(|v| AreaSpec::Polygon {
+                coordinates: vec![v.ring.clone()],
+            })
+            .collect(),
+        summary,
+    })
+}
+
+fn areas_text(features: &[Feature]) -> Result<String> {
+    // One feature per line keeps the file diffable and small.
+    let mut out = String::new();
+    out.push_str("{\"type\":\"FeatureCollection\",\n\"name\":\"SYNTHETIC demo district (generated by tocsin-bench gen-district; not real places or people)\",\n\"properties\":{\"synthetic\":true},\n\"features\":[\n");
+    for (i, f) in features.iter().enumerate() {
+        let mut props = serde_json::Map::new();
+        props.insert("id".into(), json!(f.id));
+        props.insert("kind".into(), json!(f.kind));
+        props.insert("name".into(), json!(f.name));
+        if !f.town.is_empty() {
+            props.insert("town".into(), json!(f.town));
+        }
+        for (k, v) in &f.extra {
+            props.insert((*k).into(), v.clone());
+        }
+        let feature = json!({ "type": "Feature", "properties": props, "geometry": f.geometry });
+        out.push_str(&serde_json::to_string(&feature)?);
+        out.push_str(if i + 1 < features.len() { ",\n" } else { "\n" });
+    }
+    out.push_str("]}\n");
+    Ok(out)
+}
+
+/// Writes the district files and a README into `out`.
+pub fn write(out: &Path, seed: u64) -> Result<Vec<String>> {
+    let d = generate(seed)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("areas.geojson"), &d.areas_geojson)?;
+    std::fs::write(out.join("people.csv"), &d.people_csv)?;
+    std::fs::write(out.join("valley.geojson"), &d.valley_geojson)?;
+    let readme = readme(seed, &d.summary);
+    std::fs::write(out.join("README.md"), readme)?;
+    Ok(d.summary)
+}
+
+fn readme(seed: u64, summary: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# SYNTHETIC demo district\n");
+    let _ = writeln!(
+        s,
+        "**Everything in this folder is synthetic.** The towns, villages, hazard points, reservoirs, people, \
+         names and phone numbers were made up by a deterministic generator; they do not describe real places \
+         or real people. The layout only imitates the kind of district Tocsin is built for: a mountain district \
+         north of Beijing (roughly lon 115.9–117.0, lat 40.3–40.9) with villages strung along valleys.\n"
+    );
+    let _ = writeln!(
+        s,
+        "Regenerate (same seed, same files):\n\n```\ncargo run -p tocsin-bench -- gen-district --out configs/district --seed {seed}\n```\n"
+    );
+    let _ = writeln!(s, "## Files\n");
+    let _ = writeln!(
+        s,
+        "- `areas.geojson` — FeatureCollection of named areas: properties `id`, `kind` (`town`, `village`, \
+         `hazard_point`, `reservoir`), `name`, `town`; villages also carry `at_risk`. Towns and villages are \
+         Polygons (villages have 8–16 vertices and lie inside their town); hazard points are Points with a \
+         `radius_m` buffer; reservoirs are Polygons.\n\
+         - `people.csv` — `id,name,role,supervisor,areas,lon,lat,town,phones` (format in \
+         `tocsin_core::directory`). Village heads and grid leads, hazard and reservoir wardens report to their \
+         town's first official (`Txx-O1`), town officials to a district official (`D00x`). Residents have no \
+         supervisor and answer for no area.\n\
+         - `valley.geojson` — the demo red flood alert's area: a bare GeoJSON Polygon (also a valid \
+         `AreaSpec`) along one valley.\n"
+    );
+    let _ = writeln!(
+        s,
+        "Phone numbers are in the synthetic range `+86 19900 0xxxx` / `+86 19900 1xxxx` (village heads have a \
+         second number in the latter), unique across the file. Do not point a real modem at them.\n"
+    );
+    let _ = writeln!(s, "## Contents\n\n```");
+    for line in summary {
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "```");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_core::directory::{Directory, load_areas_geojson, load_people_csv};
+
+    #[test]
+    fn generated_district_loads_and_the_valley_is_meaningful() {
+        let d = generate(7).unwrap();
+        let areas = load_areas_geojson(&d.areas_geojson).unwrap();
+        let (people, rejected) = load_people_csv(d.people_csv.as_bytes(), "86");
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!((1800..=2200).contains(&people.len()), "{}", people.len());
+        let villages = areas
+            .iter()
+            .filter(|a| a.kind == tocsin_core::AreaKind::Village)
+            .count();
+        assert!((300..=310).contains(&villages), "{villages}");
+        let dir = Directory::new(people, areas).unwrap();
+        let valley: AreaSpec = serde_json::from_str(&d.valley_geojson).unwrap();
+        let r = dir.resolve(&[valley]).unwrap();
+        assert!(
+            (150..=600).contains(&r.person_count()),
+            "{}",
+            r.person_count()
+        );
+        // Same seed, same files; and the committed demo district is what seed 7 makes.
+        assert_eq!(generate(7).unwrap().people_csv, d.people_csv);
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/district");
+        let read = |f: &str| std::fs::read_to_string(committed.join(f)).unwrap();
+        assert_eq!(read("areas.geojson"), d.areas_geojson, "regenerate configs/district");
+        assert_eq!(read("people.csv"), d.people_csv, "regenerate configs/district");
+        assert_eq!(read("valley.geojson"), d.valley_geojson, "regenerate configs/district");
+    }
+}

@@ -810,8 +810,20 @@ mod tests {
         assert_eq!(generate(7).unwrap().people_csv, d.people_csv);
         let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/district");
         let read = |f: &str| std::fs::read_to_string(committed.join(f)).unwrap();
-        assert_eq!(read("areas.geojson"), d.areas_geojson, "regenerate configs/district");
-        assert_eq!(read("people.csv"), d.people_csv, "regenerate configs/district");
-        assert_eq!(read("valley.geojson"), d.valley_geojson, "regenerate configs/district");
+        assert_eq!(
+            read("areas.geojson"),
+            d.areas_geojson,
+            "regenerate configs/district"
+        );
+        assert_eq!(
+            read("people.csv"),
+            d.people_csv,
+            "regenerate configs/district"
+        );
+        assert_eq!(
+            read("valley.geojson"),
+            d.valley_geojson,
+            "regenerate configs/district"
+        );
     }
 }

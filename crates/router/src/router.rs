@@ -1115,3 +1115,141 @@ pub(crate) fn interval_us(per_minute: f64) -> i64 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Target, TargetReason};
+    use tocsin_core::{Alert, PhoneNumber, Role};
+
+    fn config() -> RouterConfig {
+        let caps = Capabilities {
+            bearer: Bearer::Sms,
+            per_minute: 6.0,
+            max_chars: 500,
+            sender_authenticated: false,
+        };
+        RouterConfig {
+            policies: Policies::default(),
+            ack_key: AckKey::new(b"k".to_vec()),
+            devices: vec![DeviceInfo {
+                id: DeviceId::from("gsm-1"),
+                caps,
+            }],
+        }
+    }
+
+    fn plan(id: &str) -> AlertPlan {
+        let phone = PhoneNumber::parse("+8613800000001", "86").unwrap();
+        AlertPlan {
+            alert: Alert {
+                id: AlertId::from(id),
+                grade: Grade::Red,
+                kind: "flood".into(),
+                headline: "山洪红色预警".into(),
+                text: "转移".into(),
+                area: vec![],
+                exercise: true,
+                issuer: "op".into(),
+                accepted_at: Timestamp::ZERO,
+            },
+            targets: vec![
+                Target {
+                    person: PersonId::from("p1"),
+                    reason: TargetReason::Located,
+                },
+                Target {
+                    person: PersonId::from("p1"),
+                    reason: TargetReason::Located,
+                },
+            ],
+            contacts: vec![Contact {
+                person: PersonId::from("p1"),
+                name: "张伟".into(),
+                role: Role::VillageHead,
+                town: "大庄镇".into(),
+                addresses: vec![Address::Phone(phone)],
+                supervisor: None,
+            }],
+            areas: vec![],
+        }
+    }
+
+    fn drain(r: &mut Router) -> Vec<Output> {
+        std::iter::from_fn(|| r.poll_output()).collect()
+    }
+
+    #[test]
+    fn first_send_goes_out_in_the_same_call_and_drills_are_marked() {
+        let mut r = Router::new(config());
+        r.handle_alert(Timestamp::ZERO, plan("a1")).unwrap();
+        let out = drain(&mut r);
+        let planned = out
+            .iter()
+            .filter(|o| matches!(o, Output::Record(Record::DeliveryPlanned { .. })))
+            .count();
+        assert_eq!(planned, 1, "a person targeted twice is planned once");
+        let send = out.iter().find_map(|o| match o {
+            Output::Command {
+                command: DriverCommand::Send(s),
+                ..
+            } => Some(s.clone()),
+            _ => None,
+        });
+        assert!(send.unwrap().text.starts_with("【演练】【红色预警】"));
+        // Records come before the commands they justify.
+        let last_record = out
+            .iter()
+            .rposition(|o| matches!(o, Output::Record(_)))
+            .unwrap();
+        let first_command = out
+            .iter()
+            .position(|o| matches!(o, Output::Command { .. }))
+            .unwrap();
+        assert!(last_record < first_command);
+        assert_eq!(
+            r.handle_alert(Timestamp::ZERO, plan("a1")),
+            Err(RouterError::DuplicateAlert(AlertId::from("a1")))
+        );
+        // No supervisor: the red deadline (5 min) closes the record as unreached.
+        assert_eq!(
+            r.poll_timeout(),
+            Some(Timestamp(100_000)),
+            "the first reminder"
+        );
+    }
+
+    #[test]
+    fn unknown_alerts_and_corrupt_logs_are_errors() {
+        let mut r = Router::new(config());
+        let a = AlertId::from("nope");
+        assert_eq!(
+            r.handle_cancel(Timestamp::ZERO, &a, "op"),
+            Err(RouterError::UnknownAlert(a.clone()))
+        );
+        assert_eq!(
+            r.handle_update(Timestamp::ZERO, plan("nope")),
+            Err(RouterError::UnknownAlert(a.clone()))
+        );
+        let orphan = Record::Reminder {
+            at: Timestamp::ZERO,
+            alert: a,
+            person: PersonId::from("p1"),
+            n: 1,
+        };
+        let Err(RouterError::Corrupt { index, .. }) =
+            Router::restore(config(), vec![orphan], Timestamp::ZERO)
+        else {
+            panic!("a record for an unknown alert must be refused");
+        };
+        assert_eq!(index, 0);
+    }
+
+    #[test]
+    fn door_codes_differ_from_the_persons_own() {
+        let key = AckKey::new(b"k".to_vec());
+        let (a, p) = (AlertId::from("a1"), PersonId::from("p1"));
+        assert_ne!(door_code(&key, &a, &p), AckCode::derive(&key, &a, &p));
+        assert_eq!(door_code(&key, &a, &p), door_code(&key, &a, &p));
+    }
+}

@@ -712,7 +712,8 @@ impl State {
                 task,
             } => {
                 let (a, d) = self.find(alert, person)?;
-                self.stop_lanes(a, d, true, false);
+                // The person's own sends still queued carry on (under overload a first
+                // attempt may not have left yet); only the reminders and deadline stop.
                 self.remove_timers(a, d, |_| true);
                 let del = self.delivery_mut(a, d);
                 if del.state != DeliveryState::Escalated {

@@ -1,1 +1,301 @@
-fn main() {}
+//! `tocsin`: the operator's command line. Talks to a running `tocsind` over its HTTP API,
+//! except `people import`, which checks a people CSV locally and reports every rejected row.
+
+#![allow(clippy::disallowed_methods, reason = "a CLI binary waits on the wall clock between polls")]
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use tocsin_core::area::AreaSpec;
+use tocsin_router::{AlertState, AlertSummary, DeliveryState};
+
+/// Tocsin operator CLI.
+#[derive(Parser, Debug)]
+#[command(name = "tocsin", version, about)]
+struct Cli {
+    /// The gateway's API.
+    #[arg(long, env = "TOCSIN_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// API token (issuer for send/cancel, viewer for the rest).
+    #[arg(long, env = "TOCSIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Alerts: send, preview, status, watch, cancel.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+    /// The people directory.
+    #[command(subcommand)]
+    People(PeopleCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertCommand {
+    /// Issue an alert. Prints its id and target counts.
+    Send(AlertArgs),
+    /// What an alert would do: people, bearers, predicted time to reach everyone.
+    Preview(AlertArgs),
+    /// One alert's state and counts.
+    Status {
+        /// Alert id.
+        id: String,
+    },
+    /// Follow an alert live until every record is final.
+    Watch {
+        /// Alert id.
+        id: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0)]
+        every: f64,
+    },
+    /// Cancel an alert: pending attempts stop, everyone reached is told.
+    Cancel {
+        /// Alert id.
+        id: String,
+    },
+    /// People not yet reached or acknowledged, for the phone list.
+    Pending {
+        /// Alert id.
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AlertArgs {
+    /// blue, yellow, orange or red.
+    #[arg(long)]
+    grade: String,
+    /// Hazard kind, e.g. flood, landslide, rainstorm.
+    #[arg(long, default_value = "flood")]
+    kind: String,
+    /// One short line, e.g. 山洪红色预警.
+    #[arg(long)]
+    headline: String,
+    /// What people must do.
+    #[arg(long)]
+    text: String,
+    /// A GeoJSON file: a Polygon/MultiPolygon geometry, a Feature, or a FeatureCollection.
+    #[arg(long, conflicts_with = "area_named")]
+    area_file: Option<PathBuf>,
+    /// A named area id (village, town, hazard point, reservoir), repeatable.
+    #[arg(long)]
+    area_named: Vec<String>,
+    /// Mark as an exercise (drill) on every bearer.
+    #[arg(long)]
+    exercise: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PeopleCommand {
+    /// Check a people CSV and report every rejected row; optionally write the accepted rows.
+    Import {
+        /// The CSV (columns: id,name,role,supervisor,areas,lon,lat,town,phones).
+        file: PathBuf,
+        /// Country code for numbers written without one.
+        #[arg(long, default_value = "86")]
+        default_country: String,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tocsin: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{}", self.base.trim_end_matches('/'), path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let msg = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            let field = value.pointer("/error/field").and_then(Value::as_str);
+            match field {
+                Some(f) => bail!("{status}: {f}: {msg}"),
+                None => bail!("{status}: {msg}"),
+            }
+        }
+        Ok(value)
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = Api { base: cli.server.clone(), token: cli.token.clone(), http: reqwest::Client::new() };
+    match cli.command {
+        Command::Alert(AlertCommand::Send(args)) => {
+            let body = alert_body(&args)?;
+            let v = api.call(reqwest::Method::POST, "/v1/alerts", Some(body)).await?;
+            println!(
+                "accepted {}: {} people ({} responsible, {} located in the area)",
+                v["id"].as_str().unwrap_or("?"),
+                v["people"],
+                v["responsible"],
+                v["located"]
+            );
+        }
+        Command::Alert(AlertCommand::Preview(args)) => {
+            let body = alert_body(&args)?;
+            let v = api.call(reqwest::Method::POST, "/v1/alerts/preview", Some(body)).await?;
+            println!("people {}  responsible {}  unreachable {}", v["people"], v["responsible"], v["unreachable"]);
+            if let Some(bearers) = v["bearers"].as_array() {
+                for b in bearers {
+                    println!(
+                        "  {:<8} {:>6} messages on {:>2} devices, {:>7.0} s",
+                        b["bearer"].as_str().unwrap_or("?"),
+                        b["messages"],
+                        b["devices"],
+                        b["seconds"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+            println!("predicted time to first-attempt everyone: {:.0} s", v["seconds_to_first_attempt_all"].as_f64().unwrap_or(0.0));
+        }
+        Command::Alert(AlertCommand::Status { id }) => {
+            let v = api.call(reqwest::Method::GET, &format!("/v1/alerts/{id}"), None).await?;
+            let s: AlertSummary = serde_json::from_value(v).context("unexpected answer")?;
+            print_summary(&s);
+        }
+        Command::Alert(AlertCommand::Watch { id, every }) => loop {
+            let v = api.call(reqwest::Method::GET, &format!("/v1/alerts/{id}"), None).await?;
+            let s: AlertSummary = serde_json::from_value(v).context("unexpected answer")?;
+            print_summary(&s);
+            if s.state != AlertState::Active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(every.clamp(0.2, 60.0))).await;
+        },
+        Command::Alert(AlertCommand::Cancel { id }) => {
+            let v = api.call(reqwest::Method::POST, &format!("/v1/alerts/{id}/cancel"), None).await?;
+            let s: AlertSummary = serde_json::from_value(v).context("unexpected answer")?;
+            print_summary(&s);
+        }
+        Command::Alert(AlertCommand::Pending { id }) => {
+            for state in ["planned", "attempting", "reached", "escalated", "unreached"] {
+                let v = api
+                    .call(reqwest::Method::GET, &format!("/v1/alerts/{id}/deliveries?state={state}"), None)
+                    .await?;
+                for d in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<11} {:<12} {:<10} {:<14} {}",
+                        state,
+                        d["person"].as_str().unwrap_or("?"),
+                        d["name"].as_str().unwrap_or("?"),
+                        d["town"].as_str().unwrap_or("?"),
+                        d["escalated_to"].as_str().map(|s| format!("door-knock: {s}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::People(PeopleCommand::Import { file, default_country }) => {
+            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let (people, rejected) = tocsin_core::directory::load_people_csv(f, &default_country);
+            for r in &rejected {
+                println!("line {}: rejected: {}", r.line, r.reason);
+            }
+            println!("{} people accepted, {} rows rejected", people.len(), rejected.len());
+            if !rejected.is_empty() {
+                std::process::exit(2);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(s: &AlertSummary) {
+    let c = &s.counts;
+    let get = |st: DeliveryState| c.by_state.get(&st).copied().unwrap_or(0);
+    println!(
+        "{} [{}] {:?}: targets {}  attempting {}  reached {}  acknowledged {} (late {})  escalated {}  confirmed {}  unreached {}  rejected replies {}",
+        s.alert.headline,
+        s.alert.grade,
+        s.state,
+        c.targets,
+        get(DeliveryState::Attempting) + get(DeliveryState::Planned),
+        get(DeliveryState::Reached),
+        get(DeliveryState::Acknowledged),
+        c.late,
+        c.escalated,
+        get(DeliveryState::Confirmed),
+        get(DeliveryState::Unreached),
+        c.rejected_replies
+    );
+}
+
+fn alert_body(args: &AlertArgs) -> anyhow::Result<Value> {
+    let mut area: Vec<AreaSpec> = args
+        .area_named
+        .iter()
+        .map(|id| AreaSpec::Named { id: id.as_str().into() })
+        .collect();
+    if let Some(path) = &args.area_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        area.extend(areas_from_geojson(&text).with_context(|| format!("in {}", path.display()))?);
+    }
+    if area.is_empty() {
+        bail!("give --area-file FILE or --area-named ID");
+    }
+    Ok(json!({
+        "grade": args.grade,
+        "kind": args.kind,
+        "headline": args.headline,
+        "text": args.text,
+        "area": area,
+        "exercise": args.exercise,
+    }))
+}
+
+/// Reads the area pieces from a GeoJSON geometry, Feature or FeatureCollection.
+fn areas_from_geojson(text: &str) -> anyhow::Result<Vec<AreaSpec>> {
+    let v: Value = serde_json::from_str(text).context("not JSON")?;
+    let geometries: Vec<Value> = match v["type"].as_str() {
+        Some("FeatureCollection") => v["features"]
+            .as_array()
+            .map(|fs| fs.iter().map(|f| f["geometry"].clone()).collect())
+            .unwrap_or_default(),
+        Some("Feature") => vec![v["geometry"].clone()],
+        Some("Polygon" | "MultiPolygon") => vec![v.clone()],
+        other => bail!("expected a Polygon, MultiPolygon, Feature or FeatureCollection, found {other:?}"),
+    };
+    geometries
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut g = g;
+            if let Some(obj) = g.as_object_mut() {
+                obj.retain(|k, _| k == "type" || k == "coordinates");
+            }
+            serde_json::from_value::<AreaSpec>(g).with_context(|| format!("geometry {i}"))
+        })
+        .collect()
+}

@@ -1,0 +1,324 @@
+//! The daemon's one config file (TOML), validated in full before anything starts.
+//!
+//! Every error names the key (and, where the TOML parser knows it, the line), so an
+//! operator fixing a config at 3 a.m. is told exactly what to change.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This gateway node.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// Where the district's people and named areas come from.
+    pub directory: DirectoryConfig,
+    /// The secret that one-time ack codes are derived from.
+    pub ack: AckConfig,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Devices, by name: each a table with `type = "at_modem"` and that driver's settings.
+    #[serde(default)]
+    pub devices: BTreeMap<String, DeviceConfig>,
+    /// Grade policies (bearers, attempts, deadlines, escalation); defaults follow the
+    /// district's 叫应 rules.
+    #[serde(default)]
+    pub policies: tocsin_router::Policies,
+}
+
+/// This gateway node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Name of this node, e.g. `district-center` or `field-kit-3`.
+    #[serde(default = "default_node_name")]
+    pub name: String,
+    /// Directory for the SQLite log (`tocsin.db`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `full` (fsync every commit; the default) or `normal` (WAL, fsync at checkpoints;
+    /// only for field kits with a UPS and flash that dislikes writes).
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    /// How much faster than real time the gateway's clock runs. 1 in production; the demo
+    /// and tests raise it so a 5-minute ack deadline passes in seconds.
+    #[serde(default = "default_speed")]
+    pub clock_speed: f64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: default_node_name(),
+            data_dir: default_data_dir(),
+            durability: default_durability(),
+            clock_speed: default_speed(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    "tocsin".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+fn default_durability() -> String {
+    "full".to_owned()
+}
+fn default_speed() -> f64 {
+    1.0
+}
+
+/// Where the district's directory is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// A folder with `areas.geojson` (named areas) and `people.csv` (people), relative to
+    /// the config file.
+    pub path: PathBuf,
+    /// Country code for phone numbers written without one (`86`).
+    #[serde(default = "default_country")]
+    pub default_country: String,
+}
+
+fn default_country() -> String {
+    "86".to_owned()
+}
+
+/// The ack-code secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckConfig {
+    /// The secret itself (at least 16 characters). Keep the config file private.
+    pub key: String,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Bearer tokens and what they may do.
+    #[serde(default)]
+    pub tokens: Vec<tocsin_api::ApiToken>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection { listen: default_listen(), max_body_bytes: default_max_body(), tokens: Vec::new() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_max_body() -> usize {
+    256 * 1024
+}
+
+/// One device, tagged by its driver type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeviceConfig {
+    /// A GSM/LTE modem (or a satellite handset speaking the same AT commands) for SMS.
+    AtModem(tocsin_at_modem::config::ModemConfig),
+}
+
+impl DeviceConfig {
+    /// The resources this device holds exclusively (serial path, UDP port...), so that a
+    /// config claiming one twice is refused before anything starts.
+    pub fn resources(&self) -> Vec<String> {
+        match self {
+            DeviceConfig::AtModem(m) => vec![format!("serial:{}", m.path)],
+        }
+    }
+}
+
+/// A config that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, a wrong type (the message names key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("{path}: `{key}`{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// ` (line N)` when the key can be found in the file.
+        line: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are resolved against the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses and validates config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            line: line_of(text, key).map(|n| format!(" (line {n})")).unwrap_or_default(),
+            message,
+        };
+        if cfg.ack.key.chars().count() < 16 {
+            return Err(invalid("ack.key", "must be at least 16 characters".into()));
+        }
+        if !(cfg.node.clock_speed.is_finite() && cfg.node.clock_speed >= 1.0 && cfg.node.clock_speed <= 1000.0) {
+            return Err(invalid("node.clock_speed", "must be between 1 and 1000".into()));
+        }
+        if !matches!(cfg.node.durability.as_str(), "full" | "normal") {
+            return Err(invalid("node.durability", format!("{:?} is not `full` or `normal`", cfg.node.durability)));
+        }
+        if cfg.directory.default_country.is_empty()
+            || !cfg.directory.default_country.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(invalid("directory.default_country", "must be digits, e.g. \"86\"".into()));
+        }
+        if cfg.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("api.listen", format!("{:?} is not an address like 127.0.0.1:8080", cfg.api.listen)));
+        }
+        let mut seen_tokens = std::collections::HashSet::new();
+        for (i, t) in cfg.api.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                return Err(invalid(&format!("api.tokens[{i}].token"), "must be at least 16 characters".into()));
+            }
+            if !seen_tokens.insert(t.token.clone()) {
+                return Err(invalid(&format!("api.tokens[{i}].token"), "is used twice".into()));
+            }
+        }
+        if let Err(e) = cfg.policies.validate() {
+            let msg = e.to_string();
+            let key = msg.split(':').next().unwrap_or("policies").to_owned();
+            return Err(invalid(&key, msg));
+        }
+        let mut held: BTreeMap<String, String> = BTreeMap::new();
+        for (name, dev) in &cfg.devices {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(&format!("devices.{name}"), "device names use letters, digits, - and _".into()));
+            }
+            for r in dev.resources() {
+                if let Some(other) = held.insert(r.clone(), name.clone()) {
+                    return Err(invalid(
+                        &format!("devices.{name}"),
+                        format!("{r} is already used by device {other:?}"),
+                    ));
+                }
+            }
+            match dev {
+                DeviceConfig::AtModem(m) => {
+                    if let Err(e) = m.validate() {
+                        return Err(invalid(&format!("devices.{name}"), e.to_string()));
+                    }
+                }
+            }
+        }
+        // Relative paths are relative to the config file, not to wherever tocsind was started.
+        if cfg.directory.path.is_relative() {
+            cfg.directory.path = base.join(&cfg.directory.path);
+        }
+        if cfg.node.data_dir.is_relative() {
+            cfg.node.data_dir = base.join(&cfg.node.data_dir);
+        }
+        Ok(cfg)
+    }
+}
+
+/// The 1-based line where a dotted key's last part is first assigned or opened as a table.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next()?.split('[').next()?;
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        (l.starts_with(last) && l[last.len()..].trim_start().starts_with('='))
+            || (l.starts_with('[') && l.contains(last))
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+    }
+
+    #[test]
+    fn every_config_in_configs_parses() {
+        let mut seen = 0;
+        for entry in std::fs::read_dir(configs_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1);
+    }
+
+    #[test]
+    fn misspelled_keys_are_named() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        for (from, to, key) in [
+            ("per_minute = 8          #", "per_mintue = 8 #", "per_mintue"),
+            ("durability = \"full\"", "durabilty = \"full\"", "durabilty"),
+            ("role = \"issuer\"", "rol = \"issuer\"", "rol"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "fixture {from:?} not found");
+            let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+            assert!(err.contains("line"), "error for {key} has no line: {err}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_line() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let bad = text.replace("key = \"change-me-district-secret-0000\"", "key = \"short\"");
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("ack.key") && err.contains("line 23"), "{err}");
+        let bad = text.replace("usb-SIMCOM_SIM7600-if02-port0", "usb-Quectel_EC25-if02-port0");
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("already used by device"), "{err}");
+        let bad = text.replace("type = \"at_modem\"\npath = \"/dev/serial/by-id/usb-Q", "type = \"at_modme\"\npath = \"/dev/serial/by-id/usb-Q");
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("at_modme"), "{err}");
+    }
+}

@@ -1,0 +1,165 @@
+//! Starting and stopping the gateway: config → directory → store → restore → drivers →
+//! engine → API. Used by `tocsind run` and by the demo.
+
+use crate::clock::Clock;
+use crate::config::{Config, DeviceConfig};
+use crate::gateway::{Logged, Engine, GatewayHandle, Request, EVENT_BROADCAST, REQUEST_QUEUE};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tocsin_channel::{DeviceEvent, DriverHandle, EVENT_QUEUE};
+use tocsin_core::directory::{load_from_dir_with, Directory};
+use tocsin_core::{AckKey, DeviceId};
+use tocsin_router::{DeviceInfo, Record, Router, RouterConfig};
+use tocsin_store::{Store, StoreOptions};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running gateway.
+pub struct Running {
+    /// Talk to the engine as the API does.
+    pub handle: GatewayHandle,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Cancel to stop everything.
+    pub shutdown: CancellationToken,
+    /// The engine task; its error means the store failed.
+    pub engine: JoinHandle<anyhow::Result<()>>,
+    /// The API server task.
+    pub api: JoinHandle<()>,
+    /// The directory in use.
+    pub directory: Arc<Directory>,
+    /// The gateway's clock.
+    pub clock: Clock,
+    /// Records restored from the log at start.
+    pub restored: usize,
+}
+
+/// Validates a config file and its directory, printing what an operator needs to know.
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let (dir, rejected) = load_from_dir_with(&cfg.directory.path, &cfg.directory.default_country)
+        .with_context(|| format!("directory {}", cfg.directory.path.display()))?;
+    for r in &rejected {
+        println!("people.csv line {}: rejected: {}", r.line, r.reason);
+    }
+    println!(
+        "config ok: {} people, {} named areas, {} devices, {} API tokens",
+        dir.people().len(),
+        dir.areas().len(),
+        cfg.devices.len(),
+        cfg.api.tokens.len()
+    );
+    Ok(())
+}
+
+/// Runs the gateway from a config file until Ctrl-C or SIGTERM.
+pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let running = start(cfg).await?;
+    eprintln!(
+        "tocsind: serving on http://{} ({} records restored)",
+        running.api_addr, running.restored
+    );
+    wait_for_signal(&running.shutdown).await;
+    stop(running).await
+}
+
+/// Waits for Ctrl-C, SIGTERM, or the token being cancelled elsewhere.
+pub async fn wait_for_signal(shutdown: &CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Stops the gateway: the engine finishes its batch and the store is flushed.
+pub async fn stop(running: Running) -> anyhow::Result<()> {
+    running.shutdown.cancel();
+    let engine = running.engine.await.context("engine task")?;
+    running.api.abort();
+    engine
+}
+
+/// Starts every part of the gateway.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let (directory, rejected) = load_from_dir_with(&cfg.directory.path, &cfg.directory.default_country)
+        .with_context(|| format!("loading the directory from {}", cfg.directory.path.display()))?;
+    for r in &rejected {
+        tracing::warn!(line = r.line, reason = %r.reason, "people.csv row rejected");
+    }
+    let directory = Arc::new(directory);
+
+    std::fs::create_dir_all(&cfg.node.data_dir)
+        .with_context(|| format!("creating {}", cfg.node.data_dir.display()))?;
+    let db = cfg.node.data_dir.join("tocsin.db");
+    let mut opts = StoreOptions::default();
+    if cfg.node.durability == "normal" {
+        opts.durability = tocsin_store::Durability::Normal;
+    }
+    let store: Store<Logged> = Store::open(&db, opts).with_context(|| format!("opening {}", db.display()))?;
+    let records = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.load_all()).await.context("loading the log")??.into_iter().map(|l| l.0).collect::<Vec<Record>>()
+    };
+    let restored = records.len();
+    let last_at = records.iter().map(|r| r.at()).max();
+    let clock = Clock::new(cfg.node.clock_speed, last_at);
+
+    let shutdown = CancellationToken::new();
+    let (event_tx, event_rx) = mpsc::channel::<DeviceEvent>(EVENT_QUEUE);
+    let mut drivers: Vec<DriverHandle> = Vec::new();
+    let mut infos = Vec::new();
+    for (name, dev) in &cfg.devices {
+        let id = DeviceId(name.clone());
+        let handle = match dev {
+            DeviceConfig::AtModem(m) => {
+                tocsin_at_modem::io::spawn_modem(id.clone(), m.clone(), event_tx.clone(), shutdown.child_token())
+            }
+        };
+        infos.push(DeviceInfo { id, caps: handle.caps.clone() });
+        drivers.push(handle);
+    }
+    let router_config = RouterConfig {
+        policies: cfg.policies.clone(),
+        ack_key: AckKey::new(cfg.ack.key.as_bytes().to_vec()),
+        devices: infos,
+    };
+    let router = Router::restore(router_config, records, clock.now()).context("restoring the 叫应 engine from the log")?;
+
+    let (req_tx, req_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
+    let (events, _) = broadcast::channel(EVENT_BROADCAST);
+    let handle = GatewayHandle::new(req_tx, events.clone());
+    let engine = Engine::new(router, store.clone(), directory.clone(), drivers, clock, events);
+    let engine_shutdown = shutdown.clone();
+    let engine = tokio::spawn(async move {
+        let result = engine.run(req_rx, event_rx, engine_shutdown.clone()).await;
+        // Whatever stopped the engine stops the daemon; the store is flushed either way.
+        engine_shutdown.cancel();
+        let closed = store.close().await;
+        result?;
+        closed.context("closing the store")?;
+        Ok(())
+    });
+
+    let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.api.listen))?;
+    let api_addr = listener.local_addr()?;
+    let app = tocsin_api::app(
+        Arc::new(handle.clone()),
+        tocsin_api::ApiConfig { tokens: cfg.api.tokens.clone(), max_body_bytes: cfg.api.max_body_bytes },
+    );
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    Ok(Running { handle, api_addr, shutdown, engine, api, directory, clock, restored })
+}

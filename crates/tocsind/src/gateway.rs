@@ -1,0 +1,511 @@
+//! The gateway engine: one task that owns the router, commits its records to the store
+//! and only then acts on them — dispatching driver commands, answering API callers and
+//! publishing events. This ordering is what makes "nothing accepted is lost" hold:
+//!
+//! 1. take a batch of inputs (API requests, device events, a due timer);
+//! 2. feed them to the router, then drain every output;
+//! 3. append all records of the batch to the store in one transaction (one fsync);
+//! 4. after the commit: send driver commands, answer callers, publish events.
+//!
+//! A crash before 3 loses nothing that anyone was told about: the API caller got no 202,
+//! an inbound SMS was not released from the modem and is read again after restart, a due
+//! timer fires again. A crash after 3 is repaired by the router's restore, which re-issues
+//! attempts that have no outcome yet.
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use tocsin_api::{
+    AlertPatch, Accepted, DeviceView, GatewayError, GatewayEvent, HealthReport, NewAlert,
+};
+use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, DriverHandle};
+use tocsin_core::directory::Directory;
+use tocsin_core::{Alert, AlertId, DeviceId, PersonId, Timestamp};
+use tocsin_router::plan::NamedAreaRef;
+use tocsin_router::{
+    AlertPlan, AlertSummary, Contact, DeliveryState, DeliveryView, Output, Preview, Record, Router,
+    Target, TargetReason,
+};
+use tocsin_store::Store;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How many inputs one batch takes at most before committing (bounds commit latency).
+const BATCH_INPUTS: usize = 512;
+
+/// Depth of the API's request queue into the engine.
+pub const REQUEST_QUEUE: usize = 4096;
+
+/// Depth of the event broadcast to SSE subscribers (a slower client is told it lagged).
+pub const EVENT_BROADCAST: usize = 16384;
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// A request from the API to the engine.
+pub enum Request {
+    /// Issue an alert.
+    Submit(NewAlert, String, Reply<Result<Accepted, GatewayError>>),
+    /// What an alert would do.
+    Preview(NewAlert, Reply<Result<Preview, GatewayError>>),
+    /// Every alert.
+    Alerts(Reply<Vec<AlertSummary>>),
+    /// One alert.
+    Alert(AlertId, Reply<Option<AlertSummary>>),
+    /// One alert's records.
+    Deliveries(AlertId, Option<DeliveryState>, Reply<Option<Vec<DeliveryView>>>),
+    /// Cancel an alert.
+    Cancel(AlertId, String, Reply<Result<AlertSummary, GatewayError>>),
+    /// Change an alert's grade, text or area.
+    Update(AlertId, AlertPatch, String, Reply<Result<AlertSummary, GatewayError>>),
+    /// Device health.
+    Devices(Reply<Vec<DeviceView>>),
+    /// Prometheus text.
+    Metrics(Reply<String>),
+    /// Liveness.
+    Health(Reply<HealthReport>),
+}
+
+/// An answer that waits for the batch's commit.
+enum Deferred {
+    Accepted(Reply<Result<Accepted, GatewayError>>, Accepted),
+    Summary(Reply<Result<AlertSummary, GatewayError>>, AlertId),
+}
+
+/// The engine's state.
+pub struct Engine {
+    router: Router,
+    store: Store<Logged>,
+    directory: Arc<Directory>,
+    drivers: BTreeMap<DeviceId, DriverHandle>,
+    clock: Clock,
+    events: broadcast::Sender<GatewayEvent>,
+    event_seq: u64,
+    metrics: Metrics,
+    /// Driver facts the engine makes up itself (a full driver queue), fed back next turn.
+    synthetic: VecDeque<DeviceEvent>,
+    store_ok: bool,
+}
+
+impl Engine {
+    /// Wires an engine; `router` is already restored from `store`.
+    pub fn new(
+        router: Router,
+        store: Store<Logged>,
+        directory: Arc<Directory>,
+        drivers: Vec<DriverHandle>,
+        clock: Clock,
+        events: broadcast::Sender<GatewayEvent>,
+    ) -> Engine {
+        Engine {
+            router,
+            store,
+            directory,
+            drivers: drivers.into_iter().map(|d| (d.device.clone(), d)).collect(),
+            clock,
+            events,
+            event_seq: 0,
+            metrics: Metrics::default(),
+            synthetic: VecDeque::new(),
+            store_ok: true,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled or the store fails. Returns an error if the
+    /// store failed: the daemon must stop and be restarted, restoring from the log.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut device_events: mpsc::Receiver<DeviceEvent>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        // Outputs of the restore (re-issued attempts) are committed and dispatched first.
+        self.flush(Vec::new()).await?;
+        loop {
+            let mut deferred = Vec::new();
+            let deadline = self.router.poll_timeout().map(|t| self.clock.instant_at(t));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(req) = requests.recv() => {
+                    self.handle_request(req, &mut deferred);
+                    for _ in 1..BATCH_INPUTS {
+                        match requests.try_recv() {
+                            Ok(req) => self.handle_request(req, &mut deferred),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(ev) = device_events.recv() => {
+                    self.handle_device_event(ev);
+                    for _ in 1..BATCH_INPUTS {
+                        match device_events.try_recv() {
+                            Ok(ev) => self.handle_device_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep => {
+                    let now = self.clock.now();
+                    self.router.handle_timeout(now);
+                }
+            }
+            while let Some(ev) = self.synthetic.pop_front() {
+                self.handle_device_event(ev);
+            }
+            self.flush(deferred).await?;
+        }
+        Ok(())
+    }
+
+    fn handle_device_event(&mut self, mut ev: DeviceEvent) {
+        // Drivers stamp events with real time; the router lives on the gateway's clock.
+        ev.at = self.clock.now();
+        self.metrics.device_event(&ev);
+        let now = ev.at;
+        self.router.handle_device_event(now, ev);
+    }
+
+    fn handle_request(&mut self, req: Request, deferred: &mut Vec<Deferred>) {
+        let now = self.clock.now();
+        match req {
+            Request::Submit(new, issuer, reply) => {
+                let id = AlertId(uuid::Uuid::now_v7().to_string());
+                match self.plan(id.clone(), &new, &issuer, now) {
+                    Ok(plan) => {
+                        let accepted = Accepted {
+                            id: id.clone(),
+                            people: plan.targets.len() as u32,
+                            responsible: plan
+                                .targets
+                                .iter()
+                                .filter(|t| matches!(t.reason, TargetReason::Responsible { .. }))
+                                .count() as u32,
+                            located: plan
+                                .targets
+                                .iter()
+                                .filter(|t| matches!(t.reason, TargetReason::Located))
+                                .count() as u32,
+                        };
+                        match self.router.handle_alert(now, plan) {
+                            Ok(()) => deferred.push(Deferred::Accepted(reply, accepted)),
+                            Err(e) => {
+                                let _ = reply.send(Err(GatewayError::Conflict(e.to_string())));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Request::Preview(new, reply) => {
+                let id = AlertId("preview".into());
+                let _ = reply.send(self.plan(id, &new, "preview", now).map(|p| self.router.preview(&p)));
+            }
+            Request::Alerts(reply) => {
+                let _ = reply.send(self.router.alerts());
+            }
+            Request::Alert(id, reply) => {
+                let _ = reply.send(self.router.summary(&id));
+            }
+            Request::Deliveries(id, state, reply) => {
+                let _ = reply.send(self.router.deliveries(&id, state));
+            }
+            Request::Cancel(id, by, reply) => match self.router.handle_cancel(now, &id, &by) {
+                Ok(()) => deferred.push(Deferred::Summary(reply, id)),
+                Err(e) => {
+                    let _ = reply.send(Err(router_error(&id, e)));
+                }
+            },
+            Request::Update(id, patch, by, reply) => {
+                let Some(current) = self.router.summary(&id) else {
+                    let _ = reply.send(Err(GatewayError::NotFound(format!("alert {id}"))));
+                    return;
+                };
+                let a = current.alert;
+                let new = NewAlert {
+                    grade: patch.grade.unwrap_or(a.grade),
+                    kind: a.kind.clone(),
+                    headline: patch.headline.unwrap_or(a.headline),
+                    text: patch.text.unwrap_or(a.text),
+                    area: patch.area.unwrap_or(a.area),
+                    exercise: a.exercise,
+                };
+                let result = new.validate().and_then(|()| self.plan(id.clone(), &new, &by, a.accepted_at));
+                match result {
+                    Ok(plan) => match self.router.handle_update(now, plan) {
+                        Ok(()) => deferred.push(Deferred::Summary(reply, id)),
+                        Err(e) => {
+                            let _ = reply.send(Err(router_error(&id, e)));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Request::Devices(reply) => {
+                let views = self
+                    .router
+                    .device_health()
+                    .into_iter()
+                    .map(|(id, caps, h)| DeviceView {
+                        id,
+                        bearer: caps.bearer,
+                        up: h.up,
+                        registered: h.registered,
+                        signal: h.signal,
+                        last_error: h.last_error,
+                        sent: h.sent,
+                        received: h.received,
+                        per_minute: caps.per_minute,
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Request::Metrics(reply) => {
+                let _ = reply.send(self.metrics.render(&self.router, &self.drivers));
+            }
+            Request::Health(reply) => {
+                let devices = self.router.device_health();
+                let up = devices.iter().filter(|(_, _, h)| h.up).count() as u32;
+                let _ = reply.send(HealthReport {
+                    ok: self.store_ok,
+                    store: self.store_ok,
+                    devices_up: up,
+                    devices_total: devices.len() as u32,
+                });
+            }
+        }
+    }
+
+    /// Resolves an alert's area to its targets and the contacts escalation may need.
+    fn plan(&self, id: AlertId, new: &NewAlert, issuer: &str, accepted_at: Timestamp) -> Result<AlertPlan, GatewayError> {
+        new.validate()?;
+        let resolution = self
+            .directory
+            .resolve(&new.area)
+            .map_err(|e| GatewayError::Invalid { field: "area".into(), message: e.to_string() })?;
+        let mut targets = Vec::with_capacity(resolution.located.len() + resolution.responsible.len());
+        for (person, area) in &resolution.responsible {
+            targets.push(Target { person: person.clone(), reason: TargetReason::Responsible { area: area.clone() } });
+        }
+        for person in &resolution.located {
+            targets.push(Target { person: person.clone(), reason: TargetReason::Located });
+        }
+        let mut wanted: BTreeSet<PersonId> = BTreeSet::new();
+        for t in &targets {
+            wanted.insert(t.person.clone());
+            for sup in self.directory.supervisor_chain(&t.person) {
+                wanted.insert(sup.id.clone());
+            }
+        }
+        let contacts = wanted
+            .iter()
+            .filter_map(|id| self.directory.person(id))
+            .map(|p| Contact {
+                person: p.id.clone(),
+                name: p.name.clone(),
+                role: p.role,
+                town: p.town.clone(),
+                addresses: p.addresses.clone(),
+                supervisor: p.supervisor.clone(),
+            })
+            .collect();
+        let areas = resolution
+            .areas
+            .iter()
+            .filter_map(|a| self.directory.area(a))
+            .map(NamedAreaRef::from)
+            .collect();
+        Ok(AlertPlan {
+            alert: Alert {
+                id,
+                grade: new.grade,
+                kind: new.kind.clone(),
+                headline: new.headline.clone(),
+                text: new.text.clone(),
+                area: new.area.clone(),
+                exercise: new.exercise,
+                issuer: issuer.to_owned(),
+                accepted_at,
+            },
+            targets,
+            contacts,
+            areas,
+        })
+    }
+
+    /// Drains the router, commits the records, then acts.
+    async fn flush(&mut self, deferred: Vec<Deferred>) -> anyhow::Result<()> {
+        let mut records = Vec::new();
+        let mut commands = Vec::new();
+        while let Some(out) = self.router.poll_output() {
+            match out {
+                Output::Record(r) => records.push(r),
+                Output::Command { device, command } => commands.push((device, command)),
+            }
+        }
+        if !records.is_empty() {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.store.append(records.iter().cloned().map(Logged).collect()).await {
+                self.store_ok = false;
+                for d in deferred {
+                    match d {
+                        Deferred::Accepted(reply, _) => {
+                            let _ = reply.send(Err(GatewayError::Unavailable("the store failed; not accepted".into())));
+                        }
+                        Deferred::Summary(reply, _) => {
+                            let _ = reply.send(Err(GatewayError::Unavailable("the store failed; not applied".into())));
+                        }
+                    }
+                }
+                anyhow::bail!("store append failed, stopping so the log stays the truth: {e}");
+            }
+            self.metrics.committed(&records, started.elapsed());
+        }
+        for (device, command) in commands {
+            self.dispatch(device, command);
+        }
+        for d in deferred {
+            match d {
+                Deferred::Accepted(reply, accepted) => {
+                    let _ = reply.send(Ok(accepted));
+                }
+                Deferred::Summary(reply, id) => {
+                    let summary = self.router.summary(&id).ok_or_else(|| GatewayError::NotFound(format!("alert {id}")));
+                    let _ = reply.send(summary);
+                }
+            }
+        }
+        for r in records {
+            self.event_seq += 1;
+            let ev = GatewayEvent {
+                seq: self.event_seq,
+                kind: r.kind().to_owned(),
+                alert: r.alert().cloned(),
+                at: r.at(),
+                data: serde_json::to_value(&r).unwrap_or(serde_json::Value::Null),
+            };
+            // Nobody listening is fine.
+            let _ = self.events.send(ev);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, device: DeviceId, command: DriverCommand) {
+        let attempt = match &command {
+            DriverCommand::Send(o) => Some(o.attempt),
+            _ => None,
+        };
+        let sent = match self.drivers.get(&device) {
+            Some(d) => d.commands.try_send(command).map_err(|e| e.to_string()),
+            None => Err("no such device".to_owned()),
+        };
+        if let (Err(reason), Some(attempt)) = (sent, attempt) {
+            tracing::warn!(%device, %attempt, %reason, "driver did not take the send");
+            self.synthetic.push_back(DeviceEvent {
+                device,
+                at: self.clock.now(),
+                event: DriverEvent::Failed { attempt, retryable: true, reason: format!("driver queue: {reason}") },
+            });
+        }
+    }
+}
+
+fn router_error(id: &AlertId, e: tocsin_router::RouterError) -> GatewayError {
+    let msg = e.to_string();
+    if msg.contains("unknown") || msg.contains("not found") {
+        GatewayError::NotFound(format!("alert {id}"))
+    } else {
+        GatewayError::Conflict(msg)
+    }
+}
+
+/// The API's view of the engine: requests over a bounded channel, answers on oneshots.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    requests: mpsc::Sender<Request>,
+    events: broadcast::Sender<GatewayEvent>,
+}
+
+impl GatewayHandle {
+    /// A handle on an engine fed by `requests`.
+    pub fn new(requests: mpsc::Sender<Request>, events: broadcast::Sender<GatewayEvent>) -> Self {
+        GatewayHandle { requests, events }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, GatewayError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| GatewayError::Unavailable("the gateway is shutting down".into()))?;
+        rx.await.map_err(|_| GatewayError::Unavailable("the gateway stopped before answering".into()))
+    }
+}
+
+impl tocsin_api::Gateway for GatewayHandle {
+    async fn submit(&self, alert: NewAlert, issuer: &str) -> Result<Accepted, GatewayError> {
+        let issuer = issuer.to_owned();
+        self.ask(|r| Request::Submit(alert, issuer, r)).await?
+    }
+    async fn preview(&self, alert: NewAlert) -> Result<Preview, GatewayError> {
+        self.ask(|r| Request::Preview(alert, r)).await?
+    }
+    async fn alerts(&self) -> Vec<AlertSummary> {
+        self.ask(Request::Alerts).await.unwrap_or_default()
+    }
+    async fn alert(&self, id: &AlertId) -> Option<AlertSummary> {
+        let id = id.clone();
+        self.ask(|r| Request::Alert(id, r)).await.ok().flatten()
+    }
+    async fn deliveries(&self, id: &AlertId, state: Option<DeliveryState>) -> Option<Vec<DeliveryView>> {
+        let id = id.clone();
+        self.ask(|r| Request::Deliveries(id, state, r)).await.ok().flatten()
+    }
+    async fn cancel(&self, id: &AlertId, by: &str) -> Result<AlertSummary, GatewayError> {
+        let (id, by) = (id.clone(), by.to_owned());
+        self.ask(|r| Request::Cancel(id, by, r)).await?
+    }
+    async fn update(&self, id: &AlertId, patch: AlertPatch, by: &str) -> Result<AlertSummary, GatewayError> {
+        let (id, by) = (id.clone(), by.to_owned());
+        self.ask(|r| Request::Update(id, patch, by, r)).await?
+    }
+    async fn devices(&self) -> Vec<DeviceView> {
+        self.ask(Request::Devices).await.unwrap_or_default()
+    }
+    fn events(&self) -> broadcast::Receiver<GatewayEvent> {
+        self.events.subscribe()
+    }
+    async fn metrics(&self) -> String {
+        self.ask(Request::Metrics).await.unwrap_or_default()
+    }
+    async fn health(&self) -> HealthReport {
+        self.ask(Request::Health).await.unwrap_or(HealthReport { ok: false, store: false, devices_up: 0, devices_total: 0 })
+    }
+}
+
+/// A router record as the store logs it (the store is generic over what it logs).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Logged(pub Record);
+
+impl tocsin_store::LogRecord for Logged {
+    fn kind(&self) -> &str {
+        self.0.kind()
+    }
+    fn alert(&self) -> Option<&str> {
+        self.0.alert().map(AlertId::as_str)
+    }
+    fn at_millis(&self) -> i64 {
+        self.0.at().as_millis()
+    }
+}

@@ -37,6 +37,7 @@ fn write_district(dir: &Path) {
              "geometry": {"type": "Polygon", "coordinates": [[[116.2,40.2],[116.25,40.2],[116.25,40.25],[116.2,40.25],[116.2,40.2]]]}}
         ]
     });
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("areas.geojson"), serde_json::to_string_pretty(&areas).unwrap()).unwrap();
     let people = "\
 id,name,role,supervisor,areas,lon,lat,town,phones

@@ -21,7 +21,11 @@ impl Clock {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let origin = Timestamp(wall.max(not_before.map(|t| t.0 + 1).unwrap_or(i64::MIN)));
-        Clock { started: Instant::now(), origin, speed }
+        Clock {
+            started: Instant::now(),
+            origin,
+            speed,
+        }
     }
 
     /// The gateway's current time.

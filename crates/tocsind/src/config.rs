@@ -115,7 +115,11 @@ pub struct ApiSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        ApiSection { listen: default_listen(), max_body_bytes: default_max_body(), tokens: Vec::new() }
+        ApiSection {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -181,46 +185,77 @@ impl Config {
     /// Reads and validates a config file. Relative paths in it are resolved against the
     /// file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, path, base)
     }
 
     /// Parses and validates config text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),
-            line: line_of(text, key).map(|n| format!(" (line {n})")).unwrap_or_default(),
+            line: line_of(text, key)
+                .map(|n| format!(" (line {n})"))
+                .unwrap_or_default(),
             message,
         };
         if cfg.ack.key.chars().count() < 16 {
             return Err(invalid("ack.key", "must be at least 16 characters".into()));
         }
-        if !(cfg.node.clock_speed.is_finite() && cfg.node.clock_speed >= 1.0 && cfg.node.clock_speed <= 1000.0) {
-            return Err(invalid("node.clock_speed", "must be between 1 and 1000".into()));
+        if !(cfg.node.clock_speed.is_finite()
+            && cfg.node.clock_speed >= 1.0
+            && cfg.node.clock_speed <= 1000.0)
+        {
+            return Err(invalid(
+                "node.clock_speed",
+                "must be between 1 and 1000".into(),
+            ));
         }
         if !matches!(cfg.node.durability.as_str(), "full" | "normal") {
-            return Err(invalid("node.durability", format!("{:?} is not `full` or `normal`", cfg.node.durability)));
+            return Err(invalid(
+                "node.durability",
+                format!("{:?} is not `full` or `normal`", cfg.node.durability),
+            ));
         }
         if cfg.directory.default_country.is_empty()
-            || !cfg.directory.default_country.chars().all(|c| c.is_ascii_digit())
+            || !cfg
+                .directory
+                .default_country
+                .chars()
+                .all(|c| c.is_ascii_digit())
         {
-            return Err(invalid("directory.default_country", "must be digits, e.g. \"86\"".into()));
+            return Err(invalid(
+                "directory.default_country",
+                "must be digits, e.g. \"86\"".into(),
+            ));
         }
         if cfg.api.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("api.listen", format!("{:?} is not an address like 127.0.0.1:8080", cfg.api.listen)));
+            return Err(invalid(
+                "api.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", cfg.api.listen),
+            ));
         }
         let mut seen_tokens = std::collections::HashSet::new();
         for (i, t) in cfg.api.tokens.iter().enumerate() {
             if t.token.len() < 16 {
-                return Err(invalid(&format!("api.tokens[{i}].token"), "must be at least 16 characters".into()));
+                return Err(invalid(
+                    &format!("api.tokens[{i}].token"),
+                    "must be at least 16 characters".into(),
+                ));
             }
             if !seen_tokens.insert(t.token.clone()) {
-                return Err(invalid(&format!("api.tokens[{i}].token"), "is used twice".into()));
+                return Err(invalid(
+                    &format!("api.tokens[{i}].token"),
+                    "is used twice".into(),
+                ));
             }
         }
         if let Err(e) = cfg.policies.validate() {
@@ -230,8 +265,15 @@ impl Config {
         }
         let mut held: BTreeMap<String, String> = BTreeMap::new();
         for (name, dev) in &cfg.devices {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(&format!("devices.{name}"), "device names use letters, digits, - and _".into()));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    &format!("devices.{name}"),
+                    "device names use letters, digits, - and _".into(),
+                ));
             }
             for r in dev.resources() {
                 if let Some(other) = held.insert(r.clone(), name.clone()) {
@@ -263,12 +305,13 @@ impl Config {
 /// The 1-based line where a dotted key's last part is first assigned or opened as a table.
 fn line_of(text: &str, key: &str) -> Option<usize> {
     let last = key.rsplit('.').next()?.split('[').next()?;
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        (l.starts_with(last) && l[last.len()..].trim_start().starts_with('='))
-            || (l.starts_with('[') && l.contains(last))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            (l.starts_with(last) && l[last.len()..].trim_start().starts_with('='))
+                || (l.starts_with('[') && l.contains(last))
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -296,13 +339,19 @@ mod tests {
     fn misspelled_keys_are_named() {
         let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
         for (from, to, key) in [
-            ("per_minute = 8          #", "per_mintue = 8 #", "per_mintue"),
+            (
+                "per_minute = 8          #",
+                "per_mintue = 8 #",
+                "per_mintue",
+            ),
             ("durability = \"full\"", "durabilty = \"full\"", "durabilty"),
             ("role = \"issuer\"", "rol = \"issuer\"", "rol"),
         ] {
             let bad = text.replacen(from, to, 1);
             assert_ne!(bad, text, "fixture {from:?} not found");
-            let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+            let err = Config::parse(&bad, Path::new("example.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "error for {key} does not name it: {err}");
             assert!(err.contains("line"), "error for {key} has no line: {err}");
         }
@@ -311,14 +360,29 @@ mod tests {
     #[test]
     fn invalid_values_name_key_and_line() {
         let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
-        let bad = text.replace("key = \"change-me-district-secret-0000\"", "key = \"short\"");
-        let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+        let bad = text.replace(
+            "key = \"change-me-district-secret-0000\"",
+            "key = \"short\"",
+        );
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ack.key") && err.contains("line 23"), "{err}");
-        let bad = text.replace("usb-SIMCOM_SIM7600-if02-port0", "usb-Quectel_EC25-if02-port0");
-        let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+        let bad = text.replace(
+            "usb-SIMCOM_SIM7600-if02-port0",
+            "usb-Quectel_EC25-if02-port0",
+        );
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("already used by device"), "{err}");
-        let bad = text.replace("type = \"at_modem\"\npath = \"/dev/serial/by-id/usb-Q", "type = \"at_modme\"\npath = \"/dev/serial/by-id/usb-Q");
-        let err = Config::parse(&bad, Path::new("example.toml"), Path::new(".")).unwrap_err().to_string();
+        let bad = text.replace(
+            "type = \"at_modem\"\npath = \"/dev/serial/by-id/usb-Q",
+            "type = \"at_modme\"\npath = \"/dev/serial/by-id/usb-Q",
+        );
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at_modme"), "{err}");
     }
 }

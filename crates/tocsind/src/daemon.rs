@@ -3,13 +3,13 @@
 
 use crate::clock::Clock;
 use crate::config::{Config, DeviceConfig};
-use crate::gateway::{Logged, Engine, GatewayHandle, Request, EVENT_BROADCAST, REQUEST_QUEUE};
+use crate::gateway::{EVENT_BROADCAST, Engine, GatewayHandle, Logged, REQUEST_QUEUE, Request};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tocsin_channel::{DeviceEvent, DriverHandle, EVENT_QUEUE};
-use tocsin_core::directory::{load_from_dir_with, Directory};
+use tocsin_core::directory::load_from_dir_with;
 use tocsin_core::{AckKey, DeviceId};
 use tocsin_router::{DeviceInfo, Record, Router, RouterConfig};
 use tocsin_store::{Store, StoreOptions};
@@ -29,12 +29,12 @@ pub struct Running {
     pub engine: JoinHandle<anyhow::Result<()>>,
     /// The API server task.
     pub api: JoinHandle<()>,
-    /// The directory in use.
-    pub directory: Arc<Directory>,
     /// The gateway's clock.
     pub clock: Clock,
     /// Records restored from the log at start.
     pub restored: usize,
+    /// This node's name.
+    pub node: String,
 }
 
 /// Validates a config file and its directory, printing what an operator needs to know.
@@ -60,8 +60,8 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     let running = start(cfg).await?;
     eprintln!(
-        "tocsind: serving on http://{} ({} records restored)",
-        running.api_addr, running.restored
+        "tocsind: serving on http://{} (node {}, {} records restored)",
+        running.api_addr, running.node, running.restored
     );
     wait_for_signal(&running.shutdown).await;
     stop(running).await
@@ -87,8 +87,15 @@ pub async fn stop(running: Running) -> anyhow::Result<()> {
 
 /// Starts every part of the gateway.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    let (directory, rejected) = load_from_dir_with(&cfg.directory.path, &cfg.directory.default_country)
-        .with_context(|| format!("loading the directory from {}", cfg.directory.path.display()))?;
+    let (directory, rejected) =
+        load_from_dir_with(&cfg.directory.path, &cfg.directory.default_country).with_context(
+            || {
+                format!(
+                    "loading the directory from {}",
+                    cfg.directory.path.display()
+                )
+            },
+        )?;
     for r in &rejected {
         tracing::warn!(line = r.line, reason = %r.reason, "people.csv row rejected");
     }
@@ -101,10 +108,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.node.durability == "normal" {
         opts.durability = tocsin_store::Durability::Normal;
     }
-    let store: Store<Logged> = Store::open(&db, opts).with_context(|| format!("opening {}", db.display()))?;
+    let store: Store<Logged> =
+        Store::open(&db, opts).with_context(|| format!("opening {}", db.display()))?;
     let records = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.load_all()).await.context("loading the log")??.into_iter().map(|l| l.0).collect::<Vec<Record>>()
+        tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .context("loading the log")??
+            .into_iter()
+            .map(|l| l.0)
+            .collect::<Vec<Record>>()
     };
     let restored = records.len();
     let last_at = records.iter().map(|r| r.at()).max();
@@ -117,11 +130,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     for (name, dev) in &cfg.devices {
         let id = DeviceId(name.clone());
         let handle = match dev {
-            DeviceConfig::AtModem(m) => {
-                tocsin_at_modem::io::spawn_modem(id.clone(), m.clone(), event_tx.clone(), shutdown.child_token())
-            }
+            DeviceConfig::AtModem(m) => tocsin_at_modem::io::spawn_modem(
+                id.clone(),
+                m.clone(),
+                event_tx.clone(),
+                shutdown.child_token(),
+            ),
         };
-        infos.push(DeviceInfo { id, caps: handle.caps.clone() });
+        infos.push(DeviceInfo {
+            id,
+            caps: handle.caps.clone(),
+        });
         drivers.push(handle);
     }
     let router_config = RouterConfig {
@@ -129,12 +148,20 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         ack_key: AckKey::new(cfg.ack.key.as_bytes().to_vec()),
         devices: infos,
     };
-    let router = Router::restore(router_config, records, clock.now()).context("restoring the 叫应 engine from the log")?;
+    let router = Router::restore(router_config, records, clock.now())
+        .context("restoring the 叫应 engine from the log")?;
 
     let (req_tx, req_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let (events, _) = broadcast::channel(EVENT_BROADCAST);
     let handle = GatewayHandle::new(req_tx, events.clone());
-    let engine = Engine::new(router, store.clone(), directory.clone(), drivers, clock, events);
+    let engine = Engine::new(
+        router,
+        store.clone(),
+        directory.clone(),
+        drivers,
+        clock,
+        events,
+    );
     let engine_shutdown = shutdown.clone();
     let engine = tokio::spawn(async move {
         let result = engine.run(req_rx, event_rx, engine_shutdown.clone()).await;
@@ -152,14 +179,27 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let api_addr = listener.local_addr()?;
     let app = tocsin_api::app(
         Arc::new(handle.clone()),
-        tocsin_api::ApiConfig { tokens: cfg.api.tokens.clone(), max_body_bytes: cfg.api.max_body_bytes },
+        tocsin_api::ApiConfig {
+            tokens: cfg.api.tokens.clone(),
+            max_body_bytes: cfg.api.max_body_bytes,
+        },
     );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    Ok(Running { handle, api_addr, shutdown, engine, api, directory, clock, restored })
+    Ok(Running {
+        handle,
+        api_addr,
+        shutdown,
+        engine,
+        api,
+        clock,
+        restored,
+        node: cfg.node.name.clone(),
+    })
 }

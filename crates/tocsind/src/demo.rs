@@ -72,7 +72,11 @@ fn behaviour(role: Role, rng: &mut impl Rng) -> ReplyBehaviour {
     match role {
         Role::Resident => ReplyBehaviour::Never,
         Role::TownOfficial | Role::DistrictOfficial => {
-            if x < 0.9 { reply(30.0, 240.0) } else { ReplyBehaviour::Never }
+            if x < 0.9 {
+                reply(30.0, 240.0)
+            } else {
+                ReplyBehaviour::Never
+            }
         }
         _ => {
             if x < 0.70 {
@@ -80,9 +84,16 @@ fn behaviour(role: Role, rng: &mut impl Rng) -> ReplyBehaviour {
             } else if x < 0.78 {
                 reply(330.0, 600.0) // answers after the 5-minute deadline: late
             } else if x < 0.83 {
-                ReplyBehaviour::WrongCode { min_secs: 20.0, max_secs: 90.0 }
+                ReplyBehaviour::WrongCode {
+                    min_secs: 20.0,
+                    max_secs: 90.0,
+                }
             } else if x < 0.86 {
-                ReplyBehaviour::FromOther { number: "+8619912340000".into(), min_secs: 20.0, max_secs: 90.0 }
+                ReplyBehaviour::FromOther {
+                    number: "+8619912340000".into(),
+                    min_secs: 20.0,
+                    max_secs: 90.0,
+                }
             } else {
                 ReplyBehaviour::Never
             }
@@ -93,8 +104,10 @@ fn behaviour(role: Role, rng: &mut impl Rng) -> ReplyBehaviour {
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let district = find_district(args.district)?;
-    let (directory, _) = load_from_dir(&district).with_context(|| format!("loading {}", district.display()))?;
-    let valley_text = std::fs::read_to_string(district.join("valley.geojson")).context("reading valley.geojson")?;
+    let (directory, _) =
+        load_from_dir(&district).with_context(|| format!("loading {}", district.display()))?;
+    let valley_text = std::fs::read_to_string(district.join("valley.geojson"))
+        .context("reading valley.geojson")?;
     let valley = valley_area(&valley_text)?;
 
     // The people behind the phones.
@@ -104,7 +117,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let b = behaviour(p.role, &mut rng);
         for a in &p.addresses {
             if let Address::Phone(n) = a {
-                phones.push(PhoneScript { number: n.as_str().to_owned(), behaviour: b.clone() });
+                phones.push(PhoneScript {
+                    number: n.as_str().to_owned(),
+                    behaviour: b.clone(),
+                });
             }
         }
     }
@@ -119,7 +135,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut sims = Vec::new();
     let sims_cancel = tokio_util::sync::CancellationToken::new();
     for i in 0..args.modems.max(1) {
-        let sim_cfg = SimConfig { phones: phones.clone(), default_script: ReplyBehaviour::Never, ..SimConfig::default() };
+        let sim_cfg = SimConfig {
+            phones: phones.clone(),
+            default_script: ReplyBehaviour::Never,
+            ..SimConfig::default()
+        };
         let link = data_dir.join(format!("modem-{}", i + 1));
         let sim = tocsin_at_modem::pty::spawn_sim(
             link,
@@ -138,23 +158,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let token: String = {
         let mut r = rand::rngs::StdRng::from_os_rng();
-        (0..24).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[r.random_range(0..32)])).collect()
+        (0..24)
+            .map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[r.random_range(0..32)]))
+            .collect()
     };
     let cfg = Config {
-        node: NodeConfig { name: "demo".into(), data_dir: data_dir.clone(), durability: "full".into(), clock_speed: args.speed },
-        directory: DirectoryConfig { path: district.clone(), default_country: "86".into() },
-        ack: AckConfig { key: format!("demo-secret-{token}") },
+        node: NodeConfig {
+            name: "demo".into(),
+            data_dir: data_dir.clone(),
+            durability: "full".into(),
+            clock_speed: args.speed,
+        },
+        directory: DirectoryConfig {
+            path: district.clone(),
+            default_country: "86".into(),
+        },
+        ack: AckConfig {
+            key: format!("demo-secret-{token}"),
+        },
         api: ApiSection {
             listen: args.listen.clone(),
-            tokens: vec![tocsin_api::ApiToken { name: "demo-operator".into(), token: token.clone(), role: tocsin_api::Role::Issuer }],
+            tokens: vec![tocsin_api::ApiToken {
+                name: "demo-operator".into(),
+                token: token.clone(),
+                role: tocsin_api::Role::Issuer,
+            }],
             ..ApiSection::default()
         },
         devices,
         policies: tocsin_router::Policies::default(),
     };
     let running = daemon::start(cfg).await?;
-    println!("Tocsin demo — SYNTHETIC district: {} people, {} named areas", directory.people().len(), directory.areas().len());
-    println!("  {} simulated GSM modems on pseudo-terminals, clock ×{}", args.modems, args.speed);
+    println!(
+        "Tocsin demo — SYNTHETIC district: {} people, {} named areas",
+        directory.people().len(),
+        directory.areas().len()
+    );
+    println!(
+        "  {} simulated GSM modems on pseudo-terminals, clock ×{}",
+        args.modems,
+        running.clock.speed()
+    );
     println!("  API http://{}  token {}", running.api_addr, token);
     println!("  log {}", data_dir.join("tocsin.db").display());
 
@@ -166,29 +210,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         area: valley,
         exercise: false,
     };
-    let preview = running.handle.preview(alert.clone()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let preview = running
+        .handle
+        .preview(alert.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     println!(
         "preview: {} people ({} responsible), predicted {:.0} s to first-attempt everyone",
         preview.people, preview.responsible, preview.seconds_to_first_attempt_all
     );
-    let accepted = running.handle.submit(alert, "demo-operator").await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    println!("issued red flood alert {} for the valley: {} people\n", accepted.id, accepted.people);
+    let accepted = running
+        .handle
+        .submit(alert, "demo-operator")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    println!(
+        "issued red flood alert {} for the valley: {} people\n",
+        accepted.id, accepted.people
+    );
 
     let started = running.clock.now();
     let mut drawn = 0;
     let summary = loop {
-        let s = running.handle.alert(&accepted.id).await.context("the alert vanished")?;
-        let deliveries = running.handle.deliveries(&accepted.id, None).await.unwrap_or_default();
+        let s = running
+            .handle
+            .alert(&accepted.id)
+            .await
+            .context("the alert vanished")?;
+        let deliveries = running
+            .handle
+            .deliveries(&accepted.id, None)
+            .await
+            .unwrap_or_default();
         drawn = draw_progress(&s, &deliveries, running.clock.now().since(started), drawn);
         if s.state != AlertState::Active {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let deliveries = running.handle.deliveries(&accepted.id, None).await.unwrap_or_default();
+    let deliveries = running
+        .handle
+        .deliveries(&accepted.id, None)
+        .await
+        .unwrap_or_default();
     println!("\n{}", report::render(&summary, &deliveries));
     if !args.until_done {
-        println!("API still up on http://{} (token {}); Ctrl-C to stop.", running.api_addr, token);
+        println!(
+            "API still up on http://{} (token {}); Ctrl-C to stop.",
+            running.api_addr, token
+        );
         daemon::wait_for_signal(&running.shutdown).await;
     }
     let result = daemon::stop(running).await;
@@ -208,7 +278,9 @@ fn valley_area(text: &str) -> anyhow::Result<Vec<AreaSpec>> {
     if let Some(o) = g.as_object_mut() {
         o.retain(|k, _| k == "type" || k == "coordinates");
     }
-    Ok(vec![serde_json::from_value(g).context("valley.geojson geometry")?])
+    Ok(vec![
+        serde_json::from_value(g).context("valley.geojson geometry")?,
+    ])
 }
 
 /// Redraws the progress block in place; returns how many lines it drew.
@@ -238,7 +310,11 @@ fn draw_progress(
     let t = elapsed.as_secs();
     lines.push(format!(
         "{} [{}]  t+{:02}:{:02} (gateway clock)  targets {}",
-        s.alert.headline, s.alert.grade, t / 60, t % 60, s.counts.targets
+        s.alert.headline,
+        s.alert.grade,
+        t / 60,
+        t % 60,
+        s.counts.targets
     ));
     for (b, (attempted, delivered)) in &per_bearer {
         lines.push(format!(
@@ -263,14 +339,24 @@ fn draw_progress(
         s.counts.rejected_replies
     ));
     let mut out = std::io::stdout().lock();
-    if previous_lines > 0 {
-        let _ = write!(out, "\x1b[{previous_lines}A");
+    if std::io::IsTerminal::is_terminal(&out) {
+        // Redraw the block in place.
+        if previous_lines > 0 {
+            let _ = write!(out, "\x1b[{previous_lines}A");
+        }
+        for l in &lines {
+            let _ = writeln!(out, "\x1b[2K{l}");
+        }
+        let _ = out.flush();
+        lines.len()
+    } else {
+        // A log or a pipe: one line per gateway minute, no escape codes.
+        let minute = (t / 60) as usize + 1;
+        if let Some(last) = lines.last().filter(|_| minute != previous_lines) {
+            let _ = writeln!(out, "t+{:02}:{:02} {}", t / 60, t % 60, last.trim_start());
+        }
+        minute
     }
-    for l in &lines {
-        let _ = writeln!(out, "\x1b[2K{l}");
-    }
-    let _ = out.flush();
-    lines.len()
 }
 
 fn bar(n: usize, total: usize) -> String {

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use tocsin_api::{
-    AlertPatch, Accepted, DeviceView, GatewayError, GatewayEvent, HealthReport, NewAlert,
+    Accepted, AlertPatch, DeviceView, GatewayError, GatewayEvent, HealthReport, NewAlert,
 };
 use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, DriverHandle};
 use tocsin_core::directory::Directory;
@@ -53,11 +53,20 @@ pub enum Request {
     /// One alert.
     Alert(AlertId, Reply<Option<AlertSummary>>),
     /// One alert's records.
-    Deliveries(AlertId, Option<DeliveryState>, Reply<Option<Vec<DeliveryView>>>),
+    Deliveries(
+        AlertId,
+        Option<DeliveryState>,
+        Reply<Option<Vec<DeliveryView>>>,
+    ),
     /// Cancel an alert.
     Cancel(AlertId, String, Reply<Result<AlertSummary, GatewayError>>),
     /// Change an alert's grade, text or area.
-    Update(AlertId, AlertPatch, String, Reply<Result<AlertSummary, GatewayError>>),
+    Update(
+        AlertId,
+        AlertPatch,
+        String,
+        Reply<Result<AlertSummary, GatewayError>>,
+    ),
     /// Device health.
     Devices(Reply<Vec<DeviceView>>),
     /// Prometheus text.
@@ -207,7 +216,10 @@ impl Engine {
             }
             Request::Preview(new, reply) => {
                 let id = AlertId("preview".into());
-                let _ = reply.send(self.plan(id, &new, "preview", now).map(|p| self.router.preview(&p)));
+                let _ = reply.send(
+                    self.plan(id, &new, "preview", now)
+                        .map(|p| self.router.preview(&p)),
+                );
             }
             Request::Alerts(reply) => {
                 let _ = reply.send(self.router.alerts());
@@ -238,7 +250,9 @@ impl Engine {
                     area: patch.area.unwrap_or(a.area),
                     exercise: a.exercise,
                 };
-                let result = new.validate().and_then(|()| self.plan(id.clone(), &new, &by, a.accepted_at));
+                let result = new
+                    .validate()
+                    .and_then(|()| self.plan(id.clone(), &new, &by, a.accepted_at));
                 match result {
                     Ok(plan) => match self.router.handle_update(now, plan) {
                         Ok(()) => deferred.push(Deferred::Summary(reply, id)),
@@ -287,18 +301,34 @@ impl Engine {
     }
 
     /// Resolves an alert's area to its targets and the contacts escalation may need.
-    fn plan(&self, id: AlertId, new: &NewAlert, issuer: &str, accepted_at: Timestamp) -> Result<AlertPlan, GatewayError> {
+    fn plan(
+        &self,
+        id: AlertId,
+        new: &NewAlert,
+        issuer: &str,
+        accepted_at: Timestamp,
+    ) -> Result<AlertPlan, GatewayError> {
         new.validate()?;
         let resolution = self
             .directory
             .resolve(&new.area)
-            .map_err(|e| GatewayError::Invalid { field: "area".into(), message: e.to_string() })?;
-        let mut targets = Vec::with_capacity(resolution.located.len() + resolution.responsible.len());
+            .map_err(|e| GatewayError::Invalid {
+                field: "area".into(),
+                message: e.to_string(),
+            })?;
+        let mut targets =
+            Vec::with_capacity(resolution.located.len() + resolution.responsible.len());
         for (person, area) in &resolution.responsible {
-            targets.push(Target { person: person.clone(), reason: TargetReason::Responsible { area: area.clone() } });
+            targets.push(Target {
+                person: person.clone(),
+                reason: TargetReason::Responsible { area: area.clone() },
+            });
         }
         for person in &resolution.located {
-            targets.push(Target { person: person.clone(), reason: TargetReason::Located });
+            targets.push(Target {
+                person: person.clone(),
+                reason: TargetReason::Located,
+            });
         }
         let mut wanted: BTreeSet<PersonId> = BTreeSet::new();
         for t in &targets {
@@ -355,15 +385,23 @@ impl Engine {
         }
         if !records.is_empty() {
             let started = std::time::Instant::now();
-            if let Err(e) = self.store.append(records.iter().cloned().map(Logged).collect()).await {
+            if let Err(e) = self
+                .store
+                .append(records.iter().cloned().map(Logged).collect())
+                .await
+            {
                 self.store_ok = false;
                 for d in deferred {
                     match d {
                         Deferred::Accepted(reply, _) => {
-                            let _ = reply.send(Err(GatewayError::Unavailable("the store failed; not accepted".into())));
+                            let _ = reply.send(Err(GatewayError::Unavailable(
+                                "the store failed; not accepted".into(),
+                            )));
                         }
                         Deferred::Summary(reply, _) => {
-                            let _ = reply.send(Err(GatewayError::Unavailable("the store failed; not applied".into())));
+                            let _ = reply.send(Err(GatewayError::Unavailable(
+                                "the store failed; not applied".into(),
+                            )));
                         }
                     }
                 }
@@ -380,7 +418,10 @@ impl Engine {
                     let _ = reply.send(Ok(accepted));
                 }
                 Deferred::Summary(reply, id) => {
-                    let summary = self.router.summary(&id).ok_or_else(|| GatewayError::NotFound(format!("alert {id}")));
+                    let summary = self
+                        .router
+                        .summary(&id)
+                        .ok_or_else(|| GatewayError::NotFound(format!("alert {id}")));
                     let _ = reply.send(summary);
                 }
             }
@@ -414,7 +455,11 @@ impl Engine {
             self.synthetic.push_back(DeviceEvent {
                 device,
                 at: self.clock.now(),
-                event: DriverEvent::Failed { attempt, retryable: true, reason: format!("driver queue: {reason}") },
+                event: DriverEvent::Failed {
+                    attempt,
+                    retryable: true,
+                    reason: format!("driver queue: {reason}"),
+                },
             });
         }
     }
@@ -448,7 +493,8 @@ impl GatewayHandle {
             .send(make(tx))
             .await
             .map_err(|_| GatewayError::Unavailable("the gateway is shutting down".into()))?;
-        rx.await.map_err(|_| GatewayError::Unavailable("the gateway stopped before answering".into()))
+        rx.await
+            .map_err(|_| GatewayError::Unavailable("the gateway stopped before answering".into()))
     }
 }
 
@@ -467,15 +513,27 @@ impl tocsin_api::Gateway for GatewayHandle {
         let id = id.clone();
         self.ask(|r| Request::Alert(id, r)).await.ok().flatten()
     }
-    async fn deliveries(&self, id: &AlertId, state: Option<DeliveryState>) -> Option<Vec<DeliveryView>> {
+    async fn deliveries(
+        &self,
+        id: &AlertId,
+        state: Option<DeliveryState>,
+    ) -> Option<Vec<DeliveryView>> {
         let id = id.clone();
-        self.ask(|r| Request::Deliveries(id, state, r)).await.ok().flatten()
+        self.ask(|r| Request::Deliveries(id, state, r))
+            .await
+            .ok()
+            .flatten()
     }
     async fn cancel(&self, id: &AlertId, by: &str) -> Result<AlertSummary, GatewayError> {
         let (id, by) = (id.clone(), by.to_owned());
         self.ask(|r| Request::Cancel(id, by, r)).await?
     }
-    async fn update(&self, id: &AlertId, patch: AlertPatch, by: &str) -> Result<AlertSummary, GatewayError> {
+    async fn update(
+        &self,
+        id: &AlertId,
+        patch: AlertPatch,
+        by: &str,
+    ) -> Result<AlertSummary, GatewayError> {
         let (id, by) = (id.clone(), by.to_owned());
         self.ask(|r| Request::Update(id, patch, by, r)).await?
     }
@@ -489,7 +547,12 @@ impl tocsin_api::Gateway for GatewayHandle {
         self.ask(Request::Metrics).await.unwrap_or_default()
     }
     async fn health(&self) -> HealthReport {
-        self.ask(Request::Health).await.unwrap_or(HealthReport { ok: false, store: false, devices_up: 0, devices_total: 0 })
+        self.ask(Request::Health).await.unwrap_or(HealthReport {
+            ok: false,
+            store: false,
+            devices_up: 0,
+            devices_total: 0,
+        })
     }
 }
 

@@ -4,7 +4,10 @@
 //! - `tocsind check --config FILE` validates a config and the directory it names.
 //! - `tocsind demo` runs the whole gateway against simulated modems on pseudo-terminals.
 
-#![allow(clippy::disallowed_methods, reason = "the daemon binary is where real time enters Tocsin")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the daemon binary is where real time enters Tocsin"
+)]
 
 mod clock;
 mod config;
@@ -49,7 +52,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tocsind: cannot start the runtime: {e}");
@@ -60,7 +66,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Some(Command::Demo(args)) => demo::run(args).await,
             Some(Command::Check) => {
-                let path = cli.config.ok_or_else(|| anyhow::anyhow!("check needs --config FILE"))?;
+                let path = cli
+                    .config
+                    .ok_or_else(|| anyhow::anyhow!("check needs --config FILE"))?;
                 daemon::check(&path)
             }
             Some(Command::Run) | None => {

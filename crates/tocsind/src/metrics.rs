@@ -41,30 +41,60 @@ impl Metrics {
             DriverEvent::Health(_) => "health",
             DriverEvent::Unrecognized { .. } => "unrecognized",
         };
-        *self.device_events.entry((ev.device.0.clone(), kind)).or_default() += 1;
+        *self
+            .device_events
+            .entry((ev.device.0.clone(), kind))
+            .or_default() += 1;
     }
 
     /// The text exposition.
     pub fn render(&self, router: &Router, drivers: &BTreeMap<DeviceId, DriverHandle>) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP tocsin_records_total Records committed to the log, by kind.");
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_records_total Records committed to the log, by kind."
+        );
         let _ = writeln!(out, "# TYPE tocsin_records_total counter");
         for (kind, n) in &self.records {
             let _ = writeln!(out, "tocsin_records_total{{kind=\"{kind}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP tocsin_store_commits_total Store transactions (group commits).");
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_store_commits_total Store transactions (group commits)."
+        );
         let _ = writeln!(out, "# TYPE tocsin_store_commits_total counter");
         let _ = writeln!(out, "tocsin_store_commits_total {}", self.commits);
-        let _ = writeln!(out, "# HELP tocsin_store_commit_seconds Time spent committing, sum and max.");
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_store_commit_seconds Time spent committing, sum and max."
+        );
         let _ = writeln!(out, "# TYPE tocsin_store_commit_seconds gauge");
-        let _ = writeln!(out, "tocsin_store_commit_seconds{{stat=\"sum\"}} {}", self.commit_seconds_sum);
-        let _ = writeln!(out, "tocsin_store_commit_seconds{{stat=\"max\"}} {}", self.commit_seconds_max);
-        let _ = writeln!(out, "# HELP tocsin_device_events_total Driver reports, by device and kind.");
+        let _ = writeln!(
+            out,
+            "tocsin_store_commit_seconds{{stat=\"sum\"}} {}",
+            self.commit_seconds_sum
+        );
+        let _ = writeln!(
+            out,
+            "tocsin_store_commit_seconds{{stat=\"max\"}} {}",
+            self.commit_seconds_max
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_device_events_total Driver reports, by device and kind."
+        );
         let _ = writeln!(out, "# TYPE tocsin_device_events_total counter");
         for ((device, kind), n) in &self.device_events {
-            let _ = writeln!(out, "tocsin_device_events_total{{device=\"{}\",kind=\"{kind}\"}} {n}", escape(device));
+            let _ = writeln!(
+                out,
+                "tocsin_device_events_total{{device=\"{}\",kind=\"{kind}\"}} {n}",
+                escape(device)
+            );
         }
-        let _ = writeln!(out, "# HELP tocsin_device_up Whether a device answers (1) or not (0).");
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_device_up Whether a device answers (1) or not (0)."
+        );
         let _ = writeln!(out, "# TYPE tocsin_device_up gauge");
         for (id, caps, h) in router.device_health() {
             let _ = writeln!(
@@ -75,14 +105,28 @@ impl Metrics {
                 u8::from(h.up)
             );
         }
-        let _ = writeln!(out, "# HELP tocsin_driver_queue_free Free slots in each driver's command queue.");
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_driver_queue_free Free slots in each driver's command queue."
+        );
         let _ = writeln!(out, "# TYPE tocsin_driver_queue_free gauge");
         for (id, d) in drivers {
-            let _ = writeln!(out, "tocsin_driver_queue_free{{device=\"{}\"}} {}", escape(id.as_str()), d.commands.capacity());
+            let _ = writeln!(
+                out,
+                "tocsin_driver_queue_free{{device=\"{}\"}} {}",
+                escape(id.as_str()),
+                d.commands.capacity()
+            );
         }
         let alerts = router.alerts();
-        let active = alerts.iter().filter(|a| a.state == AlertState::Active).count();
-        let _ = writeln!(out, "# HELP tocsin_alerts_active Alerts with open 叫应 records.");
+        let active = alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Active)
+            .count();
+        let _ = writeln!(
+            out,
+            "# HELP tocsin_alerts_active Alerts with open 叫应 records."
+        );
         let _ = writeln!(out, "# TYPE tocsin_alerts_active gauge");
         let _ = writeln!(out, "tocsin_alerts_active {active}");
         out
@@ -90,5 +134,7 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

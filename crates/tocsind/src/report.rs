@@ -12,7 +12,13 @@ fn n(c: &Counts, s: DeliveryState) -> u32 {
 pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
     let mut out = String::new();
     let a = &summary.alert;
-    let _ = writeln!(out, "叫应 report — {} ({}{})", a.headline, a.grade, if a.exercise { ", exercise" } else { "" });
+    let _ = writeln!(
+        out,
+        "叫应 report — {} ({}{})",
+        a.headline,
+        a.grade,
+        if a.exercise { ", exercise" } else { "" }
+    );
     let _ = writeln!(out, "alert {}  state {:?}", a.id, summary.state);
     let _ = writeln!(
         out,
@@ -61,11 +67,19 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
                 d.name,
                 d.town,
                 d.state,
-                d.escalated_to.as_ref().map(|s| format!(" → door-knock by {s}")).unwrap_or_default()
+                d.escalated_to
+                    .as_ref()
+                    .map(|s| format!(" → door-knock by {s}"))
+                    .unwrap_or_default()
             );
         }
         if not_woken.len() > 40 {
-            let _ = writeln!(out, "  … and {} more (GET /v1/alerts/{}/deliveries?state=unreached)", not_woken.len() - 40, a.id);
+            let _ = writeln!(
+                out,
+                "  … and {} more (GET /v1/alerts/{}/deliveries?state=unreached)",
+                not_woken.len() - 40,
+                a.id
+            );
         }
     }
     out

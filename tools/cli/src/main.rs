@@ -1,11 +1,14 @@
 //! `tocsin`: the operator's command line. Talks to a running `tocsind` over its HTTP API,
 //! except `people import`, which checks a people CSV locally and reports every rejected row.
 
-#![allow(clippy::disallowed_methods, reason = "a CLI binary waits on the wall clock between polls")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a CLI binary waits on the wall clock between polls"
+)]
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use tocsin_core::area::AreaSpec;
@@ -16,7 +19,12 @@ use tocsin_router::{AlertState, AlertSummary, DeliveryState};
 #[command(name = "tocsin", version, about)]
 struct Cli {
     /// The gateway's API.
-    #[arg(long, env = "TOCSIN_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "TOCSIN_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
     /// API token (issuer for send/cancel, viewer for the rest).
     #[arg(long, env = "TOCSIN_TOKEN", global = true, hide_env_values = true)]
@@ -122,15 +130,26 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{}", self.base.trim_end_matches('/'), path));
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(
+            method,
+            format!("{}{}", self.base.trim_end_matches('/'), path),
+        );
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -151,11 +170,17 @@ impl Api {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = Api { base: cli.server.clone(), token: cli.token.clone(), http: reqwest::Client::new() };
+    let api = Api {
+        base: cli.server.clone(),
+        token: cli.token.clone(),
+        http: reqwest::Client::new(),
+    };
     match cli.command {
         Command::Alert(AlertCommand::Send(args)) => {
             let body = alert_body(&args)?;
-            let v = api.call(reqwest::Method::POST, "/v1/alerts", Some(body)).await?;
+            let v = api
+                .call(reqwest::Method::POST, "/v1/alerts", Some(body))
+                .await?;
             println!(
                 "accepted {}: {} people ({} responsible, {} located in the area)",
                 v["id"].as_str().unwrap_or("?"),
@@ -166,8 +191,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Alert(AlertCommand::Preview(args)) => {
             let body = alert_body(&args)?;
-            let v = api.call(reqwest::Method::POST, "/v1/alerts/preview", Some(body)).await?;
-            println!("people {}  responsible {}  unreachable {}", v["people"], v["responsible"], v["unreachable"]);
+            let v = api
+                .call(reqwest::Method::POST, "/v1/alerts/preview", Some(body))
+                .await?;
+            println!(
+                "people {}  responsible {}  unreachable {}",
+                v["people"], v["responsible"], v["unreachable"]
+            );
             if let Some(bearers) = v["bearers"].as_array() {
                 for b in bearers {
                     println!(
@@ -179,15 +209,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("predicted time to first-attempt everyone: {:.0} s", v["seconds_to_first_attempt_all"].as_f64().unwrap_or(0.0));
+            println!(
+                "predicted time to first-attempt everyone: {:.0} s",
+                v["seconds_to_first_attempt_all"].as_f64().unwrap_or(0.0)
+            );
         }
         Command::Alert(AlertCommand::Status { id }) => {
-            let v = api.call(reqwest::Method::GET, &format!("/v1/alerts/{id}"), None).await?;
+            let v = api
+                .call(reqwest::Method::GET, &format!("/v1/alerts/{id}"), None)
+                .await?;
             let s: AlertSummary = serde_json::from_value(v).context("unexpected answer")?;
             print_summary(&s);
         }
         Command::Alert(AlertCommand::Watch { id, every }) => loop {
-            let v = api.call(reqwest::Method::GET, &format!("/v1/alerts/{id}"), None).await?;
+            let v = api
+                .call(reqwest::Method::GET, &format!("/v1/alerts/{id}"), None)
+                .await?;
             let s: AlertSummary = serde_json::from_value(v).context("unexpected answer")?;
             print_summary(&s);
             if s.state != AlertState::Active {
@@ -196,14 +233,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs_f64(every.clamp(0.2, 60.0))).await;
         },
         Command::Alert(AlertCommand::Cancel { id }) => {
-            let v = api.call(reqwest::Method::POST, &format!("/v1/alerts/{id}/cancel"), None).await?;
+            let v = api
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/alerts/{id}/cancel"),
+                    None,
+                )
+                .await?;
             let s: AlertSummary = serde_json::from_value(v).context("unexpected answer")?;
             print_summary(&s);
         }
         Command::Alert(AlertCommand::Pending { id }) => {
             for state in ["planned", "attempting", "reached", "escalated", "unreached"] {
                 let v = api
-                    .call(reqwest::Method::GET, &format!("/v1/alerts/{id}/deliveries?state={state}"), None)
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/alerts/{id}/deliveries?state={state}"),
+                        None,
+                    )
                     .await?;
                 for d in v.as_array().into_iter().flatten() {
                     println!(
@@ -212,18 +259,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         d["person"].as_str().unwrap_or("?"),
                         d["name"].as_str().unwrap_or("?"),
                         d["town"].as_str().unwrap_or("?"),
-                        d["escalated_to"].as_str().map(|s| format!("door-knock: {s}")).unwrap_or_default()
+                        d["escalated_to"]
+                            .as_str()
+                            .map(|s| format!("door-knock: {s}"))
+                            .unwrap_or_default()
                     );
                 }
             }
         }
-        Command::People(PeopleCommand::Import { file, default_country }) => {
-            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+        Command::People(PeopleCommand::Import {
+            file,
+            default_country,
+        }) => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
             let (people, rejected) = tocsin_core::directory::load_people_csv(f, &default_country);
             for r in &rejected {
                 println!("line {}: rejected: {}", r.line, r.reason);
             }
-            println!("{} people accepted, {} rows rejected", people.len(), rejected.len());
+            println!(
+                "{} people accepted, {} rows rejected",
+                people.len(),
+                rejected.len()
+            );
             if !rejected.is_empty() {
                 std::process::exit(2);
             }
@@ -256,10 +314,13 @@ fn alert_body(args: &AlertArgs) -> anyhow::Result<Value> {
     let mut area: Vec<AreaSpec> = args
         .area_named
         .iter()
-        .map(|id| AreaSpec::Named { id: id.as_str().into() })
+        .map(|id| AreaSpec::Named {
+            id: id.as_str().into(),
+        })
         .collect();
     if let Some(path) = &args.area_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         area.extend(areas_from_geojson(&text).with_context(|| format!("in {}", path.display()))?);
     }
     if area.is_empty() {
@@ -285,7 +346,9 @@ fn areas_from_geojson(text: &str) -> anyhow::Result<Vec<AreaSpec>> {
             .unwrap_or_default(),
         Some("Feature") => vec![v["geometry"].clone()],
         Some("Polygon" | "MultiPolygon") => vec![v.clone()],
-        other => bail!("expected a Polygon, MultiPolygon, Feature or FeatureCollection, found {other:?}"),
+        other => {
+            bail!("expected a Polygon, MultiPolygon, Feature or FeatureCollection, found {other:?}")
+        }
     };
     geometries
         .into_iter()

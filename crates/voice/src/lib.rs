@@ -1,0 +1,1 @@
+//! Tocsin's speech: renders a warning to 8 kHz audio.

@@ -271,14 +271,16 @@ impl Engine {
                     .device_health()
                     .into_iter()
                     .map(|(id, caps, h)| DeviceView {
+                        // Drivers report health only when it changes; the engine counts
+                        // every send and reply itself, so these are always current.
+                        sent: self.metrics.device_count(&id, "sent"),
+                        received: self.metrics.device_count(&id, "inbound"),
                         id,
                         bearer: caps.bearer,
                         up: h.up,
                         registered: h.registered,
                         signal: h.signal,
                         last_error: h.last_error,
-                        sent: h.sent,
-                        received: h.received,
                         per_minute: caps.per_minute,
                     })
                     .collect();

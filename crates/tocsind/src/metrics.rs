@@ -47,6 +47,14 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Reports of one kind (`sent`, `inbound`, ...) from one device since start.
+    pub fn device_count(&self, device: &DeviceId, kind: &'static str) -> u64 {
+        self.device_events
+            .get(&(device.0.clone(), kind))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The text exposition.
     pub fn render(&self, router: &Router, drivers: &BTreeMap<DeviceId, DriverHandle>) -> String {
         let mut out = String::new();

@@ -111,13 +111,26 @@ enum PeopleCommand {
     },
 }
 
+/// `println!` that ends the program quietly when the reader went away (`tocsin … | head`)
+/// instead of panicking on a broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tocsin: {e:#}");
+            esay!("tocsin: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -181,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = api
                 .call(reqwest::Method::POST, "/v1/alerts", Some(body))
                 .await?;
-            println!(
+            say!(
                 "accepted {}: {} people ({} responsible, {} located in the area)",
                 v["id"].as_str().unwrap_or("?"),
                 v["people"],
@@ -194,13 +207,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = api
                 .call(reqwest::Method::POST, "/v1/alerts/preview", Some(body))
                 .await?;
-            println!(
+            say!(
                 "people {}  responsible {}  unreachable {}",
-                v["people"], v["responsible"], v["unreachable"]
+                v["people"],
+                v["responsible"],
+                v["unreachable"]
             );
             if let Some(bearers) = v["bearers"].as_array() {
                 for b in bearers {
-                    println!(
+                    say!(
                         "  {:<8} {:>6} messages on {:>2} devices, {:>7.0} s",
                         b["bearer"].as_str().unwrap_or("?"),
                         b["messages"],
@@ -209,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!(
+            say!(
                 "predicted time to first-attempt everyone: {:.0} s",
                 v["seconds_to_first_attempt_all"].as_f64().unwrap_or(0.0)
             );
@@ -253,11 +268,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .await?;
                 for d in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<11} {:<12} {:<10} {:<14} {}",
+                    say!(
+                        "{:<11} {:<12} {:<10} {:<17} {:<14} {}",
                         state,
                         d["person"].as_str().unwrap_or("?"),
                         d["name"].as_str().unwrap_or("?"),
+                        d["role"].as_str().unwrap_or("?"),
                         d["town"].as_str().unwrap_or("?"),
                         d["escalated_to"]
                             .as_str()
@@ -275,9 +291,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("opening {}", file.display()))?;
             let (people, rejected) = tocsin_core::directory::load_people_csv(f, &default_country);
             for r in &rejected {
-                println!("line {}: rejected: {}", r.line, r.reason);
+                say!("line {}: rejected: {}", r.line, r.reason);
             }
-            println!(
+            say!(
                 "{} people accepted, {} rows rejected",
                 people.len(),
                 rejected.len()
@@ -293,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn print_summary(s: &AlertSummary) {
     let c = &s.counts;
     let get = |st: DeliveryState| c.by_state.get(&st).copied().unwrap_or(0);
-    println!(
+    say!(
         "{} [{}] {:?}: targets {}  attempting {}  reached {}  acknowledged {} (late {})  escalated {}  confirmed {}  unreached {}  rejected replies {}",
         s.alert.headline,
         s.alert.grade,

@@ -130,7 +130,7 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            esay!("tocsin: {e:#}");
+            eprintln!("tocsin: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -20,11 +20,28 @@
 //! | `areas` | no | ids of the named areas the person answers for, separated by `;` |
 //! | `lon`, `lat` | no | where the person is (WGS84 degrees); both or neither |
 //! | `town` | no | town name for per-town reports |
-//! | `phones` | yes | phone numbers separated by `;`, national or international form |
+//! | `phones` | yes (the column; a row may leave it empty) | phone numbers separated by `;`, national or international form |
+//! | `beidou` | no | BeiDou RDSS card numbers separated by `;`: 1 to [`BEIDOU_CARD_MAX_DIGITS`] digits |
+//! | `mesh` | no | Meshtastic node numbers separated by `;`: `!` and 8 hex digits (`!a1b2c3d4`, as the apps show them) or decimal |
+//! | `sbd` | no | Iridium SBD modem IMEIs separated by `;`: 15 digits |
+//! | `app` | no | app push subscriber ids separated by `;`: opaque text, at most [`APP_ID_MAX_CHARS`] characters |
 //!
-//! A bad row (missing id, duplicate id, unknown role, bad phone number, bad lon/lat) is
-//! rejected with its line number and the reason; the rest of the file is still imported,
-//! because one typo must not leave a whole district without warnings.
+//! Addresses are kept in that column order (phones first), each once per person.
+//!
+//! The BeiDou card-number format is **unconfirmed**: BDS-2 terminals report 7-digit card
+//! ids and BDS-3 terminals may zero-pad them to 8 (protocols brief §1). The loader takes
+//! the digits as written (no padding is added or removed) and accepts 1 to
+//! [`BEIDOU_CARD_MAX_DIGITS`] of them, a deliberately loose rule kept in one place so it
+//! can be narrowed or made a setting once real cards have been seen.
+//!
+//! A bad row (missing id, duplicate id, unknown role, a bad phone number, card number,
+//! node number, IMEI or app id, bad lon/lat) is rejected with its line number and the
+//! reason; the rest of the file is still imported, because one typo must not leave a
+//! whole district without warnings. A person needs no phone if they have another
+//! address (a remote village lead may have only a BeiDou card). A person with no address
+//! at all is still imported, because they still count in the alert's reach and their
+//! supervisor is still escalated to, and is reported with `kept: true` and the reason
+//! "no address: cannot be reached".
 
 use crate::address::{Address, PhoneNumber};
 use crate::area::{AreaError, AreaKind, AreaSpec, NamedArea, Region, validate_position};
@@ -36,6 +53,16 @@ use std::path::{Path, PathBuf};
 
 /// Country code used for national phone numbers by [`load_from_dir`] (China).
 pub const DEFAULT_COUNTRY: &str = "86";
+
+/// Most digits accepted in a BeiDou card number (the format is unconfirmed; see the
+/// module documentation).
+pub const BEIDOU_CARD_MAX_DIGITS: usize = 10;
+
+/// Digits in an Iridium SBD modem IMEI.
+pub const SBD_IMEI_DIGITS: usize = 15;
+
+/// Most characters accepted in an app push subscriber id.
+pub const APP_ID_MAX_CHARS: usize = 128;
 
 /// Why a directory could not be built or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +158,9 @@ pub struct RejectedRow {
     pub line: usize,
     /// What is wrong, in words an operator can act on.
     pub reason: String,
-    /// `true` when the person was still imported with the bad reference removed (an
-    /// unknown supervisor or area, see [`load_from_dir`]); `false` when the row was
-    /// dropped.
+    /// `true` when the person was still imported: with the bad reference removed (an
+    /// unknown supervisor or area, see [`load_from_dir`]), or as written but with no
+    /// address to reach them at; `false` when the row was dropped.
     pub kept: bool,
 }
 
@@ -461,6 +488,10 @@ struct Columns {
     lon: Option<usize>,
     lat: Option<usize>,
     town: Option<usize>,
+    beidou: Option<usize>,
+    mesh: Option<usize>,
+    sbd: Option<usize>,
+    app: Option<usize>,
 }
 
 fn load_people_csv_lines<R: std::io::Read>(
@@ -509,6 +540,10 @@ fn load_people_csv_lines<R: std::io::Read>(
         lon: col("lon"),
         lat: col("lat"),
         town: col("town"),
+        beidou: col("beidou"),
+        mesh: col("mesh"),
+        sbd: col("sbd"),
+        app: col("app"),
     };
 
     let mut people: Vec<(usize, Person)> = Vec::new();
@@ -536,6 +571,16 @@ fn load_people_csv_lines<R: std::io::Read>(
                                 kept: false,
                             });
                         } else {
+                            if person.addresses.is_empty() {
+                                rejected.push(RejectedRow {
+                                    line,
+                                    reason: format!(
+                                        "person {}: no address: cannot be reached",
+                                        person.id
+                                    ),
+                                    kept: true,
+                                });
+                            }
                             seen.insert(person.id.0.clone(), line);
                             people.push((line, person));
                         }
@@ -622,21 +667,29 @@ fn parse_person(
     };
 
     let mut addresses = Vec::new();
-    for (k, raw) in field(cols.phones)
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .enumerate()
-    {
-        let phone = PhoneNumber::parse(raw, default_country)
-            .map_err(|e| format!("person {id}: phone {}: {e}", k + 1))?;
-        let address = Address::Phone(phone);
-        if !addresses.contains(&address) {
-            addresses.push(address);
+    let columns: [(&str, Option<usize>, AddressParser<'_>); 5] = [
+        ("phone", Some(cols.phones), &|raw| {
+            PhoneNumber::parse(raw, default_country)
+                .map(Address::Phone)
+                .map_err(|e| e.to_string())
+        }),
+        ("beidou", cols.beidou, &parse_beidou_card),
+        ("mesh", cols.mesh, &parse_mesh_node),
+        ("sbd", cols.sbd, &parse_sbd_imei),
+        ("app", cols.app, &parse_app_id),
+    ];
+    for (label, column, parse) in columns {
+        for (k, raw) in opt(column)
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
+            let address = parse(raw).map_err(|e| format!("person {id}: {label} {}: {e}", k + 1))?;
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
         }
-    }
-    if addresses.is_empty() {
-        return Err(format!("person {id}: no phone number"));
     }
 
     Ok(Person {
@@ -649,6 +702,68 @@ fn parse_person(
         town: opt(cols.town).to_owned(),
         addresses,
     })
+}
+
+/// Turns one `;`-separated value of an address column into an address, or says why not.
+type AddressParser<'a> = &'a dyn Fn(&str) -> Result<Address, String>;
+
+fn parse_beidou_card(raw: &str) -> Result<Address, String> {
+    if raw.is_empty()
+        || raw.len() > BEIDOU_CARD_MAX_DIGITS
+        || !raw.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "card number {raw:?} must be 1 to {BEIDOU_CARD_MAX_DIGITS} digits"
+        ));
+    }
+    Ok(Address::BeidouCard(raw.to_owned()))
+}
+
+fn parse_mesh_node(raw: &str) -> Result<Address, String> {
+    let bad = || {
+        format!("node {raw:?} must be ! and 8 hex digits (like !a1b2c3d4) or a decimal node number")
+    };
+    let node = if let Some(hex) = raw.strip_prefix('!') {
+        // Exactly 8 digits: a dropped digit would silently name another radio.
+        if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        u32::from_str_radix(hex, 16).map_err(|_| bad())?
+    } else {
+        if !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        raw.parse::<u32>().map_err(|_| bad())?
+    };
+    // The broadcast number would send one person's warning (and its ack code) to every
+    // radio in range; 0 is no node at all.
+    if node == u32::MAX || node == 0 {
+        return Err(format!(
+            "node {raw:?} is reserved (0 or the broadcast !ffffffff), not a radio"
+        ));
+    }
+    Ok(Address::MeshNode(node))
+}
+
+fn parse_sbd_imei(raw: &str) -> Result<Address, String> {
+    if raw.len() != SBD_IMEI_DIGITS || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("IMEI {raw:?} must be {SBD_IMEI_DIGITS} digits"));
+    }
+    Ok(Address::SbdImei(raw.to_owned()))
+}
+
+fn parse_app_id(raw: &str) -> Result<Address, String> {
+    let n = raw.chars().count();
+    if n > APP_ID_MAX_CHARS {
+        // Not echoed: a runaway cell could be megabytes.
+        return Err(format!(
+            "id of {n} characters is longer than {APP_ID_MAX_CHARS}"
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(format!("id {raw:?} contains a control character"));
+    }
+    Ok(Address::App(raw.to_owned()))
 }
 
 /// Reads the areas GeoJSON (format in the module documentation). Errors name the
@@ -851,6 +966,7 @@ pub fn load_from_dir_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::Bearer;
 
     fn square(x0: f64, y0: f64, s: f64) -> AreaSpec {
         AreaSpec::Polygon {
@@ -1140,43 +1256,182 @@ h7,卫东,grid_lead,gone,v2;v9,116.07,40.02,镇,13800138009
     fn csv_rows_are_rejected_with_reasons_not_aborted() {
         let (people, rejected) = load_people_csv(CSV.as_bytes(), "86");
         let got: Vec<&str> = people.iter().map(|p| p.id.as_str()).collect();
-        assert_eq!(got, vec!["t1", "h1", "r2", "h7"]);
+        assert_eq!(got, vec!["t1", "h1", "r1", "r2", "h7"]);
         let h1 = &people[1];
         assert_eq!(h1.supervisor, Some("t1".into()));
         assert_eq!(h1.areas, vec![AreaId::from("v1"), AreaId::from("hp")]);
         assert_eq!(h1.location, Some([116.02, 40.02]));
         assert_eq!(h1.addresses.len(), 2);
-        assert_eq!(people[2].addresses[0].to_string(), "+861065123456");
-        let lines: Vec<(usize, &str)> = rejected
+        assert!(people[2].addresses.is_empty());
+        assert_eq!(people[3].addresses[0].to_string(), "+861065123456");
+        let lines: Vec<(usize, &str, bool)> = rejected
             .iter()
-            .map(|r| (r.line, r.reason.as_str()))
+            .map(|r| (r.line, r.reason.as_str(), r.kept))
             .collect();
         assert_eq!(
             lines,
             vec![
-                (4, "missing id"),
+                (4, "missing id", false),
                 (
                     5,
-                    "person h2: unknown role \"mayor\" (expected one of resident, village_head, grid_lead, hazard_warden, reservoir_warden, town_official, district_official, field_crew)"
+                    "person h2: unknown role \"mayor\" (expected one of resident, village_head, grid_lead, hazard_warden, reservoir_warden, town_official, district_official, field_crew)",
+                    false
                 ),
                 (
                     6,
-                    "person h3: lon and lat must both be given or both be empty"
+                    "person h3: lon and lat must both be given or both be empty",
+                    false
                 ),
-                (7, "person h4: lon \"east\" is not a number"),
+                (7, "person h4: lon \"east\" is not a number", false),
                 (
                     8,
-                    "person h5: location: position [190, 40.02] is out of range (lon -180..180, lat -90..90)"
+                    "person h5: location: position [190, 40.02] is out of range (lon -180..180, lat -90..90)",
+                    false
                 ),
                 (
                     9,
-                    "person h6: phone 1: phone number \"13x\" contains a character that is not a digit"
+                    "person h6: phone 1: phone number \"13x\" contains a character that is not a digit",
+                    false
                 ),
-                (10, "duplicate id h1 (first on line 3)"),
-                (11, "person r1: no phone number"),
+                (10, "duplicate id h1 (first on line 3)", false),
+                // Imported all the same: they count in an alert's reach and their
+                // supervisor is still escalated to.
+                (11, "person r1: no address: cannot be reached", true),
+            ]
+        );
+    }
+
+    const OFFGRID_CSV: &str = "\
+id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app
+a1,甲,village_head,,,116.0,40.0,镇,,0242286,,,
+a2,乙,grid_lead,,,116.0,40.0,镇,13800138000,04207733;0242286;0242286,!0a0b0c0d;4294967294,300234010753370,wx-9f3a;wx-9f3a
+a3,丙,field_crew,,,,,镇,,,!DEADBEEF,,
+a4,丁,field_crew,,,,,镇,,,,,user:42@app
+b1,戊,grid_lead,,,,,镇,,02422x6,,,
+b2,己,grid_lead,,,,,镇,,12345678901,,,
+b3,庚,grid_lead,,,,,镇,,,!0a0b0c0,,
+b4,辛,grid_lead,,,,,镇,,,!0a0b0c0g,,
+b5,壬,grid_lead,,,,,镇,,,!ffffffff,,
+b6,癸,grid_lead,,,,,镇,,,4294967296,,
+b7,子,grid_lead,,,,,镇,,,0,,
+b8,丑,grid_lead,,,,,镇,,,-5,,
+b9,寅,grid_lead,,,,,镇,,,,30023401075337,
+c1,卯,grid_lead,,,,,镇,,,,30023401075337a,
+c2,辰,grid_lead,,,,,镇,,,,,\"a\tb\"
+c3,巳,grid_lead,,,,,镇,13800138000,,,,
+";
+
+    #[test]
+    fn csv_offgrid_columns_are_parsed_and_checked() {
+        let long_app = "x".repeat(APP_ID_MAX_CHARS + 1);
+        let csv = format!("{OFFGRID_CSV}c4,午,grid_lead,,,,,镇,,,,,{long_app}\n");
+        let (people, rejected) = load_people_csv(csv.as_bytes(), "86");
+        let got: Vec<&str> = people.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(got, vec!["a1", "a2", "a3", "a4", "c3"]);
+        // No phone, a BeiDou card only: reachable, so imported without a report.
+        assert_eq!(
+            people[0].addresses,
+            vec![Address::BeidouCard("0242286".into())]
+        );
+        // Column order, each address once; zero-padding kept as written.
+        let a2: Vec<String> = people[1].addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            a2,
+            vec![
+                "+8613800138000",
+                "bd:04207733",
+                "bd:0242286",
+                "mesh:!0a0b0c0d",
+                "mesh:!fffffffe",
+                "sbd:300234010753370",
+                "app:wx-9f3a",
+            ]
+        );
+        assert_eq!(people[2].addresses, vec![Address::MeshNode(0xdead_beef)]);
+        assert_eq!(
+            people[3].addresses,
+            vec![Address::App("user:42@app".into())]
+        );
+        assert!(people[4].addresses.iter().all(|a| a.serves(Bearer::Sms)));
+
+        let lines: Vec<(usize, &str)> = rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        let node_fmt = "must be ! and 8 hex digits (like !a1b2c3d4) or a decimal node number";
+        assert_eq!(
+            lines,
+            vec![
+                (
+                    6,
+                    "person b1: beidou 1: card number \"02422x6\" must be 1 to 10 digits"
+                ),
+                (
+                    7,
+                    "person b2: beidou 1: card number \"12345678901\" must be 1 to 10 digits"
+                ),
+                (
+                    8,
+                    &format!("person b3: mesh 1: node \"!0a0b0c0\" {node_fmt}")
+                ),
+                (
+                    9,
+                    &format!("person b4: mesh 1: node \"!0a0b0c0g\" {node_fmt}")
+                ),
+                (
+                    10,
+                    "person b5: mesh 1: node \"!ffffffff\" is reserved (0 or the broadcast !ffffffff), not a radio"
+                ),
+                (
+                    11,
+                    &format!("person b6: mesh 1: node \"4294967296\" {node_fmt}")
+                ),
+                (
+                    12,
+                    "person b7: mesh 1: node \"0\" is reserved (0 or the broadcast !ffffffff), not a radio"
+                ),
+                (13, &format!("person b8: mesh 1: node \"-5\" {node_fmt}")),
+                (
+                    14,
+                    "person b9: sbd 1: IMEI \"30023401075337\" must be 15 digits"
+                ),
+                (
+                    15,
+                    "person c1: sbd 1: IMEI \"30023401075337a\" must be 15 digits"
+                ),
+                (
+                    16,
+                    "person c2: app 1: id \"a\\tb\" contains a control character"
+                ),
+                (
+                    18,
+                    "person c4: app 1: id of 129 characters is longer than 128"
+                ),
             ]
         );
         assert!(rejected.iter().all(|r| !r.kept));
+    }
+
+    #[test]
+    fn csv_without_the_offgrid_columns_still_loads() {
+        // The header of files written before the off-grid bearers existed.
+        let csv = "id,name,role,phones\nx,甲,village_head,13800138000\ny,乙,resident,\n";
+        let (people, rejected) = load_people_csv(csv.as_bytes(), "86");
+        assert_eq!(people.len(), 2);
+        assert_eq!(people[0].addresses.len(), 1);
+        assert_eq!(
+            rejected,
+            vec![RejectedRow {
+                line: 3,
+                reason: "person y: no address: cannot be reached".into(),
+                kept: true
+            }]
+        );
+        // An off-grid column without the phones column is still a header error.
+        let (people, rejected) =
+            load_people_csv("id,name,role,beidou\nx,a,resident,1\n".as_bytes(), "86");
+        assert!(people.is_empty());
+        assert_eq!(rejected[0].reason, "header is missing column(s): phones");
     }
 
     #[test]
@@ -1265,6 +1520,7 @@ h7,卫东,grid_lead,gone,v2;v9,116.07,40.02,镇,13800138009
         assert_eq!(
             kept,
             vec![
+                "person r1: no address: cannot be reached",
                 "person h7: supervisor gone is not in the directory; kept without a supervisor",
                 "person h7: area v2 is not in areas.geojson; kept without it",
                 "person h7: area v9 is not in areas.geojson; kept without it",

@@ -4,6 +4,7 @@
 
 mod district;
 mod geofence;
+mod sms;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     /// Time geofence resolution: 1,000,000 endpoints, a 200-vertex alert polygon, 300
     /// village polygons.
     Geofence(geofence::GeofenceArgs),
+    /// SMS throughput of the real modem driver against the simulator's per-message latency.
+    Sms(sms::SmsArgs),
     /// Generate the SYNTHETIC demo district (areas.geojson, people.csv, valley.geojson).
     GenDistrict {
         /// Output folder.
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
         Command::Geofence(args) => {
             geofence::run(&args)?;
         }
+        Command::Sms(args) => sms::run(&args)?,
         Command::GenDistrict { out, seed } => {
             for line in district::write(&out, seed)? {
                 println!("{line}");

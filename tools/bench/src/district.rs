@@ -1,9 +1,11 @@
 //! A deterministic generator for a SYNTHETIC demo district: a mountain district north
 //! of Beijing (lon 115.9–117.0, lat 40.3–40.9) with 16 towns, about 310 villages along
-//! valleys (64 of them at risk), hazard points with buffers, a few reservoirs, about
-//! 2,000 people with roles, supervisors and synthetic phone numbers, and a valley
-//! polygon for the demo's red flood alert. Nothing in it describes real places or
-//! people; the same seed always gives the same files.
+//! valleys (64 of them at risk, 8 beyond the mobile network), hazard points with
+//! buffers, a few reservoirs, about 2,000 people with roles, supervisors and synthetic
+//! addresses (phone numbers; BeiDou cards for off-grid leads, some village heads and
+//! the field crew; Meshtastic radios for some leads of at-risk villages; one Iridium
+//! SBD field kit), and a valley polygon for the demo's red flood alert. Nothing in it
+//! describes real places, people or devices; the same seed always gives the same files.
 
 use anyhow::{Context, Result, bail};
 use rand::seq::SliceRandom;
@@ -30,6 +32,18 @@ const AT_RISK: usize = 64;
 /// Hazard points per town and reservoirs in the district.
 const HAZARDS_PER_TOWN: usize = 6;
 const RESERVOIRS: usize = 5;
+/// Off-grid villages (no mobile network; leads carry only a BeiDou card): inside the
+/// demo flood valley, and elsewhere (one per town).
+const REMOTE_IN_VALLEY: usize = 3;
+const REMOTE_ELSEWHERE: usize = 5;
+/// Share of village heads with a network who also carry a BeiDou card.
+const HEAD_BEIDOU_SHARE: f64 = 0.3;
+/// Share of leads in at-risk villages who carry a Meshtastic radio.
+const MESH_SHARE: f64 = 0.4;
+/// People in the field crew.
+const CREW: usize = 3;
+/// Lattice row whose main valley is the demo flood valley.
+const VALLEY_ROW: usize = 1;
 /// Metres per degree of latitude (approximately).
 const M_PER_DEG: f64 = 111_195.0;
 
@@ -378,6 +392,20 @@ pub fn generate(seed: u64) -> Result<District> {
     for &v in order.iter().take(AT_RISK) {
         villages[v].at_risk = true;
     }
+    // The flood valley and the off-grid villages draw nothing from `rng`, so everything
+    // placed after them stays where it was before they existed.
+    let centres: Vec<[f64; 2]> = villages.iter().map(|v| v.center).collect();
+    let valley = flood_valley(&centres, &phases);
+    let in_valley: Vec<bool> = centres.iter().map(|c| contains(&valley, *c)).collect();
+    let remote = remote_villages(&villages, &phases, &in_valley);
+    // The town at the valley's western end, where the field crew is stationed.
+    let valley_head_town = villages
+        .iter()
+        .zip(&in_valley)
+        .filter(|(_, inside)| **inside)
+        .min_by(|a, b| a.0.center[0].total_cmp(&b.0.center[0]))
+        .map(|(v, _)| v.town)
+        .unwrap_or(0);
 
     // Hazard points on the slopes next to villages; reservoirs up side valleys.
     let mut features: Vec<Feature> = Vec::new();
@@ -391,14 +419,18 @@ pub fn generate(seed: u64) -> Result<District> {
             extra: vec![],
         });
     }
-    for v in &villages {
+    for (v, off_grid) in villages.iter().zip(&remote) {
+        let mut extra = vec![("at_risk", json!(v.at_risk))];
+        if *off_grid {
+            extra.push(("off_grid", json!(true)));
+        }
         features.push(Feature {
             id: v.id.clone(),
             kind: "village",
             name: v.name.clone(),
             town: town_name(v.town).to_owned(),
             geometry: polygon_value(&v.ring),
-            extra: vec![("at_risk", json!(v.at_risk))],
+            extra,
         });
     }
     let mut hazards: Vec<(String, usize, [f64; 2])> = Vec::new(); // id, village, centre
@@ -462,13 +494,18 @@ pub fn generate(seed: u64) -> Result<District> {
 
     let areas_geojson = areas_text(&features)?;
 
-    // People.
-    let mut csv = String::from("id,name,role,supervisor,areas,lon,lat,town,phones\n");
+    // People. Everyone's phone numbers are drawn in the same order as before the
+    // off-grid bearers were added, even for leads who end up without a phone, so that
+    // every other person keeps their number; off-grid addresses come from their own
+    // random stream for the same reason.
+    let mut csv =
+        String::from("id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app\n");
     let mut phone = 0u32;
     let mut next_phone = |range: u32| {
         phone += 1;
         format!("+86199000{range}{:04}", phone)
     };
+    let mut offgrid = OffGrid::new(seed);
     let mut name_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let mut person_name = || {
         format!(
@@ -495,14 +532,20 @@ pub fn generate(seed: u64) -> Result<District> {
                    areas: &str,
                    loc: Option<[f64; 2]>,
                    town: &str,
-                   phones: &str| {
+                   reach: &Reach| {
         *counts.entry(role).or_default() += 1;
         let (lon, lat) = loc
             .map(|p| (p[0].to_string(), p[1].to_string()))
             .unwrap_or_default();
+        let Reach {
+            phones,
+            beidou,
+            mesh,
+            sbd,
+        } = reach;
         let _ = writeln!(
             csv,
-            "{id},{name},{role},{sup},{areas},{lon},{lat},{town},{phones}"
+            "{id},{name},{role},{sup},{areas},{lon},{lat},{town},{phones},{beidou},{mesh},{sbd},"
         );
     };
     let seat = |t: usize| villages.iter().find(|v| v.town == t).map(|v| v.center);
@@ -518,7 +561,7 @@ pub fn generate(seed: u64) -> Result<District> {
             "",
             loc,
             town_name(0),
-            &p,
+            &Reach::phone(p),
         );
     }
     for t in 0..towns.len() {
@@ -535,16 +578,33 @@ pub fn generate(seed: u64) -> Result<District> {
                 &format!("T{:02}", t + 1),
                 loc,
                 town_name(t),
-                &p,
+                &Reach::phone(p),
             );
         }
     }
-    for v in &villages {
+    for (vi, v) in villages.iter().enumerate() {
         let town = town_name(v.town);
         let official = format!("T{:02}-O1", v.town + 1);
+        let off_grid = remote.get(vi).copied().unwrap_or(false);
+        // A lead's reach: in an off-grid village a BeiDou card instead of the phone;
+        // in an at-risk village, sometimes a mesh radio as well.
+        let lead = |phones: String, offgrid: &mut OffGrid, beidou_share: f64| {
+            let mut reach = Reach::phone(phones);
+            if off_grid {
+                reach.phones.clear();
+                reach.beidou = offgrid.card();
+            } else if offgrid.chance(beidou_share) {
+                reach.beidou = offgrid.card();
+            }
+            if v.at_risk && offgrid.chance(MESH_SHARE) {
+                reach.mesh = offgrid.node();
+            }
+            reach
+        };
         let head = format!("{}-H", v.id);
         let loc = at_village(&mut rng, v);
         let phones = format!("{};{}", next_phone(0), next_phone(1));
+        let reach = lead(phones, &mut offgrid, HEAD_BEIDOU_SHARE);
         row(
             &mut csv,
             &head,
@@ -554,7 +614,7 @@ pub fn generate(seed: u64) -> Result<District> {
             &v.id,
             Some(loc),
             town,
-            &phones,
+            &reach,
         );
         let grid_leads = if v.at_risk {
             2
@@ -564,6 +624,7 @@ pub fn generate(seed: u64) -> Result<District> {
         for g in 0..grid_leads {
             let loc = at_village(&mut rng, v);
             let p = next_phone(0);
+            let reach = lead(p, &mut offgrid, 0.0);
             row(
                 &mut csv,
                 &format!("{}-G{}", v.id, g + 1),
@@ -573,7 +634,7 @@ pub fn generate(seed: u64) -> Result<District> {
                 &v.id,
                 Some(loc),
                 town,
-                &p,
+                &reach,
             );
         }
         let residents = rng.random_range(3..=4);
@@ -589,7 +650,7 @@ pub fn generate(seed: u64) -> Result<District> {
                 "",
                 Some(loc),
                 town,
-                &p,
+                &Reach::phone(p),
             );
         }
     }
@@ -606,7 +667,7 @@ pub fn generate(seed: u64) -> Result<District> {
             &format!("{id};{}", vil.id),
             Some(*c),
             town_name(vil.town),
-            &p,
+            &Reach::phone(p),
         );
     }
     for (id, t, c) in &reservoirs {
@@ -623,18 +684,179 @@ pub fn generate(seed: u64) -> Result<District> {
                 id,
                 Some(loc),
                 town_name(*t),
-                &p,
+                &Reach::phone(p),
             );
         }
     }
+    // The field crew is stationed at the seat of the town at the valley's head and
+    // answers for that town; everyone carries a phone and a BeiDou card, and the lead
+    // also the crew's Iridium SBD kit. Written last so nobody else's number moves.
+    let crew_town = valley_head_town;
+    let crew_sup = format!("D{:03}", crew_town % 4 + 1);
+    for k in 0..CREW {
+        let id = format!("F01-{}", k + 1);
+        let loc = seat(crew_town).map(|c| [round6(c[0] + 0.0004 * (k + 1) as f64), c[1]]);
+        let mut reach = Reach::phone(next_phone(0));
+        reach.beidou = offgrid.card();
+        if k == 0 {
+            reach.sbd = offgrid.imei();
+        }
+        row(
+            &mut csv,
+            &id,
+            &person_name(),
+            "field_crew",
+            if k == 0 { &crew_sup } else { "F01-1" },
+            &format!("T{:02}", crew_town + 1),
+            loc,
+            town_name(crew_town),
+            &reach,
+        );
+    }
 
-    // The demo's flood valley: a corridor along the row-1 main valley, extended west
-    // to east until it holds about 40 villages.
-    let row = 1;
+    let valley_geojson = serde_json::to_string_pretty(&json!({
+        "type": "Polygon",
+        "name": "SYNTHETIC demo flood valley (not a real place)",
+        "coordinates": [valley],
+    }))?;
+
+    let people_total: usize = counts.values().sum();
+    let mut summary = vec![
+        format!("towns: {}", towns.len()),
+        format!(
+            "villages: {} ({} at risk, {} off-grid: {} of them in the valley)",
+            villages.len(),
+            villages.iter().filter(|v| v.at_risk).count(),
+            remote.iter().filter(|r| **r).count(),
+            remote
+                .iter()
+                .zip(&in_valley)
+                .filter(|(r, i)| **r && **i)
+                .count()
+        ),
+        format!("hazard points: {}", hazards.len()),
+        format!("reservoirs: {}", reservoirs.len()),
+        format!("people: {people_total}"),
+    ];
+    for (role, n) in &counts {
+        summary.push(format!("  {role}: {n}"));
+    }
+    summary.push(format!(
+        "valley.geojson: {} vertices, {} village centres inside",
+        valley.len() - 1,
+        in_valley.iter().filter(|i| **i).count()
+    ));
+    summary.extend(reach_summary(&areas_geojson, &csv, &valley_geojson)?);
+
+    Ok(District {
+        areas_geojson,
+        people_csv: csv,
+        valley_geojson,
+        village_specs: villages
+            .iter()
+            .map(|v| AreaSpec::Polygon {
+                coordinates: vec![v.ring.clone()],
+            })
+            .collect(),
+        summary,
+    })
+}
+
+/// The addresses written for one person: `;`-separated phone numbers and one BeiDou
+/// card, mesh node and SBD IMEI at most (empty when they have none).
+struct Reach {
+    phones: String,
+    beidou: String,
+    mesh: String,
+    sbd: String,
+}
+
+impl Reach {
+    /// Phones only.
+    fn phone(phones: String) -> Reach {
+        Reach {
+            phones,
+            beidou: String::new(),
+            mesh: String::new(),
+            sbd: String::new(),
+        }
+    }
+}
+
+/// Hands out the off-grid addresses: synthetic BeiDou card numbers, unique Meshtastic
+/// node numbers and test-range IMEIs, from a random stream of their own.
+struct OffGrid {
+    rng: ChaCha8Rng,
+    cards: u32,
+    nodes: HashSet<u32>,
+    kits: u32,
+}
+
+impl OffGrid {
+    fn new(seed: u64) -> OffGrid {
+        OffGrid {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0ff6_71d0),
+            cards: 0,
+            nodes: HashSet::new(),
+            kits: 0,
+        }
+    }
+
+    /// A 7-digit card number in the synthetic block `99xxxxx` (BDS-2 cards report 7 digits).
+    fn card(&mut self) -> String {
+        self.cards += 1;
+        format!("99{:05}", self.cards)
+    }
+
+    /// A node number no one else has, never 0 or the broadcast number, as `!%08x`.
+    fn node(&mut self) -> String {
+        loop {
+            let n: u32 = self.rng.random();
+            if n != 0 && n != u32::MAX && self.nodes.insert(n) {
+                return format!("!{n:08x}");
+            }
+        }
+    }
+
+    /// A 15-digit IMEI in the test range (reporting body 00) with a valid check digit.
+    fn imei(&mut self) -> String {
+        self.kits += 1;
+        let body = format!("001010{:08}", self.kits);
+        let check = luhn_check_digit(&body);
+        format!("{body}{check}")
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p.min(1.0))
+    }
+}
+
+/// The Luhn check digit that completes `digits` (as IMEIs use it).
+fn luhn_check_digit(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .chars()
+        .rev()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// The demo's flood valley: a corridor along the row-1 main valley, extended west to
+/// east until it holds about 40 village centres.
+fn flood_valley(centres: &[[f64; 2]], phases: &[[f64; 2]]) -> Vec<[f64; 2]> {
+    let phase = phases.get(VALLEY_ROW).copied().unwrap_or_default();
     let start = LON0 + 0.05;
     let half = 0.009;
     let mut end = start + 0.05;
-    let centres: Vec<[f64; 2]> = villages.iter().map(|v| v.center).collect();
     let corridor = |end: f64| -> Vec<[f64; 2]> {
         let n = 24;
         let xs: Vec<f64> = (0..n)
@@ -642,12 +864,12 @@ pub fn generate(seed: u64) -> Result<District> {
             .collect();
         let mut ring: Vec<[f64; 2]> = xs
             .iter()
-            .map(|&x| rp([x, valley_lat(row, phases[row], x) - half]))
+            .map(|&x| rp([x, valley_lat(VALLEY_ROW, phase, x) - half]))
             .collect();
         ring.extend(
             xs.iter()
                 .rev()
-                .map(|&x| rp([x, valley_lat(row, phases[row], x) + half])),
+                .map(|&x| rp([x, valley_lat(VALLEY_ROW, phase, x) + half])),
         );
         if let Some(first) = ring.first().copied() {
             ring.push(first);
@@ -663,46 +885,107 @@ pub fn generate(seed: u64) -> Result<District> {
         end += 0.01;
         valley = corridor(end);
     }
-    let valley_villages = centres.iter().filter(|c| contains(&valley, **c)).count();
-    let valley_geojson = serde_json::to_string_pretty(&json!({
-        "type": "Polygon",
-        "name": "SYNTHETIC demo flood valley (not a real place)",
-        "coordinates": [valley],
-    }))?;
+    valley
+}
 
-    let people_total: usize = counts.values().sum();
-    let mut summary = vec![
-        format!("towns: {}", towns.len()),
-        format!(
-            "villages: {} ({} at risk)",
-            villages.len(),
-            villages.iter().filter(|v| v.at_risk).count()
-        ),
-        format!("hazard points: {}", hazards.len()),
-        format!("reservoirs: {}", reservoirs.len()),
-        format!("people: {people_total}"),
-    ];
-    for (role, n) in &counts {
-        summary.push(format!("  {role}: {n}"));
+/// Picks the villages with no mobile network: the westernmost villages inside the
+/// flood valley (its headwaters) and, elsewhere, the village farthest from its main
+/// valley floor (high up a side valley) in a few towns. A town's first village is its
+/// seat, where the town officials sit, and always has a network.
+fn remote_villages(villages: &[Village], phases: &[[f64; 2]], in_valley: &[bool]) -> Vec<bool> {
+    let mut remote = vec![false; villages.len()];
+    let seats: HashSet<usize> = (0..villages.len())
+        .filter(|&v| villages.iter().position(|x| x.town == villages[v].town) == Some(v))
+        .collect();
+    let mut inside: Vec<usize> = (0..villages.len())
+        .filter(|&v| in_valley.get(v).copied().unwrap_or(false) && !seats.contains(&v))
+        .collect();
+    inside.sort_by(|&a, &b| villages[a].center[0].total_cmp(&villages[b].center[0]));
+    for &v in inside.iter().take(REMOTE_IN_VALLEY) {
+        remote[v] = true;
     }
-    summary.push(format!(
-        "valley.geojson: {} vertices, {} village centres inside",
-        valley.len() - 1,
-        valley_villages
-    ));
+    let mut elsewhere: Vec<(f64, usize)> = (0..villages.len())
+        .filter(|&v| !in_valley.get(v).copied().unwrap_or(false) && !seats.contains(&v))
+        .map(|v| {
+            let row = villages[v].town / GRID;
+            let phase = phases.get(row).copied().unwrap_or_default();
+            let c = villages[v].center;
+            ((c[1] - valley_lat(row, phase, c[0])).abs(), v)
+        })
+        .collect();
+    elsewhere.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut towns = HashSet::new();
+    for (_, v) in elsewhere {
+        if towns.len() >= REMOTE_ELSEWHERE {
+            break;
+        }
+        if towns.insert(villages[v].town) {
+            remote[v] = true;
+        }
+    }
+    remote
+}
 
-    Ok(District {
-        areas_geojson,
-        people_csv: csv,
-        valley_geojson,
-        village_specs: villages
-            .iter()
-            .map(|v| AreaSpec::Polygon {
-                coordinates: vec![v.ring.clone()],
-            })
-            .collect(),
-        summary,
-    })
+/// README lines on who can be reached how, from the files as Tocsin loads them, and on
+/// whom the valley alert reaches.
+fn reach_summary(
+    areas_geojson: &str,
+    people_csv: &str,
+    valley_geojson: &str,
+) -> Result<Vec<String>> {
+    use tocsin_core::directory::{Directory, load_areas_geojson, load_people_csv};
+    use tocsin_core::{Bearer, Person};
+    let areas = load_areas_geojson(areas_geojson)?;
+    let (people, rejected) = load_people_csv(people_csv.as_bytes(), "86");
+    if let Some(r) = rejected.first() {
+        bail!("generated people.csv line {}: {}", r.line, r.reason);
+    }
+    let dir = Directory::new(people, areas)?;
+    let serves = |p: &Person, b: Bearer| p.addresses.iter().any(|a| a.serves(b));
+    let no_phone = |p: &Person| !serves(p, Bearer::Sms);
+    let by_bearer = |people: &[&Person]| -> String {
+        [
+            Bearer::Sms,
+            Bearer::Beidou,
+            Bearer::Mesh,
+            Bearer::Sbd,
+            Bearer::App,
+        ]
+        .iter()
+        .map(|&b| format!("{b} {}", people.iter().filter(|p| serves(p, b)).count()))
+        .collect::<Vec<_>>()
+        .join(", ")
+    };
+    let everyone: Vec<&Person> = dir.people().iter().collect();
+    let mut lines = vec![
+        format!("reachable by: {}", by_bearer(&everyone)),
+        format!(
+            "  no phone (BeiDou card only): {}",
+            everyone.iter().filter(|p| no_phone(p)).count()
+        ),
+    ];
+    let valley: AreaSpec = serde_json::from_str(valley_geojson)?;
+    let r = dir.resolve(&[valley])?;
+    let responsible: Vec<&Person> = r
+        .responsible
+        .iter()
+        .filter_map(|(p, _)| dir.person(p))
+        .collect();
+    lines.push(format!(
+        "valley alert: {} people ({} responsible, {} located)",
+        r.person_count(),
+        r.responsible.len(),
+        r.located.len()
+    ));
+    lines.push(format!(
+        "  responsible reachable by: {}",
+        by_bearer(&responsible)
+    ));
+    lines.push(format!(
+        "  responsible with no phone: {}",
+        responsible.iter().filter(|p| no_phone(p)).count()
+    ));
+    Ok(lines)
 }
 
 fn areas_text(features: &[Feature]) -> Result<String> {
@@ -746,9 +1029,11 @@ fn readme(seed: u64, summary: &[String]) -> String {
     let _ = writeln!(
         s,
         "**Everything in this folder is synthetic.** The towns, villages, hazard points, reservoirs, people, \
-         names and phone numbers were made up by a deterministic generator; they do not describe real places \
-         or real people. The layout only imitates the kind of district Tocsin is built for: a mountain district \
-         north of Beijing (roughly lon 115.9–117.0, lat 40.3–40.9) with villages strung along valleys.\n"
+         names, phone numbers, BeiDou card numbers, Meshtastic node numbers and the Iridium IMEI were made up \
+         by a deterministic generator; they do not describe real places, real people or real devices. The \
+         layout only imitates the kind of district Tocsin is built for: a mountain district north of Beijing \
+         (roughly lon 115.9–117.0, lat 40.3–40.9) with villages strung along valleys, some of them beyond the \
+         mobile network.\n"
     );
     let _ = writeln!(
         s,
@@ -758,20 +1043,39 @@ fn readme(seed: u64, summary: &[String]) -> String {
     let _ = writeln!(
         s,
         "- `areas.geojson` — FeatureCollection of named areas: properties `id`, `kind` (`town`, `village`, \
-         `hazard_point`, `reservoir`), `name`, `town`; villages also carry `at_risk`. Towns and villages are \
-         Polygons (villages have 8–16 vertices and lie inside their town); hazard points are Points with a \
-         `radius_m` buffer; reservoirs are Polygons.\n\
-         - `people.csv` — `id,name,role,supervisor,areas,lon,lat,town,phones` (format in \
-         `tocsin_core::directory`). Village heads and grid leads, hazard and reservoir wardens report to their \
-         town's first official (`Txx-O1`), town officials to a district official (`D00x`). Residents have no \
-         supervisor and answer for no area.\n\
+         `hazard_point`, `reservoir`), `name`, `town`; villages also carry `at_risk`, and the villages with no \
+         mobile network `off_grid: true` (informative; Tocsin ignores it). Towns and villages are Polygons \
+         (villages have 8–16 vertices and lie inside their town); hazard points are Points with a `radius_m` \
+         buffer; reservoirs are Polygons.\n\
+         - `people.csv` — `id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app` (format in \
+         `tocsin_core::directory`; `app` is empty here). Village heads and grid leads, hazard and reservoir \
+         wardens report to their town's first official (`Txx-O1`), town officials to a district official \
+         (`D00x`). Residents have no supervisor and answer for no area.\n\
          - `valley.geojson` — the demo red flood alert's area: a bare GeoJSON Polygon (also a valid \
          `AreaSpec`) along one valley.\n"
     );
+    let _ = writeln!(s, "## Who can be reached how\n");
     let _ = writeln!(
         s,
-        "Phone numbers are in the synthetic range `+86 19900 0xxxx` / `+86 19900 1xxxx` (village heads have a \
-         second number in the latter), unique across the file. Do not point a real modem at them.\n"
+        "- **Off-grid villages** ({REMOTE_IN_VALLEY} at the head of the flood valley, {REMOTE_ELSEWHERE} high up \
+         side valleys elsewhere, one per town; never a town's seat): there is no mobile network, so their \
+         village head and grid leads have **no phone** and carry a BeiDou card only. Their residents keep the \
+         mobile numbers they registered (reached when they are in coverage).\n\
+         - About {:.0}% of the other village heads also carry a BeiDou card besides their phones.\n\
+         - About {:.0}% of the leads (head and grid leads) of at-risk villages carry a Meshtastic radio.\n\
+         - Field crew `F01` ({CREW} people, role `field_crew`): stationed at the seat of the town at the \
+         valley's head and answering for that town; each has a phone and a BeiDou card, and the crew lead \
+         `F01-1` also the crew's Iridium SBD field kit.\n",
+        HEAD_BEIDOU_SHARE * 100.0,
+        MESH_SHARE * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "Synthetic ranges, unique across the file: phone numbers `+86 19900 0xxxx` / `+86 19900 1xxxx` \
+         (village heads have a second number in the latter; the numbers of leads in off-grid villages are \
+         skipped, so everyone else keeps theirs); BeiDou cards `99xxxxx` (7 digits, as BDS-2 cards report \
+         them); Meshtastic node numbers drawn at random, written `!%08x`; the SBD IMEI in the test-IMEI range \
+         (`00…`) with a valid check digit. Do not point a real modem, terminal or radio at them.\n"
     );
     let _ = writeln!(s, "## Contents\n\n```");
     for line in summary {
@@ -785,6 +1089,7 @@ fn readme(seed: u64, summary: &[String]) -> String {
 mod tests {
     use super::*;
     use tocsin_core::directory::{Directory, load_areas_geojson, load_people_csv};
+    use tocsin_core::{Address, AreaKind, Bearer, Person, Role};
 
     #[test]
     fn generated_district_loads_and_the_valley_is_meaningful() {
@@ -793,10 +1098,7 @@ mod tests {
         let (people, rejected) = load_people_csv(d.people_csv.as_bytes(), "86");
         assert!(rejected.is_empty(), "{rejected:?}");
         assert!((1800..=2200).contains(&people.len()), "{}", people.len());
-        let villages = areas
-            .iter()
-            .filter(|a| a.kind == tocsin_core::AreaKind::Village)
-            .count();
+        let villages = areas.iter().filter(|a| a.kind == AreaKind::Village).count();
         assert!((300..=310).contains(&villages), "{villages}");
         let dir = Directory::new(people, areas).unwrap();
         let valley: AreaSpec = serde_json::from_str(&d.valley_geojson).unwrap();
@@ -806,24 +1108,147 @@ mod tests {
             "{}",
             r.person_count()
         );
+        // The valley alert must need the off-grid bearers: responsible persons there
+        // with no phone, and the field crew with its satellite kit.
+        let responsible: Vec<&Person> = r
+            .responsible
+            .iter()
+            .map(|(p, _)| dir.person(p).unwrap())
+            .collect();
+        let phoneless = responsible
+            .iter()
+            .filter(|p| !p.addresses.iter().any(|a| a.serves(Bearer::Sms)))
+            .count();
+        assert!(phoneless >= 3, "{phoneless}");
+        assert!(
+            responsible
+                .iter()
+                .any(|p| p.addresses.iter().any(|a| a.serves(Bearer::Sbd)))
+        );
         // Same seed, same files; and the committed demo district is what seed 7 makes.
         assert_eq!(generate(7).unwrap().people_csv, d.people_csv);
         let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/district");
         let read = |f: &str| std::fs::read_to_string(committed.join(f)).unwrap();
-        assert_eq!(
-            read("areas.geojson"),
-            d.areas_geojson,
-            "regenerate configs/district"
+        // assert! rather than assert_eq!: a diff of whole files buries the message.
+        for (file, generated) in [
+            ("areas.geojson", &d.areas_geojson),
+            ("people.csv", &d.people_csv),
+            ("valley.geojson", &d.valley_geojson),
+        ] {
+            assert!(
+                read(file) == *generated,
+                "configs/district/{file} is not what seed 7 generates: regenerate configs/district"
+            );
+        }
+    }
+
+    #[test]
+    fn off_grid_addresses_follow_the_district_story() {
+        let d = generate(7).unwrap();
+        let areas = load_areas_geojson(&d.areas_geojson).unwrap();
+        let (people, _) = load_people_csv(d.people_csv.as_bytes(), "86");
+        let text: serde_json::Value = serde_json::from_str(&d.areas_geojson).unwrap();
+        let off_grid: HashSet<String> = text["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["properties"]["off_grid"] == json!(true))
+            .map(|f| f["properties"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(off_grid.len(), REMOTE_IN_VALLEY + REMOTE_ELSEWHERE);
+        // Some of them are inside the flood valley, so its alert needs BeiDou.
+        let dir = Directory::new(people.clone(), areas).unwrap();
+        let valley: AreaSpec = serde_json::from_str(&d.valley_geojson).unwrap();
+        let hit = dir.resolve(&[valley]).unwrap().areas;
+        let in_valley = hit.iter().filter(|a| off_grid.contains(a.as_str())).count();
+        assert!(in_valley >= 1, "{in_valley}");
+
+        let has = |p: &Person, b: Bearer| p.addresses.iter().any(|a| a.serves(b));
+        let is_lead = |p: &Person| matches!(p.role, Role::VillageHead | Role::GridLead);
+        let village_of = |p: &Person| p.areas.first().map(|a| a.as_str().to_owned());
+        let mut off_grid_leads = 0;
+        for p in people.iter().filter(|p| is_lead(p)) {
+            let remote = village_of(p).is_some_and(|v| off_grid.contains(&v));
+            if remote {
+                off_grid_leads += 1;
+                assert!(!has(p, Bearer::Sms), "{} has a phone", p.id);
+                assert!(has(p, Bearer::Beidou), "{} has no card", p.id);
+            } else {
+                assert!(has(p, Bearer::Sms), "{} has no phone", p.id);
+            }
+        }
+        assert!(off_grid_leads >= 8, "{off_grid_leads}");
+        // Everyone who is not an off-grid lead still has a phone.
+        let phoneless = people.iter().filter(|p| !has(p, Bearer::Sms)).count();
+        assert_eq!(phoneless, off_grid_leads);
+
+        let heads: Vec<&Person> = people
+            .iter()
+            .filter(|p| p.role == Role::VillageHead)
+            .filter(|p| !village_of(p).is_some_and(|v| off_grid.contains(&v)))
+            .collect();
+        let share =
+            heads.iter().filter(|p| has(p, Bearer::Beidou)).count() as f64 / heads.len() as f64;
+        assert!((0.2..=0.4).contains(&share), "{share}");
+
+        let at_risk: HashSet<&str> = text["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["properties"]["at_risk"] == json!(true))
+            .map(|f| f["properties"]["id"].as_str().unwrap())
+            .collect();
+        let risk_leads: Vec<&Person> = people
+            .iter()
+            .filter(|p| is_lead(p) && village_of(p).is_some_and(|v| at_risk.contains(v.as_str())))
+            .collect();
+        let share = risk_leads.iter().filter(|p| has(p, Bearer::Mesh)).count() as f64
+            / risk_leads.len() as f64;
+        assert!((0.3..=0.5).contains(&share), "{share}");
+        assert!(
+            people
+                .iter()
+                .filter(|p| has(p, Bearer::Mesh))
+                .all(|p| is_lead(p) && village_of(p).is_some_and(|v| at_risk.contains(v.as_str())))
         );
-        assert_eq!(
-            read("people.csv"),
-            d.people_csv,
-            "regenerate configs/district"
+
+        // Every card, node and IMEI belongs to one person only.
+        let mut seen = HashSet::new();
+        for a in people.iter().flat_map(|p| &p.addresses) {
+            assert!(seen.insert(a.clone()), "{a} twice");
+        }
+
+        let crew: Vec<&Person> = people
+            .iter()
+            .filter(|p| p.role == Role::FieldCrew)
+            .collect();
+        assert_eq!(crew.len(), CREW);
+        assert!(
+            crew.iter()
+                .all(|p| has(p, Bearer::Beidou) && has(p, Bearer::Sms))
         );
+        let kits: Vec<&Address> = crew
+            .iter()
+            .flat_map(|p| &p.addresses)
+            .filter(|a| a.serves(Bearer::Sbd))
+            .collect();
+        assert_eq!(kits.len(), 1);
+        assert!(has(crew[0], Bearer::Sbd));
         assert_eq!(
-            read("valley.geojson"),
-            d.valley_geojson,
-            "regenerate configs/district"
+            crew[1].supervisor.as_ref().map(|s| s.as_str()),
+            Some("F01-1")
         );
+        let Address::SbdImei(imei) = kits[0] else {
+            unreachable!()
+        };
+        let (body, check) = imei.split_at(14);
+        assert_eq!(luhn_check_digit(body).to_string(), check);
+    }
+
+    #[test]
+    fn luhn_check_digit_matches_known_imeis() {
+        // The worked example of the IMEI check digit (3GPP TS 23.003 Annex B style).
+        assert_eq!(luhn_check_digit("49015420323751"), 8);
+        assert_eq!(luhn_check_digit("35209900176148"), 1);
     }
 }

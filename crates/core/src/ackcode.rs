@@ -117,10 +117,18 @@ mod tests {
         let a = AlertId::from("alert-1");
         let c1 = AckCode::derive(&k, &a, &PersonId::from("p1"));
         assert_eq!(c1, AckCode::derive(&k, &a, &PersonId::from("p1")));
-        assert_ne!(c1, AckCode::derive(&AckKey::new(b"other".to_vec()), &a, &PersonId::from("p1")));
-        let distinct: std::collections::HashSet<_> =
-            (0..200).map(|i| AckCode::derive(&k, &a, &PersonId(format!("p{i}")))).collect();
-        assert!(distinct.len() > 190, "codes collide too often: {}", distinct.len());
+        assert_ne!(
+            c1,
+            AckCode::derive(&AckKey::new(b"other".to_vec()), &a, &PersonId::from("p1"))
+        );
+        let distinct: std::collections::HashSet<_> = (0..200)
+            .map(|i| AckCode::derive(&k, &a, &PersonId(format!("p{i}"))))
+            .collect();
+        assert!(
+            distinct.len() > 190,
+            "codes collide too often: {}",
+            distinct.len()
+        );
         assert!(c1.as_str().bytes().all(|b| ALPHABET.contains(&b)));
     }
 

@@ -83,7 +83,10 @@ impl PhoneNumber {
     /// Normalises a number as people write it. `+8613800138000`, `008613800138000` and,
     /// with `default_country = "86"`, `13800138000` all become `+8613800138000`.
     pub fn parse(s: &str, default_country: &str) -> Result<Self, PhoneError> {
-        let trimmed: String = s.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
+        let trimmed: String = s
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+            .collect();
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
         }
@@ -196,13 +199,34 @@ mod tests {
 
     #[test]
     fn phone_numbers_normalise_to_international_form() {
-        for s in ["+8613800138000", "008613800138000", "13800138000", "138-0013-8000"] {
-            assert_eq!(PhoneNumber::parse(s, "86").unwrap().as_str(), "+8613800138000", "{s}");
+        for s in [
+            "+8613800138000",
+            "008613800138000",
+            "13800138000",
+            "138-0013-8000",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(s, "86").unwrap().as_str(),
+                "+8613800138000",
+                "{s}"
+            );
         }
-        assert_eq!(PhoneNumber::parse("010 6512 3456", "86").unwrap().as_str(), "+861065123456");
-        assert!(matches!(PhoneNumber::parse("", "86"), Err(PhoneError::Empty)));
-        assert!(matches!(PhoneNumber::parse("13x", "86"), Err(PhoneError::BadCharacter(_))));
-        assert!(matches!(PhoneNumber::parse("+12", "86"), Err(PhoneError::BadLength(_))));
+        assert_eq!(
+            PhoneNumber::parse("010 6512 3456", "86").unwrap().as_str(),
+            "+861065123456"
+        );
+        assert!(matches!(
+            PhoneNumber::parse("", "86"),
+            Err(PhoneError::Empty)
+        ));
+        assert!(matches!(
+            PhoneNumber::parse("13x", "86"),
+            Err(PhoneError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            PhoneNumber::parse("+12", "86"),
+            Err(PhoneError::BadLength(_))
+        ));
     }
 
     #[test]

@@ -290,15 +290,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
             let (people, rejected) = tocsin_core::directory::load_people_csv(f, &default_country);
+            let mut refused = 0;
             for r in &rejected {
-                say!("line {}: rejected: {}", r.line, r.reason);
+                if r.kept {
+                    say!("line {}: imported with a warning: {}", r.line, r.reason);
+                } else {
+                    refused += 1;
+                    say!("line {}: rejected: {}", r.line, r.reason);
+                }
             }
-            say!(
-                "{} people accepted, {} rows rejected",
-                people.len(),
-                rejected.len()
-            );
-            if !rejected.is_empty() {
+            say!("{} people accepted, {refused} rows rejected", people.len());
+            if refused > 0 {
                 std::process::exit(2);
             }
         }

@@ -29,7 +29,23 @@
 //! longer covers. A late ack still counts and is marked late, even after escalation or
 //! `unreached` (the door-knock task is then closed). Records that need no ack (residents by
 //! default, every blue record) end `reached` when delivered, or `unreached` when every
-//! route failed or no delivery report came by the deadline.
+//! route failed or no delivery report came by the deadline. [`Counts::reached`] counts the
+//! people the warning actually reached (delivered on some bearer, or they acknowledged),
+//! whatever state their record is in: an escalated or door-knock-confirmed record whose own
+//! warning never arrived is not "reached".
+//!
+//! # Deadlines
+//!
+//! A record's ack window (without ack: the wait for a delivery report) and its reminders
+//! run from its first warning attempt handed to a device — its first `attempt_started`
+//! record — not from planning. Under-provisioned bearers therefore delay deadlines instead
+//! of escalating or closing people whose first message is still queued: a record waiting in
+//! the queue is `planned`, and is neither escalated nor closed. If that first attempt is
+//! abandoned before any device accepted it (the device went down), nothing went out and
+//! the window waits for the next attempt. A door-knock task's deadline likewise runs from
+//! the task's first attempt. Everything is derived from records, so a replay gives the same
+//! timers. A re-plan without a grade rise keeps the window (`window_from`); a grade rise
+//! starts a new one with the first attempt of the new text.
 //!
 //! # The ack rule
 //!
@@ -39,7 +55,14 @@
 //! lowercase folded ("1 K7QX", "K7QX", "收到k7qx", "1k7qx"). A bare acknowledgement without
 //! a code — "1", "１", "收到", "确认", "ok"/"OK", "好" after trimming and folding — counts only
 //! if that person has exactly one open record (an alert record or a door-knock task) that
-//! needs an ack. A door-knock task is acked the same way by any supervisor it was sent to,
+//! needs an ack — except over a bearer that authenticates the sender
+//! (`Capabilities::sender_authenticated`: BeiDou cards, Meshtastic nodes, later voice calls
+//! answered in the person's own call): there a bare ack from an address registered to
+//! exactly one person counts for that person's most urgent open record (highest grade,
+//! then the most recently opened; a door-knock task opens when escalated), even when they
+//! have several. An address shared by several people (a village terminal) keeps the strict
+//! rule, and SMS, whose caller id can be forged, always does. A door-knock task is acked the
+//! same way by any supervisor it was sent to,
 //! with the task code: `AckCode::derive(key, alert, "{person}/door")` (see [`door_code`]).
 //! Everything else is recorded as a rejected reply with the reason and never counted:
 //! unknown sender, wrong code, someone else's code (naming whose, for the audit only),
@@ -51,9 +74,22 @@
 //! # Sending
 //!
 //! Each device has a token bucket of `Capabilities::per_minute` with burst 1. Sends wait in
-//! a queue per bearer ordered by grade (red first), then by due time (FIFO); each device
-//! takes the next send as soon as its budget allows, and the first sends go out within the
-//! `handle_alert` call itself. [`Router::poll_timeout`] includes the next budget instant.
+//! a queue per bearer ordered by grade (red first), then urgency — warnings to responsible
+//! persons (by role, or targeted for a named area they answer for), door-knock tasks, and
+//! notices to them go before residents' sends of the same grade — then by due time (FIFO:
+//! everyone's first warning, due at planning, goes before reminders and retries that fall
+//! due later). Each device takes the next send as soon as its budget allows, and the first
+//! sends go out within the `handle_alert` call itself. [`Router::poll_timeout`] includes
+//! the next budget instant.
+//!
+//! # Texts
+//!
+//! Each attempt carries the text the chosen device takes in one attempt
+//! (`Capabilities::max_chars`, 0 meaning no stated limit): the full text when it fits,
+//! else a short form — `【红色预警】{headline} 回复1 {CODE}` for the warning, with `【演练】`
+//! first for exercises — with the headline cut if even that is too long; the code and the
+//! exercise mark are never cut (see [`text`]). The `attempt_started` record carries the
+//! text actually sent.
 
 pub mod plan;
 pub mod policy;

@@ -41,12 +41,32 @@ pub struct DeliveryPlan {
     pub attempts_per_route: u32,
     /// Wait after a retryable failure, in milliseconds.
     pub backoff_ms: u64,
-    /// Ack deadline (or, without ack, the delivery-report deadline).
-    pub deadline: Timestamp,
-    /// When reminders are resent while no ack has come.
-    pub reminders: Vec<Timestamp>,
-    /// Door-knock task deadline, in milliseconds from the task's opening.
+    /// Whether the person is a responsible person (by role, or targeted for a named area
+    /// they answer for): their sends go before residents' sends of the same grade.
+    pub responsible: bool,
+    /// The ack window in milliseconds (without ack: how long to wait for a delivery
+    /// report). It runs from the record's first warning attempt handed to a device (its
+    /// `attempt_started` record), not from planning: a person whose first send is still
+    /// queued is neither escalated nor closed.
+    pub window_ms: u64,
+    /// When reminders are resent while no ack has come, in milliseconds from the start of
+    /// the window.
+    pub reminders_ms: Vec<u64>,
+    /// When the window started, if it did before this plan: carried over when an open
+    /// record is re-planned without a grade rise. `None`: it starts with the first warning
+    /// attempt after this plan.
+    pub window_from: Option<Timestamp>,
+    /// Door-knock task deadline, in milliseconds from the task's first attempt handed to a
+    /// device.
     pub task_deadline_ms: u64,
+}
+
+impl DeliveryPlan {
+    /// The ack (or delivery-report) deadline, once the window has started.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.window_from
+            .map(|from| from + std::time::Duration::from_millis(self.window_ms))
+    }
 }
 
 /// A door-knock task: the supervisor goes and checks, and acks with the task's code.
@@ -62,8 +82,9 @@ pub struct DoorKnockTask {
     pub text: String,
     /// Routes to the assignee.
     pub routes: Vec<Route>,
-    /// When the task escalates one level further if nobody confirms.
-    pub deadline: Timestamp,
+    /// How long after the task's first attempt handed to a device it escalates one level
+    /// further if nobody confirms, in milliseconds.
+    pub deadline_ms: u64,
 }
 
 /// What an attempt is for.

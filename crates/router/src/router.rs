@@ -1,14 +1,12 @@
 //! The router: handlers that turn inputs into records (and commands), and the send pump.
 
-use crate::plan::{AlertPlan, Contact};
+use crate::plan::{AlertPlan, Contact, TargetReason};
 use crate::policy::{Policies, ResolvedPolicy};
 use crate::record::{
     DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, Route, Verdict,
 };
 use crate::reply::{ReplyForm, read_reply};
-use crate::state::{
-    CodeRef, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, State, TimerKind, grade_ix,
-};
+use crate::state::{CodeRef, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, QUEUES, State, TimerKind};
 use crate::text;
 use crate::view::{AlertState, DeliveryState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -179,8 +177,8 @@ impl Router {
         let targets = dedup_targets(&plan);
         self.emit(Record::AlertAccepted { at: now, plan });
         let a = self.alert_index(&alert_id)?;
-        for person in targets {
-            let dplan = self.plan_delivery(a, &person, now, None);
+        for (person, responsible) in targets {
+            let dplan = self.plan_delivery(a, &person, responsible, None);
             self.emit(Record::DeliveryPlanned {
                 at: now,
                 alert: alert_id.clone(),
@@ -209,7 +207,7 @@ impl Router {
             || old.text != plan.alert.text
             || old.exercise != plan.alert.exercise;
         let targets = dedup_targets(&plan);
-        let target_set: BTreeSet<&PersonId> = targets.iter().collect();
+        let target_set: BTreeSet<&PersonId> = targets.iter().map(|(p, _)| p).collect();
         self.emit(Record::AlertUpdated {
             at: now,
             plan: plan.clone(),
@@ -241,10 +239,10 @@ impl Router {
                 });
             }
         }
-        for person in targets {
+        for (person, responsible) in targets {
             match self.state.alert(a).by_person.get(&person).copied() {
                 None => {
-                    let dplan = self.plan_delivery(a, &person, now, None);
+                    let dplan = self.plan_delivery(a, &person, responsible, None);
                     self.emit(Record::DeliveryPlanned {
                         at: now,
                         alert: alert_id.clone(),
@@ -256,8 +254,12 @@ impl Router {
                     let del = self.state.delivery(a, d);
                     let back = del.closed && del.state == DeliveryState::Withdrawn;
                     if back || (!del.closed && changed) {
-                        let keep = if back { None } else { Some(del.plan.clone()) };
-                        let dplan = self.plan_delivery(a, &person, now, keep.as_ref());
+                        let keep = if back {
+                            None
+                        } else {
+                            Some((del.plan.clone(), del.window_from))
+                        };
+                        let dplan = self.plan_delivery(a, &person, responsible, keep);
                         self.emit(Record::DeliveryReplanned {
                             at: now,
                             alert: alert_id.clone(),
@@ -354,7 +356,7 @@ impl Router {
                 sent_at,
                 receipt,
             } => {
-                let verdict = self.judge(now, &from, &text);
+                let verdict = self.judge(now, &device, &from, &text);
                 let acked = match &verdict {
                     Verdict::Ack { alert, person, .. }
                     | Verdict::DoorKnockConfirmed { alert, person, .. } => {
@@ -598,37 +600,37 @@ impl Router {
         (first, fallback)
     }
 
-    /// Plans one record. With `keep` (an open record re-planned without a grade rise), the
-    /// old deadline and remaining reminders stand and the stronger of the two policies
-    /// applies.
+    /// Plans one record. `responsible`: targeted for a named area the person answers for.
+    /// With `keep` (an open record re-planned without a grade rise: its plan and window
+    /// start), the old window and reminders stand and the stronger of the two policies
+    /// applies; otherwise the window starts again with the first attempt of the new plan.
     fn plan_delivery(
         &self,
         a: u32,
         person: &PersonId,
-        now: Timestamp,
-        keep: Option<&DeliveryPlan>,
+        responsible: bool,
+        keep: Option<(DeliveryPlan, Option<Timestamp>)>,
     ) -> DeliveryPlan {
         let entry = self.state.alert(a);
         let alert = &entry.plan.alert;
         let contact = entry.contacts.get(person);
         let role = contact.map_or(tocsin_core::Role::Resident, |c| c.role);
-        let raised = keep.is_none_or(|k| alert.grade > k.grade);
-        let grade = keep.map_or(alert.grade, |k| k.grade.max(alert.grade));
+        let raised = keep.as_ref().is_none_or(|(k, _)| alert.grade > k.grade);
+        let grade = keep
+            .as_ref()
+            .map_or(alert.grade, |(k, _)| k.grade.max(alert.grade));
         let pol = self.config.policies.resolve(grade, role);
         let code = AckCode::derive(&self.config.ack_key, &alert.id, person);
         let (routes, fallback) = self.routes(contact, &pol);
-        let deadline_ms = pol.ack_deadline_s.saturating_mul(1000);
-        let (deadline, reminders) = match keep {
-            Some(k) if !raised => (
-                k.deadline,
-                k.reminders.iter().copied().filter(|t| *t > now).collect(),
-            ),
+        let (window_ms, reminders_ms, window_from) = match keep {
+            Some((k, from)) if !raised => (k.window_ms, k.reminders_ms, from),
             _ => {
+                let window_ms = pol.ack_deadline_s.saturating_mul(1000);
                 let n = u64::from(pol.reminders);
                 let reminders = (1..=n)
-                    .map(|k| now + Duration::from_millis(deadline_ms.saturating_mul(k) / (n + 1)))
+                    .map(|k| window_ms.saturating_mul(k) / (n + 1))
                     .collect();
-                (now + Duration::from_millis(deadline_ms), reminders)
+                (window_ms, reminders, None)
             }
         };
         DeliveryPlan {
@@ -641,8 +643,10 @@ impl Router {
             fallback,
             attempts_per_route: pol.attempts_per_bearer,
             backoff_ms: pol.retry_backoff_s.saturating_mul(1000),
-            deadline,
-            reminders,
+            responsible: responsible || role.is_responsible(),
+            window_ms,
+            reminders_ms,
+            window_from,
             task_deadline_ms: pol.door_knock_deadline_s.saturating_mul(1000),
         }
     }
@@ -746,7 +750,7 @@ impl Router {
             code,
             text: text::escalation_message(&alert, &del.name, &del.town, code),
             routes,
-            deadline: now + Duration::from_millis(del.plan.task_deadline_ms),
+            deadline_ms: del.plan.task_deadline_ms,
         };
         let person = del.person.clone();
         self.emit(Record::Escalated {
@@ -845,7 +849,8 @@ impl Router {
                 let Some(lref) = self.pick(bearer, now, &device, up > 1) else {
                     break;
                 };
-                self.dispatch(now, lref, device);
+                let max_chars = self.config.devices[i].caps.max_chars;
+                self.dispatch(now, lref, device, max_chars);
             }
         }
     }
@@ -858,8 +863,8 @@ impl Router {
         choice: bool,
     ) -> Option<LaneRef> {
         let queue = self.state.queues.get(&bearer)?;
-        for g in [Grade::Red, Grade::Orange, Grade::Yellow, Grade::Blue] {
-            let set = queue.get(grade_ix(g))?;
+        for q in (0..QUEUES).rev() {
+            let set = queue.get(q)?;
             let mut first = None;
             // A retry prefers another device than the one it failed on, when there is one;
             // looking a few entries ahead is enough for that and keeps picking cheap.
@@ -879,7 +884,7 @@ impl Router {
         None
     }
 
-    fn dispatch(&mut self, now: Timestamp, lref: LaneRef, device: DeviceId) {
+    fn dispatch(&mut self, now: Timestamp, lref: LaneRef, device: DeviceId, max_chars: usize) {
         let entry = self.state.alert(lref.a);
         let del = self.state.delivery(lref.a, lref.d);
         let lane = self.state.lane(lref);
@@ -889,10 +894,27 @@ impl Router {
             LaneKind::Task(level) => Purpose::DoorKnock { level: *level },
             LaneKind::Notice(notice, _) => Purpose::Notice { notice: *notice },
         };
+        // The text as this device takes it in one attempt: the full text when it fits,
+        // else the short form, and the code is never cut.
+        let alert = &entry.plan.alert;
+        let text = match &lane.kind {
+            _ if text::fits(&lane.text, max_chars) => lane.text.clone(),
+            LaneKind::Alert => text::short_alert(
+                alert,
+                del.plan.ack_required.then_some(del.plan.code),
+                max_chars,
+            ),
+            LaneKind::Task(_) => {
+                let code = del.tasks.last().map_or(del.plan.code, |t| t.code);
+                text::short_escalation(alert, &del.name, code, max_chars)
+            }
+            LaneKind::Notice(NoticeKind::Cancelled, _) => text::short_cancel(alert, max_chars),
+            LaneKind::Notice(NoticeKind::Withdrawn, _) => text::short_withdrawn(alert, max_chars),
+        };
         let out = Outbound {
             attempt,
             to: lane.route.to.clone(),
-            text: lane.text.clone(),
+            text: text.clone(),
             want_report: true,
         };
         let rec = Record::AttemptStarted {
@@ -905,7 +927,7 @@ impl Router {
             bearer: lane.route.bearer,
             device: device.clone(),
             to: lane.route.to.clone(),
-            text: lane.text.clone(),
+            text,
             possible_duplicate: lane.dup_next,
         };
         self.emit(rec);
@@ -913,7 +935,7 @@ impl Router {
     }
 
     /// Judges a reply against the ack rule (see the crate docs).
-    fn judge(&self, now: Timestamp, from: &Address, text: &str) -> Verdict {
+    fn judge(&self, now: Timestamp, device: &DeviceId, from: &Address, text: &str) -> Verdict {
         let empty = BTreeSet::new();
         let people = self.state.address_people.get(from).unwrap_or(&empty);
         let reject = |rejection: Rejection| Verdict::Rejected {
@@ -978,6 +1000,20 @@ impl Router {
                         let code = self.code_of(*r);
                         self.verdict_for(now, *r, code, by.clone(), &reject)
                     }
+                    // The bearer vouches for the sender (a BeiDou card, a mesh node): the
+                    // bare ack is for the person's most urgent open record. An address
+                    // shared by several people keeps the strict rule: it would be a guess
+                    // whose ack it is.
+                    many if people.len() == 1 && self.sender_authenticated(device) => {
+                        let most_urgent = many.iter().max_by_key(|(r, _)| self.urgency(*r));
+                        match most_urgent {
+                            Some((r, by)) => {
+                                let code = self.code_of(*r);
+                                self.verdict_for(now, *r, code, by.clone(), &reject)
+                            }
+                            None => reject(Rejection::NothingOpen),
+                        }
+                    }
                     many => reject(Rejection::Ambiguous {
                         open: many.len() as u32,
                     }),
@@ -985,6 +1021,27 @@ impl Router {
             }
             ReplyForm::Other => reject(Rejection::NotAnAck),
         }
+    }
+
+    /// Whether `device` authenticates the sender of what it receives.
+    fn sender_authenticated(&self, device: &DeviceId) -> bool {
+        self.config
+            .devices
+            .iter()
+            .any(|d| &d.id == device && d.caps.sender_authenticated)
+    }
+
+    /// How urgent an open record is for a bare ack over an authenticated bearer: highest
+    /// grade first, then the most recently opened (a record when planned, a door-knock
+    /// task when escalated), then the later alert.
+    fn urgency(&self, r: CodeRef) -> (Grade, Timestamp, u32, bool) {
+        let del = self.state.delivery(r.a, r.d);
+        let opened = if r.task {
+            del.task_opened.unwrap_or(del.opened)
+        } else {
+            del.opened
+        };
+        (del.plan.grade, opened, r.a, r.task)
     }
 
     fn code_of(&self, r: CodeRef) -> AckCode {
@@ -1061,7 +1118,10 @@ impl Router {
                 _ => Verdict::Ack {
                     alert,
                     person,
-                    late: del.plan.ack_required && now > del.plan.deadline,
+                    late: del.plan.ack_required
+                        && del.window_from.is_some_and(|from| {
+                            now > from + Duration::from_millis(del.plan.window_ms)
+                        }),
                 },
             }
         }
@@ -1086,14 +1146,26 @@ impl Router {
     }
 }
 
-/// Each person once, in plan order.
-fn dedup_targets(plan: &AlertPlan) -> Vec<PersonId> {
-    let mut seen = BTreeSet::new();
-    plan.targets
-        .iter()
-        .filter(|t| seen.insert(t.person.clone()))
-        .map(|t| t.person.clone())
-        .collect()
+/// Each person once, in plan order, with whether any of their targets is for a named area
+/// they are responsible for.
+fn dedup_targets(plan: &AlertPlan) -> Vec<(PersonId, bool)> {
+    let mut index: HashMap<&PersonId, usize> = HashMap::new();
+    let mut out: Vec<(PersonId, bool)> = Vec::new();
+    for t in &plan.targets {
+        let responsible = matches!(t.reason, TargetReason::Responsible { .. });
+        match index.get(&t.person) {
+            Some(&i) => {
+                if let Some(entry) = out.get_mut(i) {
+                    entry.1 |= responsible;
+                }
+            }
+            None => {
+                index.insert(&t.person, out.len());
+                out.push((t.person.clone(), responsible));
+            }
+        }
+    }
+    out
 }
 
 fn usable_rate(per_minute: f64) -> bool {

@@ -24,9 +24,10 @@ pub(crate) struct LaneRef {
 pub(crate) enum TimerKind {
     /// The n-th reminder (1-based) is due.
     Reminder(u32),
-    /// The ack deadline (or the delivery-report deadline when no ack is needed).
+    /// The ack deadline (or the delivery-report deadline when no ack is needed); set when
+    /// the window starts, at the record's first warning attempt.
     Deadline,
-    /// The door-knock task of this level is due.
+    /// The door-knock task of this level is due; set at the task's first attempt.
     Task(u32),
 }
 
@@ -56,6 +57,9 @@ pub(crate) struct Lane {
     pub route: Route,
     pub text: String,
     pub grade: Grade,
+    /// Sent before residents' sends of the same grade: warnings to responsible persons,
+    /// door-knock tasks, and notices to them.
+    pub urgent: bool,
     pub limit: u32,
     pub used: u32,
     /// Position in the send queue while waiting for a device: (due, seq).
@@ -93,6 +97,16 @@ pub(crate) struct Delivery {
     pub escalated: bool,
     pub tasks: Vec<DoorKnockTask>,
     pub timers: Vec<(Timestamp, TimerKind)>,
+    /// When the record was planned (for "most recent" among a person's open records).
+    pub opened: Timestamp,
+    /// Start of the ack window: the first warning attempt handed to a device.
+    pub window_from: Option<Timestamp>,
+    /// When the latest door-knock task was opened.
+    pub task_opened: Option<Timestamp>,
+    /// Whether the latest door-knock task's deadline runs (its first attempt started).
+    pub task_started: bool,
+    /// The warning reached the person: delivered on some bearer, or they acknowledged.
+    pub reached: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +135,8 @@ pub(crate) struct AttemptEntry {
     /// Sent, delivered, failed or abandoned: nothing more is expected for the lane.
     pub settled: bool,
     pub accepted: bool,
+    /// Abandoned before any device accepted it: it surely never went out.
+    pub never_out: bool,
 }
 
 /// Which record a code opens: the person's own, or its door-knock task.
@@ -158,18 +174,23 @@ impl Bucket {
     }
 }
 
-/// Grade as an index into the per-grade queues.
-pub(crate) fn grade_ix(g: Grade) -> usize {
-    match g {
+/// Grade and urgency as an index into a bearer's queues: the higher, the sooner.
+pub(crate) fn queue_ix(g: Grade, urgent: bool) -> usize {
+    let g = match g {
         Grade::Blue => 0,
         Grade::Yellow => 1,
         Grade::Orange => 2,
         Grade::Red => 3,
-    }
+    };
+    g * 2 + usize::from(urgent)
 }
 
-/// The send queue of one bearer: per grade, lanes waiting for a device by (due, seq).
-pub(crate) type BearerQueue = [BTreeSet<(Timestamp, u64, LaneRef)>; 4];
+/// Number of queues per bearer: one per (grade, urgent).
+pub(crate) const QUEUES: usize = 8;
+
+/// The send queue of one bearer: per (grade, urgent), lanes waiting for a device by
+/// (due, seq) — FIFO within a class.
+pub(crate) type BearerQueue = [BTreeSet<(Timestamp, u64, LaneRef)>; QUEUES];
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct State {
@@ -249,7 +270,7 @@ impl State {
         let seq = self.seq;
         let lane = self.lane_mut(r);
         lane.queued = Some((due, seq));
-        let (bearer, g) = (lane.route.bearer, grade_ix(lane.grade));
+        let (bearer, g) = (lane.route.bearer, queue_ix(lane.grade, lane.urgent));
         if let Some(set) = self.queues.entry(bearer).or_default().get_mut(g) {
             set.insert((due, seq, r));
         }
@@ -258,7 +279,7 @@ impl State {
     fn dequeue(&mut self, r: LaneRef) {
         let lane = self.lane_mut(r);
         if let Some((due, seq)) = lane.queued.take() {
-            let (bearer, g) = (lane.route.bearer, grade_ix(lane.grade));
+            let (bearer, g) = (lane.route.bearer, queue_ix(lane.grade, lane.urgent));
             if let Some(set) = self.queues.get_mut(&bearer).and_then(|q| q.get_mut(g)) {
                 set.remove(&(due, seq, r));
             }
@@ -275,11 +296,17 @@ impl State {
         due: Timestamp,
     ) {
         let del = self.delivery_mut(a, d);
+        let urgent = match &kind {
+            LaneKind::Alert => del.plan.responsible,
+            LaneKind::Task(_) => true,
+            LaneKind::Notice(_, recipient) => del.plan.responsible || recipient != &del.person,
+        };
         let lane = Lane {
             kind,
             route,
             text,
             grade: del.plan.grade,
+            urgent,
             limit: del.plan.attempts_per_route.max(1),
             used: 0,
             queued: None,
@@ -371,17 +398,80 @@ impl State {
         }
     }
 
-    /// Lanes and timers of a (re)planned record.
+    /// Lanes and timers of a (re)planned record. The deadline and reminders are set only
+    /// when the window already runs (a re-plan that keeps it); otherwise the first warning
+    /// attempt starts it (see [`State::start_window`]).
     fn start_plan(&mut self, a: u32, d: u32, at: Timestamp) {
         let plan = self.delivery(a, d).plan.clone();
+        self.delivery_mut(a, d).window_from = plan.window_from;
         for route in plan.routes {
             self.add_lane(a, d, LaneKind::Alert, route, plan.message.clone(), at);
         }
-        if self.delivery(a, d).state != DeliveryState::Escalated {
-            self.add_timer(a, d, plan.deadline, TimerKind::Deadline);
-            for (n, t) in plan.reminders.iter().enumerate() {
-                self.add_timer(a, d, *t, TimerKind::Reminder(ix(n + 1)));
-            }
+        if let Some(from) = plan.window_from {
+            self.window_timers(a, d, from, at);
+        }
+    }
+
+    /// The first warning attempt of a record whose window has not started: it starts now.
+    fn start_window(&mut self, a: u32, d: u32, at: Timestamp) {
+        let del = self.delivery_mut(a, d);
+        if del.window_from.is_some() || del.closed {
+            return;
+        }
+        del.window_from = Some(at);
+        self.window_timers(a, d, at, at);
+    }
+
+    /// The window started with an attempt that never went out (its device went down
+    /// before accepting it): when no warning attempt of the record is left that may have
+    /// gone out, the window has not really started and waits for the next attempt.
+    fn unstart_window(&mut self, a: u32, d: u32, at: Timestamp) {
+        let del = self.delivery(a, d);
+        if del.window_from.is_none()
+            || del.plan.window_from.is_some()
+            || del.closed
+            || del.state != DeliveryState::Attempting
+        {
+            return;
+        }
+        let any_out = del.attempts.iter().any(|id| {
+            self.attempts
+                .get(id)
+                .is_some_and(|e| !e.never_out && self.lane(e.lane).kind == LaneKind::Alert)
+        });
+        if any_out {
+            return;
+        }
+        self.remove_timers(a, d, |k| {
+            matches!(k, TimerKind::Deadline | TimerKind::Reminder(_))
+        });
+        let del = self.delivery_mut(a, d);
+        del.window_from = None;
+        del.reminders_done = 0;
+        del.state = DeliveryState::Planned;
+        del.since = at;
+    }
+
+    /// Deadline and reminders of a window started at `from`; reminders already past at
+    /// `after` (a re-plan that keeps the window) are skipped.
+    fn window_timers(&mut self, a: u32, d: u32, from: Timestamp, after: Timestamp) {
+        let del = self.delivery(a, d);
+        if del.state == DeliveryState::Escalated || del.closed {
+            return;
+        }
+        let ms = |m: u64| from + std::time::Duration::from_millis(m);
+        let deadline = ms(del.plan.window_ms);
+        let reminders: Vec<(u32, Timestamp)> = del
+            .plan
+            .reminders_ms
+            .iter()
+            .enumerate()
+            .map(|(n, m)| (ix(n + 1), ms(*m)))
+            .filter(|(_, t)| *t > after)
+            .collect();
+        self.add_timer(a, d, deadline, TimerKind::Deadline);
+        for (n, t) in reminders {
+            self.add_timer(a, d, t, TimerKind::Reminder(n));
         }
     }
 
@@ -500,6 +590,11 @@ impl State {
                     escalated: false,
                     tasks: Vec::new(),
                     timers: Vec::new(),
+                    opened: *at,
+                    window_from: None,
+                    task_opened: None,
+                    task_started: false,
+                    reached: false,
                 });
                 entry.by_person.insert(person.clone(), d);
                 self.reopen(a);
@@ -561,7 +656,8 @@ impl State {
                 l.current = Some(*attempt);
                 l.avoid = None;
                 l.dup_next = false;
-                let is_alert = l.kind == LaneKind::Alert;
+                let kind = l.kind.clone();
+                let is_alert = kind == LaneKind::Alert;
                 self.attempts.insert(
                     *attempt,
                     AttemptEntry {
@@ -575,6 +671,7 @@ impl State {
                         possible_duplicate: *possible_duplicate,
                         settled: false,
                         accepted: false,
+                        never_out: false,
                     },
                 );
                 let del = self.delivery_mut(a, d);
@@ -582,6 +679,23 @@ impl State {
                 if is_alert && del.state == DeliveryState::Planned {
                     del.state = DeliveryState::Attempting;
                     del.since = *at;
+                }
+                match kind {
+                    LaneKind::Alert => self.start_window(a, d, *at),
+                    LaneKind::Task(level) => {
+                        let del = self.delivery_mut(a, d);
+                        let current = del.tasks.last().filter(|t| t.level == level);
+                        if let Some(task) = current
+                            && !del.task_started
+                            && !del.closed
+                            && del.state == DeliveryState::Escalated
+                        {
+                            let due = *at + std::time::Duration::from_millis(task.deadline_ms);
+                            del.task_started = true;
+                            self.add_timer(a, d, due, TimerKind::Task(level));
+                        }
+                    }
+                    LaneKind::Notice(..) => {}
                 }
                 let interval = self.intervals.get(device).copied().unwrap_or(0);
                 self.buckets
@@ -626,6 +740,7 @@ impl State {
                         lane.delivered = true;
                         let is_alert = lane.kind == LaneKind::Alert;
                         let del = self.delivery_mut(r.a, r.d);
+                        del.reached |= is_alert;
                         if is_alert
                             && matches!(
                                 del.state,
@@ -671,6 +786,7 @@ impl State {
                     .ok_or_else(|| format!("unknown attempt {attempt} abandoned"))?;
                 entry.outcome = format!("abandoned: {reason}");
                 entry.settled = true;
+                entry.never_out = !*possible_duplicate;
                 let (r, device) = (entry.lane, entry.device.clone());
                 let lane = self.lane(r);
                 if lane.current == Some(*attempt) && lane.status == LaneStatus::Active {
@@ -680,6 +796,9 @@ impl State {
                     lane.dup_next = *possible_duplicate;
                     lane.avoid = Some(device);
                     self.enqueue(r, *at);
+                }
+                if !*possible_duplicate {
+                    self.unstart_window(r.a, r.d, *at);
                 }
             }
             Record::Reminder {
@@ -723,6 +842,8 @@ impl State {
                 del.escalated = true;
                 let first = del.tasks.is_empty();
                 del.tasks.push(task.clone());
+                del.task_opened = Some(*at);
+                del.task_started = false;
                 if first {
                     self.codes
                         .entry(task.code)
@@ -746,7 +867,7 @@ impl State {
                         *at,
                     );
                 }
-                self.add_timer(a, d, task.deadline, TimerKind::Task(task.level));
+                // The task's deadline starts with its first attempt (see AttemptStarted).
                 self.touched.push((a, d));
             }
             Record::DeliveryClosed {
@@ -800,6 +921,7 @@ impl State {
                     del.acked_at = Some(*at);
                     del.ack_evidence = Some(format!("{from} via {device}: {text}"));
                     del.late = *late;
+                    del.reached = true;
                     self.close(a, d, DeliveryState::Acknowledged, *at);
                 }
                 Verdict::DoorKnockConfirmed {

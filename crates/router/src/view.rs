@@ -9,7 +9,8 @@ use tocsin_core::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
-    /// Planned; no attempt has gone out yet.
+    /// Planned; no attempt has been handed to a device yet (the ack window has not
+    /// started: the record waits in the send queue, neither escalated nor closed).
     Planned,
     /// At least one attempt is out; nothing confirmed yet.
     Attempting,
@@ -62,6 +63,11 @@ pub struct Counts {
     pub targets: u32,
     /// Records in each state (snake_case state name → count; every state present).
     pub by_state: std::collections::BTreeMap<DeliveryState, u32>,
+    /// People the warning reached: delivered on some bearer (a delivery report, a call
+    /// listened through) or acknowledged by them. Escalated and door-knock-confirmed records
+    /// count here only if their own warning was delivered.
+    #[serde(default)]
+    pub reached: u32,
     /// Acknowledged after the deadline (included in `acknowledged`).
     pub late: u32,
     /// Escalated at some point (whatever state they are in now).

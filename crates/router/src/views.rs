@@ -32,6 +32,7 @@ fn empty_counts() -> Counts {
 fn count(c: &mut Counts, d: &Delivery) {
     c.targets += 1;
     *c.by_state.entry(d.state).or_default() += 1;
+    c.reached += u32::from(d.reached);
     c.late += u32::from(d.late);
     c.escalated += u32::from(d.escalated);
     c.attempts += u32::try_from(d.attempts.len()).unwrap_or(u32::MAX);

@@ -30,9 +30,10 @@ fn footer(sim: &Sim) -> String {
             .map(|(k, n)| format!("{k:?}={n}"))
             .collect();
         s.push_str(&format!(
-            "   targets={} {} late={} escalated={} attempts={} rejected={}\n",
+            "   targets={} {} reached={} late={} escalated={} attempts={} rejected={}\n",
             c.targets,
             states.join(" "),
+            c.reached,
             c.late,
             c.escalated,
             c.attempts,
@@ -71,9 +72,9 @@ fn red_alert_campaign() {
     assert_eq!(p5.escalated_to.as_ref().map(|p| p.as_str()), Some("t1"));
     // Red means three dials on every first-round bearer for whoever does not answer.
     let p5_sms = sim.sends.iter().filter(|s| s.3 == phone(5)).count();
-    // (The first call to p5 was still waiting for the voice line at the first reminder,
-    // so that reminder added no second call.)
-    assert_eq!(p5_sms, 5, "3 SMS + 2 calls to p5");
+    // (The window runs from p5's first SMS at 0:24, so the reminders at 2:04 and 3:44
+    // each find the voice lane free for another call.)
+    assert_eq!(p5_sms, 6, "3 SMS + 3 calls to p5");
     insta::assert_snapshot!("red_alert_campaign", footer(&sim));
 }
 
@@ -300,14 +301,19 @@ fn update_adds_and_removes_people() {
             .iter()
             .any(|s| s.3 == phone(1) && s.4.contains("预警范围调整"))
     );
-    // The raised grade re-plans the open records with a new deadline from the update.
+    // The raised grade re-plans the open records with a new window.
     let replanned = sim.records.iter().find_map(|r| match r {
         Record::DeliveryReplanned { person, plan, .. } if person.as_str() == "p2" => {
             Some(plan.clone())
         }
         _ => None,
     });
-    assert_eq!(replanned.unwrap().deadline, secs(120 + 300));
+    // The window starts again with the first attempt of the re-planned text.
+    let replanned = replanned.unwrap();
+    assert_eq!(
+        (replanned.window_ms, replanned.window_from),
+        (300_000, None)
+    );
     insta::assert_snapshot!("update_adds_and_removes", footer(&sim));
 }
 

@@ -493,17 +493,21 @@ pub fn describe(r: &Record) -> String {
         Record::AlertCancelled { alert, by, .. } => format!("alert_cancelled {alert} by {by}"),
         Record::DeliveryPlanned { person, plan, .. }
         | Record::DeliveryReplanned { person, plan, .. } => format!(
-            "{} {person} code={} ack={} escalate={} routes=[{}] fallback=[{}] deadline={} reminders=[{}]",
+            "{} {person} code={} ack={} escalate={}{} routes=[{}] fallback=[{}] window={}s{} reminders=[{}]",
             r.kind(),
             plan.code,
             plan.ack_required,
             plan.escalate,
+            if plan.responsible { " responsible" } else { "" },
             routes(&plan.routes),
             routes(&plan.fallback),
-            t(plan.deadline),
-            plan.reminders
+            plan.window_ms / 1000,
+            plan.window_from
+                .map(|f| format!(" from={}", t(f)))
+                .unwrap_or_default(),
+            plan.reminders_ms
                 .iter()
-                .map(|x| t(*x))
+                .map(|x| format!("+{}s", x / 1000))
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
@@ -555,12 +559,12 @@ pub fn describe(r: &Record) -> String {
         }
         Record::Reminder { person, n, .. } => format!("reminder {person} #{n}"),
         Record::Escalated { person, task, .. } => format!(
-            "escalated {person} → {} L{} task_code={} routes=[{}] deadline={}",
+            "escalated {person} → {} L{} task_code={} routes=[{}] deadline=+{}s",
             task.assignee,
             task.level,
             task.code,
             routes(&task.routes),
-            t(task.deadline)
+            task.deadline_ms / 1000
         ),
         Record::DeliveryClosed {
             person,

@@ -1,0 +1,484 @@
+//! Scheduling under load: ack windows that start with the first attempt, responsible
+//! persons before residents, texts that fit each device, and bare acks over bearers that
+//! vouch for their sender.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use tocsin_core::{Address, AlertId, Bearer, Grade, PersonId, Role, Timestamp};
+use tocsin_router::{
+    AlertState, Contact, DeliveryState, Purpose, Record, Rejection, Router, Target, TargetReason,
+    Verdict,
+};
+
+/// `n` residents located in the area, with phones from 1000 on.
+fn residents(n: u32) -> Vec<Contact> {
+    (0..n)
+        .map(|i| {
+            contact(
+                &format!("r{i}"),
+                "居民",
+                Role::Resident,
+                "大庄镇",
+                vec![phone(1000 + i)],
+                None,
+            )
+        })
+        .collect()
+}
+
+/// A red alert on one slow modem (6/min): 40 residents listed BEFORE 5 responsible persons
+/// who never answer, so the queue is still full of residents when the ack windows end.
+fn overloaded() -> Sim {
+    let mut contacts = residents(40);
+    contacts.extend(district());
+    let mut ids: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+    ids.extend(["p1", "p2", "p3", "p4", "p5"].map(String::from));
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let script = vec![(
+        secs(0),
+        Script::Alert(plan(
+            alert("red-1", Grade::Red, "山洪红色预警"),
+            &ids,
+            &contacts,
+        )),
+    )];
+    let mut sim = Sim::new(config(vec![device("gsm-1", Bearer::Sms, 6.0)]), script);
+    sim.verbose = false;
+    sim.run(secs(4 * 3600));
+    sim
+}
+
+/// First warning attempt per person.
+fn first_attempts(records: &[Record]) -> HashMap<PersonId, Timestamp> {
+    let mut first = HashMap::new();
+    for r in records {
+        if let Record::AttemptStarted {
+            at,
+            person,
+            purpose: Purpose::Alert,
+            ..
+        } = r
+        {
+            first.entry(person.clone()).or_insert(*at);
+        }
+    }
+    first
+}
+
+#[test]
+fn ack_windows_start_with_the_first_attempt_not_with_planning() {
+    let sim = overloaded();
+    let first = first_attempts(&sim.records);
+    // Every resident was sent to and reached; none was closed before anything went out.
+    let s = sim.router.summary(&AlertId::from("red-1")).unwrap();
+    assert_eq!(s.counts.by_state[&DeliveryState::Reached], 40);
+    assert_eq!(
+        s.counts.reached, 45,
+        "the five leads' SMS were delivered too"
+    );
+    let last_resident = (0..40)
+        .map(|i| first[&PersonId(format!("r{i}"))])
+        .max()
+        .unwrap();
+    assert!(
+        last_resident > secs(300),
+        "the queue outlasts the 5-minute window: {last_resident}"
+    );
+    // Escalations, reminders and closings come exactly one window (or reminder offset)
+    // after that person's first attempt, never before it.
+    let mut escalated = 0;
+    for r in &sim.records {
+        match r {
+            Record::Escalated {
+                at, person, task, ..
+            } if task.level == 0 => {
+                escalated += 1;
+                assert_eq!(*at, first[person] + ms(300_000), "{person}");
+            }
+            Record::Reminder { at, person, n, .. } => {
+                assert_eq!(*at, first[person] + ms(100_000 * i64::from(*n)), "{person}");
+            }
+            Record::DeliveryClosed {
+                at, person, state, ..
+            } => {
+                assert!(
+                    first.get(person).is_some_and(|f| f <= at),
+                    "{person} {state:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(escalated, 5);
+}
+
+#[test]
+fn responsible_persons_and_door_knocks_go_before_residents() {
+    let sim = overloaded();
+    let order: Vec<(Timestamp, String, bool)> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::AttemptStarted {
+                at,
+                person,
+                purpose,
+                ..
+            } => Some((*at, person.to_string(), *purpose != Purpose::Alert)),
+            _ => None,
+        })
+        .collect();
+    // The five leads first, although the plan lists the residents first.
+    let firsts: Vec<&str> = order.iter().take(5).map(|o| o.1.as_str()).collect();
+    assert_eq!(firsts, ["p1", "p2", "p3", "p4", "p5"]);
+    assert_eq!(order[5].1, "r0", "then the residents in plan order");
+    // Door-knock tasks jump the residents still queued: each goes out at the first free
+    // send after its escalation, while residents are still waiting.
+    let escalations: Vec<Timestamp> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Escalated { at, task, .. } if task.level == 0 => Some(*at),
+            _ => None,
+        })
+        .collect();
+    let tasks: Vec<Timestamp> = order.iter().filter(|o| o.2).map(|o| o.0).collect();
+    assert!(tasks.len() >= 5);
+    let last_resident = order
+        .iter()
+        .filter(|o| o.1.starts_with('r'))
+        .map(|o| o.0)
+        .max()
+        .unwrap();
+    for (e, t) in escalations.iter().zip(&tasks) {
+        assert!(*t < *e + ms(10_001), "task at {t}, escalated at {e}");
+        assert!(*t < last_resident);
+    }
+}
+
+#[test]
+fn responsible_by_target_reason_counts_even_for_a_resident_role() {
+    // A resident registered as the warden of a named area is targeted as responsible.
+    let mut contacts = residents(3);
+    contacts.push(contact(
+        "w1",
+        "看护人",
+        Role::Resident,
+        "大庄镇",
+        vec![phone(7)],
+        None,
+    ));
+    let mut p = plan(
+        alert("blue-1", Grade::Blue, "大风蓝色预警"),
+        &["r0", "r1", "r2"],
+        &contacts,
+    );
+    p.targets.push(Target {
+        person: PersonId::from("w1"),
+        reason: TargetReason::Responsible {
+            area: tocsin_core::AreaId::from("v1"),
+        },
+    });
+    let mut sim = Sim::new(
+        config(vec![device("gsm-1", Bearer::Sms, 6.0)]),
+        vec![(secs(0), Script::Alert(p))],
+    );
+    sim.verbose = false;
+    sim.run(secs(600));
+    assert_eq!(sim.sends[0].3, phone(7));
+}
+
+#[test]
+fn red_still_preempts_a_lower_grade_responsible_queue() {
+    let contacts = district();
+    let mut more = residents(30);
+    more.extend(contacts.clone());
+    let ids: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("or-1", Grade::Orange, "暴雨橙色预警"),
+                &["p1", "p2", "p3", "p4"],
+                &more,
+            )),
+        ),
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("blue-1", Grade::Blue, "大风蓝色预警"),
+                &ids,
+                &more,
+            )),
+        ),
+        (
+            secs(15),
+            Script::Alert(plan(
+                alert("red-1", Grade::Red, "山洪红色预警"),
+                &["r29"],
+                &more,
+            )),
+        ),
+    ];
+    let mut sim = Sim::new(config(vec![device("gsm-1", Bearer::Sms, 6.0)]), script);
+    sim.verbose = false;
+    sim.run(secs(120));
+    let to: Vec<&Address> = sim.sends.iter().map(|s| &s.3).collect();
+    // Orange leads at 0 and 10 s; at 20 s the red resident beats the orange leads still
+    // queued; then orange resumes; the blue residents wait for all of it.
+    assert_eq!(to[0], &phone(1));
+    assert_eq!(to[1], &phone(2));
+    assert_eq!(to[2], &phone(1029));
+    assert_eq!(to[3], &phone(3));
+    assert_eq!(to[4], &phone(4));
+    assert_eq!(to[5], &phone(1000));
+}
+
+#[test]
+fn texts_fit_each_device() {
+    let contacts = district();
+    let mut a = alert("red-1", Grade::Red, "山洪红色预警");
+    a.text = "山洪已形成，沿河各村立即组织人员向高处转移，切勿涉水过河，关注村广播。".into();
+    let mut bd = device("bd-1", Bearer::Beidou, 1.0);
+    bd.caps.max_chars = 38;
+    let devs = vec![device("gsm-1", Bearer::Sms, 10.0), bd];
+    let script = vec![(secs(0), Script::Alert(plan(a, &["p3"], &contacts)))];
+    let mut sim = Sim::new(config(devs), script);
+    sim.verbose = false;
+    sim.run(secs(30));
+    let text_on = |dev: &str| {
+        sim.sends
+            .iter()
+            .find(|s| s.1.as_str() == dev)
+            .map(|s| s.4.clone())
+            .unwrap()
+    };
+    let c = code("red-1", "p3");
+    assert_eq!(
+        text_on("gsm-1"),
+        format!(
+            "【红色预警】山洪红色预警：山洪已形成，沿河各村立即组织人员向高处转移，切勿涉水过河，关注村广播。 回复 1 {c} 确认"
+        )
+    );
+    assert_eq!(
+        text_on("bd-1"),
+        format!("【红色预警】山洪红色预警 回复1 {c}")
+    );
+    // The record says what was actually sent.
+    let recorded = sim.records.iter().find_map(|r| match r {
+        Record::AttemptStarted {
+            bearer: Bearer::Beidou,
+            text,
+            ..
+        } => Some(text.clone()),
+        _ => None,
+    });
+    assert_eq!(recorded, Some(text_on("bd-1")));
+}
+
+#[test]
+fn bare_ack_over_an_authenticated_bearer_goes_to_the_most_urgent_record() {
+    let mut contacts = district();
+    // Two wardens share one village BeiDou terminal.
+    contacts.push(contact(
+        "s1",
+        "共用甲",
+        Role::HazardWarden,
+        "石门镇",
+        vec![phone(31), Address::BeidouCard("999".into())],
+        None,
+    ));
+    contacts.push(contact(
+        "s2",
+        "共用乙",
+        Role::HazardWarden,
+        "石门镇",
+        vec![phone(32), Address::BeidouCard("999".into())],
+        None,
+    ));
+    let card = Address::BeidouCard("0412345".into());
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("yel-1", Grade::Yellow, "暴雨黄色预警"),
+                &["p3", "p1", "s1"],
+                &contacts,
+            )),
+        ),
+        (
+            secs(1),
+            Script::Alert(plan(
+                alert("red-1", Grade::Red, "山洪红色预警"),
+                &["p3", "p1", "s2"],
+                &contacts,
+            )),
+        ),
+        (
+            secs(2),
+            Script::Alert(plan(
+                alert("yel-2", Grade::Yellow, "地质灾害黄色预警"),
+                &["p3"],
+                &contacts,
+            )),
+        ),
+        // SMS: the strict rule stands.
+        reply(30, "gsm-1", phone(1), "1".into()),
+        // BeiDou, three open records: the red one, although it is not the newest.
+        reply(40, "bd-1", card.clone(), "1".into()),
+        // Two yellow left: the more recent one.
+        reply(50, "bd-1", card.clone(), "收到".into()),
+        // A code still names its own record.
+        reply(
+            60,
+            "bd-1",
+            card.clone(),
+            format!("1 {}", code("yel-1", "p3")),
+        ),
+        // A terminal shared by two people: whose ack would be a guess.
+        reply(70, "bd-1", Address::BeidouCard("999".into()), "1".into()),
+    ];
+    let mut sim = Sim::new(
+        config(vec![
+            device("gsm-1", Bearer::Sms, 60.0),
+            device("bd-1", Bearer::Beidou, 60.0),
+        ]),
+        script,
+    );
+    sim.verbose = false;
+    sim.run(secs(90));
+    let verdicts: Vec<Verdict> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Reply { verdict, .. } => Some(verdict.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            &verdicts[0],
+            Verdict::Rejected {
+                rejection: Rejection::Ambiguous { open: 2 },
+                ..
+            }
+        ),
+        "{:?}",
+        verdicts[0]
+    );
+    let acked = |v: &Verdict| match v {
+        Verdict::Ack { alert, person, .. } => Some((alert.to_string(), person.to_string())),
+        _ => None,
+    };
+    assert_eq!(acked(&verdicts[1]), Some(("red-1".into(), "p3".into())));
+    assert_eq!(acked(&verdicts[2]), Some(("yel-2".into(), "p3".into())));
+    assert_eq!(acked(&verdicts[3]), Some(("yel-1".into(), "p3".into())));
+    assert!(
+        matches!(
+            &verdicts[4],
+            Verdict::Rejected {
+                rejection: Rejection::Ambiguous { open: 2 },
+                ..
+            }
+        ),
+        "{:?}",
+        verdicts[4]
+    );
+}
+
+#[test]
+fn an_overloaded_campaign_restores_to_the_same_state_from_its_log() {
+    let sim = overloaded();
+    let a = AlertId::from("red-1");
+    let s = sim.router.summary(&a).unwrap();
+    assert_eq!(s.state, AlertState::Done);
+    assert_eq!(
+        s.counts.by_state[&DeliveryState::Unreached],
+        5,
+        "the leads never answer, nor does their chain"
+    );
+    // Replaying the log (windows included) gives the same records, views and next timer.
+    let devs = vec![device("gsm-1", Bearer::Sms, 6.0)];
+    let mut restored = Router::restore(config(devs.clone()), sim.records.clone(), sim.now).unwrap();
+    assert!(restored.poll_output().is_none());
+    assert_eq!(restored.summary(&a), sim.router.summary(&a));
+    assert_eq!(
+        restored.deliveries(&a, None),
+        sim.router.deliveries(&a, None)
+    );
+    assert_eq!(restored.poll_timeout(), sim.router.poll_timeout());
+    // And from a cut in the middle of the queue, the campaign ends the same way.
+    for cut in [3, 40, 120] {
+        let mut contacts = residents(40);
+        contacts.extend(district());
+        let mut ids: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+        ids.extend(["p1", "p2", "p3", "p4", "p5"].map(String::from));
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let script = vec![(
+            secs(0),
+            Script::Alert(plan(
+                alert("red-1", Grade::Red, "山洪红色预警"),
+                &ids,
+                &contacts,
+            )),
+        )];
+        let mut cut_sim = Sim::new(config(devs.clone()), script);
+        cut_sim.verbose = false;
+        cut_sim.crash_after = Some(cut);
+        cut_sim.run(secs(4 * 3600));
+        assert!(cut_sim.transcript.contains("CRASH"));
+        assert_eq!(cut_sim.outcome(), sim.outcome(), "cut after batch {cut}");
+    }
+}
+
+fn ms(n: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(n as u64)
+}
+
+#[test]
+fn a_first_attempt_that_never_left_a_dead_modem_does_not_start_the_window() {
+    let contacts = district();
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("red-1", Grade::Red, "山洪红色预警"),
+                &["p1", "p2"],
+                &contacts,
+            )),
+        ),
+        // gsm-1 dies before it accepts p1's message.
+        (
+            secs(0),
+            Script::Health {
+                device: "gsm-1".into(),
+                up: false,
+            },
+        ),
+    ];
+    let devs = vec![
+        device("gsm-1", Bearer::Sms, 6.0),
+        device("gsm-2", Bearer::Sms, 6.0),
+    ];
+    let mut sim = Sim::new(config(devs), script);
+    sim.verbose = false;
+    sim.run(secs(400));
+    let abandoned = sim.records.iter().any(|r| {
+        matches!(r, Record::AttemptAbandoned { person, possible_duplicate: false, .. } if person.as_str() == "p1")
+    });
+    assert!(abandoned);
+    let escalated: HashMap<String, Timestamp> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Escalated { at, person, .. } => Some((person.to_string(), *at)),
+            _ => None,
+        })
+        .collect();
+    // p2 went out on gsm-2 at 0 s; p1 only at 10 s, on gsm-2: its window starts there.
+    assert_eq!(escalated["p2"], secs(300));
+    assert_eq!(escalated["p1"], secs(310));
+}

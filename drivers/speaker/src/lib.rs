@@ -1,1 +1,14 @@
-//! Tocsin's loudspeaker driver.
+//! Loudspeaker driver: spoken warnings streamed as RTP G.711 to IP speakers (multicast
+//! groups or unicast), RTCP sender reports, and speakers' receiver reports recorded as
+//! reception evidence; and the RTP speaker simulator.
+//!
+//! - [`wire`]: RTP and RTCP (SR, RR, SDES, BYE) parse and emit.
+//! - [`proto`]: programmes, pacing, preemption by grade, evidence — a sans-IO state machine.
+//! - [`io`]: the tokio task on UDP sockets; renders programmes with `tocsin-voice`.
+//! - [`sim`]: a speaker as a state machine: checks the stream, decodes the audio, reports.
+//! - [`udp`]: the simulated speaker on a real UDP socket.
+//! - [`config`]: the driver's configuration as the daemon's config file gives it.
+
+pub mod config;
+pub mod proto;
+pub mod wire;

@@ -1,0 +1,1479 @@
+//! The loudspeaker driver as a sans-IO state machine (in the style of `quinn-proto`).
+//!
+//! Inputs, each with `now`: [`Speakers::submit`] (send / cancel), [`Speakers::handle_rendered`]
+//! (audio for a programme, rendered off the state machine because synthesis blocks),
+//! [`Speakers::handle_rtcp`] (datagrams on the RTCP socket), [`Speakers::handle_timeout`],
+//! [`Speakers::handle_sockets_opened`] / [`Speakers::handle_socket_failed`] /
+//! [`Speakers::handle_send_failed`]. Outputs: [`Speakers::poll_render`] (what to render),
+//! [`Speakers::poll_transmit`] (datagrams), [`Speakers::poll_event`] (facts for the
+//! router), [`Speakers::poll_report`] (per-stream reception evidence),
+//! [`Speakers::poll_timeout`].
+//!
+//! **Programme.** A send becomes a programme: the grade's siren and the spoken warning
+//! (演练 first and last for an exercise), repeated with pauses; it plays on every group
+//! of the driver, one RTP stream (one SSRC) per group. A red programme interrupts a
+//! lower-grade one on the same group (which then waits and plays again from its start);
+//! any other programme waits behind higher or equal grades. A cancel stops the programme
+//! and plays a short cancellation message where it was heard.
+//!
+//! **Pacing.** Packet `n` of a stream is due at `start + n × 20 ms` and carries timestamp
+//! `ts0 + n × 160`: the schedule is computed from the start, never accumulated, so a
+//! long programme does not drift. When the driver falls more than [`MAX_LATE`] behind
+//! (the host stalled), the rest of the stream is moved later and its timestamps jump by
+//! the gap, so speakers play silence for the stall instead of receiving a burst.
+//!
+//! **Evidence.** Sender reports go out while streaming. A receiver report naming one of
+//! our streams is recorded per speaker (packets received, loss, jitter); the first from
+//! each speaker for an attempt is reported as `Delivered` with that evidence. When a
+//! stream ends (plus a grace period for late reports) a [`StreamReport`] lists the
+//! speakers reached and the expected speakers that sent nothing ("no evidence").
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tocsin_channel::{DriverCommand, DriverEvent, Health, Outbound};
+use tocsin_core::{Address, AttemptId, Grade, Timestamp};
+use tocsin_voice::Pcm;
+
+use crate::config::SpeakerConfig;
+use crate::wire::{
+    ReportBlock, RtcpPacket, RtpPacket, SDES_CNAME, SdesChunk, SenderReport, ntp_from_unix_ms,
+    parse_compound,
+};
+
+/// One packet's worth of audio.
+pub const FRAME: Duration = Duration::from_millis(20);
+/// Samples (and G.711 bytes) per packet at 8 kHz.
+pub const SAMPLES_PER_PACKET: usize = 160;
+/// How far behind schedule the driver may fall before it re-anchors the stream.
+pub const MAX_LATE: Duration = Duration::from_millis(200);
+
+/// Which socket a datagram leaves from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Socket {
+    /// The RTP socket (media).
+    Rtp,
+    /// The RTCP socket (sender reports, goodbyes).
+    Rtcp,
+}
+
+/// One datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// From which socket.
+    pub socket: Socket,
+    /// To where.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A programme, as the driver numbers them (attempts and cancellation messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgrammeId(pub u64);
+
+/// What to render.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenderJob {
+    /// A warning programme.
+    Programme {
+        /// Its grade (siren pattern).
+        grade: Grade,
+        /// The text to speak.
+        text: String,
+        /// 演练 first and last.
+        exercise: bool,
+        /// How many times.
+        repeat: u32,
+        /// Silence between repeats.
+        pause: Duration,
+    },
+    /// The short cancellation message.
+    Cancellation {
+        /// 演练 first and last.
+        exercise: bool,
+    },
+}
+
+/// A request to render audio, answered with [`Speakers::handle_rendered`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderRequest {
+    /// Which programme.
+    pub id: ProgrammeId,
+    /// What to render.
+    pub job: RenderJob,
+}
+
+/// A warning text read for a loudspeaker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    /// The grade the text names (`【红色预警】` …), else the configured default.
+    pub grade: Grade,
+    /// The text is marked as an exercise (演练).
+    pub exercise: bool,
+    /// What to speak: brackets turned into pauses, the exercise mark and any SMS reply
+    /// instruction (回复 1 CODE) removed — speakers take no replies, and a code read
+    /// out over a village is useless.
+    pub spoken: String,
+}
+
+impl Announcement {
+    /// Reads a text as the router writes it (`【演练】【红色预警】标题：正文 回复 1 K7XT 确认`).
+    pub fn from_text(text: &str, default_grade: Grade) -> Announcement {
+        let t = text.trim();
+        let exercise = t.contains("演练");
+        let t = t.replace("【演练】", "");
+        let grade = Grade::ALL
+            .iter()
+            .rev()
+            .copied()
+            .filter_map(|g| t.find(g.chinese()).map(|at| (at, g)))
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, g)| g)
+            .unwrap_or(default_grade);
+        let cut = ["回复 1", "回复1"]
+            .iter()
+            .filter_map(|m| t.find(m))
+            .min()
+            .unwrap_or(t.len());
+        let body = t.get(..cut).unwrap_or(&t);
+        let spoken = body
+            .replace('【', "")
+            .replace('】', "，")
+            .trim()
+            .trim_end_matches('，')
+            .to_owned();
+        Announcement {
+            grade,
+            exercise,
+            spoken,
+        }
+    }
+}
+
+/// What one speaker reported about one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeakerEvidence {
+    /// Where the report came from.
+    pub speaker: SocketAddr,
+    /// The speaker's own SSRC.
+    pub reporter: u32,
+    /// Receiver reports received from it.
+    pub reports: u32,
+    /// When the first arrived.
+    pub first_at: Timestamp,
+    /// The latest report block about our stream.
+    pub last: ReportBlock,
+}
+
+impl SpeakerEvidence {
+    /// Packets the speaker received, from the report (highest sequence seen, less the
+    /// first, plus one, less lost).
+    pub fn describe(&self, group: &str, ssrc: u32, first_seq: u16) -> String {
+        let expected = self
+            .last
+            .highest_sequence
+            .wrapping_sub(u32::from(first_seq))
+            .wrapping_add(1);
+        let received = i64::from(expected) - i64::from(self.last.cumulative_lost);
+        format!(
+            "RTCP RR from speaker {} (ssrc {:#010x}) on group {group}, stream {ssrc:#010x}: {received} packets received, {} lost, loss fraction {}/256, jitter {} ({:.1} ms)",
+            self.speaker,
+            self.reporter,
+            self.last.cumulative_lost,
+            self.last.fraction_lost,
+            self.last.jitter,
+            f64::from(self.last.jitter) / 8.0,
+        )
+    }
+}
+
+/// The reception evidence of one stream, once it has ended and its grace period passed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamReport {
+    /// The attempt it played (none for a cancellation message).
+    pub attempt: Option<AttemptId>,
+    /// The group's name.
+    pub group: String,
+    /// The stream's SSRC.
+    pub ssrc: u32,
+    /// RTP packets sent.
+    pub packets: u64,
+    /// Stopped before its end (interrupted by a red alert, cancelled, or a send failed).
+    pub stopped_early: bool,
+    /// Speakers that reported: "reached".
+    pub reached: Vec<SpeakerEvidence>,
+    /// Expected speakers (from config) that sent no report: "no evidence".
+    pub no_evidence: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for its audio.
+    Rendering,
+    /// Audio ready; waiting or playing on its groups.
+    Ready,
+}
+
+#[derive(Debug)]
+struct Programme {
+    attempt: Option<AttemptId>,
+    grade: Grade,
+    exercise: bool,
+    phase: Phase,
+    /// G.711 bytes, a whole number of packets.
+    audio: Arc<Vec<u8>>,
+    /// Groups it plays on.
+    groups: Vec<usize>,
+    /// Groups where it has not finished yet.
+    remaining: HashSet<usize>,
+    /// Groups where it has started at least once (it was heard there).
+    heard: HashSet<usize>,
+    /// `Sent` reported.
+    started: bool,
+    /// Order of arrival, to keep equal grades first come first served.
+    order: u64,
+    /// Phrases that could not be spoken.
+    missing: Vec<String>,
+    /// Speakers already reported `Delivered` for this attempt.
+    delivered: HashSet<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    programme: ProgrammeId,
+    ssrc: u32,
+    seq0: u16,
+    ts0: u32,
+    /// Packet 0 is due here (moved later after a stall).
+    start: Timestamp,
+    /// Index of the packet that `start` anchors.
+    anchor: u64,
+    /// Timestamp units added by stalls.
+    ts_gap: u32,
+    next: u64,
+    total: u64,
+    octets: u64,
+    next_sr: Timestamp,
+}
+
+impl Stream {
+    fn due(&self, n: u64) -> Timestamp {
+        let frames = n.saturating_sub(self.anchor);
+        self.start.plus(Duration::from_millis(
+            frames.saturating_mul(FRAME.as_millis() as u64),
+        ))
+    }
+
+    fn timestamp(&self, n: u64) -> u32 {
+        self.ts0
+            .wrapping_add((n as u32).wrapping_mul(SAMPLES_PER_PACKET as u32))
+            .wrapping_add(self.ts_gap)
+    }
+
+    /// RTP time of `now`, for sender reports.
+    fn rtp_at(&self, now: Timestamp) -> u32 {
+        let ms = now.since(self.start).as_millis() as u64;
+        let units = self.anchor * SAMPLES_PER_PACKET as u64 + ms * 8;
+        self.ts0
+            .wrapping_add(units as u32)
+            .wrapping_add(self.ts_gap)
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    name: String,
+    rtp: SocketAddr,
+    rtcp: SocketAddr,
+    speakers: Vec<String>,
+    playing: Option<Stream>,
+    /// (grade, arrival order, programme), played highest grade first, then in order.
+    waiting: Vec<(Grade, u64, ProgrammeId)>,
+}
+
+/// Evidence kept per stream until its report is out.
+#[derive(Debug)]
+struct StreamRecord {
+    programme: ProgrammeId,
+    attempt: Option<AttemptId>,
+    group: usize,
+    seq0: u16,
+    packets: u64,
+    stopped_early: bool,
+    speakers: BTreeMap<SocketAddr, SpeakerEvidence>,
+    /// Set when the stream ends: the report is due then.
+    report_at: Option<Timestamp>,
+}
+
+/// The loudspeaker driver's state machine.
+#[derive(Debug)]
+pub struct Speakers {
+    cfg: SpeakerConfig,
+    cname: String,
+    rng: ChaCha8Rng,
+    groups: Vec<Group>,
+    programmes: HashMap<ProgrammeId, Programme>,
+    records: HashMap<u32, StreamRecord>,
+    next_id: u64,
+    forced_ids: Option<(u32, u16, u32)>,
+    renders: VecDeque<RenderRequest>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<DriverEvent>,
+    reports: VecDeque<StreamReport>,
+    health: Health,
+}
+
+impl Speakers {
+    /// A driver for a validated configuration. `cname` names this gateway in RTCP SDES;
+    /// `seed` seeds SSRCs and initial sequence numbers and timestamps (random per RFC 3550).
+    pub fn new(cfg: SpeakerConfig, cname: &str, seed: u64, _now: Timestamp) -> Self {
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| Group {
+                name: g.name.clone(),
+                rtp: g.rtp,
+                rtcp: g.rtcp_addr(),
+                speakers: g.speakers.clone(),
+                playing: None,
+                waiting: Vec::new(),
+            })
+            .collect();
+        Speakers {
+            cfg,
+            cname: cname.to_owned(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            groups,
+            programmes: HashMap::new(),
+            records: HashMap::new(),
+            next_id: 1,
+            forced_ids: None,
+            renders: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            reports: VecDeque::new(),
+            health: Health::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SpeakerConfig {
+        &self.cfg
+    }
+
+    /// Fixes the SSRC, first sequence number and first timestamp of the next stream, for
+    /// tests (sequence wrap-around) and interop checks against known captures.
+    pub fn set_next_stream_ids(&mut self, ssrc: u32, seq: u16, ts: u32) {
+        self.forced_ids = Some((ssrc, seq, ts));
+    }
+
+    /// Programmes not finished (rendering, waiting or playing).
+    pub fn pending(&self) -> usize {
+        self.programmes.len()
+    }
+
+    /// What is playing on each group: (group name, attempt, SSRC).
+    pub fn playing(&self) -> Vec<(String, Option<AttemptId>, u32)> {
+        self.groups
+            .iter()
+            .filter_map(|g| {
+                let s = g.playing.as_ref()?;
+                let attempt = self.programmes.get(&s.programme).and_then(|p| p.attempt);
+                Some((g.name.clone(), attempt, s.ssrc))
+            })
+            .collect()
+    }
+
+    /// The sockets are open: the driver can stream.
+    pub fn handle_sockets_opened(&mut self, _now: Timestamp) {
+        self.health.up = true;
+        self.health.registered = true;
+        self.health.last_error = None;
+        self.events
+            .push_back(DriverEvent::Health(self.health.clone()));
+    }
+
+    /// The sockets could not be opened or broke.
+    pub fn handle_socket_failed(&mut self, _now: Timestamp, reason: &str) {
+        self.health.up = false;
+        self.health.registered = false;
+        self.health.last_error = Some(reason.to_owned());
+        self.events
+            .push_back(DriverEvent::Health(self.health.clone()));
+    }
+
+    /// A command from the router.
+    pub fn submit(&mut self, now: Timestamp, cmd: DriverCommand) {
+        match cmd {
+            DriverCommand::Send(out) => self.on_send(now, out),
+            DriverCommand::Cancel(attempt) => self.on_cancel(now, attempt),
+            // Speakers hold no inbound messages.
+            DriverCommand::Release(_) => {}
+        }
+    }
+
+    fn targets(&self, _to: &Address) -> Vec<usize> {
+        // The channel contract has no speaker address yet: every send plays on every
+        // group this driver serves (configure one driver per area to target by area).
+        (0..self.groups.len()).collect()
+    }
+
+    fn fresh_id(&mut self) -> ProgrammeId {
+        let id = ProgrammeId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    fn on_send(&mut self, _now: Timestamp, out: Outbound) {
+        if self.programmes.len() >= self.cfg.queue_limit {
+            self.events.push_back(DriverEvent::Failed {
+                attempt: out.attempt,
+                retryable: true,
+                reason: format!(
+                    "speaker queue full ({} programmes waiting)",
+                    self.programmes.len()
+                ),
+            });
+            return;
+        }
+        let a = Announcement::from_text(&out.text, self.cfg.default_grade);
+        let groups = self.targets(&out.to);
+        let id = self.fresh_id();
+        self.events.push_back(DriverEvent::Accepted {
+            attempt: out.attempt,
+        });
+        self.renders.push_back(RenderRequest {
+            id,
+            job: RenderJob::Programme {
+                grade: a.grade,
+                text: a.spoken,
+                exercise: a.exercise,
+                repeat: self.cfg.repeat,
+                pause: self.cfg.pause(),
+            },
+        });
+        self.programmes.insert(
+            id,
+            Programme {
+                attempt: Some(out.attempt),
+                grade: a.grade,
+                exercise: a.exercise,
+                phase: Phase::Rendering,
+                audio: Arc::new(Vec::new()),
+                remaining: groups.iter().copied().collect(),
+                groups,
+                heard: HashSet::new(),
+                started: false,
+                order: id.0,
+                missing: Vec::new(),
+                delivered: HashSet::new(),
+            },
+        );
+    }
+
+    fn on_cancel(&mut self, now: Timestamp, attempt: AttemptId) {
+        let Some((&id, _)) = self
+            .programmes
+            .iter()
+            .find(|(_, p)| p.attempt == Some(attempt))
+        else {
+            return; // Finished or unknown: it was reported as usual.
+        };
+        let Some(p) = self.programmes.remove(&id) else {
+            return;
+        };
+        for g in &mut self.groups {
+            g.waiting.retain(|(_, _, w)| *w != id);
+        }
+        let mut was_playing = Vec::new();
+        for gi in 0..self.groups.len() {
+            if self
+                .groups
+                .get(gi)
+                .and_then(|g| g.playing.as_ref())
+                .map(|s| s.programme)
+                == Some(id)
+            {
+                self.stop_stream(now, gi, true, "cancelled");
+                was_playing.push(gi);
+            }
+        }
+        if !p.started {
+            self.events.push_back(DriverEvent::Failed {
+                attempt,
+                retryable: false,
+                reason: "cancelled before it played".to_owned(),
+            });
+        }
+        // Where it was heard, say that it is cancelled.
+        let mut heard: Vec<usize> = p.heard.iter().copied().collect();
+        heard.sort_unstable();
+        if !heard.is_empty() {
+            let cid = self.fresh_id();
+            self.renders.push_back(RenderRequest {
+                id: cid,
+                job: RenderJob::Cancellation {
+                    exercise: p.exercise,
+                },
+            });
+            self.programmes.insert(
+                cid,
+                Programme {
+                    attempt: None,
+                    grade: p.grade,
+                    exercise: p.exercise,
+                    phase: Phase::Rendering,
+                    audio: Arc::new(Vec::new()),
+                    remaining: heard.iter().copied().collect(),
+                    groups: heard,
+                    heard: HashSet::new(),
+                    started: false,
+                    // Ahead of everything of its grade that came after the cancelled one.
+                    order: p.order,
+                    missing: Vec::new(),
+                    delivered: HashSet::new(),
+                },
+            );
+        }
+        for gi in was_playing {
+            self.start_next(now, gi);
+        }
+    }
+
+    /// The audio of a programme, or why it could not be rendered. `missing` lists the
+    /// phrases that could not be spoken (the rest still plays).
+    pub fn handle_rendered(
+        &mut self,
+        now: Timestamp,
+        id: ProgrammeId,
+        audio: Result<Pcm, String>,
+        missing: Vec<String>,
+    ) {
+        let Some(p) = self.programmes.get_mut(&id) else {
+            return; // Cancelled meanwhile.
+        };
+        if p.phase != Phase::Rendering {
+            return;
+        }
+        let pcm = match audio {
+            Ok(pcm) if !pcm.samples.is_empty() => pcm,
+            other => {
+                let reason = match other {
+                    Err(e) => format!("could not render the programme: {e}"),
+                    Ok(_) => "the programme rendered to no audio".to_owned(),
+                };
+                let attempt = p.attempt;
+                self.programmes.remove(&id);
+                if let Some(attempt) = attempt {
+                    self.events.push_back(DriverEvent::Failed {
+                        attempt,
+                        retryable: true,
+                        reason,
+                    });
+                }
+                return;
+            }
+        };
+        let pcm = if pcm.rate == tocsin_voice::RATE {
+            pcm
+        } else {
+            pcm.resampled(tocsin_voice::RATE)
+        };
+        let mut bytes = self.cfg.codec.encode(&pcm.samples);
+        // A whole number of packets: the last one is padded with silence.
+        let rem = bytes.len() % SAMPLES_PER_PACKET;
+        if rem != 0 {
+            bytes.resize(
+                bytes.len() + SAMPLES_PER_PACKET - rem,
+                self.cfg.codec.silence(),
+            );
+        }
+        p.audio = Arc::new(bytes);
+        p.phase = Phase::Ready;
+        p.missing = missing;
+        let (grade, order, groups) = (p.grade, p.order, p.groups.clone());
+        for gi in groups {
+            self.enqueue(now, gi, id, grade, order);
+        }
+    }
+
+    fn enqueue(&mut self, now: Timestamp, gi: usize, id: ProgrammeId, grade: Grade, order: u64) {
+        let playing_grade = self
+            .groups
+            .get(gi)
+            .and_then(|g| g.playing.as_ref())
+            .and_then(|s| self.programmes.get(&s.programme))
+            .map(|p| p.grade);
+        match playing_grade {
+            None => {
+                self.start_stream(now, gi, id);
+            }
+            Some(pg) if grade == Grade::Red && pg < Grade::Red => {
+                // Interrupt: the lower grade plays again, from its start, afterwards.
+                let interrupted = self
+                    .groups
+                    .get(gi)
+                    .and_then(|g| g.playing.as_ref())
+                    .map(|s| s.programme);
+                self.stop_stream(now, gi, false, "interrupted by a red alert");
+                if let Some(old) = interrupted
+                    && let Some(op) = self.programmes.get(&old)
+                {
+                    let (og, oo) = (op.grade, op.order);
+                    self.insert_waiting(gi, og, oo, old);
+                }
+                self.start_stream(now, gi, id);
+            }
+            Some(_) => self.insert_waiting(gi, grade, order, id),
+        }
+    }
+
+    fn insert_waiting(&mut self, gi: usize, grade: Grade, order: u64, id: ProgrammeId) {
+        if let Some(g) = self.groups.get_mut(gi) {
+            g.waiting.push((grade, order, id));
+            g.waiting.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
+    }
+
+    fn start_next(&mut self, now: Timestamp, gi: usize) {
+        let next = self.groups.get_mut(gi).and_then(|g| {
+            if g.playing.is_some() || g.waiting.is_empty() {
+                None
+            } else {
+                Some(g.waiting.remove(0).2)
+            }
+        });
+        if let Some(id) = next {
+            self.start_stream(now, gi, id);
+        }
+    }
+
+    fn start_stream(&mut self, now: Timestamp, gi: usize, id: ProgrammeId) {
+        let Some(p) = self.programmes.get_mut(&id) else {
+            return;
+        };
+        let Some(g) = self.groups.get_mut(gi) else {
+            return;
+        };
+        let (mut ssrc, seq0, ts0) = self
+            .forced_ids
+            .take()
+            .unwrap_or_else(|| (self.rng.random(), self.rng.random(), self.rng.random()));
+        while self.records.contains_key(&ssrc) {
+            ssrc = self.rng.random();
+        }
+        let total = (p.audio.len() / SAMPLES_PER_PACKET) as u64;
+        g.playing = Some(Stream {
+            programme: id,
+            ssrc,
+            seq0,
+            ts0,
+            start: now,
+            anchor: 0,
+            ts_gap: 0,
+            next: 0,
+            total,
+            octets: 0,
+            // The first report goes out with the first packet, so speakers learn where
+            // to send theirs.
+            next_sr: now,
+        });
+        p.heard.insert(gi);
+        self.records.insert(
+            ssrc,
+            StreamRecord {
+                programme: id,
+                attempt: p.attempt,
+                group: gi,
+                seq0,
+                packets: 0,
+                stopped_early: false,
+                speakers: BTreeMap::new(),
+                report_at: None,
+            },
+        );
+        if !p.started {
+            p.started = true;
+            self.health.sent += 1;
+            if let Some(attempt) = p.attempt {
+                let mut reference = format!("group {} ssrc {ssrc:#010x}", g.name);
+                if !p.missing.is_empty() {
+                    reference.push_str(&format!(
+                        "; not spoken (no synthesizer or clip): {}",
+                        p.missing.join(" / ")
+                    ));
+                }
+                self.events
+                    .push_back(DriverEvent::Sent { attempt, reference });
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Ends the stream on group `gi`: a goodbye, its evidence kept for the grace period.
+    fn stop_stream(&mut self, now: Timestamp, gi: usize, finished_programme: bool, why: &str) {
+        let Some(g) = self.groups.get_mut(gi) else {
+            return;
+        };
+        let Some(s) = g.playing.take() else {
+            return;
+        };
+        let early = s.next < s.total;
+        let rtcp = g.rtcp;
+        let bytes = self.sender_report(now, &s, Some(why));
+        self.transmits.push_back(Transmit {
+            socket: Socket::Rtcp,
+            to: rtcp,
+            bytes,
+        });
+        if let Some(r) = self.records.get_mut(&s.ssrc) {
+            r.packets = s.next;
+            r.stopped_early = early;
+            r.report_at = Some(now + self.cfg.report_grace());
+        }
+        if finished_programme && let Some(p) = self.programmes.get_mut(&s.programme) {
+            p.remaining.remove(&gi);
+            if p.remaining.is_empty() {
+                self.programmes.remove(&s.programme);
+            }
+        }
+    }
+
+    fn sender_report(&self, now: Timestamp, s: &Stream, bye: Option<&str>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(80);
+        RtcpPacket::SenderReport(SenderReport {
+            ssrc: s.ssrc,
+            ntp: ntp_from_unix_ms(now.as_millis()),
+            rtp_timestamp: s.rtp_at(now),
+            packet_count: s.next as u32,
+            octet_count: s.octets as u32,
+            reports: Vec::new(),
+        })
+        .emit(&mut out);
+        RtcpPacket::SourceDescription(vec![SdesChunk {
+            ssrc: s.ssrc,
+            items: vec![(SDES_CNAME, self.cname.clone())],
+        }])
+        .emit(&mut out);
+        if let Some(reason) = bye {
+            RtcpPacket::Goodbye {
+                sources: vec![s.ssrc],
+                reason: Some(reason.to_owned()),
+            }
+            .emit(&mut out);
+        }
+        out
+    }
+
+    /// Sends what is due on every stream, ends finished ones, and reports expired records.
+    fn pump(&mut self, now: Timestamp) {
+        let codec = self.cfg.codec;
+        let interval = self.cfg.rtcp_interval();
+        for gi in 0..self.groups.len() {
+            let mut finished = false;
+            let mut sr = None;
+            if let Some(g) = self.groups.get_mut(gi)
+                && let Some(s) = g.playing.as_mut()
+                && let Some(p) = self.programmes.get(&s.programme)
+            {
+                // A stall: move the rest of the stream to now, timestamps following.
+                if s.next < s.total && now.since(s.due(s.next)) > MAX_LATE {
+                    let late = now.since(s.due(s.next));
+                    let frames = late.as_millis() as u64 / FRAME.as_millis() as u64;
+                    s.ts_gap = s
+                        .ts_gap
+                        .wrapping_add((frames as u32).wrapping_mul(SAMPLES_PER_PACKET as u32));
+                    s.start = s.due(s.next).plus(FRAME * frames as u32);
+                    s.anchor = s.next;
+                }
+                while s.next < s.total && s.due(s.next) <= now {
+                    let n = s.next;
+                    let from = (n as usize).saturating_mul(SAMPLES_PER_PACKET);
+                    let payload = p
+                        .audio
+                        .get(from..from + SAMPLES_PER_PACKET)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_else(|| vec![codec.silence(); SAMPLES_PER_PACKET]);
+                    let pkt = RtpPacket {
+                        marker: n == 0,
+                        payload_type: codec.payload_type(),
+                        sequence: s.seq0.wrapping_add(n as u16),
+                        timestamp: s.timestamp(n),
+                        ssrc: s.ssrc,
+                        csrc: Vec::new(),
+                        payload,
+                    };
+                    let mut bytes = Vec::with_capacity(12 + SAMPLES_PER_PACKET);
+                    pkt.emit(&mut bytes);
+                    self.transmits.push_back(Transmit {
+                        socket: Socket::Rtp,
+                        to: g.rtp,
+                        bytes,
+                    });
+                    s.next += 1;
+                    s.octets += SAMPLES_PER_PACKET as u64;
+                    if n == 0 {
+                        // The first report right after the first packet.
+                        s.next_sr = now;
+                    }
+                }
+                if s.next_sr <= now && s.next < s.total {
+                    sr = Some(g.rtcp);
+                    s.next_sr = now + interval;
+                }
+                finished = s.next >= s.total;
+            }
+            if let Some(to) = sr
+                && let Some(s) = self.groups.get(gi).and_then(|g| g.playing.as_ref())
+            {
+                let bytes = self.sender_report(now, s, None);
+                self.transmits.push_back(Transmit {
+                    socket: Socket::Rtcp,
+                    to,
+                    bytes,
+                });
+            }
+            if finished {
+                self.stop_stream(now, gi, true, "end of programme");
+                self.start_next(now, gi);
+            }
+        }
+        self.expire_records(now);
+    }
+
+    fn expire_records(&mut self, now: Timestamp) {
+        let due: Vec<u32> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.report_at.is_some_and(|t| t <= now))
+            .map(|(&ssrc, _)| ssrc)
+            .collect();
+        let mut due = due;
+        due.sort_unstable();
+        for ssrc in due {
+            let Some(r) = self.records.remove(&ssrc) else {
+                continue;
+            };
+            let Some(g) = self.groups.get(r.group) else {
+                continue;
+            };
+            let no_evidence = g
+                .speakers
+                .iter()
+                .filter(|want| !r.speakers.keys().any(|got| speaker_matches(want, got)))
+                .cloned()
+                .collect();
+            self.reports.push_back(StreamReport {
+                attempt: r.attempt,
+                group: g.name.clone(),
+                ssrc,
+                packets: r.packets,
+                stopped_early: r.stopped_early,
+                reached: r.speakers.into_values().collect(),
+                no_evidence,
+            });
+        }
+    }
+
+    /// A datagram arrived on the RTCP socket from `from`.
+    pub fn handle_rtcp(&mut self, now: Timestamp, from: SocketAddr, bytes: &[u8]) {
+        let (packets, err) = parse_compound(bytes);
+        if let Some(e) = err {
+            self.events.push_back(DriverEvent::Unrecognized {
+                raw: format!("RTCP from {from}: {e}: {}", hex(bytes)),
+            });
+        }
+        for p in packets {
+            let (reporter, blocks) = match p {
+                RtcpPacket::ReceiverReport(rr) => (rr.ssrc, rr.reports),
+                RtcpPacket::SenderReport(sr) => (sr.ssrc, sr.reports),
+                _ => continue,
+            };
+            for b in blocks {
+                self.record_block(now, from, reporter, b);
+            }
+        }
+    }
+
+    fn record_block(&mut self, now: Timestamp, from: SocketAddr, reporter: u32, b: ReportBlock) {
+        let Some(r) = self.records.get_mut(&b.ssrc) else {
+            return; // Another sender's stream, or long gone.
+        };
+        self.health.received += 1;
+        let first = !r.speakers.contains_key(&from);
+        let e = r.speakers.entry(from).or_insert(SpeakerEvidence {
+            speaker: from,
+            reporter,
+            reports: 0,
+            first_at: now,
+            last: b,
+        });
+        e.reports += 1;
+        e.last = b;
+        e.reporter = reporter;
+        if !first {
+            return;
+        }
+        let Some(attempt) = r.attempt else { return };
+        let group = self
+            .groups
+            .get(r.group)
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
+        let evidence = e.describe(&group, b.ssrc, r.seq0);
+        // Once per speaker per attempt, even when an interrupted programme plays again.
+        let new = self
+            .programmes
+            .get_mut(&r.programme)
+            .is_none_or(|p| p.delivered.insert(from));
+        if new {
+            self.events
+                .push_back(DriverEvent::Delivered { attempt, evidence });
+        }
+    }
+
+    /// Sending to a group failed: its stream stops; the attempt fails if it played on no
+    /// other group.
+    pub fn handle_send_failed(&mut self, now: Timestamp, to: SocketAddr, reason: &str) {
+        let Some(gi) = self
+            .groups
+            .iter()
+            .position(|g| g.rtp == to && g.playing.is_some())
+        else {
+            return;
+        };
+        let programme = self
+            .groups
+            .get(gi)
+            .and_then(|g| g.playing.as_ref())
+            .map(|s| s.programme);
+        self.stop_stream(now, gi, true, "send failed");
+        self.health.last_error = Some(format!("{to}: {reason}"));
+        self.events
+            .push_back(DriverEvent::Health(self.health.clone()));
+        if let Some(id) = programme {
+            let playing_elsewhere = self
+                .groups
+                .iter()
+                .any(|g| g.playing.as_ref().is_some_and(|s| s.programme == id));
+            let attempt = self
+                .programmes
+                .get(&id)
+                .and_then(|p| p.attempt)
+                .or_else(|| {
+                    self.records
+                        .values()
+                        .find(|r| r.programme == id)
+                        .and_then(|r| r.attempt)
+                });
+            if !playing_elsewhere && let Some(attempt) = attempt {
+                self.events.push_back(DriverEvent::Failed {
+                    attempt,
+                    retryable: true,
+                    reason: format!("could not stream to {to}: {reason}"),
+                });
+            }
+        }
+        self.start_next(now, gi);
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.pump(now);
+    }
+
+    /// The next audio to render.
+    pub fn poll_render(&mut self) -> Option<RenderRequest> {
+        self.renders.pop_front()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next fact for the router.
+    pub fn poll_event(&mut self) -> Option<DriverEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next finished stream's reception evidence.
+    pub fn poll_report(&mut self) -> Option<StreamReport> {
+        self.reports.pop_front()
+    }
+
+    /// When something is next due: a packet, a sender report, a stream's report.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let streams = self
+            .groups
+            .iter()
+            .filter_map(|g| g.playing.as_ref())
+            .flat_map(|s| {
+                let pkt = (s.next < s.total).then(|| s.due(s.next));
+                [pkt, Some(s.next_sr)]
+            });
+        let records = self.records.values().map(|r| r.report_at);
+        streams.chain(records).flatten().min()
+    }
+}
+
+/// Whether a configured speaker (`ip` or `ip:port`) is the address a report came from.
+fn speaker_matches(want: &str, got: &SocketAddr) -> bool {
+    if let Ok(a) = want.parse::<SocketAddr>() {
+        return a == *got;
+    }
+    want.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == got.ip())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().take(64).map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GroupConfig;
+    use crate::wire::ReceiverReport;
+    use tocsin_channel::Outbound;
+    use tocsin_core::PhoneNumber;
+    use tocsin_voice::Codec;
+
+    const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+    fn cfg(groups: usize) -> SpeakerConfig {
+        let mut c = SpeakerConfig::new("127.0.0.1:5004".parse().unwrap());
+        c.groups = (0..groups)
+            .map(|i| GroupConfig {
+                name: format!("village{i}"),
+                rtp: SocketAddr::from(([127, 0, 0, 1], 5004 + 10 * i as u16)),
+                rtcp: None,
+                speakers: vec![format!("127.0.0.{}", 10 + i)],
+            })
+            .collect();
+        c
+    }
+
+    fn send(attempt: u64, text: &str) -> DriverCommand {
+        DriverCommand::Send(Outbound {
+            attempt: AttemptId(attempt),
+            to: Address::Phone(PhoneNumber::parse("+8613800138000", "86").unwrap()),
+            text: text.into(),
+            want_report: true,
+        })
+    }
+
+    /// `ms` of a constant level, 8 kHz.
+    fn audio(ms: u64, level: i16) -> Pcm {
+        Pcm {
+            rate: 8000,
+            samples: vec![level; (ms * 8) as usize],
+        }
+    }
+
+    fn events(s: &mut Speakers) -> Vec<DriverEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn rtp(s: &mut Speakers) -> Vec<(SocketAddr, RtpPacket)> {
+        let mut out = Vec::new();
+        while let Some(t) = s.poll_transmit() {
+            if t.socket == Socket::Rtp {
+                out.push((t.to, RtpPacket::parse(&t.bytes).unwrap()));
+            }
+        }
+        out
+    }
+
+    /// Renders every pending request with `ms` of audio.
+    fn render_all(s: &mut Speakers, now: Timestamp, ms: u64) -> Vec<RenderJob> {
+        let mut jobs = Vec::new();
+        while let Some(r) = s.poll_render() {
+            s.handle_rendered(now, r.id, Ok(audio(ms, 1000)), Vec::new());
+            jobs.push(r.job);
+        }
+        jobs
+    }
+
+    #[test]
+    fn the_text_is_read_for_a_loudspeaker() {
+        let a = Announcement::from_text(
+            "【演练】【红色预警】山洪红色预警：立即转移到安全地带。 回复 1 K7XT 确认",
+            Grade::Orange,
+        );
+        assert_eq!(a.grade, Grade::Red);
+        assert!(a.exercise);
+        assert_eq!(a.spoken, "红色预警，山洪红色预警：立即转移到安全地带。");
+        let b = Announcement::from_text("【预警解除】山洪 已取消。", Grade::Orange);
+        assert_eq!((b.grade, b.exercise), (Grade::Orange, false));
+        assert_eq!(b.spoken, "预警解除，山洪 已取消。");
+        // The grade named first wins ("蓝色预警升级为黄色").
+        let c = Announcement::from_text("蓝色预警升级为黄色预警", Grade::Red);
+        assert_eq!(c.grade, Grade::Blue);
+    }
+
+    #[test]
+    fn packets_are_paced_on_the_schedule_with_exact_headers() {
+        let mut s = Speakers::new(cfg(1), "tocsin@test", 1, T0);
+        s.set_next_stream_ids(0x1234_5678, 1, 0);
+        s.handle_sockets_opened(T0);
+        s.submit(T0, send(1, "【红色预警】山洪"));
+        let jobs = render_all(&mut s, T0, 100);
+        assert_eq!(
+            jobs,
+            vec![RenderJob::Programme {
+                grade: Grade::Red,
+                text: "红色预警，山洪".into(),
+                exercise: false,
+                repeat: 3,
+                pause: Duration::from_secs(10),
+            }]
+        );
+        let ev = events(&mut s);
+        assert!(matches!(ev[1], DriverEvent::Accepted { .. }));
+        assert_eq!(
+            ev[2],
+            DriverEvent::Sent {
+                attempt: AttemptId(1),
+                reference: "group village0 ssrc 0x12345678".into()
+            }
+        );
+        // Packet 0 went at once; then one every 20 ms; 100 ms = 5 packets.
+        let mut got = rtp(&mut s);
+        let mut times = vec![T0];
+        while let Some(t) = s.poll_timeout() {
+            if s.pending() == 0 {
+                break;
+            }
+            s.handle_timeout(t);
+            let p = rtp(&mut s);
+            times.extend(std::iter::repeat_n(t, p.len()));
+            got.extend(p);
+        }
+        assert_eq!(got.len(), 5);
+        let pcma_1000 = Codec::Pcma.encode_sample(1000);
+        for (i, (to, p)) in got.iter().enumerate() {
+            assert_eq!(*to, "127.0.0.1:5004".parse().unwrap());
+            assert_eq!(p.marker, i == 0);
+            assert_eq!(p.payload_type, 8);
+            assert_eq!(p.sequence, 1 + i as u16);
+            assert_eq!(p.timestamp, 160 * i as u32);
+            assert_eq!(p.payload, vec![pcma_1000; 160]);
+            assert_eq!(times[i], T0 + Duration::from_millis(20 * i as u64));
+        }
+    }
+
+    #[test]
+    fn sequence_and_timestamp_wrap_around() {
+        let mut s = Speakers::new(cfg(1), "t", 1, T0);
+        s.set_next_stream_ids(7, 65534, u32::MAX - 159);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 80);
+        let mut got = rtp(&mut s);
+        while let Some(t) = s.poll_timeout() {
+            s.handle_timeout(t);
+            got.extend(rtp(&mut s));
+            if got.len() >= 4 {
+                break;
+            }
+        }
+        let seqs: Vec<u16> = got.iter().map(|(_, p)| p.sequence).collect();
+        let ts: Vec<u32> = got.iter().map(|(_, p)| p.timestamp).collect();
+        assert_eq!(seqs, vec![65534, 65535, 0, 1]);
+        assert_eq!(ts, vec![u32::MAX - 159, 0, 160, 320]);
+    }
+
+    #[test]
+    fn ten_minutes_of_programme_do_not_drift() {
+        let mut s = Speakers::new(cfg(1), "t", 9, T0);
+        s.set_next_stream_ids(1, 100, 5000);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 600_000);
+        let mut n = 0u64;
+        let mut srs = 0;
+        let mut now = T0;
+        loop {
+            while let Some(t) = s.poll_transmit() {
+                match t.socket {
+                    Socket::Rtp => {
+                        let p = RtpPacket::parse(&t.bytes).unwrap();
+                        // Sent exactly on its slot, with its exact timestamp.
+                        assert_eq!(now, T0 + Duration::from_millis(20 * n));
+                        assert_eq!(p.sequence, 100u16.wrapping_add(n as u16));
+                        assert_eq!(p.timestamp, 5000 + 160 * n as u32);
+                        n += 1;
+                    }
+                    Socket::Rtcp => {
+                        let (pk, _) = parse_compound(&t.bytes);
+                        if let Some(RtcpPacket::SenderReport(sr)) = pk.first() {
+                            // RTP time in the report tracks the wall clock exactly.
+                            let ms = now.since(T0).as_millis() as u32;
+                            assert_eq!(sr.rtp_timestamp, 5000 + ms * 8);
+                            srs += 1;
+                        }
+                    }
+                }
+            }
+            if s.playing().is_empty() {
+                break;
+            }
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+        }
+        assert_eq!(n, 30_000);
+        // One at the start, one every 5 s, one with the goodbye.
+        assert_eq!(srs, 121);
+        assert_eq!(now, T0 + Duration::from_millis(20 * 29_999));
+    }
+
+    #[test]
+    fn a_stall_moves_the_stream_later_instead_of_bursting() {
+        let mut s = Speakers::new(cfg(1), "t", 9, T0);
+        s.set_next_stream_ids(1, 0, 0);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 2000);
+        rtp(&mut s);
+        // The host freezes for 1 s after packet 0.
+        let later = T0 + Duration::from_millis(1000);
+        s.handle_timeout(later);
+        let got = rtp(&mut s);
+        assert_eq!(got.len(), 1, "no burst");
+        assert_eq!(got[0].1.sequence, 1);
+        // 50 frames of gap in the timestamps: the speaker plays silence for the stall.
+        assert_eq!(got[0].1.timestamp, 160 + 49 * 160);
+        s.handle_timeout(later + FRAME);
+        assert_eq!(rtp(&mut s)[0].1.timestamp, 160 * 51);
+    }
+
+    #[test]
+    fn many_groups_stream_at_once_with_their_own_ssrcs() {
+        let mut s = Speakers::new(cfg(3), "t", 5, T0);
+        s.submit(T0, send(1, "【黄色预警】大风"));
+        render_all(&mut s, T0, 40);
+        let got = rtp(&mut s);
+        assert_eq!(got.len(), 3);
+        let ssrcs: HashSet<u32> = got.iter().map(|(_, p)| p.ssrc).collect();
+        assert_eq!(ssrcs.len(), 3);
+        let dests: HashSet<SocketAddr> = got.iter().map(|(a, _)| *a).collect();
+        assert_eq!(dests.len(), 3);
+        // Sent once for the attempt.
+        let sent = events(&mut s)
+            .into_iter()
+            .filter(|e| matches!(e, DriverEvent::Sent { .. }))
+            .count();
+        assert_eq!(sent, 1);
+    }
+
+    #[test]
+    fn red_interrupts_a_lower_grade_which_then_plays_again_and_lower_grades_wait() {
+        let mut s = Speakers::new(cfg(1), "t", 5, T0);
+        s.submit(T0, send(1, "【橙色预警】暴雨"));
+        render_all(&mut s, T0, 1000);
+        let orange_ssrc = s.playing()[0].2;
+        let t1 = T0 + Duration::from_millis(200);
+        s.handle_timeout(t1);
+        s.submit(t1, send(2, "【蓝色预警】降温"));
+        render_all(&mut s, t1, 100);
+        assert_eq!(s.playing()[0].1, Some(AttemptId(1)), "blue waits");
+        s.submit(t1, send(3, "【红色预警】山洪"));
+        render_all(&mut s, t1, 100);
+        assert_eq!(s.playing()[0].1, Some(AttemptId(3)), "red interrupts");
+        // The orange stream said goodbye.
+        let byes: Vec<u32> = std::iter::from_fn(|| s.poll_transmit())
+            .filter(|t| t.socket == Socket::Rtcp)
+            .flat_map(|t| parse_compound(&t.bytes).0)
+            .filter_map(|p| match p {
+                RtcpPacket::Goodbye { sources, .. } => sources.first().copied(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(byes, vec![orange_ssrc]);
+        // After red: orange again (from its start, a new stream), then blue.
+        let mut order = Vec::new();
+        while s.pending() > 0 {
+            let now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+            for (_, p) in rtp(&mut s) {
+                if p.marker {
+                    order.push(p.ssrc);
+                }
+            }
+        }
+        assert_eq!(order.len(), 2);
+        assert_ne!(order[0], orange_ssrc);
+        let sent: Vec<AttemptId> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                DriverEvent::Sent { attempt, .. } => Some(attempt),
+                _ => None,
+            })
+            .collect();
+        // Sent once each, in the order they first played.
+        assert_eq!(sent, vec![AttemptId(1), AttemptId(3), AttemptId(2)]);
+    }
+
+    #[test]
+    fn cancel_before_playing_fails_the_attempt_and_cancel_while_playing_says_so() {
+        let mut s = Speakers::new(cfg(1), "t", 5, T0);
+        s.submit(T0, send(1, "【黄色预警】大风"));
+        s.submit(T0, send(2, "【演练】【黄色预警】大风"));
+        // 1 is rendering; cancel it.
+        s.submit(T0, DriverCommand::Cancel(AttemptId(1)));
+        render_all(&mut s, T0, 1000);
+        let ev = events(&mut s);
+        assert!(ev.contains(&DriverEvent::Failed {
+            attempt: AttemptId(1),
+            retryable: false,
+            reason: "cancelled before it played".into()
+        }));
+        assert_eq!(s.playing()[0].1, Some(AttemptId(2)));
+        s.handle_timeout(T0 + Duration::from_millis(100));
+        s.submit(
+            T0 + Duration::from_millis(100),
+            DriverCommand::Cancel(AttemptId(2)),
+        );
+        assert!(s.playing().is_empty());
+        // A cancellation message is rendered (an exercise: 演练 too) and plays.
+        let jobs = render_all(&mut s, T0 + Duration::from_millis(100), 60);
+        assert_eq!(jobs, vec![RenderJob::Cancellation { exercise: true }]);
+        assert_eq!(s.playing()[0].1, None);
+        assert!(
+            events(&mut s)
+                .iter()
+                .all(|e| !matches!(e, DriverEvent::Failed { .. }))
+        );
+    }
+
+    #[test]
+    fn receiver_reports_are_evidence_once_per_speaker() {
+        let mut c = cfg(1);
+        c.groups[0].speakers = vec!["127.0.0.10".into(), "127.0.0.11:7000".into()];
+        let mut s = Speakers::new(c, "t", 5, T0);
+        s.set_next_stream_ids(0xABCD, 10, 0);
+        s.submit(T0, send(1, "【红色预警】山洪"));
+        render_all(&mut s, T0, 100);
+        events(&mut s);
+        let rr = |lost: i32| {
+            let mut b = Vec::new();
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: 0x5EA4,
+                reports: vec![ReportBlock {
+                    ssrc: 0xABCD,
+                    fraction_lost: 0,
+                    cumulative_lost: lost,
+                    highest_sequence: 14,
+                    jitter: 24,
+                    last_sr: 0,
+                    delay_since_last_sr: 0,
+                }],
+            })
+            .emit(&mut b);
+            b
+        };
+        let speaker: SocketAddr = "127.0.0.10:5005".parse().unwrap();
+        let t = T0 + Duration::from_millis(60);
+        s.handle_rtcp(t, speaker, &rr(1));
+        s.handle_rtcp(t, speaker, &rr(1));
+        let ev = events(&mut s);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        let DriverEvent::Delivered { attempt, evidence } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(*attempt, AttemptId(1));
+        assert_eq!(
+            evidence,
+            "RTCP RR from speaker 127.0.0.10:5005 (ssrc 0x00005ea4) on group village0, stream 0x0000abcd: 4 packets received, 1 lost, loss fraction 0/256, jitter 24 (3.0 ms)"
+        );
+        // A report about someone else's stream, and garbage.
+        let mut other = rr(0);
+        other[8..12].copy_from_slice(&[0, 0, 0, 1]);
+        s.handle_rtcp(t, speaker, &other);
+        s.handle_rtcp(t, speaker, b"\x00junk");
+        let ev = events(&mut s);
+        assert_eq!(ev.len(), 1);
+        assert!(matches!(&ev[0], DriverEvent::Unrecognized { raw } if raw.contains("version 0")));
+    }
+
+    #[test]
+    fn the_stream_report_lists_reached_and_no_evidence() {
+        let mut c = cfg(1);
+        c.groups[0].speakers = vec!["127.0.0.10".into(), "127.0.0.11".into()];
+        let mut s = Speakers::new(c, "t", 5, T0);
+        s.set_next_stream_ids(0xABCD, 0, 0);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 40);
+        let mut b = Vec::new();
+        RtcpPacket::ReceiverReport(ReceiverReport {
+            ssrc: 9,
+            reports: vec![ReportBlock {
+                ssrc: 0xABCD,
+                fraction_lost: 0,
+                cumulative_lost: 0,
+                highest_sequence: 1,
+                jitter: 0,
+                last_sr: 0,
+                delay_since_last_sr: 0,
+            }],
+        })
+        .emit(&mut b);
+        s.handle_rtcp(T0, "127.0.0.10:5005".parse().unwrap(), &b);
+        let report = loop {
+            if let Some(r) = s.poll_report() {
+                break r;
+            }
+            let t = s.poll_timeout().expect("a report is due");
+            s.handle_timeout(t);
+        };
+        assert_eq!(report.attempt, Some(AttemptId(1)));
+        assert_eq!(report.packets, 2);
+        assert!(!report.stopped_early);
+        assert_eq!(report.reached.len(), 1);
+        assert_eq!(report.no_evidence, vec!["127.0.0.11".to_owned()]);
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn render_failure_queue_limit_and_send_failure() {
+        let mut c = cfg(1);
+        c.queue_limit = 1;
+        let mut s = Speakers::new(c, "t", 5, T0);
+        s.submit(T0, send(1, "x"));
+        s.submit(T0, send(2, "y"));
+        let r = s.poll_render().unwrap();
+        s.handle_rendered(T0, r.id, Err("espeak-ng crashed".into()), Vec::new());
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[1], DriverEvent::Failed { attempt: AttemptId(2), retryable: true, reason } if reason.contains("queue full"))
+        );
+        assert!(
+            matches!(&ev[2], DriverEvent::Failed { attempt: AttemptId(1), retryable: true, reason } if reason.contains("espeak-ng crashed"))
+        );
+        s.submit(T0, send(3, "z"));
+        let r = s.poll_render().unwrap();
+        s.handle_rendered(T0, r.id, Ok(audio(1000, 5)), vec!["山洪".into()]);
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[1], DriverEvent::Sent { reference, .. } if reference.contains("not spoken") && reference.contains("山洪"))
+        );
+        s.handle_send_failed(T0, "127.0.0.1:5004".parse().unwrap(), "network unreachable");
+        let ev = events(&mut s);
+        assert!(
+            matches!(
+                &ev[1],
+                DriverEvent::Failed {
+                    attempt: AttemptId(3),
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        assert!(s.playing().is_empty());
+    }
+}

@@ -1,0 +1,288 @@
+//! The tokio task that runs [`Radio`](crate::proto::Radio) on a serial port or a TCP
+//! connection to the radio's client API.
+//!
+//! After every input (bytes read, a command, a broadcast, a deadline) the task drains the
+//! state machine in one fixed order: **transmit** (write every pending frame), then
+//! **events** (stamp and forward to the gateway), then **node table** (publish it when it
+//! changed), then **timeout** (sleep until the next deadline). Real time enters only here.
+//!
+//! When the link goes (read error, EOF, a failed write, a TCP connection the radio closed
+//! because another client connected), the radio is told, reports itself down, and the task
+//! reopens with exponential backoff (0.5 s doubling to 30 s). Commands keep being accepted
+//! meanwhile; queued texts go out after the next handshake. Note that a networked radio
+//! serves one client at a time: two gateways pointed at one radio displace each other.
+
+use std::time::Duration;
+
+use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
+use tocsin_core::{DeviceId, Timestamp};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MeshConfig, Transport};
+use crate::proto::{MeshNode, Radio};
+
+/// First wait before reopening a lost link.
+const REOPEN_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between reopen attempts.
+const REOPEN_MAX: Duration = Duration::from_secs(30);
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Depth of the broadcast channel.
+pub const BROADCAST_QUEUE: usize = 64;
+
+/// Maps the monotonic clock onto [`Timestamp`]s: wall-clock time read once at start, then
+/// advanced monotonically so a clock step cannot reorder deadlines.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: tokio::time::Instant,
+    base: Timestamp,
+}
+
+impl Clock {
+    /// Reads the wall clock once.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "io.rs is where real time enters the driver"
+    )]
+    pub fn start() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            start: tokio::time::Instant::now(),
+            base: Timestamp::from_millis(
+                i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
+            ),
+        }
+    }
+
+    /// The timestamp of the clock's start.
+    pub fn base(&self) -> Timestamp {
+        self.base
+    }
+
+    /// Now, as a timestamp.
+    pub fn now(&self) -> Timestamp {
+        self.base + self.start.elapsed()
+    }
+
+    /// The monotonic instant of a timestamp (never before the clock's start).
+    pub fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        self.start + t.since(self.base)
+    }
+}
+
+/// A channel broadcast: public information for everyone on a channel, never an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broadcast {
+    /// The radio's channel index.
+    pub channel: u32,
+    /// The text.
+    pub text: String,
+}
+
+/// The gateway's handle on a running radio, with what the driver contract does not carry
+/// yet: the node table and channel broadcasts.
+#[derive(Clone, Debug)]
+pub struct MeshHandle {
+    /// The contract's handle (commands in).
+    pub driver: DriverHandle,
+    /// The node table, updated whenever it changes.
+    pub nodes: watch::Receiver<Vec<MeshNode>>,
+    /// Channel broadcasts to put on the air (bounded).
+    pub broadcasts: mpsc::Sender<Broadcast>,
+}
+
+/// Starts the driver task for one radio and returns the gateway's handle on it. The task
+/// ends when `cancel` fires or every command sender is dropped.
+pub fn spawn_meshtastic(
+    device: DeviceId,
+    cfg: MeshConfig,
+    events: mpsc::Sender<DeviceEvent>,
+    cancel: CancellationToken,
+) -> DriverHandle {
+    spawn_meshtastic_with_nodes(device, cfg, events, cancel).driver
+}
+
+/// Like [`spawn_meshtastic`], and also hands out the node table and a broadcast sender.
+pub fn spawn_meshtastic_with_nodes(
+    device: DeviceId,
+    cfg: MeshConfig,
+    events: mpsc::Sender<DeviceEvent>,
+    cancel: CancellationToken,
+) -> MeshHandle {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (btx, brx) = mpsc::channel(BROADCAST_QUEUE);
+    let (ntx, nrx) = watch::channel(Vec::new());
+    let caps = cfg.capabilities();
+    tokio::spawn(run_radio(device.clone(), cfg, rx, brx, ntx, events, cancel));
+    MeshHandle {
+        driver: DriverHandle {
+            device,
+            caps,
+            commands: tx,
+        },
+        nodes: nrx,
+        broadcasts: btx,
+    }
+}
+
+/// A byte stream to the radio: a serial port or a TCP connection.
+trait Link: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Link for T {}
+
+async fn open(cfg: &MeshConfig) -> Result<Box<dyn Link>, String> {
+    match cfg.transport() {
+        Some(Transport::Serial(path)) => tokio_serial::new(&path, cfg.baud)
+            .open_native_async()
+            .map(|p| Box::new(p) as Box<dyn Link>)
+            .map_err(|e| e.to_string()),
+        Some(Transport::Tcp(addr)) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Ok(Box::new(s) as Box<dyn Link>)
+                }
+                Ok(Err(e)) => Err(format!("{addr}: {e}")),
+                Err(_) => Err(format!("{addr}: connect timed out")),
+            }
+        }
+        None => Err("neither path nor tcp configured".to_owned()),
+    }
+}
+
+/// Reads from the link, or waits forever when there is none.
+async fn read_link(link: &mut Option<Box<dyn Link>>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match link {
+        Some(l) => l.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next broadcast, or forever once the sender side is gone.
+async fn next_broadcast(rx: &mut Option<mpsc::Receiver<Broadcast>>) -> Option<Broadcast> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The driver task. See the module documentation for the drain order.
+async fn run_radio(
+    device: DeviceId,
+    cfg: MeshConfig,
+    mut commands: mpsc::Receiver<DriverCommand>,
+    broadcasts: mpsc::Receiver<Broadcast>,
+    nodes: watch::Sender<Vec<MeshNode>>,
+    events: mpsc::Sender<DeviceEvent>,
+    cancel: CancellationToken,
+) {
+    let clock = Clock::start();
+    let mut radio = Radio::new(cfg.clone(), clock.now());
+    let mut broadcasts = Some(broadcasts);
+    let mut link: Option<Box<dyn Link>> = None;
+    let mut reopen_at = Some(clock.now());
+    let mut backoff = REOPEN_MIN;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // 1. transmit
+        while let Some(bytes) = radio.poll_transmit() {
+            let Some(l) = link.as_mut() else { break };
+            let written = async {
+                l.write_all(&bytes).await?;
+                l.flush().await
+            }
+            .await;
+            if let Err(e) = written {
+                tracing::warn!(%device, %e, "radio write failed");
+                link = None;
+                radio.handle_port_lost(clock.now());
+                reopen_at = Some(clock.now() + backoff);
+            }
+        }
+        // 2. events
+        while let Some(event) = radio.poll_event() {
+            let stamped = DeviceEvent {
+                device: device.clone(),
+                at: clock.now(),
+                event,
+            };
+            if events.send(stamped).await.is_err() {
+                return; // The gateway is gone.
+            }
+        }
+        // 3. node table
+        if radio.take_nodes_changed() {
+            nodes.send_replace(radio.nodes().cloned().collect());
+        }
+        // 4. timeout
+        let deadline = [
+            radio.poll_timeout(),
+            if link.is_none() { reopen_at } else { None },
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let wake = deadline.map(|t| clock.instant(t));
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => radio.submit(clock.now(), cmd),
+                None => return,
+            },
+            b = next_broadcast(&mut broadcasts) => match b {
+                Some(b) => {
+                    if let Err(e) = radio.broadcast(clock.now(), b.channel, &b.text) {
+                        tracing::warn!(%device, %e, "broadcast refused");
+                    }
+                }
+                None => broadcasts = None,
+            },
+            read = read_link(&mut link, &mut buf) => match read {
+                Ok(n) if n > 0 => radio.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),
+                other => {
+                    tracing::warn!(%device, ?other, "radio link lost");
+                    link = None;
+                    radio.handle_port_lost(clock.now());
+                    reopen_at = Some(clock.now() + backoff);
+                }
+            },
+            () = sleep_until(wake) => {
+                let now = clock.now();
+                if link.is_none() && reopen_at.is_some_and(|t| t <= now) {
+                    match open(&cfg).await {
+                        Ok(l) => {
+                            tracing::info!(%device, "radio link open");
+                            link = Some(l);
+                            reopen_at = None;
+                            backoff = REOPEN_MIN;
+                            radio.handle_port_opened(clock.now());
+                        }
+                        Err(e) => {
+                            radio.handle_open_failed(now, &e);
+                            reopen_at = Some(clock.now() + backoff);
+                            backoff = (backoff * 2).min(REOPEN_MAX);
+                        }
+                    }
+                }
+                radio.handle_timeout(clock.now());
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "io.rs sleeps until the state machine's poll_timeout()"
+)]
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,429 @@
+//! Runs the simulated radio ([`SimRadio`]) behind a real pseudo-terminal or a loopback TCP
+//! socket, so the real driver opens it exactly as it opens a USB or networked radio.
+//!
+//! Over a pty the driver is given a stable symlink (like `/dev/serial/by-id/...`) to the
+//! current `/dev/pts/N`; a hang-up closes the master (the driver's reads fail, as when a
+//! radio is unplugged), and after the pause a fresh pty is put behind the same symlink.
+//! Over TCP the simulator listens on `127.0.0.1` only and, like the firmware, serves one
+//! client at a time: a new connection displaces the previous one.
+//!
+//! The mesh keeps running while no client is connected: what the radio has for the client
+//! waits for the next one. Simulated time runs `speed` times faster than real time.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::termios::{self, SetArg};
+use tocsin_core::Timestamp;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::io::Clock;
+use crate::sim::{Faults, SentPacket, SimConfig, SimRadio};
+
+/// What the simulator runner can be told to do.
+#[derive(Clone, Debug)]
+pub enum SimCommand {
+    /// A text from node `from` reaches the radio.
+    DeliverText {
+        /// Sending node.
+        from: u32,
+        /// Text.
+        text: String,
+    },
+    /// Node `from` reports a position.
+    ReportPosition {
+        /// Reporting node.
+        from: u32,
+        /// Degrees north.
+        lat: f64,
+        /// Degrees east.
+        lon: f64,
+    },
+    /// Close the link and stay away for `down_for` (real time).
+    HangUp {
+        /// How long the radio is unreachable.
+        down_for: Duration,
+    },
+    /// The radio reboots.
+    Reboot,
+    /// Replace the injected faults.
+    SetFaults(Faults),
+}
+
+/// Where the simulated radio can be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimEndpoint {
+    /// A stable symlink to the current `/dev/pts/N`.
+    Pty(PathBuf),
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+}
+
+/// A running simulator.
+#[derive(Clone, Debug)]
+pub struct SimHandle {
+    /// Where to connect.
+    pub endpoint: SimEndpoint,
+    /// Commands to the runner.
+    pub commands: mpsc::Sender<SimCommand>,
+    /// Every packet the radio took from the client.
+    pub sent: Arc<Mutex<Vec<SentPacket>>>,
+}
+
+impl SimHandle {
+    /// The value for the driver's config: the symlink path, or `127.0.0.1:port`.
+    pub fn address(&self) -> String {
+        match &self.endpoint {
+            SimEndpoint::Pty(p) => p.display().to_string(),
+            SimEndpoint::Tcp(a) => a.to_string(),
+        }
+    }
+}
+
+/// Errors setting up a simulated link.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// `openpty`, termios or `fcntl` failed.
+    #[error("pseudo-terminal: {0}")]
+    Sys(#[from] nix::Error),
+    /// A symlink, a socket or the reactor failed.
+    #[error("simulator link: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One open pty: the master (async) and the slave kept open so the master never sees EIO
+/// while the driver is between opens.
+struct Pty {
+    master: AsyncFd<OwnedFd>,
+    _slave: OwnedFd,
+}
+
+fn open_pty(link: &Path) -> Result<Pty, RunnerError> {
+    let pair = nix::pty::openpty(None, None)?;
+    let mut t = termios::tcgetattr(pair.slave.as_fd())?;
+    termios::cfmakeraw(&mut t);
+    termios::tcsetattr(pair.slave.as_fd(), SetArg::TCSANOW, &t)?;
+    let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(
+        pair.master.as_fd(),
+        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+    )?;
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd()))?;
+    // Re-point the link atomically: a new link beside it, renamed over the old one.
+    let tmp = link.with_extension("tocsin-sim-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp)?;
+    std::fs::rename(&tmp, link)?;
+    // `new` is deprecated because a borrowed raw fd could be closed under the reactor; an
+    // `OwnedFd` moved in cannot be, and the safe alternative needs `unsafe` (denied here).
+    #[allow(deprecated, reason = "sound for an OwnedFd moved into the AsyncFd")]
+    let master = AsyncFd::new(pair.master)?;
+    Ok(Pty {
+        master,
+        _slave: pair.slave,
+    })
+}
+
+/// Starts a simulated radio behind the symlink `link` (created or replaced).
+pub fn spawn_pty_sim(
+    link: PathBuf,
+    cfg: SimConfig,
+    seed: u64,
+    speed: f64,
+    cancel: CancellationToken,
+) -> Result<SimHandle, RunnerError> {
+    let pty = open_pty(&link)?;
+    Ok(start(
+        Listen::Pty(link.clone()),
+        Some(Conn::Pty(pty)),
+        SimEndpoint::Pty(link),
+        cfg,
+        seed,
+        speed,
+        cancel,
+    ))
+}
+
+/// Starts a simulated radio listening on `127.0.0.1:port` (0: any free port; the handle
+/// says which).
+pub fn spawn_tcp_sim(
+    port: u16,
+    cfg: SimConfig,
+    seed: u64,
+    speed: f64,
+    cancel: CancellationToken,
+) -> Result<SimHandle, RunnerError> {
+    let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    std_listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(std_listener)?;
+    let addr = listener.local_addr()?;
+    Ok(start(
+        Listen::Tcp(listener),
+        None,
+        SimEndpoint::Tcp(addr),
+        cfg,
+        seed,
+        speed,
+        cancel,
+    ))
+}
+
+fn start(
+    listen: Listen,
+    conn: Option<Conn>,
+    endpoint: SimEndpoint,
+    cfg: SimConfig,
+    seed: u64,
+    speed: f64,
+    cancel: CancellationToken,
+) -> SimHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let speed = if speed.is_finite() && speed > 0.0 {
+        speed
+    } else {
+        1.0
+    };
+    tokio::spawn(run_sim(Runner {
+        listen,
+        conn,
+        cfg,
+        seed,
+        speed,
+        rx,
+        sent: sent.clone(),
+        cancel,
+    }));
+    SimHandle {
+        endpoint,
+        commands: tx,
+        sent,
+    }
+}
+
+/// How new links come.
+enum Listen {
+    /// A new pty behind this symlink.
+    Pty(PathBuf),
+    /// Connections on this socket.
+    Tcp(TcpListener),
+}
+
+/// The current link to the client.
+enum Conn {
+    Pty(Pty),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf).await,
+            Conn::Pty(p) => loop {
+                let mut guard = p.master.readable().await?;
+                match guard
+                    .try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
+                {
+                    Ok(r) => return r,
+                    Err(_would_block) => continue,
+                }
+            },
+        }
+    }
+
+    async fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.write_all(bytes).await,
+            Conn::Pty(p) => {
+                while !bytes.is_empty() {
+                    let mut guard = p.master.writable().await?;
+                    match guard.try_io(|fd| {
+                        nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from)
+                    }) {
+                        Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or(&[]),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_would_block) => continue,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn read_conn(conn: &mut Option<Conn>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match conn {
+        Some(c) => c.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept(listen: &Listen) -> std::io::Result<TcpStream> {
+    match listen {
+        Listen::Tcp(l) => l.accept().await.map(|(s, _)| s),
+        Listen::Pty(_) => std::future::pending().await,
+    }
+}
+
+/// Simulated time: real elapsed time × speed.
+struct SimClock {
+    real: Clock,
+    speed: f64,
+}
+
+impl SimClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = self.real.now().since(self.real.base());
+        self.real.base() + elapsed.mul_f64(self.speed)
+    }
+
+    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        let sim_elapsed = t.since(self.real.base());
+        self.real
+            .instant(self.real.base() + sim_elapsed.div_f64(self.speed))
+    }
+
+    fn real_now(&self) -> tokio::time::Instant {
+        self.real.instant(self.real.now())
+    }
+}
+
+/// Everything the runner task owns.
+struct Runner {
+    listen: Listen,
+    conn: Option<Conn>,
+    cfg: SimConfig,
+    seed: u64,
+    speed: f64,
+    rx: mpsc::Receiver<SimCommand>,
+    sent: Arc<Mutex<Vec<SentPacket>>>,
+    cancel: CancellationToken,
+}
+
+/// How long a write to a client that does not read may block the simulator.
+const WRITE_PATIENCE: Duration = Duration::from_secs(1);
+
+async fn run_sim(r: Runner) {
+    let Runner {
+        listen,
+        mut conn,
+        cfg,
+        seed,
+        speed,
+        mut rx,
+        sent,
+        cancel,
+    } = r;
+    let clock = SimClock {
+        real: Clock::start(),
+        speed,
+    };
+    let mut sim = SimRadio::new(cfg, seed, clock.now());
+    // When the link comes back (pty) or accepts resume (TCP) after a hang-up.
+    let mut back_at: Option<tokio::time::Instant> = None;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Some(c) = conn.as_mut() {
+            while let Some(bytes) = sim.poll_transmit() {
+                match tokio::time::timeout(WRITE_PATIENCE, c.write_all(&bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%e, "simulated radio: client gone");
+                        conn = None;
+                        break;
+                    }
+                    Err(_) => tracing::debug!("simulated radio: client not reading; frame dropped"),
+                }
+            }
+        }
+        if sim.take_hangup() {
+            conn = None;
+            back_at = Some(clock.real_now() + Duration::from_secs(1));
+        }
+        if let Ok(mut log) = sent.lock() {
+            let have = log.len();
+            log.extend(sim.sent().iter().skip(have).cloned());
+        }
+        let wake = sim.poll_timeout().map(|t| clock.instant(t));
+        let pty_back = matches!(listen, Listen::Pty(_))
+            .then_some(back_at)
+            .flatten();
+        let wake = [wake, pty_back].into_iter().flatten().min();
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(SimCommand::DeliverText { from, text }) => sim.deliver_text(clock.now(), from, &text),
+                Some(SimCommand::ReportPosition { from, lat, lon }) => sim.report_position(clock.now(), from, lat, lon),
+                Some(SimCommand::Reboot) => sim.reboot(clock.now()),
+                Some(SimCommand::SetFaults(f)) => sim.set_faults(f),
+                Some(SimCommand::HangUp { down_for }) => {
+                    conn = None;
+                    back_at = Some(clock.real_now() + down_for);
+                }
+            },
+            accepted = accept(&listen) => match accepted {
+                Ok(stream) => {
+                    if back_at.is_some_and(|t| t > clock.real_now()) {
+                        drop(stream); // Still "down".
+                    } else {
+                        back_at = None;
+                        let _ = stream.set_nodelay(true);
+                        // One client at a time: the new one displaces the old.
+                        conn = Some(Conn::Tcp(stream));
+                        sim.handle_client_connected(clock.now());
+                    }
+                }
+                Err(e) => tracing::warn!(%e, "simulated radio: accept failed"),
+            },
+            read = read_conn(&mut conn, &mut buf) => match read {
+                Ok(n) if n > 0 => sim.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),
+                other => {
+                    tracing::debug!(?other, "simulated radio: link closed");
+                    conn = None;
+                    if matches!(listen, Listen::Pty(_)) {
+                        back_at = Some(clock.real_now() + Duration::from_millis(100));
+                    }
+                }
+            },
+            () = sleep_until(wake) => {
+                if let Listen::Pty(link) = &listen
+                    && conn.is_none()
+                    && back_at.is_some_and(|t| t <= clock.real_now())
+                {
+                    back_at = None;
+                    match open_pty(link) {
+                        Ok(p) => {
+                            conn = Some(Conn::Pty(p));
+                            sim.handle_client_connected(clock.now());
+                        }
+                        Err(e) => {
+                            tracing::warn!(%e, "simulated radio cannot reopen its pty");
+                            back_at = Some(clock.real_now() + Duration::from_secs(1));
+                        }
+                    }
+                }
+                sim.handle_timeout(clock.now());
+            }
+        }
+    }
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the simulator runner sleeps until the simulator's poll_timeout()"
+)]
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

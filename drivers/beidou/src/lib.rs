@@ -12,6 +12,9 @@
 //! - [`pty`]: the simulator on pseudo-terminals, for integration tests and `tocsin-sim`.
 
 pub mod config;
+pub mod io;
 pub mod proto;
+pub mod pty;
+pub mod sim;
 pub mod text;
 pub mod wire;

@@ -1,0 +1,2072 @@
+//! The trunk conversation as a sans-IO state machine: registration and many concurrent
+//! calls, keyed by Call-ID.
+//!
+//! One call: INVITE with an SDP offer (retransmitted every T1, doubling, until a
+//! provisional response; given up after 64×T1, RFC 3261 §17.1.1) → 1xx → 2xx → ACK →
+//! the prompt as G.711 RTP, one 20 ms frame per deadline computed from the answer time so
+//! pacing never drifts → key `1` (RFC 4733 or SIP INFO) is the ack, any other key replays
+//! the prompt once → BYE. A 401/407 is answered once with Digest; no final answer within
+//! the ring timeout sends CANCEL. The far end may hang up first (BYE from it).
+//!
+//! Every request goes to the configured trunk address (it acts as outbound proxy);
+//! Record-Route is not honoured, which suits a single-hop trunk. Responses to the far
+//! end's requests go back to where the request came from.
+//!
+//! Events per attempt: `Accepted` when queued, `Sent { reference: Call-ID }` on answer, an
+//! `Inbound` "1" for the ack, and exactly one of `Delivered` (answered and the prompt
+//! played through, or acknowledged) or `Failed` when the call is over. The full
+//! [`CallRecord`] of every call is available from [`Trunk::poll_record`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tocsin_channel::{DriverCommand, DriverEvent, Health, Outbound};
+use tocsin_core::{Address, AttemptId, Timestamp};
+
+use crate::config::SipConfig;
+use crate::digest::Challenge;
+use crate::g711::Codec;
+use crate::prompt::{FRAME, PromptSource, ToneSource};
+use crate::rtp::{DigitDetector, RtpPacket};
+use crate::sdp::{self, Negotiated};
+use crate::wire::{self, Message, Method, uri_of};
+
+/// 20 ms, one RTP frame.
+const FRAME_MS: i64 = 20;
+/// Frames sent back to back at most when the task was late; beyond that the stream skips
+/// ahead so it stays in step with the clock (the skipped frames are counted as late).
+const MAX_CATCH_UP: u64 = 10;
+/// Finished call records kept for [`Trunk::poll_record`].
+const RECORDS_KEPT: usize = 1024;
+/// How long to wait before trying a failed registration again.
+const REGISTER_RETRY: Duration = Duration::from_secs(30);
+
+/// Which local socket a datagram came in on or goes out of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Socket {
+    /// The SIP signalling socket.
+    Sip,
+    /// The RTP socket of one call slot, by local port.
+    Rtp(u16),
+}
+
+/// One datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// From which socket.
+    pub socket: Socket,
+    /// To where.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What happened on one call, for the record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// The attempt the call served.
+    pub attempt: AttemptId,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// Who was called.
+    pub callee: Address,
+    /// When the first INVITE left.
+    pub dialled_at: Timestamp,
+    /// When the far end first said it was ringing (180/183).
+    pub ringing_at: Option<Timestamp>,
+    /// When it answered (2xx).
+    pub answered_at: Option<Timestamp>,
+    /// When the call was over.
+    pub ended_at: Option<Timestamp>,
+    /// Length of the prompt, seconds.
+    pub prompt_secs: f64,
+    /// How far into the prompt playback got, seconds.
+    pub listened_secs: f64,
+    /// Whether the prompt was played to its end at least once.
+    pub listened: bool,
+    /// Keys received, in order.
+    pub digits: String,
+    /// How the call ended, in words.
+    pub ended: String,
+    /// RTP frames sent.
+    pub frames_sent: u64,
+    /// Frames that were skipped or sent more than one frame late because the task lagged.
+    pub late_frames: u64,
+}
+
+impl CallRecord {
+    /// The evidence line of a `Delivered` or `Failed` event.
+    pub fn evidence(&self) -> String {
+        let digits = if self.digits.is_empty() {
+            "none"
+        } else {
+            &self.digits
+        };
+        let secs = |t: Option<Timestamp>| {
+            t.map_or("-".to_owned(), |t| {
+                format!("+{:.1} s", t.since(self.dialled_at).as_secs_f64())
+            })
+        };
+        format!(
+            "listened {:.1} s of {:.1} s; digits: {digits}; {}; ringing {}, answered {}; call {}",
+            self.listened_secs,
+            self.prompt_secs,
+            self.ended,
+            secs(self.ringing_at),
+            secs(self.answered_at),
+            self.call_id
+        )
+    }
+}
+
+/// Where a call is (RFC 3261 §17.1.1 and the dialog after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// INVITE sent, nothing heard yet.
+    Calling,
+    /// A provisional response came; waiting for the final one.
+    Proceeding,
+    /// CANCEL sent after the ring timeout; waiting for the INVITE's final response.
+    Cancelling,
+    /// Answered and acknowledged: media flows.
+    Confirmed,
+    /// BYE sent; waiting for its response.
+    Terminating,
+    /// Over; the call is reaped on the next pass.
+    Terminated,
+}
+
+/// A request we may have to retransmit over UDP.
+#[derive(Clone, Debug)]
+struct Retransmit {
+    bytes: Vec<u8>,
+    next: Timestamp,
+    interval: Duration,
+    /// Once provisional responses arrive, an INVITE is no longer retransmitted.
+    active: bool,
+}
+
+/// The media side of an answered call.
+#[derive(Debug)]
+struct Media {
+    neg: Negotiated,
+    /// telephone-event PT to listen for (the answer's, or ours when it lists none).
+    event_pt: u8,
+    ssrc: u32,
+    seq0: u16,
+    ts0: u32,
+    start: Timestamp,
+    /// Frames sent or skipped since `start`; the next frame is due at start + 20 ms × this.
+    next_frame: u64,
+    prompt: Arc<[u8]>,
+    /// Frame index into the prompt; `None` once it has played through (silence follows).
+    pos: Option<usize>,
+    furthest: usize,
+    replayed: bool,
+    played_through: bool,
+    prompt_done_at: Option<Timestamp>,
+    /// How long to wait for a key once the prompt has played.
+    digit_wait: Duration,
+    detector: DigitDetector,
+}
+
+/// One call in the table.
+#[derive(Debug)]
+struct Call {
+    attempt: AttemptId,
+    callee: Address,
+    text: String,
+    uri: String,
+    call_id: String,
+    local_tag: String,
+    remote_tag: Option<String>,
+    remote_to: Option<String>,
+    remote_target: String,
+    cseq: u32,
+    invite_branch: String,
+    invite_via: String,
+    invite_sdp: String,
+    state: State,
+    rtp_port: u16,
+    auth_tried: bool,
+    invite: Option<Retransmit>,
+    /// Timer B: the INVITE is given up when nothing at all came back by then.
+    invite_deadline: Timestamp,
+    ring_deadline: Timestamp,
+    cancel: Option<Retransmit>,
+    cancel_deadline: Option<Timestamp>,
+    bye: Option<Retransmit>,
+    bye_deadline: Option<Timestamp>,
+    media: Option<Media>,
+    acked: bool,
+    max_end: Option<Timestamp>,
+    /// The terminal event decided for this call, emitted when it is reaped.
+    outcome: Option<(bool, bool, String)>,
+    record: CallRecord,
+}
+
+/// Registration with the trunk.
+#[derive(Debug)]
+struct Registration {
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    pending: Option<Retransmit>,
+    deadline: Option<Timestamp>,
+    refresh_at: Option<Timestamp>,
+    auth_tried: bool,
+    registered: bool,
+}
+
+/// The SIP trunk as a state machine. See the module documentation.
+pub struct Trunk {
+    cfg: SipConfig,
+    trunk: SocketAddr,
+    local: SocketAddr,
+    ip: IpAddr,
+    domain: String,
+    prompts: Arc<dyn PromptSource>,
+    rng: ChaCha8Rng,
+    calls: BTreeMap<String, Call>,
+    by_port: HashMap<u16, String>,
+    free_ports: Vec<u16>,
+    queue: VecDeque<Outbound>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<DriverEvent>,
+    records: VecDeque<CallRecord>,
+    encoded: Vec<(String, Codec, Arc<[u8]>)>,
+    registration: Option<Registration>,
+    health: Health,
+}
+
+/// Why a trunk cannot start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// No RTP ports were given (one per call slot is needed).
+    #[error("no RTP ports to place calls from")]
+    NoRtpPorts,
+}
+
+impl Trunk {
+    /// A trunk whose SIP socket is bound at `local` and whose call slots send RTP from
+    /// `rtp_ports` (one call per port at a time). `seed` makes tags, branches and SSRCs
+    /// reproducible in tests. The built-in tone is played unless [`Trunk::with_prompts`]
+    /// plugs in a renderer.
+    pub fn new(
+        cfg: SipConfig,
+        local: SocketAddr,
+        rtp_ports: Vec<u16>,
+        seed: u64,
+        now: Timestamp,
+    ) -> Result<Trunk, StartError> {
+        cfg.validate()?;
+        if rtp_ports.is_empty() {
+            return Err(StartError::NoRtpPorts);
+        }
+        let trunk = cfg.trunk_addr()?;
+        let ip = cfg.advertise_ip(local.ip())?;
+        let prompts: Arc<dyn PromptSource> = Arc::new(ToneSource::new(cfg.prompt_secs));
+        let mut t = Trunk {
+            domain: cfg.domain(),
+            trunk,
+            local,
+            ip,
+            prompts,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            calls: BTreeMap::new(),
+            by_port: HashMap::new(),
+            free_ports: rtp_ports.into_iter().rev().collect(),
+            queue: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            records: VecDeque::new(),
+            encoded: Vec::new(),
+            registration: None,
+            health: Health {
+                up: true,
+                ..Health::default()
+            },
+            cfg,
+        };
+        if t.cfg.register {
+            t.start_register(now, None);
+        } else {
+            // An IP-authenticated trunk needs no registration: ready at once.
+            t.health.registered = true;
+            t.events.push_back(DriverEvent::Health(t.health.clone()));
+        }
+        Ok(t)
+    }
+
+    /// Plays what `prompts` renders instead of the built-in tone.
+    pub fn with_prompts(mut self, prompts: Arc<dyn PromptSource>) -> Trunk {
+        self.prompts = prompts;
+        self
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Sends waiting for a free call slot.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// A command from the gateway.
+    pub fn submit(&mut self, now: Timestamp, cmd: DriverCommand) {
+        match cmd {
+            DriverCommand::Send(out) => {
+                let attempt = out.attempt;
+                if !matches!(out.to, Address::Phone(_)) {
+                    self.events.push_back(DriverEvent::Failed {
+                        attempt,
+                        retryable: false,
+                        reason: format!("a voice call needs a phone number, not {}", out.to),
+                    });
+                    return;
+                }
+                if self.queue.len() >= self.cfg.queue_limit {
+                    self.events.push_back(DriverEvent::Failed {
+                        attempt,
+                        retryable: true,
+                        reason: format!("trunk queue full ({} calls waiting)", self.queue.len()),
+                    });
+                    return;
+                }
+                self.events.push_back(DriverEvent::Accepted { attempt });
+                self.queue.push_back(out);
+                self.start_queued(now);
+            }
+            DriverCommand::Cancel(attempt) => {
+                // Only a call not yet dialled can be taken back; one in progress is
+                // reported as usual (the contract's rule).
+                if let Some(i) = self.queue.iter().position(|o| o.attempt == attempt) {
+                    self.queue.remove(i);
+                    self.events.push_back(DriverEvent::Failed {
+                        attempt,
+                        retryable: false,
+                        reason: "cancelled before dialling".to_owned(),
+                    });
+                }
+            }
+            // Key presses are not stored on the trunk: nothing to release.
+            DriverCommand::Release(_) => {}
+        }
+    }
+
+    /// A datagram arrived on one of our sockets.
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        socket: Socket,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        match socket {
+            Socket::Sip => self.handle_sip(now, from, bytes),
+            Socket::Rtp(port) => self.handle_rtp(now, port, bytes),
+        }
+        self.reap(now);
+    }
+
+    /// Deadlines that passed: retransmissions, ring timeouts, RTP frames, hang-ups.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.register_timeout(now);
+        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        for id in ids {
+            let Some(mut call) = self.calls.remove(&id) else {
+                continue;
+            };
+            self.call_timeout(now, &mut call);
+            self.calls.insert(id, call);
+        }
+        self.reap(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the gateway.
+    pub fn poll_event(&mut self) -> Option<DriverEvent> {
+        self.events.pop_front()
+    }
+
+    /// The record of the next finished call.
+    pub fn poll_record(&mut self) -> Option<CallRecord> {
+        self.records.pop_front()
+    }
+
+    /// The earliest deadline.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let reg = self.registration.as_ref().and_then(|r| {
+            [r.pending.as_ref().map(|p| p.next), r.deadline, r.refresh_at]
+                .into_iter()
+                .flatten()
+                .min()
+        });
+        self.calls
+            .values()
+            .filter_map(Call::next_deadline)
+            .chain(reg)
+            .min()
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    fn hex(&mut self, bytes: usize) -> String {
+        (0..bytes)
+            .map(|_| format!("{:02x}", self.rng.random::<u8>()))
+            .collect()
+    }
+
+    fn branch(&mut self) -> String {
+        format!("z9hG4bK{}", self.hex(8))
+    }
+
+    fn via(&self, branch: &str) -> String {
+        format!("SIP/2.0/UDP {};branch={branch};rport", self.sent_by())
+    }
+
+    fn sent_by(&self) -> String {
+        SocketAddr::new(self.ip, self.local.port()).to_string()
+    }
+
+    fn from_header(&self, tag: &str) -> String {
+        format!("<sip:{}@{}>;tag={tag}", self.cfg.user, self.domain)
+    }
+
+    fn contact(&self) -> String {
+        format!("<sip:{}@{}>", self.cfg.user, self.sent_by())
+    }
+
+    fn send_sip(&mut self, to: SocketAddr, msg: &Message) -> Vec<u8> {
+        let bytes = msg.to_bytes();
+        self.transmits.push_back(Transmit {
+            socket: Socket::Sip,
+            to,
+            bytes: bytes.clone(),
+        });
+        bytes
+    }
+
+    fn start_queued(&mut self, now: Timestamp) {
+        while self.calls.len() < self.cfg.concurrent_calls {
+            let Some(port) = self.free_ports.pop() else {
+                return;
+            };
+            let Some(out) = self.queue.pop_front() else {
+                self.free_ports.push(port);
+                return;
+            };
+            self.dial(now, out, port);
+        }
+    }
+
+    fn dial(&mut self, now: Timestamp, out: Outbound, port: u16) {
+        let Address::Phone(number) = &out.to else {
+            self.free_ports.push(port);
+            return;
+        };
+        let uri = format!("sip:{}@{}", self.cfg.dial_string(number), self.domain);
+        let call_id = format!("{}@{}", self.hex(12), self.ip);
+        let local_tag = self.hex(6);
+        let session = u64::from(self.rng.random::<u32>());
+        let invite_sdp = sdp::offer(
+            session,
+            self.ip,
+            port,
+            &self.cfg.codecs,
+            self.cfg.telephone_event_pt,
+        );
+        let t1 = self.cfg.t1();
+        let mut call = Call {
+            attempt: out.attempt,
+            callee: out.to.clone(),
+            text: out.text,
+            remote_target: uri.clone(),
+            uri,
+            call_id: call_id.clone(),
+            local_tag,
+            remote_tag: None,
+            remote_to: None,
+            cseq: 0,
+            invite_branch: String::new(),
+            invite_via: String::new(),
+            invite_sdp,
+            state: State::Calling,
+            rtp_port: port,
+            auth_tried: false,
+            invite: None,
+            invite_deadline: now + t1 * 64,
+            ring_deadline: now + Duration::from_secs(self.cfg.ring_timeout_secs),
+            cancel: None,
+            cancel_deadline: None,
+            bye: None,
+            bye_deadline: None,
+            media: None,
+            acked: false,
+            max_end: None,
+            outcome: None,
+            record: CallRecord {
+                attempt: out.attempt,
+                call_id: call_id.clone(),
+                callee: out.to,
+                dialled_at: now,
+                ringing_at: None,
+                answered_at: None,
+                ended_at: None,
+                prompt_secs: 0.0,
+                listened_secs: 0.0,
+                listened: false,
+                digits: String::new(),
+                ended: String::new(),
+                frames_sent: 0,
+                late_frames: 0,
+            },
+        };
+        self.send_invite(now, &mut call, None);
+        self.by_port.insert(port, call_id.clone());
+        self.calls.insert(call_id, call);
+    }
+
+    fn send_invite(&mut self, now: Timestamp, call: &mut Call, auth: Option<(&str, String)>) {
+        call.cseq += 1;
+        call.invite_branch = self.branch();
+        call.invite_via = self.via(&call.invite_branch);
+        let mut m = Message::request(Method::Invite, call.uri.clone())
+            .with("Via", call.invite_via.clone())
+            .with("Max-Forwards", "70")
+            .with("From", self.from_header(&call.local_tag))
+            .with("To", format!("<{}>", call.uri))
+            .with("Call-ID", call.call_id.clone())
+            .with("CSeq", format!("{} INVITE", call.cseq))
+            .with("Contact", self.contact());
+        if let Some((name, value)) = auth {
+            m.push(name, value);
+        }
+        m.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO");
+        m.push("User-Agent", "Tocsin");
+        m.push("Content-Type", "application/sdp");
+        m.body = call.invite_sdp.clone().into_bytes();
+        let bytes = self.send_sip(self.trunk, &m);
+        let t1 = self.cfg.t1();
+        call.invite = Some(Retransmit {
+            bytes,
+            next: now + t1,
+            interval: t1,
+            active: true,
+        });
+        call.invite_deadline = now + t1 * 64;
+    }
+
+    /// ACK for a non-2xx final response: the Via (our branch) and CSeq number of the
+    /// INVITE it answers, which the response carries (§17.1.1.3).
+    fn ack_non_2xx(&mut self, call: &Call, resp: &Message, cseq: u32) {
+        let to = resp.header("To").unwrap_or_default().to_owned();
+        let via = resp
+            .header("Via")
+            .map_or_else(|| call.invite_via.clone(), str::to_owned);
+        let m = Message::request(Method::Ack, call.uri.clone())
+            .with("Via", via)
+            .with("Max-Forwards", "70")
+            .with("From", self.from_header(&call.local_tag))
+            .with("To", to)
+            .with("Call-ID", call.call_id.clone())
+            .with("CSeq", format!("{cseq} ACK"));
+        self.send_sip(self.trunk, &m);
+    }
+
+    /// An in-dialog request (ACK for 2xx, BYE): new branch, the dialog's tags and target.
+    fn in_dialog(&mut self, call: &Call, method: Method, cseq: u32) -> Message {
+        let branch = self.branch();
+        let to = call
+            .remote_to
+            .clone()
+            .unwrap_or_else(|| format!("<{}>", call.uri));
+        Message::request(method.clone(), call.remote_target.clone())
+            .with("Via", self.via(&branch))
+            .with("Max-Forwards", "70")
+            .with("From", self.from_header(&call.local_tag))
+            .with("To", to)
+            .with("Call-ID", call.call_id.clone())
+            .with("CSeq", format!("{cseq} {method}"))
+    }
+
+    fn send_ack_2xx(&mut self, call: &Call) {
+        let m = self.in_dialog(call, Method::Ack, call.cseq);
+        self.send_sip(self.trunk, &m);
+    }
+
+    fn send_bye(&mut self, now: Timestamp, call: &mut Call, why: &str) {
+        call.cseq += 1;
+        let m = self
+            .in_dialog(call, Method::Bye, call.cseq)
+            .with("Reason", format!("Q.850;cause=16;text=\"{why}\""));
+        let bytes = self.send_sip(self.trunk, &m);
+        let t1 = self.cfg.t1();
+        call.bye = Some(Retransmit {
+            bytes,
+            next: now + t1,
+            interval: t1,
+            active: true,
+        });
+        call.bye_deadline = Some(now + t1 * 64);
+        call.state = State::Terminating;
+        self.end_media(now, call, why);
+    }
+
+    fn send_cancel(&mut self, now: Timestamp, call: &mut Call) {
+        let m = Message::request(Method::Cancel, call.uri.clone())
+            .with("Via", call.invite_via.clone())
+            .with("Max-Forwards", "70")
+            .with("From", self.from_header(&call.local_tag))
+            .with("To", format!("<{}>", call.uri))
+            .with("Call-ID", call.call_id.clone())
+            .with("CSeq", format!("{} CANCEL", call.cseq));
+        let bytes = self.send_sip(self.trunk, &m);
+        let t1 = self.cfg.t1();
+        call.cancel = Some(Retransmit {
+            bytes,
+            next: now + t1,
+            interval: t1,
+            active: true,
+        });
+        call.cancel_deadline = Some(now + t1 * 64);
+        call.state = State::Cancelling;
+        if let Some(inv) = call.invite.as_mut() {
+            inv.active = false;
+        }
+    }
+
+    /// Stops the media and fixes the record's listening figures.
+    fn end_media(&mut self, now: Timestamp, call: &mut Call, why: &str) {
+        if call.record.ended.is_empty() {
+            call.record.ended = why.to_owned();
+        }
+        call.record.ended_at = Some(now);
+        if let Some(m) = call.media.take() {
+            call.record.listened_secs = m.furthest as f64 * FRAME_MS as f64 / 1000.0;
+            call.record.listened = m.played_through;
+        }
+    }
+
+    /// Decides the call's terminal event (once) and marks it over.
+    fn finish(&mut self, now: Timestamp, call: &mut Call, why: &str, fail: Option<(bool, String)>) {
+        self.end_media(now, call, why);
+        call.state = State::Terminated;
+        if call.outcome.is_some() {
+            return;
+        }
+        call.outcome = Some(match fail {
+            Some((retryable, reason)) => (false, retryable, reason),
+            None => (true, false, String::new()),
+        });
+    }
+
+    /// Terminal event for an answered call that is over.
+    fn answered_outcome(call: &Call) -> (bool, bool, String) {
+        if call.record.listened || call.acked {
+            (true, false, String::new())
+        } else {
+            (
+                false,
+                true,
+                format!(
+                    "answered but the prompt was cut off after {:.1} s of {:.1} s ({})",
+                    call.record.listened_secs, call.record.prompt_secs, call.record.ended
+                ),
+            )
+        }
+    }
+
+    fn reap(&mut self, now: Timestamp) {
+        let done: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.state == State::Terminated)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in done {
+            let Some(mut call) = self.calls.remove(&id) else {
+                continue;
+            };
+            if call.record.ended_at.is_none() {
+                call.record.ended_at = Some(now);
+            }
+            self.by_port.remove(&call.rtp_port);
+            self.free_ports.push(call.rtp_port);
+            let (delivered, retryable, reason) = match call.outcome.take() {
+                Some((true, _, _)) if call.record.answered_at.is_some() => {
+                    Self::answered_outcome(&call)
+                }
+                Some(o) => o,
+                None => (false, true, call.record.ended.clone()),
+            };
+            let evidence = call.record.evidence();
+            self.events.push_back(if delivered {
+                DriverEvent::Delivered {
+                    attempt: call.attempt,
+                    evidence,
+                }
+            } else {
+                DriverEvent::Failed {
+                    attempt: call.attempt,
+                    retryable,
+                    reason: format!("{reason}; {evidence}"),
+                }
+            });
+            tracing::debug!(call_id = %call.call_id, ended = %call.record.ended, "call over");
+            if self.records.len() >= RECORDS_KEPT {
+                self.records.pop_front();
+            }
+            self.records.push_back(call.record);
+        }
+        self.start_queued(now);
+    }
+
+    fn call_timeout(&mut self, now: Timestamp, call: &mut Call) {
+        // Retransmissions over UDP.
+        for which in 0..3 {
+            let slot = match which {
+                0 => &mut call.invite,
+                1 => &mut call.cancel,
+                _ => &mut call.bye,
+            };
+            if let Some(r) = slot
+                && r.active
+                && r.next <= now
+            {
+                let bytes = r.bytes.clone();
+                // INVITE doubles without cap (Timer A); non-INVITE caps at T2 = 4 s.
+                r.interval = if which == 0 {
+                    r.interval * 2
+                } else {
+                    (r.interval * 2).min(Duration::from_secs(4))
+                };
+                r.next = now + r.interval;
+                self.transmits.push_back(Transmit {
+                    socket: Socket::Sip,
+                    to: self.trunk,
+                    bytes,
+                });
+            }
+        }
+        match call.state {
+            State::Calling if now >= call.invite_deadline => {
+                self.finish(
+                    now,
+                    call,
+                    "no response to INVITE",
+                    Some((
+                        true,
+                        format!(
+                            "the trunk did not answer the INVITE within {} s (timer B)",
+                            (self.cfg.t1() * 64).as_secs()
+                        ),
+                    )),
+                );
+            }
+            State::Calling | State::Proceeding if now >= call.ring_deadline => {
+                call.record.ended = format!(
+                    "no answer within {} s, cancelled",
+                    self.cfg.ring_timeout_secs
+                );
+                self.send_cancel(now, call);
+            }
+            State::Cancelling if call.cancel_deadline.is_some_and(|d| now >= d) => {
+                let why = call.record.ended.clone();
+                self.finish(now, call, &why, Some((true, "no answer".to_owned())));
+            }
+            State::Confirmed => self.media_timeout(now, call),
+            State::Terminating if call.bye_deadline.is_some_and(|d| now >= d) => {
+                let why = call.record.ended.clone();
+                self.finish(now, call, &why, None);
+            }
+            _ => {}
+        }
+    }
+
+    fn media_timeout(&mut self, now: Timestamp, call: &mut Call) {
+        if call.max_end.is_some_and(|t| now >= t) {
+            self.send_bye(now, call, "longest call time reached");
+            return;
+        }
+        let Some(m) = call.media.as_mut() else {
+            return;
+        };
+        if let Some(done) = m.prompt_done_at
+            && now >= done + m.digit_wait
+        {
+            self.send_bye(now, call, "ended by us: no key after the prompt");
+            return;
+        }
+        let due = now.since(m.start).as_millis() as u64 / FRAME_MS as u64 + 1;
+        if due > m.next_frame + MAX_CATCH_UP {
+            let skip = due - m.next_frame - MAX_CATCH_UP;
+            call.record.late_frames += skip;
+            for _ in 0..skip {
+                advance_prompt(m, now);
+            }
+            m.next_frame += skip;
+        }
+        if due > m.next_frame + 1 {
+            call.record.late_frames += due - m.next_frame - 1;
+        }
+        while m.next_frame < due {
+            let k = m.next_frame;
+            let frame_at = m.start + Duration::from_millis(k * FRAME_MS as u64);
+            let payload: Vec<u8> = match m.pos {
+                Some(p) => m
+                    .prompt
+                    .get(p * FRAME..(p + 1) * FRAME)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_else(|| vec![m.neg.codec.silence(); FRAME]),
+                None => vec![m.neg.codec.silence(); FRAME],
+            };
+            let pkt = RtpPacket {
+                marker: k == 0,
+                payload_type: m.neg.codec.payload_type(),
+                seq: m.seq0.wrapping_add(k as u16),
+                timestamp: m.ts0.wrapping_add((k as u32).wrapping_mul(FRAME as u32)),
+                ssrc: m.ssrc,
+                payload,
+            };
+            self.transmits.push_back(Transmit {
+                socket: Socket::Rtp(call.rtp_port),
+                to: m.neg.remote,
+                bytes: pkt.to_bytes(),
+            });
+            call.record.frames_sent += 1;
+            advance_prompt(m, frame_at + Duration::from_millis(FRAME_MS as u64));
+            m.next_frame += 1;
+        }
+    }
+
+    fn start_media(&mut self, now: Timestamp, call: &mut Call, neg: Negotiated) {
+        let prompt = self.encoded_prompt(&call.text, neg.codec);
+        call.record.prompt_secs = (prompt.len() / FRAME) as f64 * FRAME_MS as f64 / 1000.0;
+        let event_pt = neg.telephone_event.unwrap_or(self.cfg.telephone_event_pt);
+        call.media = Some(Media {
+            event_pt,
+            ssrc: self.rng.random(),
+            seq0: self.rng.random(),
+            ts0: self.rng.random(),
+            start: now,
+            next_frame: 0,
+            pos: if prompt.is_empty() { None } else { Some(0) },
+            prompt,
+            furthest: 0,
+            replayed: false,
+            played_through: false,
+            prompt_done_at: None,
+            digit_wait: Duration::from_secs(self.cfg.digit_wait_secs),
+            detector: DigitDetector::default(),
+            neg,
+        });
+        call.max_end = Some(now + Duration::from_secs(self.cfg.max_call_secs));
+        // The first frame goes out at once.
+        self.media_timeout(now, call);
+    }
+
+    fn encoded_prompt(&mut self, text: &str, codec: Codec) -> Arc<[u8]> {
+        if let Some((_, _, a)) = self
+            .encoded
+            .iter()
+            .find(|(t, c, _)| t == text && *c == codec)
+        {
+            return a.clone();
+        }
+        let mut pcm = self.prompts.render(text);
+        if pcm.is_empty() {
+            pcm = ToneSource::new(1.0).render(text);
+        }
+        let mut bytes: Vec<u8> = pcm.iter().map(|s| codec.encode(*s)).collect();
+        let whole = bytes.len().div_ceil(FRAME) * FRAME;
+        bytes.resize(whole, codec.silence());
+        let a: Arc<[u8]> = bytes.into();
+        // A campaign speaks a handful of texts; keep the last few encoded.
+        if self.encoded.len() >= 8 {
+            self.encoded.remove(0);
+        }
+        self.encoded.push((text.to_owned(), codec, a.clone()));
+        a
+    }
+
+    fn on_digit(&mut self, now: Timestamp, call: &mut Call, key: char, how: &str) {
+        call.record.digits.push(key);
+        let at = call
+            .record
+            .answered_at
+            .map_or(0.0, |a| now.since(a).as_secs_f64());
+        if key == '1' {
+            if call.acked {
+                return;
+            }
+            call.acked = true;
+            self.health.received += 1;
+            self.events.push_back(DriverEvent::Inbound {
+                from: call.callee.clone(),
+                text: "1".to_owned(),
+                evidence: format!("DTMF 1 ({how}) in call {} at +{at:.1} s", call.call_id),
+                sent_at: Some(now),
+                receipt: None,
+            });
+            if call.state == State::Confirmed {
+                self.send_bye(now, call, "ended by us after the key 1 ack");
+            }
+            return;
+        }
+        // Any other key: play the prompt again from the start, once per call.
+        if let Some(m) = call.media.as_mut()
+            && !m.replayed
+            && !m.prompt.is_empty()
+        {
+            m.replayed = true;
+            m.pos = Some(0);
+            m.prompt_done_at = None;
+        }
+    }
+
+    // ---- SIP in ------------------------------------------------------------------------
+
+    fn handle_sip(&mut self, now: Timestamp, from: SocketAddr, bytes: &[u8]) {
+        // Pure keep-alives (CRLF) are not worth an event.
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return;
+        }
+        let msg = match wire::parse(bytes) {
+            Ok(Some((m, _))) => m,
+            Ok(None) => {
+                self.events.push_back(DriverEvent::Unrecognized {
+                    raw: format!(
+                        "truncated SIP datagram from {from}: {}",
+                        String::from_utf8_lossy(bytes.get(..200.min(bytes.len())).unwrap_or(&[]))
+                    ),
+                });
+                return;
+            }
+            Err(e) => {
+                self.events.push_back(DriverEvent::Unrecognized {
+                    raw: format!("bad SIP from {from}: {e}"),
+                });
+                return;
+            }
+        };
+        if msg.status().is_some() {
+            self.on_response(now, msg);
+        } else {
+            self.on_request(now, from, msg);
+        }
+    }
+
+    fn on_response(&mut self, now: Timestamp, resp: Message) {
+        let Some(code) = resp.status() else { return };
+        let Ok((cseq, method)) = resp.cseq() else {
+            return;
+        };
+        if self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.call_id == resp.call_id())
+        {
+            self.on_register_response(now, code, cseq, &resp);
+            return;
+        }
+        let id = resp.call_id().to_owned();
+        let Some(mut call) = self.calls.remove(&id) else {
+            return; // A stray or late response: nothing to do.
+        };
+        match method {
+            Method::Invite if cseq == call.cseq => {
+                self.on_invite_response(now, &mut call, code, &resp)
+            }
+            // A retransmitted challenge to an earlier INVITE still needs its ACK.
+            Method::Invite if code >= 300 => self.ack_non_2xx(&call, &resp, cseq),
+            Method::Bye if code >= 200 => {
+                let why = call.record.ended.clone();
+                self.finish(now, &mut call, &why, None);
+            }
+            Method::Cancel => {
+                if let Some(c) = call.cancel.as_mut() {
+                    c.active = false;
+                }
+            }
+            _ => {}
+        }
+        self.calls.insert(id, call);
+    }
+
+    fn on_invite_response(&mut self, now: Timestamp, call: &mut Call, code: u16, resp: &Message) {
+        if code < 200 {
+            if let Some(inv) = call.invite.as_mut() {
+                inv.active = false;
+            }
+            if call.state == State::Calling {
+                call.state = State::Proceeding;
+            }
+            if (code == 180 || code == 183) && call.record.ringing_at.is_none() {
+                call.record.ringing_at = Some(now);
+            }
+            return;
+        }
+        if let Some(inv) = call.invite.as_mut() {
+            inv.active = false;
+        }
+        if code < 300 {
+            match call.state {
+                State::Calling | State::Proceeding | State::Cancelling => {
+                    self.on_answer(now, call, resp);
+                }
+                // A retransmitted 2xx: our ACK was lost.
+                State::Confirmed | State::Terminating
+                    if resp.to_tag() == call.remote_tag.as_deref() =>
+                {
+                    self.send_ack_2xx(call);
+                }
+                _ => {}
+            }
+            return;
+        }
+        // Final failure. Retransmissions of it get the same ACK.
+        self.ack_non_2xx(call, resp, call.cseq);
+        if !matches!(
+            call.state,
+            State::Calling | State::Proceeding | State::Cancelling
+        ) {
+            return;
+        }
+        if (code == 401 || code == 407) && !call.auth_tried {
+            if let Some(auth) = self.authorize(resp, code, "INVITE", &call.uri.clone()) {
+                match auth {
+                    Ok(header) => {
+                        call.auth_tried = true;
+                        call.state = State::Calling;
+                        let name = if code == 401 {
+                            "Authorization"
+                        } else {
+                            "Proxy-Authorization"
+                        };
+                        self.send_invite(now, call, Some((name, header)));
+                        return;
+                    }
+                    Err(reason) => {
+                        self.finish(now, call, "authentication failed", Some((false, reason)));
+                        return;
+                    }
+                }
+            }
+        }
+        let reason_phrase = match &resp.start {
+            wire::StartLine::Response { reason, .. } => reason.clone(),
+            wire::StartLine::Request { .. } => String::new(),
+        };
+        let (retryable, what) = classify(code, call.state == State::Cancelling, call.auth_tried);
+        let why = if call.state == State::Cancelling {
+            call.record.ended.clone()
+        } else {
+            format!("{what} ({code} {reason_phrase})")
+        };
+        self.finish(
+            now,
+            call,
+            &why,
+            Some((retryable, format!("{what} ({code} {reason_phrase})"))),
+        );
+    }
+
+    /// The Authorization header answering a challenge; `None` when no password is set
+    /// (the caller then fails the call through [`classify`]).
+    fn authorize(
+        &mut self,
+        resp: &Message,
+        code: u16,
+        method: &str,
+        uri: &str,
+    ) -> Option<Result<String, String>> {
+        let password = self.cfg.password.clone()?;
+        let header = if code == 401 {
+            "WWW-Authenticate"
+        } else {
+            "Proxy-Authenticate"
+        };
+        let Some(value) = resp.header(header) else {
+            return Some(Err(format!("{code} without {header}")));
+        };
+        let challenge = match Challenge::parse(value) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(format!("cannot answer the trunk's challenge: {e}"))),
+        };
+        let user = self
+            .cfg
+            .auth_user
+            .clone()
+            .unwrap_or_else(|| self.cfg.user.clone());
+        let cnonce = self.hex(8);
+        Some(Ok(
+            challenge.answer(&user, &password, method, uri, &cnonce, 1)
+        ))
+    }
+
+    fn on_answer(&mut self, now: Timestamp, call: &mut Call, resp: &Message) {
+        call.remote_tag = resp.to_tag().map(str::to_owned);
+        call.remote_to = resp.header("To").map(str::to_owned);
+        if let Some(c) = resp.header("Contact") {
+            let target = uri_of(c);
+            if !target.is_empty() {
+                call.remote_target = target.to_owned();
+            }
+        }
+        call.record.answered_at = Some(now);
+        call.record.ended.clear();
+        if let Some(c) = call.cancel.as_mut() {
+            c.active = false;
+        }
+        self.send_ack_2xx(call);
+        call.state = State::Confirmed;
+        self.health.sent += 1;
+        self.events.push_back(DriverEvent::Sent {
+            attempt: call.attempt,
+            reference: call.call_id.clone(),
+        });
+        match sdp::negotiate(&resp.body, &self.cfg.codecs) {
+            Ok(neg) => self.start_media(now, call, neg),
+            Err(e) => {
+                let why = format!("ended by us: unusable SDP answer: {e}");
+                self.send_bye(now, call, &why);
+                call.outcome = Some((false, false, why));
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Timestamp, from: SocketAddr, req: Message) {
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        let id = req.call_id().to_owned();
+        if method == Method::Ack {
+            return; // ACKs for our responses need nothing.
+        }
+        let Some(mut call) = self.calls.remove(&id) else {
+            let (code, reason) = match method {
+                Method::Options => (200, "OK"),
+                Method::Invite => (480, "Temporarily Unavailable"),
+                _ => (481, "Call/Transaction Does Not Exist"),
+            };
+            self.respond(from, &req, code, reason, None);
+            return;
+        };
+        match method {
+            Method::Bye => {
+                self.respond(from, &req, 200, "OK", None);
+                if matches!(call.state, State::Confirmed | State::Terminating) {
+                    let why = if call.state == State::Terminating {
+                        call.record.ended.clone()
+                    } else {
+                        "ended by far end".to_owned()
+                    };
+                    self.finish(now, &mut call, &why, None);
+                }
+            }
+            Method::Info => {
+                self.respond(from, &req, 200, "OK", None);
+                if let Some(key) = info_digit(&req) {
+                    self.on_digit(now, &mut call, key, "SIP INFO");
+                }
+            }
+            Method::Options => self.respond(from, &req, 200, "OK", None),
+            Method::Invite => {
+                // A re-INVITE (session refresh): keep the media as it is.
+                let sdp = call.invite_sdp.clone();
+                self.respond(from, &req, 200, "OK", Some(sdp));
+            }
+            _ => self.respond(from, &req, 405, "Method Not Allowed", None),
+        }
+        self.calls.insert(id, call);
+    }
+
+    fn respond(
+        &mut self,
+        to: SocketAddr,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        sdp: Option<String>,
+    ) {
+        let mut m = Message::response(code, reason);
+        for v in req.headers_named("Via") {
+            m.push("Via", v.to_owned());
+        }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            let mut v = req.header(name).unwrap_or_default().to_owned();
+            if name == "To" && wire::param(&v, "tag").is_none() {
+                let tag = self.hex(4);
+                v.push_str(&format!(";tag={tag}"));
+            }
+            m.push(name, v);
+        }
+        if let Some(body) = sdp {
+            m.push("Contact", self.contact());
+            m.push("Content-Type", "application/sdp");
+            m.body = body.into_bytes();
+        }
+        self.send_sip(to, &m);
+    }
+
+    // ---- RTP in ------------------------------------------------------------------------
+
+    fn handle_rtp(&mut self, now: Timestamp, port: u16, bytes: &[u8]) {
+        let Some(id) = self.by_port.get(&port).cloned() else {
+            return;
+        };
+        let Ok(pkt) = RtpPacket::parse(bytes) else {
+            return; // RTCP or noise on the media port.
+        };
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
+        let key = call
+            .media
+            .as_mut()
+            .filter(|m| pkt.payload_type == m.event_pt)
+            .and_then(|m| m.detector.feed(&pkt));
+        if let Some(key) = key {
+            self.on_digit(now, &mut call, key, "RFC 4733");
+        }
+        self.calls.insert(id, call);
+    }
+
+    // ---- registration ------------------------------------------------------------------
+
+    fn start_register(&mut self, now: Timestamp, auth: Option<(&str, String)>) {
+        let (call_id, tag, cseq) = match self.registration.as_ref() {
+            Some(r) => (r.call_id.clone(), r.tag.clone(), r.cseq + 1),
+            None => (format!("{}@{}", self.hex(12), self.ip), self.hex(6), 1),
+        };
+        let branch = self.branch();
+        let uri = format!("sip:{}", self.domain);
+        let mut m = Message::request(Method::Register, uri)
+            .with("Via", self.via(&branch))
+            .with("Max-Forwards", "70")
+            .with("From", self.from_header(&tag))
+            .with("To", format!("<sip:{}@{}>", self.cfg.user, self.domain))
+            .with("Call-ID", call_id.clone())
+            .with("CSeq", format!("{cseq} REGISTER"))
+            .with("Contact", self.contact())
+            .with("Expires", self.cfg.register_expires_secs.to_string());
+        if let Some((name, value)) = auth {
+            m.push(name, value);
+        }
+        m.push("User-Agent", "Tocsin");
+        let bytes = self.send_sip(self.trunk, &m);
+        let t1 = self.cfg.t1();
+        let registered = self.registration.as_ref().is_some_and(|r| r.registered);
+        self.registration = Some(Registration {
+            call_id,
+            tag,
+            cseq,
+            pending: Some(Retransmit {
+                bytes,
+                next: now + t1,
+                interval: t1,
+                active: true,
+            }),
+            deadline: Some(now + t1 * 64),
+            refresh_at: None,
+            auth_tried: false,
+            registered,
+        });
+    }
+
+    fn register_timeout(&mut self, now: Timestamp) {
+        let trunk = self.trunk;
+        let Some(r) = self.registration.as_mut() else {
+            return;
+        };
+        if let Some(p) = r.pending.as_mut()
+            && p.next <= now
+        {
+            p.interval = (p.interval * 2).min(Duration::from_secs(4));
+            p.next = now + p.interval;
+            let bytes = p.bytes.clone();
+            self.transmits.push_back(Transmit {
+                socket: Socket::Sip,
+                to: trunk,
+                bytes,
+            });
+        }
+        if r.deadline.is_some_and(|d| now >= d) {
+            r.pending = None;
+            r.deadline = None;
+            r.refresh_at = Some(now + REGISTER_RETRY);
+            self.set_registered(false, Some("the trunk did not answer REGISTER".to_owned()));
+            return;
+        }
+        if r.refresh_at.is_some_and(|t| now >= t) {
+            r.auth_tried = false;
+            self.start_register(now, None);
+        }
+    }
+
+    fn on_register_response(&mut self, now: Timestamp, code: u16, cseq: u32, resp: &Message) {
+        let Some(r) = self.registration.as_mut() else {
+            return;
+        };
+        if cseq != r.cseq || code < 200 || r.pending.is_none() {
+            return;
+        }
+        r.pending = None;
+        r.deadline = None;
+        if code < 300 {
+            let expires = resp
+                .header("Contact")
+                .and_then(|c| wire::param(c, "expires"))
+                .or(resp.header("Expires"))
+                .and_then(|e| e.trim().parse::<u64>().ok())
+                .unwrap_or(self.cfg.register_expires_secs)
+                .max(2);
+            r.refresh_at = Some(now + Duration::from_secs(expires / 2));
+            r.auth_tried = false;
+            self.set_registered(true, None);
+            return;
+        }
+        if (code == 401 || code == 407) && !r.auth_tried {
+            r.auth_tried = true;
+            let uri = format!("sip:{}", self.domain);
+            match self.authorize(resp, code, "REGISTER", &uri) {
+                Some(Ok(h)) => {
+                    let name = if code == 401 {
+                        "Authorization"
+                    } else {
+                        "Proxy-Authorization"
+                    };
+                    self.start_register(now, Some((name, h)));
+                    if let Some(r) = self.registration.as_mut() {
+                        r.auth_tried = true;
+                    }
+                    return;
+                }
+                Some(Err(e)) => {
+                    self.fail_register(now, e);
+                    return;
+                }
+                None => {}
+            }
+        }
+        let (_, what) = classify(code, false, true);
+        self.fail_register(now, format!("REGISTER refused: {what} ({code})"));
+    }
+
+    fn fail_register(&mut self, now: Timestamp, why: String) {
+        if let Some(r) = self.registration.as_mut() {
+            r.refresh_at = Some(now + REGISTER_RETRY);
+            r.auth_tried = false;
+        }
+        self.set_registered(false, Some(why));
+    }
+
+    fn set_registered(&mut self, registered: bool, error: Option<String>) {
+        if let Some(r) = self.registration.as_mut() {
+            r.registered = registered;
+        }
+        let changed = self.health.registered != registered || error != self.health.last_error;
+        self.health.registered = registered;
+        if error.is_some() {
+            self.health.last_error = error;
+        }
+        if changed {
+            self.events
+                .push_back(DriverEvent::Health(self.health.clone()));
+        }
+    }
+}
+
+impl Call {
+    fn next_deadline(&self) -> Option<Timestamp> {
+        let rt = [&self.invite, &self.cancel, &self.bye]
+            .into_iter()
+            .flatten()
+            .filter(|r| r.active)
+            .map(|r| r.next);
+        let state = match self.state {
+            State::Calling => Some(self.invite_deadline.min(self.ring_deadline)),
+            State::Proceeding => Some(self.ring_deadline),
+            State::Cancelling => self.cancel_deadline,
+            State::Confirmed => {
+                let frame = self
+                    .media
+                    .as_ref()
+                    .map(|m| m.start + Duration::from_millis(m.next_frame * FRAME_MS as u64));
+                let wait = self
+                    .media
+                    .as_ref()
+                    .and_then(|m| Some(m.prompt_done_at? + m.digit_wait));
+                [frame, wait, self.max_end].into_iter().flatten().min()
+            }
+            State::Terminating => self.bye_deadline,
+            State::Terminated => Some(Timestamp::ZERO),
+        };
+        rt.chain(state).min()
+    }
+}
+
+/// Moves the prompt position one frame on; `at` is when that frame finishes playing.
+fn advance_prompt(m: &mut Media, at: Timestamp) {
+    let Some(p) = m.pos else { return };
+    let next = p + 1;
+    m.furthest = m.furthest.max(next);
+    if next * FRAME >= m.prompt.len() {
+        m.pos = None;
+        m.played_through = true;
+        m.prompt_done_at = Some(at);
+    } else {
+        m.pos = Some(next);
+    }
+}
+
+/// Whether a failed call may succeed later, and what the code means for a person.
+fn classify(code: u16, cancelled: bool, auth_tried: bool) -> (bool, &'static str) {
+    match code {
+        487 if cancelled => (true, "no answer"),
+        486 | 600 => (true, "busy"),
+        480 | 408 | 487 => (true, "no answer"),
+        603 => (true, "declined"),
+        404 | 484 | 604 => (false, "number does not exist"),
+        401 | 407 if auth_tried => (false, "authentication rejected by the trunk"),
+        401 | 407 => (
+            false,
+            "the trunk wants authentication and no password is configured",
+        ),
+        403 => (false, "forbidden by the trunk"),
+        488 | 606 => (false, "no common codec with the trunk"),
+        500..=599 => (true, "trunk or network error"),
+        _ => (true, "call failed"),
+    }
+}
+
+/// The key of a SIP INFO DTMF relay (`application/dtmf-relay` `Signal=1`, or
+/// `application/dtmf` `1`).
+fn info_digit(req: &Message) -> Option<char> {
+    let ct = req.header("Content-Type")?.to_ascii_lowercase();
+    let body = std::str::from_utf8(&req.body).ok()?;
+    let raw = if ct.starts_with("application/dtmf-relay") {
+        body.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })?
+    } else if ct.starts_with("application/dtmf") {
+        body.trim()
+    } else {
+        return None;
+    };
+    let mut chars = raw.chars();
+    let c = chars.next()?;
+    if chars.next().is_some() {
+        // Numeric event codes such as "11" for '#'.
+        return raw.parse::<u8>().ok().and_then(crate::rtp::key_of_event);
+    }
+    let c = c.to_ascii_uppercase();
+    ("0123456789*#ABCD".contains(c)).then_some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Behaviour, FarEnd, SimConfig, SimReport, SimSocket};
+    use tocsin_core::PhoneNumber;
+
+    const GW: &str = "10.0.0.5:5060";
+    const FAR_SIP: &str = "10.0.0.1:5060";
+    const FAR_RTP: &str = "10.0.0.1:30000";
+
+    struct Bench {
+        now: Timestamp,
+        trunk: Trunk,
+        far: FarEnd,
+        events: Vec<DriverEvent>,
+        reports: Vec<SimReport>,
+        max_active: usize,
+    }
+
+    fn cfg() -> SipConfig {
+        let mut c = SipConfig::new(FAR_SIP);
+        c.bind = GW.into();
+        c.prompt_secs = 2.0;
+        c.ring_timeout_secs = 10;
+        c.digit_wait_secs = 3;
+        c.concurrent_calls = 2;
+        c
+    }
+
+    fn bench(c: SipConfig, sim: SimConfig) -> Bench {
+        let ports: Vec<u16> = (0..c.concurrent_calls)
+            .map(|i| 40000 + 2 * i as u16)
+            .collect();
+        let trunk = Trunk::new(c, GW.parse().unwrap(), ports, 7, Timestamp::ZERO).unwrap();
+        Bench {
+            now: Timestamp::ZERO,
+            trunk,
+            far: FarEnd::new(sim, FAR_RTP.parse().unwrap()),
+            events: Vec::new(),
+            reports: Vec::new(),
+            max_active: 0,
+        }
+    }
+
+    fn phone(n: u64) -> Address {
+        Address::Phone(PhoneNumber::parse(&format!("+86138001380{n:02}"), "86").unwrap())
+    }
+
+    fn send(attempt: u64) -> DriverCommand {
+        DriverCommand::Send(Outbound {
+            attempt: AttemptId(attempt),
+            to: phone(attempt),
+            text: "【红色预警】山洪，请立即转移。按1确认。".into(),
+            want_report: false,
+        })
+    }
+
+    impl Bench {
+        fn pump(&mut self) {
+            let far_sip: SocketAddr = FAR_SIP.parse().unwrap();
+            let far_rtp: SocketAddr = FAR_RTP.parse().unwrap();
+            let gw: SocketAddr = GW.parse().unwrap();
+            loop {
+                let mut moved = false;
+                while let Some(t) = self.trunk.poll_transmit() {
+                    moved = true;
+                    let from = match t.socket {
+                        Socket::Sip => gw,
+                        Socket::Rtp(p) => SocketAddr::new(gw.ip(), p),
+                    };
+                    let sock = if t.to == far_sip {
+                        SimSocket::Sip
+                    } else {
+                        assert_eq!(t.to, far_rtp, "media goes to the far end's SDP address");
+                        SimSocket::Rtp
+                    };
+                    self.far.handle_datagram(self.now, sock, from, &t.bytes);
+                }
+                while let Some((sock, to, bytes)) = self.far.poll_transmit() {
+                    moved = true;
+                    let (s, from) = match sock {
+                        SimSocket::Sip => (Socket::Sip, far_sip),
+                        SimSocket::Rtp => (Socket::Rtp(to.port()), far_rtp),
+                    };
+                    self.trunk.handle_datagram(self.now, s, from, &bytes);
+                }
+                while let Some(e) = self.trunk.poll_event() {
+                    moved = true;
+                    self.events.push(e);
+                }
+                while let Some(r) = self.far.poll_report() {
+                    self.reports.push(r);
+                }
+                self.max_active = self.max_active.max(self.trunk.active_calls());
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        /// Runs on the virtual clock until nothing is left to do or `limit` passes.
+        fn run(&mut self, limit: Duration) {
+            let end = self.now + limit;
+            self.pump();
+            loop {
+                let next = [self.trunk.poll_timeout(), self.far.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next else { return };
+                if next > end {
+                    return;
+                }
+                self.now = self.now.max(next);
+                self.trunk.handle_timeout(self.now);
+                self.far.handle_timeout(self.now);
+                self.pump();
+            }
+        }
+
+        fn terminal(&self, attempt: u64) -> &DriverEvent {
+            self.events
+                .iter()
+                .find(|e| matches!(e, DriverEvent::Delivered { attempt: a, .. } | DriverEvent::Failed { attempt: a, .. } if a.0 == attempt))
+                .unwrap_or_else(|| panic!("no outcome for attempt {attempt}: {:#?}", self.events))
+        }
+    }
+
+    #[test]
+    fn an_answered_call_plays_the_prompt_in_time_and_takes_key_1_as_the_ack() {
+        let mut b = bench(cfg(), SimConfig::default());
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        let kinds: Vec<&str> = b
+            .events
+            .iter()
+            .map(|e| match e {
+                DriverEvent::Health(_) => "health",
+                DriverEvent::Accepted { .. } => "accepted",
+                DriverEvent::Sent { .. } => "sent",
+                DriverEvent::Inbound { .. } => "inbound",
+                DriverEvent::Delivered { .. } => "delivered",
+                DriverEvent::Failed { .. } => "failed",
+                DriverEvent::Unrecognized { .. } => "unrecognized",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["health", "accepted", "sent", "inbound", "delivered"]
+        );
+        let DriverEvent::Sent { reference, .. } = &b.events[2] else {
+            unreachable!()
+        };
+        let DriverEvent::Inbound {
+            from,
+            text,
+            evidence,
+            receipt,
+            ..
+        } = &b.events[3]
+        else {
+            unreachable!()
+        };
+        assert_eq!((from, text.as_str(), receipt), (&phone(1), "1", &None));
+        assert!(
+            evidence.starts_with(&format!("DTMF 1 (RFC 4733) in call {reference} at +2.0 s")),
+            "{evidence}"
+        );
+        let DriverEvent::Delivered { evidence, .. } = &b.events[4] else {
+            unreachable!()
+        };
+        assert!(
+            evidence.contains("digits: 1; ended by us after the key 1 ack"),
+            "{evidence}"
+        );
+        // Key 1 after 2 s of a 2 s prompt: it had just played through.
+        let rec = b.trunk.poll_record().unwrap();
+        assert_eq!(rec.digits, "1");
+        assert!(rec.answered_at.is_some() && rec.ringing_at.is_some());
+        assert!((rec.listened_secs - 2.0).abs() < 0.05, "{rec:?}");
+        assert_eq!(rec.late_frames, 0);
+        let far = &b.reports[0];
+        assert!(far.answered && far.ended_by == "gateway", "{far:?}");
+        assert_eq!(far.underruns, 0);
+        assert_eq!(far.max_late_ms, 0);
+        assert!(far.frames >= 100, "{far:?}");
+        assert!(far.loud_frames > 50, "the prompt is not silence: {far:?}");
+        assert_eq!(b.trunk.active_calls(), 0);
+    }
+
+    #[test]
+    fn busy_declined_and_unknown_numbers_fail_with_the_right_retry_rule() {
+        let mut sim = SimConfig::default();
+        for (n, code) in [(1, 486), (2, 603), (3, 404)] {
+            sim.phones.push((
+                format!("138001380{n:02}"),
+                Behaviour {
+                    reject: Some(code),
+                    ..Behaviour::default()
+                },
+            ));
+        }
+        let mut c = cfg();
+        c.concurrent_calls = 3;
+        let mut b = bench(c, sim);
+        for a in 1..=3 {
+            b.trunk.submit(b.now, send(a));
+        }
+        b.run(Duration::from_secs(60));
+        for (a, retry, word) in [
+            (1, true, "busy"),
+            (2, true, "declined"),
+            (3, false, "does not exist"),
+        ] {
+            match b.terminal(a) {
+                DriverEvent::Failed {
+                    retryable, reason, ..
+                } => {
+                    assert_eq!(*retryable, retry, "{reason}");
+                    assert!(reason.contains(word), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            !b.events
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Sent { .. }))
+        );
+    }
+
+    #[test]
+    fn nobody_answering_is_cancelled_after_the_ring_timeout() {
+        let sim = SimConfig {
+            default: Behaviour {
+                answer_after: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        match b.terminal(1) {
+            DriverEvent::Failed {
+                retryable: true,
+                reason,
+                ..
+            } => {
+                assert!(
+                    reason.contains("no answer within 10 s, cancelled"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.reports[0].final_code, Some(487));
+        assert_eq!(b.reports[0].ended_by, "gateway");
+    }
+
+    #[test]
+    fn a_far_end_hanging_up_first_is_reached_only_if_it_heard_the_prompt() {
+        let mut sim = SimConfig::default();
+        sim.phones.push((
+            "13800138001".into(),
+            Behaviour {
+                press: None,
+                hangup_after: Some(Duration::from_millis(700)),
+                ..Behaviour::default()
+            },
+        ));
+        sim.phones.push((
+            "13800138002".into(),
+            Behaviour {
+                press: None,
+                hangup_after: Some(Duration::from_secs(3)),
+                ..Behaviour::default()
+            },
+        ));
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        b.trunk.submit(b.now, send(2));
+        b.run(Duration::from_secs(60));
+        match b.terminal(1) {
+            DriverEvent::Failed {
+                retryable: true,
+                reason,
+                ..
+            } => {
+                assert!(
+                    reason.contains("cut off after 0.7 s of 2.0 s (ended by far end)"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match b.terminal(2) {
+            DriverEvent::Delivered { evidence, .. } => {
+                assert!(
+                    evidence.starts_with("listened 2.0 s of 2.0 s; digits: none; ended by far end"),
+                    "{evidence}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !b.events
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Inbound { .. }))
+        );
+    }
+
+    #[test]
+    fn no_key_after_the_prompt_hangs_up_and_counts_as_listened() {
+        let sim = SimConfig {
+            default: Behaviour {
+                press: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        match b.terminal(1) {
+            DriverEvent::Delivered { evidence, .. } => {
+                assert!(
+                    evidence.contains("ended by us: no key after the prompt"),
+                    "{evidence}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // 2 s of prompt and 3 s of waiting, frame by frame.
+        let rec = b.trunk.poll_record().unwrap();
+        assert_eq!(rec.frames_sent, 250);
+        assert_eq!(b.reports[0].frames, 250);
+        assert_eq!(b.reports[0].underruns, 0);
+    }
+
+    #[test]
+    fn another_key_replays_the_prompt_once() {
+        let sim = SimConfig {
+            default: Behaviour {
+                press: Some(('5', Duration::from_secs(1))),
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        let rec = b.trunk.poll_record().unwrap();
+        assert_eq!(rec.digits, "5");
+        assert!(rec.listened);
+        // 51 frames until the key at +1 s, the whole 2 s prompt again, then the 3 s wait.
+        assert_eq!(rec.frames_sent, 51 + 100 + 150, "{rec:?}");
+        assert!(matches!(b.terminal(1), DriverEvent::Delivered { .. }));
+        assert!(
+            !b.events
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Inbound { .. }))
+        );
+    }
+
+    #[test]
+    fn digest_challenges_are_answered_once() {
+        let sim = SimConfig {
+            auth: Some(("tocsin".into(), "s3cret".into())),
+            ..SimConfig::default()
+        };
+        let mut c = cfg();
+        c.password = Some("s3cret".into());
+        let mut b = bench(c, sim.clone());
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        assert!(
+            matches!(b.terminal(1), DriverEvent::Delivered { .. }),
+            "{:?}",
+            b.events
+        );
+        assert_eq!(
+            b.reports[0].invites, 1,
+            "the challenged INVITE made no call"
+        );
+
+        let mut c = cfg();
+        c.password = Some("wrong".into());
+        let mut b = bench(c, sim.clone());
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        match b.terminal(1) {
+            DriverEvent::Failed {
+                retryable: false,
+                reason,
+                ..
+            } => {
+                assert!(reason.contains("authentication rejected"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        match b.terminal(1) {
+            DriverEvent::Failed {
+                retryable: false,
+                reason,
+                ..
+            } => {
+                assert!(reason.contains("no password is configured"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn calls_beyond_the_limit_wait_their_turn_and_a_queued_one_can_be_cancelled() {
+        let mut b = bench(cfg(), SimConfig::default());
+        for a in 1..=6 {
+            b.trunk.submit(b.now, send(a));
+        }
+        assert_eq!((b.trunk.active_calls(), b.trunk.queued()), (2, 4));
+        b.trunk.submit(b.now, DriverCommand::Cancel(AttemptId(6)));
+        b.run(Duration::from_secs(120));
+        assert_eq!(b.max_active, 2);
+        for a in 1..=5 {
+            assert!(
+                matches!(b.terminal(a), DriverEvent::Delivered { .. }),
+                "{a}"
+            );
+        }
+        assert!(matches!(
+            b.terminal(6),
+            DriverEvent::Failed {
+                retryable: false,
+                ..
+            }
+        ));
+        let acks = b
+            .events
+            .iter()
+            .filter(|e| matches!(e, DriverEvent::Inbound { .. }))
+            .count();
+        assert_eq!(acks, 5);
+    }
+
+    #[test]
+    fn lost_datagrams_are_retransmitted() {
+        let sim = SimConfig {
+            drop_sip: 0.3,
+            seed: 3,
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        for a in 1..=2 {
+            b.trunk.submit(b.now, send(a));
+        }
+        b.run(Duration::from_secs(120));
+        for a in 1..=2 {
+            // Whatever was lost, each attempt ends with exactly one outcome.
+            let n = b
+                .events
+                .iter()
+                .filter(|e| matches!(e, DriverEvent::Delivered { attempt, .. } | DriverEvent::Failed { attempt, .. } if attempt.0 == a))
+                .count();
+            assert_eq!(n, 1, "{:#?}", b.events);
+        }
+        assert!(
+            b.events
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Inbound { .. }))
+        );
+    }
+
+    #[test]
+    fn a_silent_trunk_fails_the_call_after_timer_b() {
+        let mut b = bench(cfg(), SimConfig::default());
+        b.trunk.submit(b.now, send(1));
+        let mut invites = 0;
+        while let Some(t) = b.trunk.poll_transmit() {
+            invites += usize::from(t.bytes.starts_with(b"INVITE"));
+        }
+        let mut now = Timestamp::ZERO;
+        while let Some(t) = b.trunk.poll_timeout() {
+            now = t;
+            b.trunk.handle_timeout(now);
+            while let Some(t) = b.trunk.poll_transmit() {
+                invites += usize::from(t.bytes.starts_with(b"INVITE"));
+            }
+            if b.trunk.active_calls() == 0 {
+                break;
+            }
+        }
+        // Ring timeout (10 s) comes before timer B (32 s): INVITE at 0, .5, 1.5, 3.5, 7.5.
+        assert_eq!(invites, 5);
+        let events: Vec<DriverEvent> = std::iter::from_fn(|| b.trunk.poll_event()).collect();
+        assert!(
+            matches!(
+                events.last(),
+                Some(DriverEvent::Failed {
+                    retryable: true,
+                    ..
+                })
+            ),
+            "{events:?} at {now}"
+        );
+    }
+
+    #[test]
+    fn garbage_info_dtmf_and_stray_requests_are_handled() {
+        let mut b = bench(cfg(), SimConfig::default());
+        let far: SocketAddr = FAR_SIP.parse().unwrap();
+        b.trunk
+            .handle_datagram(b.now, Socket::Sip, far, b"\x00\x01garbage\r\n\r\n");
+        b.trunk
+            .handle_datagram(b.now, Socket::Sip, far, b"\r\n\r\n");
+        b.trunk
+            .handle_datagram(b.now, Socket::Rtp(40000), far, &[0x80; 3]);
+        let events: Vec<DriverEvent> = std::iter::from_fn(|| b.trunk.poll_event()).collect();
+        assert!(
+            matches!(&events[1], DriverEvent::Unrecognized { raw } if raw.contains("bad start line")),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 2);
+        let opts = "OPTIONS sip:tocsin@10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKo\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:tocsin@10.0.0.5>\r\nCall-ID: opt1\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        b.trunk
+            .handle_datagram(b.now, Socket::Sip, far, opts.as_bytes());
+        let t = b.trunk.poll_transmit().unwrap();
+        assert!(t.bytes.starts_with(b"SIP/2.0 200 OK"));
+        assert_eq!(t.to, far);
+
+        let info = |ct: &str, body: &str| {
+            let mut m = Message::request(Method::Info, "sip:x");
+            m.push("Content-Type", ct);
+            m.body = body.as_bytes().to_vec();
+            info_digit(&m)
+        };
+        assert_eq!(
+            info("application/dtmf-relay", "Signal=1\r\nDuration=160\r\n"),
+            Some('1')
+        );
+        assert_eq!(info("application/dtmf-relay", "Signal= 11\r\n"), Some('#'));
+        assert_eq!(info("application/dtmf", "5"), Some('5'));
+        assert_eq!(info("text/plain", "1"), None);
+        assert_eq!(info("application/dtmf", "x"), None);
+    }
+
+    #[test]
+    fn registration_is_sent_answered_and_refreshed() {
+        let mut c = cfg();
+        c.register = true;
+        c.register_expires_secs = 60;
+        let mut t = Trunk::new(c, GW.parse().unwrap(), vec![40000], 1, Timestamp::ZERO).unwrap();
+        let reg = t.poll_transmit().unwrap();
+        let (m, _) = wire::parse(&reg.bytes).unwrap().unwrap();
+        assert_eq!(m.method(), Some(&Method::Register));
+        assert_eq!(m.header("Expires"), Some("60"));
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=r\r\nCall-ID: {}\r\nCSeq: 1 REGISTER\r\nContact: <sip:tocsin@10.0.0.5:5060>;expires=40\r\n\r\n",
+            m.header("Via").unwrap(),
+            m.header("From").unwrap(),
+            m.header("To").unwrap(),
+            m.call_id()
+        );
+        t.handle_datagram(
+            Timestamp::from_millis(50),
+            Socket::Sip,
+            FAR_SIP.parse().unwrap(),
+            ok.as_bytes(),
+        );
+        let h = std::iter::from_fn(|| t.poll_event()).last();
+        assert!(
+            matches!(
+                h,
+                Some(DriverEvent::Health(Health {
+                    registered: true,
+                    ..
+                }))
+            ),
+            "{h:?}"
+        );
+        // Refreshed at half the granted 40 s.
+        assert_eq!(t.poll_timeout(), Some(Timestamp::from_millis(20_050)));
+        t.handle_timeout(Timestamp::from_millis(20_050));
+        let again = t.poll_transmit().unwrap();
+        assert!(again.bytes.starts_with(b"REGISTER"));
+        assert!(String::from_utf8_lossy(&again.bytes).contains("CSeq: 2 REGISTER"));
+    }
+}

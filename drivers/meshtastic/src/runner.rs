@@ -331,6 +331,11 @@ async fn run_sim(r: Runner) {
     let mut back_at: Option<tokio::time::Instant> = None;
     let mut buf = vec![0u8; 4096];
     loop {
+        // The log first, so a test that sees the radio's answer also sees the packet.
+        if let Ok(mut log) = sent.lock() {
+            let have = log.len();
+            log.extend(sim.sent().iter().skip(have).cloned());
+        }
         if let Some(c) = conn.as_mut() {
             while let Some(bytes) = sim.poll_transmit() {
                 match tokio::time::timeout(WRITE_PATIENCE, c.write_all(&bytes)).await {
@@ -347,10 +352,6 @@ async fn run_sim(r: Runner) {
         if sim.take_hangup() {
             conn = None;
             back_at = Some(clock.real_now() + Duration::from_secs(1));
-        }
-        if let Ok(mut log) = sent.lock() {
-            let have = log.len();
-            log.extend(sim.sent().iter().skip(have).cloned());
         }
         let wake = sim.poll_timeout().map(|t| clock.instant(t));
         let pty_back = matches!(listen, Listen::Pty(_))

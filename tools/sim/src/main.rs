@@ -4,6 +4,9 @@
 //! pseudo-terminal behind a stable symlink, prints one line per modem
 //! (`modem0 /tmp/tocsin-sim/modem0 -> /dev/pts/7`), and serves until Ctrl-C. Point a
 //! `tocsind` modem's `path` at the symlink.
+//!
+//! `tocsin-sim mesh --count 5` starts a simulated Meshtastic radio with five nodes behind
+//! it on a pseudo-terminal (`--tcp-port 4403` serves it on 127.0.0.1 instead).
 
 use std::path::PathBuf;
 
@@ -13,6 +16,8 @@ use serde::Deserialize;
 use tocsin_at_modem::pty::spawn_sim;
 use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
 use tokio_util::sync::CancellationToken;
+
+mod beidou;
 
 /// Tocsin device simulators.
 #[derive(Parser, Debug)]
@@ -26,6 +31,10 @@ struct Cli {
 enum Kind {
     /// GSM/LTE modems speaking 27.005 SMS in PDU mode, with the network behind them.
     Gsm(GsmArgs),
+    /// BeiDou RDSS terminals (2.1 and BDS-3 sentences) on a simulated satellite network.
+    Beidou(beidou::BeidouArgs),
+    /// A Meshtastic radio with a mesh of nodes behind it, on a pty or on 127.0.0.1 TCP.
+    Mesh(MeshArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.kind {
         Kind::Gsm(args) => gsm(args).await,
+        Kind::Beidou(args) => beidou::beidou(args).await,
+        Kind::Mesh(args) => mesh(args).await,
     }
 }
 
@@ -147,6 +158,147 @@ async fn gsm(args: GsmArgs) -> anyhow::Result<()> {
     cancel.cancel();
     for h in &handles {
         let _ = std::fs::remove_file(&h.path);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+struct MeshArgs {
+    /// Serve the radio's client API on 127.0.0.1:PORT (4403 is the radio's own) instead of
+    /// a pseudo-terminal.
+    #[arg(long)]
+    tcp_port: Option<u16>,
+    /// The stable symlink to the radio's pseudo-terminal.
+    #[arg(long, default_value = "/tmp/tocsin-sim/mesh0")]
+    link: PathBuf,
+    /// How many generated nodes (`!0a000001`, ...), 1 to 3 hops away, when no --nodes file.
+    #[arg(long, default_value_t = 5)]
+    count: u32,
+    /// TOML file with `[[nodes]]` scripts (num, long_name, hops, loss, behaviour, ...).
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// RNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated time runs this many times faster than real time.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Time on air per packet, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    airtime_ms: u64,
+    /// Travel time per hop, milliseconds.
+    #[arg(long, default_value_t = 2500)]
+    hop_latency_ms: u64,
+    /// Loss probability per hop of the generated nodes.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Shortest reply delay of the generated nodes' people, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    reply_min_secs: f64,
+    /// Longest reply delay, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    reply_max_secs: f64,
+    /// Nodes report their position this often, seconds.
+    #[arg(long)]
+    position_interval_secs: Option<u64>,
+    /// Texts from nodes arrive PKI-encrypted.
+    #[arg(long)]
+    pki: bool,
+    /// Print firmware log lines between frames.
+    #[arg(long)]
+    log_lines: bool,
+}
+
+/// The `--nodes` file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct NodesFile {
+    /// The mesh's nodes.
+    #[serde(default)]
+    nodes: Vec<tocsin_meshtastic::sim::NodeScript>,
+}
+
+async fn mesh(args: MeshArgs) -> anyhow::Result<()> {
+    use tocsin_meshtastic::sim::{Faults, NodeScript, ReplyBehaviour, SimConfig};
+    let nodes = match &args.nodes {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<NodesFile>(&text)
+                .with_context(|| format!("in {}", path.display()))?
+                .nodes
+        }
+        None => (0..args.count)
+            .map(|i| NodeScript {
+                hops: 1 + i % 3,
+                loss: args.loss,
+                ..NodeScript::new(
+                    0x0a00_0001 + i,
+                    &format!("村长{}", i + 1),
+                    ReplyBehaviour::Reply {
+                        min_secs: args.reply_min_secs,
+                        max_secs: args.reply_max_secs,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let cfg = SimConfig {
+        airtime_ms: args.airtime_ms,
+        hop_latency_ms: args.hop_latency_ms,
+        nodes,
+        position_interval_secs: args.position_interval_secs,
+        pki: args.pki,
+        faults: Faults {
+            log_lines: args.log_lines,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    };
+    let cancel = CancellationToken::new();
+    let handle = match args.tcp_port {
+        Some(port) => tocsin_meshtastic::runner::spawn_tcp_sim(
+            port,
+            cfg.clone(),
+            args.seed,
+            args.speed,
+            cancel.clone(),
+        )
+        .context("starting the TCP simulator")?,
+        None => {
+            if let Some(dir) = args.link.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            tocsin_meshtastic::runner::spawn_pty_sim(
+                args.link.clone(),
+                cfg.clone(),
+                args.seed,
+                args.speed,
+                cancel.clone(),
+            )
+            .context("starting the pty simulator")?
+        }
+    };
+    println!(
+        "mesh radio {} at {}",
+        tocsin_meshtastic::mesh::node_id(cfg.my_node_num),
+        handle.address()
+    );
+    for n in &cfg.nodes {
+        println!(
+            "  node {} {} ({} hops)",
+            tocsin_meshtastic::mesh::node_id(n.num),
+            n.long_name,
+            n.hops
+        );
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    cancel.cancel();
+    if args.tcp_port.is_none() {
+        let _ = std::fs::remove_file(&args.link);
     }
     Ok(())
 }

@@ -17,8 +17,6 @@ use tocsin_at_modem::pty::spawn_sim;
 use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
 use tokio_util::sync::CancellationToken;
 
-mod beidou;
-
 /// Tocsin device simulators.
 #[derive(Parser, Debug)]
 #[command(name = "tocsin-sim", version, about)]
@@ -31,8 +29,6 @@ struct Cli {
 enum Kind {
     /// GSM/LTE modems speaking 27.005 SMS in PDU mode, with the network behind them.
     Gsm(GsmArgs),
-    /// BeiDou RDSS terminals (2.1 and BDS-3 sentences) on a simulated satellite network.
-    Beidou(beidou::BeidouArgs),
     /// A Meshtastic radio with a mesh of nodes behind it, on a pty or on 127.0.0.1 TCP.
     Mesh(MeshArgs),
 }
@@ -102,7 +98,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.kind {
         Kind::Gsm(args) => gsm(args).await,
-        Kind::Beidou(args) => beidou::beidou(args).await,
         Kind::Mesh(args) => mesh(args).await,
     }
 }

@@ -191,7 +191,9 @@ impl Resolution {
 pub struct Directory {
     people: Vec<Person>,
     areas: Vec<NamedArea>,
-    person_at: HashMap<PersonId, usize>,
+    /// Person id -> position in `people`. Holds positions only, not copies of the ids: a
+    /// district of a million people would otherwise keep every id twice.
+    person_at: PersonIndex,
     area_at: HashMap<AreaId, usize>,
     /// Per area (by position), the responsible persons (by position) answering for it.
     responsible_by_area: Vec<Vec<usize>>,
@@ -203,6 +205,16 @@ impl Directory {
     /// geometries and person locations, supervisors that exist and form no cycle, and
     /// area assignments that exist.
     pub fn new(people: Vec<Person>, areas: Vec<NamedArea>) -> Result<Directory, DirectoryError> {
+        Directory::with_index(people, areas, None)
+    }
+
+    /// [`Directory::new`], reusing an index of exactly these people (same order) when the
+    /// loader already built one: a million-person district then hashes every id once.
+    fn with_index(
+        people: Vec<Person>,
+        areas: Vec<NamedArea>,
+        index: Option<PersonIndex>,
+    ) -> Result<Directory, DirectoryError> {
         let mut area_at = HashMap::with_capacity(areas.len());
         let mut regions = Vec::with_capacity(areas.len());
         for (i, area) in areas.iter().enumerate() {
@@ -229,9 +241,11 @@ impl Directory {
             regions.push((index_u32(i), region));
         }
 
-        let mut person_at = HashMap::with_capacity(people.len());
+        let prebuilt = index.filter(|ix| ix.len() == people.len());
+        let fresh = prebuilt.is_none();
+        let mut person_at = prebuilt.unwrap_or_else(|| PersonIndex::with_capacity(people.len()));
         for (i, p) in people.iter().enumerate() {
-            if person_at.insert(p.id.clone(), i).is_some() {
+            if fresh && person_at.insert(&people, i).is_some() {
                 return Err(DirectoryError::DuplicatePerson { id: p.id.clone() });
             }
             if let Some(loc) = p.location {
@@ -247,7 +261,7 @@ impl Directory {
         let mut responsible_by_area = vec![Vec::new(); areas.len()];
         for (i, p) in people.iter().enumerate() {
             if let Some(s) = &p.supervisor
-                && !person_at.contains_key(s)
+                && person_at.get(&people, s.as_str()).is_none()
             {
                 return Err(DirectoryError::UnknownSupervisor {
                     person: p.id.clone(),
@@ -373,7 +387,9 @@ impl Directory {
 
     /// The person with this id.
     pub fn person(&self, id: &PersonId) -> Option<&Person> {
-        self.person_at.get(id).and_then(|&i| self.people.get(i))
+        self.person_at
+            .get(&self.people, id.as_str())
+            .and_then(|i| self.people.get(i))
     }
 
     /// The named area with this id.
@@ -423,13 +439,70 @@ impl Directory {
     }
 }
 
+/// Finds people by id through their position in the people list. It stores 4 bytes per
+/// person instead of a copy of the id (a `HashMap<PersonId, usize>` costs about 70 bytes
+/// per person with the id's own allocation), which matters for a district of a million.
+struct PersonIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for PersonIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonIndex")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl PersonIndex {
+    fn with_capacity(n: usize) -> PersonIndex {
+        PersonIndex {
+            table: hashbrown::HashTable::with_capacity(n),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+        }
+    }
+
+    /// How many people are indexed.
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The position of the person with this id.
+    fn get(&self, people: &[Person], id: &str) -> Option<usize> {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find(hash, |&i| {
+                people.get(i as usize).is_some_and(|p| p.id.as_str() == id)
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// Indexes `people[at]`; if its id is already indexed, returns the earlier position
+    /// and indexes nothing.
+    fn insert(&mut self, people: &[Person], at: usize) -> Option<usize> {
+        use std::hash::BuildHasher;
+        let id = people.get(at)?.id.as_str();
+        if let Some(first) = self.get(people, id) {
+            return Some(first);
+        }
+        let hash = self.hasher.hash_one(id);
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, index_u32(at), |&i| {
+            hasher.hash_one(people.get(i as usize).map_or("", |p| p.id.as_str()))
+        });
+        None
+    }
+}
+
 fn index_u32(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 fn check_supervisor_cycles(
     people: &[Person],
-    person_at: &HashMap<PersonId, usize>,
+    person_at: &PersonIndex,
 ) -> Result<(), DirectoryError> {
     // 0 = not seen, 1 = on the current walk, 2 = known to reach the top.
     let mut state = vec![0u8; people.len()];
@@ -444,7 +517,7 @@ fn check_supervisor_cycles(
                     cur = people[i]
                         .supervisor
                         .as_ref()
-                        .and_then(|s| person_at.get(s).copied());
+                        .and_then(|s| person_at.get(people, s.as_str()));
                 }
                 Some(1) => {
                     let from = path.iter().position(|&p| p == i).unwrap_or(0);
@@ -473,8 +546,8 @@ pub fn load_people_csv<R: std::io::Read>(
     reader: R,
     default_country: &str,
 ) -> (Vec<Person>, Vec<RejectedRow>) {
-    let (people, rejected) = load_people_csv_lines(reader, default_country);
-    (people.into_iter().map(|(_, p)| p).collect(), rejected)
+    let (people, _lines, rejected, _index) = load_people_csv_lines(reader, default_country);
+    (people, rejected)
 }
 
 /// Columns of the people CSV, by position in the header.
@@ -494,10 +567,11 @@ struct Columns {
     app: Option<usize>,
 }
 
-fn load_people_csv_lines<R: std::io::Read>(
-    reader: R,
-    default_country: &str,
-) -> (Vec<(usize, Person)>, Vec<RejectedRow>) {
+/// The people, the line each came from (same order), the rejected rows, and the people
+/// indexed by id (positions in the people list).
+type LoadedPeople = (Vec<Person>, Vec<usize>, Vec<RejectedRow>, PersonIndex);
+
+fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> LoadedPeople {
     let mut rejected = Vec::new();
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
@@ -514,7 +588,12 @@ fn load_people_csv_lines<R: std::io::Read>(
                 reason: format!("cannot read the header: {e}"),
                 kept: false,
             });
-            return (Vec::new(), rejected);
+            return (
+                Vec::new(),
+                Vec::new(),
+                rejected,
+                PersonIndex::with_capacity(0),
+            );
         }
     };
     let col = |name: &str| header.iter().position(|h| h == name);
@@ -528,7 +607,12 @@ fn load_people_csv_lines<R: std::io::Read>(
             reason: format!("header is missing column(s): {}", missing.join(", ")),
             kept: false,
         });
-        return (Vec::new(), rejected);
+        return (
+            Vec::new(),
+            Vec::new(),
+            rejected,
+            PersonIndex::with_capacity(0),
+        );
     };
     let cols = Columns {
         id,
@@ -546,8 +630,11 @@ fn load_people_csv_lines<R: std::io::Read>(
         app: col("app"),
     };
 
-    let mut people: Vec<(usize, Person)> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // People and their lines in two lists: the people list is what the directory keeps,
+    // so it is never copied; the index finds duplicates without copying ids.
+    let mut people: Vec<Person> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
+    let mut seen = PersonIndex::with_capacity(0);
     let mut record = csv::StringRecord::new();
     let mut fallback_line = 1;
     loop {
@@ -561,7 +648,10 @@ fn load_people_csv_lines<R: std::io::Read>(
                     .unwrap_or(fallback_line);
                 match parse_person(&record, &cols, default_country) {
                     Ok(person) => {
-                        if let Some(first) = seen.get(person.id.as_str()) {
+                        let first = seen
+                            .get(&people, person.id.as_str())
+                            .and_then(|i| lines.get(i));
+                        if let Some(first) = first {
                             rejected.push(RejectedRow {
                                 line,
                                 reason: format!(
@@ -581,8 +671,9 @@ fn load_people_csv_lines<R: std::io::Read>(
                                     kept: true,
                                 });
                             }
-                            seen.insert(person.id.0.clone(), line);
-                            people.push((line, person));
+                            people.push(person);
+                            lines.push(line);
+                            seen.insert(&people, people.len() - 1);
                         }
                     }
                     Err(reason) => rejected.push(RejectedRow {
@@ -612,7 +703,9 @@ fn load_people_csv_lines<R: std::io::Read>(
             }
         }
     }
-    (people, rejected)
+    people.shrink_to_fit();
+    lines.shrink_to_fit();
+    (people, lines, rejected, seen)
 }
 
 fn parse_person(
@@ -692,6 +785,11 @@ fn parse_person(
         }
     }
 
+    // Exact capacities: a pushed-to Vec keeps room for four, and a district holds a
+    // million of these.
+    addresses.shrink_to_fit();
+    let mut areas = areas;
+    areas.shrink_to_fit();
     Ok(Person {
         id: PersonId::from(id),
         name: field(cols.name).to_owned(),
@@ -923,16 +1021,21 @@ pub fn load_from_dir_with(
         path: people_path,
         source,
     })?;
-    let (people, mut rejected) =
+    let (mut people, lines, mut rejected, person_ids) =
         load_people_csv_lines(std::io::BufReader::new(file), default_country);
 
     let area_ids: HashSet<&AreaId> = areas.iter().map(|a| &a.id).collect();
-    let person_ids: HashSet<PersonId> = people.iter().map(|(_, p)| p.id.clone()).collect();
-    let mut kept = Vec::with_capacity(people.len());
-    for (line, mut p) in people {
-        if let Some(s) = &p.supervisor
-            && !person_ids.contains(s)
-        {
+    // Which supervisors are missing is decided first, while the people are only read.
+    let unknown_supervisor: Vec<bool> = people
+        .iter()
+        .map(|p| {
+            p.supervisor
+                .as_ref()
+                .is_some_and(|s| person_ids.get(&people, s.as_str()).is_none())
+        })
+        .collect();
+    for ((p, &line), unknown) in people.iter_mut().zip(&lines).zip(unknown_supervisor) {
+        if unknown && let Some(s) = &p.supervisor {
             rejected.push(RejectedRow {
                 line,
                 reason: format!(
@@ -956,10 +1059,11 @@ pub fn load_from_dir_with(
             });
         }
         p.areas = known;
-        kept.push(p);
+        p.areas.shrink_to_fit();
     }
     rejected.sort_by_key(|r| r.line);
-    let directory = Directory::new(kept, areas)?;
+    // Only references were changed above, never ids or order: the index still holds.
+    let directory = Directory::with_index(people, areas, Some(person_ids))?;
     Ok((directory, rejected))
 }
 
@@ -1569,6 +1673,47 @@ c3,巳,grid_lead,,,,,镇,13800138000,,,,
             r.areas.len(),
             r.responsible.len(),
             r.located.len()
+        );
+    }
+
+    #[test]
+    fn many_people_are_found_by_id_and_keep_no_spare_room() {
+        let mut csv = String::from("id,name,role,supervisor,lon,lat,phones\n");
+        csv.push_str("boss,B,town_official,,116.0,40.0,+8613800000000\n");
+        for i in 0..2_000 {
+            csv.push_str(&format!("p{i},N,grid_lead,boss,116.0,40.0,+86138{i:08}\n"));
+        }
+        csv.push_str("p7,again,resident,,,,+8613900000000\n");
+        csv.push_str("p8,lost,resident,nobody,,,+8613900000001\n");
+        let dir = std::env::temp_dir().join(format!("tocsin-dir-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("people.csv"), &csv).unwrap();
+        std::fs::write(
+            dir.join("areas.geojson"),
+            r#"{"type":"FeatureCollection","features":[]}"#,
+        )
+        .unwrap();
+        let (d, rejected) = load_from_dir_with(&dir, "86").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(d.people().len(), 2_001);
+        for i in (0..2_000).step_by(97) {
+            let p = d.person(&PersonId(format!("p{i}"))).unwrap();
+            assert_eq!(p.addresses.len(), 1);
+            assert_eq!(p.addresses.capacity(), 1);
+            assert_eq!(d.supervisor_chain(&p.id)[0].id.as_str(), "boss");
+        }
+        assert!(d.person(&PersonId("p2000".into())).is_none());
+        // The duplicate is named with the line of the first, and the directory keeps the first.
+        assert_eq!(rejected.len(), 2, "{rejected:?}");
+        assert!(
+            rejected[0]
+                .reason
+                .contains("duplicate id p7 (first on line 10)")
+        );
+        assert!(!rejected[0].kept);
+        assert_eq!(
+            d.person(&PersonId("p7".into())).unwrap().role,
+            Role::GridLead
         );
     }
 }

@@ -64,7 +64,9 @@
 //! rule, and SMS, whose caller id can be forged, always does. A door-knock task is acked the
 //! same way by any supervisor it was sent to,
 //! with the task code: `AckCode::derive(key, alert, "{person}/door")` (see [`door_code`]).
-//! Everything else is recorded as a rejected reply with the reason and never counted:
+//! A bare ack from someone with nothing open is judged the same way against their records
+//! that closed without their ack (`unreached`, or `confirmed` by a door knock): it counts as
+//! a late ack. Everything else is recorded as a rejected reply with the reason and never counted:
 //! unknown sender, wrong code, someone else's code (naming whose, for the audit only),
 //! ambiguous bare ack, code of a cancelled or withdrawn record. A second ack for the same
 //! record (e.g. over another bearer) is recorded as a duplicate and counts once. Every

@@ -994,6 +994,25 @@ impl Router {
                         }
                     }
                 }
+                if open.is_empty() {
+                    // Nothing open: a late answer to a record that was closed without the
+                    // person's ack (unreached, or confirmed by a door knock) still counts,
+                    // by the same rule.
+                    for p in people {
+                        for &(a, d) in self.state.person_targets.get(p).into_iter().flatten() {
+                            let del = self.state.delivery(a, d);
+                            if del.plan.ack_required
+                                && matches!(
+                                    del.state,
+                                    DeliveryState::Unreached | DeliveryState::Confirmed
+                                )
+                                && self.state.alert(a).state != AlertState::Cancelled
+                            {
+                                open.push((CodeRef { a, d, task: false }, p.clone()));
+                            }
+                        }
+                    }
+                }
                 match open.as_slice() {
                     [] => reject(Rejection::NothingOpen),
                     [(r, by)] => {

@@ -482,3 +482,36 @@ fn a_first_attempt_that_never_left_a_dead_modem_does_not_start_the_window() {
     assert_eq!(escalated["p2"], secs(300));
     assert_eq!(escalated["p1"], secs(310));
 }
+
+#[test]
+fn a_late_bare_ack_after_the_door_knock_still_counts() {
+    let contacts = district();
+    let a = "red-1";
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert(a, Grade::Red, "山洪红色预警"),
+                &["p1"],
+                &contacts,
+            )),
+        ),
+        // The town official knocks and confirms at 6 min; p1 answers "1" at 8 min.
+        reply(360, "gsm-1", phone(10), format!("1 {}", task_code(a, "p1"))),
+        reply(480, "gsm-1", phone(1), "1".into()),
+    ];
+    let mut sim = Sim::new(config(vec![device("gsm-1", Bearer::Sms, 60.0)]), script);
+    sim.verbose = false;
+    sim.run(secs(600));
+    let last = sim.records.iter().rev().find_map(|r| match r {
+        Record::Reply { verdict, .. } => Some(verdict.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(&last, Some(Verdict::Ack { person, late: true, .. }) if person.as_str() == "p1"),
+        "{last:?}"
+    );
+    let views = sim.router.deliveries(&AlertId::from(a), None).unwrap();
+    assert_eq!(views[0].state, DeliveryState::Acknowledged);
+    assert!(views[0].late);
+}

@@ -2,6 +2,7 @@
 //! generator. Benchmarks print one line per figure, `name value unit`, with names that
 //! stay stable so runs can be compared (see docs/benchmarks.md).
 
+mod campaign;
 mod district;
 mod geofence;
 mod sms;
@@ -25,6 +26,9 @@ enum Command {
     Geofence(geofence::GeofenceArgs),
     /// SMS throughput of the real modem driver against the simulator's per-message latency.
     Sms(sms::SmsArgs),
+    /// A red alert to a few thousand responsible persons through the real router on a
+    /// virtual clock: time to first send, first attempts against the capacity bound, acks.
+    Campaign(campaign::CampaignArgs),
     /// Generate the SYNTHETIC demo district (areas.geojson, people.csv, valley.geojson).
     GenDistrict {
         /// Output folder.
@@ -43,6 +47,7 @@ fn main() -> Result<()> {
             geofence::run(&args)?;
         }
         Command::Sms(args) => sms::run(&args)?,
+        Command::Campaign(args) => campaign::run(&args)?,
         Command::GenDistrict { out, seed } => {
             for line in district::write(&out, seed)? {
                 println!("{line}");

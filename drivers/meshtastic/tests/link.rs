@@ -4,7 +4,10 @@
 //! `Inbound`, a text to an unreachable node is NAKed and `Failed`, the node table is
 //! published, and after the link drops a queued text still goes out.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::time::Duration;
 

@@ -7,6 +7,9 @@
 //!
 //! `tocsin-sim mesh --count 5` starts a simulated Meshtastic radio with five nodes behind
 //! it on a pseudo-terminal (`--tcp-port 4403` serves it on 127.0.0.1 instead).
+//!
+//! `tocsin-sim sbd` starts a simulated Iridium 9603 modem (`sbd0`) with the network and
+//! a field kit that acks what it receives.
 
 use std::path::PathBuf;
 
@@ -16,6 +19,8 @@ use serde::Deserialize;
 use tocsin_at_modem::pty::spawn_sim;
 use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
 use tokio_util::sync::CancellationToken;
+
+mod sbd;
 
 /// Tocsin device simulators.
 #[derive(Parser, Debug)]
@@ -31,6 +36,8 @@ enum Kind {
     Gsm(GsmArgs),
     /// A Meshtastic radio with a mesh of nodes behind it, on a pty or on 127.0.0.1 TCP.
     Mesh(MeshArgs),
+    /// Iridium 9603 SBD modems with the network and a field kit behind them.
+    Sbd(sbd::SbdArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.kind {
         Kind::Gsm(args) => gsm(args).await,
         Kind::Mesh(args) => mesh(args).await,
+        Kind::Sbd(args) => sbd::sbd(args).await,
     }
 }
 

@@ -442,7 +442,7 @@ impl Trunk {
         SocketAddr::new(self.ip, self.local.port()).to_string()
     }
 
-    fn from_header(&self, tag: &str) -> String {
+    fn our_from(&self, tag: &str) -> String {
         format!("<sip:{}@{}>;tag={tag}", self.cfg.user, self.domain)
     }
 
@@ -547,7 +547,7 @@ impl Trunk {
         let mut m = Message::request(Method::Invite, call.uri.clone())
             .with("Via", call.invite_via.clone())
             .with("Max-Forwards", "70")
-            .with("From", self.from_header(&call.local_tag))
+            .with("From", self.our_from(&call.local_tag))
             .with("To", format!("<{}>", call.uri))
             .with("Call-ID", call.call_id.clone())
             .with("CSeq", format!("{} INVITE", call.cseq))
@@ -580,7 +580,7 @@ impl Trunk {
         let m = Message::request(Method::Ack, call.uri.clone())
             .with("Via", via)
             .with("Max-Forwards", "70")
-            .with("From", self.from_header(&call.local_tag))
+            .with("From", self.our_from(&call.local_tag))
             .with("To", to)
             .with("Call-ID", call.call_id.clone())
             .with("CSeq", format!("{cseq} ACK"));
@@ -597,7 +597,7 @@ impl Trunk {
         Message::request(method.clone(), call.remote_target.clone())
             .with("Via", self.via(&branch))
             .with("Max-Forwards", "70")
-            .with("From", self.from_header(&call.local_tag))
+            .with("From", self.our_from(&call.local_tag))
             .with("To", to)
             .with("Call-ID", call.call_id.clone())
             .with("CSeq", format!("{cseq} {method}"))
@@ -630,7 +630,7 @@ impl Trunk {
         let m = Message::request(Method::Cancel, call.uri.clone())
             .with("Via", call.invite_via.clone())
             .with("Max-Forwards", "70")
-            .with("From", self.from_header(&call.local_tag))
+            .with("From", self.our_from(&call.local_tag))
             .with("To", format!("<{}>", call.uri))
             .with("Call-ID", call.call_id.clone())
             .with("CSeq", format!("{} CANCEL", call.cseq));
@@ -1046,8 +1046,11 @@ impl Trunk {
         ) {
             return;
         }
-        if (code == 401 || code == 407) && !call.auth_tried {
-            if let Some(auth) = self.authorize(resp, code, "INVITE", &call.uri.clone()) {
+        if (code == 401 || code == 407)
+            && !call.auth_tried
+            && let Some(auth) = self.authorize(resp, code, "INVITE", &call.uri.clone())
+        {
+            {
                 match auth {
                     Ok(header) => {
                         call.auth_tried = true;
@@ -1258,7 +1261,7 @@ impl Trunk {
         let mut m = Message::request(Method::Register, uri)
             .with("Via", self.via(&branch))
             .with("Max-Forwards", "70")
-            .with("From", self.from_header(&tag))
+            .with("From", self.our_from(&tag))
             .with("To", format!("<sip:{}@{}>", self.cfg.user, self.domain))
             .with("Call-ID", call_id.clone())
             .with("CSeq", format!("{cseq} REGISTER"))

@@ -760,6 +760,9 @@ impl Sbd {
             }
             Command::ReadMt => match inflight.block {
                 Some(block) => self.on_mt(now, block),
+                // Refused outright: nothing to read (or a modem without SBDRB); the next
+                // session result says whether an MT message is really there.
+                None if !ok => tracing::warn!("AT+SBDRB refused"),
                 None => self.read_failed("AT+SBDRB answered without a message block"),
             },
             Command::Sync if !ok => {
@@ -1795,6 +1798,36 @@ mod tests {
                 })
             },
             120,
+        );
+    }
+
+    #[test]
+    fn an_unreleased_mt_is_reported_again_after_the_driver_restarts() {
+        let mut b = Bench::new(SimConfig {
+            reply: KitReply::Ack {
+                min_secs: 10.0,
+                max_secs: 10.0,
+            },
+            ..SimConfig::default()
+        });
+        b.take();
+        b.submit(send(1, WARNING));
+        b.run_until(inbound, 120);
+        b.take();
+        // The gateway dies before committing: the driver restarts, the modem keeps power.
+        b.sbd = Sbd::new(SbdConfig::new("/dev/sim"), b.now);
+        b.sbd.handle_port_opened(b.now);
+        b.run_until(inbound, 60);
+        let again = b.take().into_iter().find_map(|e| match e {
+            DriverEvent::Inbound { text, receipt, .. } => Some((text, receipt)),
+            _ => None,
+        });
+        assert_eq!(
+            again,
+            Some((
+                "1 K7XT".to_owned(),
+                Some(InboundReceipt("sbd-mt:buffer".into()))
+            ))
         );
     }
 }

@@ -21,6 +21,7 @@ use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
 use tokio_util::sync::CancellationToken;
 
 mod sbd;
+mod sip;
 
 /// Tocsin device simulators.
 #[derive(Parser, Debug)]
@@ -38,6 +39,8 @@ enum Kind {
     Mesh(MeshArgs),
     /// Iridium 9603 SBD modems with the network and a field kit behind them.
     Sbd(sbd::SbdArgs),
+    /// A SIP trunk far end on UDP: phones that ring, answer and press a key.
+    Sip(sip::SipArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         Kind::Gsm(args) => gsm(args).await,
         Kind::Mesh(args) => mesh(args).await,
         Kind::Sbd(args) => sbd::sbd(args).await,
+        Kind::Sip(args) => sip::sip(args).await,
     }
 }
 

@@ -10,5 +10,8 @@
 //! - [`config`]: the driver's configuration as the daemon's config file gives it.
 
 pub mod config;
+pub mod io;
 pub mod proto;
+pub mod sim;
+pub mod udp;
 pub mod wire;

@@ -389,13 +389,17 @@ impl Speakers {
             .collect()
     }
 
-    /// The sockets are open: the driver can stream.
-    pub fn handle_sockets_opened(&mut self, _now: Timestamp) {
+    /// The sockets are open: the driver can stream; programmes that were ready wait no
+    /// longer.
+    pub fn handle_sockets_opened(&mut self, now: Timestamp) {
         self.health.up = true;
         self.health.registered = true;
         self.health.last_error = None;
         self.events
             .push_back(DriverEvent::Health(self.health.clone()));
+        for gi in 0..self.groups.len() {
+            self.start_next(now, gi);
+        }
     }
 
     /// The sockets could not be opened or broke.
@@ -610,6 +614,8 @@ impl Speakers {
             .and_then(|s| self.programmes.get(&s.programme))
             .map(|p| p.grade);
         match playing_grade {
+            // No sockets yet: nothing would leave; wait for them.
+            None if !self.health.up => self.insert_waiting(gi, grade, order, id),
             None => {
                 self.start_stream(now, gi, id);
             }
@@ -641,8 +647,9 @@ impl Speakers {
     }
 
     fn start_next(&mut self, now: Timestamp, gi: usize) {
+        let up = self.health.up;
         let next = self.groups.get_mut(gi).and_then(|g| {
-            if g.playing.is_some() || g.waiting.is_empty() {
+            if !up || g.playing.is_some() || g.waiting.is_empty() {
                 None
             } else {
                 Some(g.waiting.remove(0).2)
@@ -1059,6 +1066,14 @@ mod tests {
         c
     }
 
+    /// A driver whose sockets are open (its Health event drained).
+    fn driver(c: SpeakerConfig, seed: u64) -> Speakers {
+        let mut s = Speakers::new(c, "t", seed, T0);
+        s.handle_sockets_opened(T0);
+        s.poll_event();
+        s
+    }
+
     fn send(attempt: u64, text: &str) -> DriverCommand {
         DriverCommand::Send(Outbound {
             attempt: AttemptId(attempt),
@@ -1169,8 +1184,22 @@ mod tests {
     }
 
     #[test]
-    fn sequence_and_timestamp_wrap_around() {
+    fn programmes_wait_for_the_sockets() {
         let mut s = Speakers::new(cfg(1), "t", 1, T0);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 100);
+        assert!(s.playing().is_empty());
+        assert!(rtp(&mut s).is_empty());
+        let later = T0 + Duration::from_secs(2);
+        s.handle_sockets_opened(later);
+        let got = rtp(&mut s);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.marker);
+    }
+
+    #[test]
+    fn sequence_and_timestamp_wrap_around() {
+        let mut s = driver(cfg(1), 1);
         s.set_next_stream_ids(7, 65534, u32::MAX - 159);
         s.submit(T0, send(1, "x"));
         render_all(&mut s, T0, 80);
@@ -1190,7 +1219,7 @@ mod tests {
 
     #[test]
     fn ten_minutes_of_programme_do_not_drift() {
-        let mut s = Speakers::new(cfg(1), "t", 9, T0);
+        let mut s = driver(cfg(1), 9);
         s.set_next_stream_ids(1, 100, 5000);
         s.submit(T0, send(1, "x"));
         render_all(&mut s, T0, 600_000);
@@ -1233,7 +1262,7 @@ mod tests {
 
     #[test]
     fn a_stall_moves_the_stream_later_instead_of_bursting() {
-        let mut s = Speakers::new(cfg(1), "t", 9, T0);
+        let mut s = driver(cfg(1), 9);
         s.set_next_stream_ids(1, 0, 0);
         s.submit(T0, send(1, "x"));
         render_all(&mut s, T0, 2000);
@@ -1252,7 +1281,7 @@ mod tests {
 
     #[test]
     fn many_groups_stream_at_once_with_their_own_ssrcs() {
-        let mut s = Speakers::new(cfg(3), "t", 5, T0);
+        let mut s = driver(cfg(3), 5);
         s.submit(T0, send(1, "【黄色预警】大风"));
         render_all(&mut s, T0, 40);
         let got = rtp(&mut s);
@@ -1271,7 +1300,7 @@ mod tests {
 
     #[test]
     fn red_interrupts_a_lower_grade_which_then_plays_again_and_lower_grades_wait() {
-        let mut s = Speakers::new(cfg(1), "t", 5, T0);
+        let mut s = driver(cfg(1), 5);
         s.submit(T0, send(1, "【橙色预警】暴雨"));
         render_all(&mut s, T0, 1000);
         let orange_ssrc = s.playing()[0].2;
@@ -1319,7 +1348,7 @@ mod tests {
 
     #[test]
     fn cancel_before_playing_fails_the_attempt_and_cancel_while_playing_says_so() {
-        let mut s = Speakers::new(cfg(1), "t", 5, T0);
+        let mut s = driver(cfg(1), 5);
         s.submit(T0, send(1, "【黄色预警】大风"));
         s.submit(T0, send(2, "【演练】【黄色预警】大风"));
         // 1 is rendering; cancel it.
@@ -1353,7 +1382,7 @@ mod tests {
     fn receiver_reports_are_evidence_once_per_speaker() {
         let mut c = cfg(1);
         c.groups[0].speakers = vec!["127.0.0.10".into(), "127.0.0.11:7000".into()];
-        let mut s = Speakers::new(c, "t", 5, T0);
+        let mut s = driver(c, 5);
         s.set_next_stream_ids(0xABCD, 10, 0);
         s.submit(T0, send(1, "【红色预警】山洪"));
         render_all(&mut s, T0, 100);
@@ -1403,7 +1432,7 @@ mod tests {
     fn the_stream_report_lists_reached_and_no_evidence() {
         let mut c = cfg(1);
         c.groups[0].speakers = vec!["127.0.0.10".into(), "127.0.0.11".into()];
-        let mut s = Speakers::new(c, "t", 5, T0);
+        let mut s = driver(c, 5);
         s.set_next_stream_ids(0xABCD, 0, 0);
         s.submit(T0, send(1, "x"));
         render_all(&mut s, T0, 40);
@@ -1442,7 +1471,7 @@ mod tests {
     fn render_failure_queue_limit_and_send_failure() {
         let mut c = cfg(1);
         c.queue_limit = 1;
-        let mut s = Speakers::new(c, "t", 5, T0);
+        let mut s = driver(c, 5);
         s.submit(T0, send(1, "x"));
         s.submit(T0, send(2, "y"));
         let r = s.poll_render().unwrap();

@@ -20,6 +20,7 @@ use tocsin_at_modem::pty::spawn_sim;
 use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
 use tokio_util::sync::CancellationToken;
 
+mod beidou;
 mod sbd;
 mod sip;
 
@@ -35,6 +36,8 @@ struct Cli {
 enum Kind {
     /// GSM/LTE modems speaking 27.005 SMS in PDU mode, with the network behind them.
     Gsm(GsmArgs),
+    /// BeiDou RDSS terminals (2.1 and BDS-3 sentences) on a simulated satellite network.
+    Beidou(beidou::BeidouArgs),
     /// A Meshtastic radio with a mesh of nodes behind it, on a pty or on 127.0.0.1 TCP.
     Mesh(MeshArgs),
     /// Iridium 9603 SBD modems with the network and a field kit behind them.
@@ -108,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.kind {
         Kind::Gsm(args) => gsm(args).await,
+        Kind::Beidou(args) => beidou::beidou(args).await,
         Kind::Mesh(args) => mesh(args).await,
         Kind::Sbd(args) => sbd::sbd(args).await,
         Kind::Sip(args) => sip::sip(args).await,

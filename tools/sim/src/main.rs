@@ -10,6 +10,9 @@
 //!
 //! `tocsin-sim sbd` starts a simulated Iridium 9603 modem (`sbd0`) with the network and
 //! a field kit that acks what it receives.
+//!
+//! `tocsin-sim speaker --count 2` starts two simulated IP speakers on UDP (RTP on
+//! 127.0.0.1:5004 and :5006) that write what they heard to WAV files.
 
 use std::path::PathBuf;
 
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 mod beidou;
 mod sbd;
 mod sip;
+mod speaker;
 
 /// Tocsin device simulators.
 #[derive(Parser, Debug)]
@@ -42,6 +46,8 @@ enum Kind {
     Mesh(MeshArgs),
     /// Iridium 9603 SBD modems with the network and a field kit behind them.
     Sbd(sbd::SbdArgs),
+    /// IP speakers receiving RTP G.711, writing what they heard to WAV, sending RTCP reports.
+    Speaker(speaker::SpeakerArgs),
     /// A SIP trunk far end on UDP: phones that ring, answer and press a key.
     Sip(sip::SipArgs),
 }
@@ -114,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Kind::Beidou(args) => beidou::beidou(args).await,
         Kind::Mesh(args) => mesh(args).await,
         Kind::Sbd(args) => sbd::sbd(args).await,
+        Kind::Speaker(args) => speaker::speaker(args).await,
         Kind::Sip(args) => sip::sip(args).await,
     }
 }

@@ -27,10 +27,9 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
     );
     let row = |out: &mut String, name: &str, c: &Counts| {
         let acked = n(c, DeliveryState::Acknowledged);
-        let reached = acked
-            + n(c, DeliveryState::Reached)
-            + n(c, DeliveryState::Escalated)
-            + n(c, DeliveryState::Confirmed);
+        // People the warning actually reached (delivered, or they answered): an escalated
+        // or door-knock-confirmed record whose own message never arrived is not counted.
+        let reached = c.reached;
         let _ = writeln!(
             out,
             "{:<14} {:>7} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9}",

@@ -136,6 +136,14 @@ fn default_max_body() -> usize {
 pub enum DeviceConfig {
     /// A GSM/LTE modem (or a satellite handset speaking the same AT commands) for SMS.
     AtModem(tocsin_at_modem::config::ModemConfig),
+    /// A BeiDou RDSS short-message terminal (BDS-2 "2.1" or BDS-3 sentences).
+    Beidou(tocsin_beidou::config::BeidouConfig),
+    /// An Iridium 9602/9603 SBD modem (a field kit's uplink).
+    IridiumSbd(tocsin_iridium_sbd::config::SbdConfig),
+    /// A Meshtastic radio, over serial or TCP.
+    Meshtastic(tocsin_meshtastic::config::MeshConfig),
+    /// A SIP trunk for voice call-out with DTMF acks.
+    Sip(tocsin_sip::config::SipConfig),
 }
 
 impl DeviceConfig {
@@ -144,6 +152,16 @@ impl DeviceConfig {
     pub fn resources(&self) -> Vec<String> {
         match self {
             DeviceConfig::AtModem(m) => vec![format!("serial:{}", m.path)],
+            DeviceConfig::Beidou(b) => vec![format!("serial:{}", b.path)],
+            DeviceConfig::IridiumSbd(b) => vec![format!("serial:{}", b.path)],
+            DeviceConfig::Meshtastic(m) => match m.transport() {
+                Some(tocsin_meshtastic::config::Transport::Serial(p)) => {
+                    vec![format!("serial:{p}")]
+                }
+                Some(tocsin_meshtastic::config::Transport::Tcp(a)) => vec![format!("tcp:{a}")],
+                None => Vec::new(),
+            },
+            DeviceConfig::Sip(c) => vec![format!("udp:{}", c.bind)],
         }
     }
 }
@@ -283,12 +301,15 @@ impl Config {
                     ));
                 }
             }
-            match dev {
-                DeviceConfig::AtModem(m) => {
-                    if let Err(e) = m.validate() {
-                        return Err(invalid(&format!("devices.{name}"), e.to_string()));
-                    }
-                }
+            let checked = match dev {
+                DeviceConfig::AtModem(m) => m.validate().map_err(|e| e.to_string()),
+                DeviceConfig::Beidou(b) => b.validate().map_err(|e| e.to_string()),
+                DeviceConfig::IridiumSbd(b) => b.validate().map_err(|e| e.to_string()),
+                DeviceConfig::Meshtastic(m) => m.validate().map_err(|e| e.to_string()),
+                DeviceConfig::Sip(c) => c.validate().map_err(|e| e.to_string()),
+            };
+            if let Err(e) = checked {
+                return Err(invalid(&format!("devices.{name}"), e));
             }
         }
         // Relative paths are relative to the config file, not to wherever tocsind was started.

@@ -129,13 +129,23 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let mut infos = Vec::new();
     for (name, dev) in &cfg.devices {
         let id = DeviceId(name.clone());
+        let (events, cancel) = (event_tx.clone(), shutdown.child_token());
         let handle = match dev {
-            DeviceConfig::AtModem(m) => tocsin_at_modem::io::spawn_modem(
-                id.clone(),
-                m.clone(),
-                event_tx.clone(),
-                shutdown.child_token(),
-            ),
+            DeviceConfig::AtModem(m) => {
+                tocsin_at_modem::io::spawn_modem(id.clone(), m.clone(), events, cancel)
+            }
+            DeviceConfig::Beidou(b) => {
+                tocsin_beidou::io::spawn_beidou(id.clone(), b.clone(), events, cancel)
+            }
+            DeviceConfig::IridiumSbd(b) => {
+                tocsin_iridium_sbd::io::spawn_sbd(id.clone(), b.clone(), events, cancel)
+            }
+            DeviceConfig::Meshtastic(m) => {
+                tocsin_meshtastic::io::spawn_meshtastic(id.clone(), m.clone(), events, cancel)
+            }
+            DeviceConfig::Sip(c) => {
+                tocsin_sip::io::spawn_sip(id.clone(), c.clone(), events, cancel)
+            }
         };
         infos.push(DeviceInfo {
             id,

@@ -161,6 +161,9 @@ pub enum Address {
     MeshNode(u32),
     /// An app push target (an opaque subscriber id at the app backend).
     App(String),
+    /// A loudspeaker group as the speaker driver names it (`[devices.X] groups[].name`):
+    /// a multicast group many speakers join, or one unicast speaker.
+    Speaker(String),
 }
 
 impl Address {
@@ -172,6 +175,7 @@ impl Address {
             Address::SbdImei(_) => &[Bearer::Sbd],
             Address::MeshNode(_) => &[Bearer::Mesh],
             Address::App(_) => &[Bearer::App],
+            Address::Speaker(_) => &[Bearer::Speaker],
         }
     }
 
@@ -189,6 +193,7 @@ impl std::fmt::Display for Address {
             Address::SbdImei(i) => write!(f, "sbd:{i}"),
             Address::MeshNode(n) => write!(f, "mesh:!{n:08x}"),
             Address::App(a) => write!(f, "app:{a}"),
+            Address::Speaker(g) => write!(f, "speaker:{g}"),
         }
     }
 }
@@ -236,5 +241,12 @@ mod tests {
         assert_eq!(j, r#"{"kind":"phone","value":"+8613800138000"}"#);
         assert_eq!(serde_json::from_str::<Address>(&j).unwrap(), a);
         assert!(serde_json::from_str::<Address>(r#"{"kind":"phone","value":"138"}"#).is_err());
+        let g = Address::Speaker("village0".into());
+        let j = serde_json::to_string(&g).unwrap();
+        assert_eq!(j, r#"{"kind":"speaker","value":"village0"}"#);
+        assert_eq!(serde_json::from_str::<Address>(&j).unwrap(), g);
+        assert_eq!(g.bearers(), &[Bearer::Speaker]);
+        assert!(g.serves(Bearer::Speaker) && !g.serves(Bearer::Sms));
+        assert_eq!(g.to_string(), "speaker:village0");
     }
 }

@@ -28,6 +28,25 @@
 //!
 //! Addresses are kept in that column order (phones first), each once per person.
 //!
+//! **`speakers.csv`** (optional) — the district's loudspeakers, UTF-8 CSV with a header
+//! row, column order free, unknown columns ignored:
+//!
+//! | column | required | meaning |
+//! |---|---|---|
+//! | `id` | yes | the district's id for the speaker, unique |
+//! | `name` | no | name shown to operators (the id when empty) |
+//! | `town` | no | town name for per-town reports |
+//! | `lon`, `lat` | no | where it stands (WGS84 degrees); both or neither |
+//! | `areas` | no | ids of the named areas it covers, separated by `;` |
+//! | `device` | yes | the daemon's device (a `type = "speaker"` device) that drives it |
+//! | `group` | yes | the group name in that device's config |
+//!
+//! An alert resolves to the speakers located inside its area plus those covering a named
+//! area that overlaps it. A speaker row needs a location or an area (else no alert could
+//! ever sound it); a bad row is rejected with its line and reason (the reason starts with
+//! `speakers.csv:` so it is not mistaken for a line of `people.csv`), an unknown area is
+//! dropped from the row and reported with `kept: true`.
+//!
 //! The BeiDou card-number format is **unconfirmed**: BDS-2 terminals report 7-digit card
 //! ids and BDS-3 terminals may zero-pad them to 8 (protocols brief §1). The loader takes
 //! the digits as written (no padding is added or removed) and accepts 1 to
@@ -47,7 +66,9 @@ use crate::address::{Address, PhoneNumber};
 use crate::area::{AreaError, AreaKind, AreaSpec, NamedArea, Region, validate_position};
 use crate::geofence::GeoIndex;
 use crate::ids::{AreaId, PersonId};
+use crate::ids::{DeviceId, SpeakerId};
 use crate::person::{Person, Role};
+use crate::speaker::Speaker;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -133,6 +154,28 @@ pub enum DirectoryError {
         /// What is wrong.
         reason: String,
     },
+    /// Two speakers share an id.
+    #[error("speaker id {id} appears more than once")]
+    DuplicateSpeaker {
+        /// The repeated id.
+        id: SpeakerId,
+    },
+    /// A speaker covers an area that is not in the directory.
+    #[error("speaker {speaker}: area {area} is not in the directory")]
+    SpeakerUnknownArea {
+        /// The speaker.
+        speaker: SpeakerId,
+        /// The missing area.
+        area: AreaId,
+    },
+    /// A speaker's location is not a valid `[lon, lat]`.
+    #[error("speaker {speaker}: {source}")]
+    SpeakerBadLocation {
+        /// The speaker.
+        speaker: SpeakerId,
+        /// What is wrong with the location.
+        source: AreaError,
+    },
     /// A directory file could not be read.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -177,6 +220,9 @@ pub struct Resolution {
     pub responsible: Vec<(PersonId, AreaId)>,
     /// Named areas overlapping the alert area (and every named area it names), sorted.
     pub areas: Vec<AreaId>,
+    /// Loudspeakers located inside the area or covering a named area in `areas`, each
+    /// once, sorted by id.
+    pub speakers: Vec<SpeakerId>,
 }
 
 impl Resolution {
@@ -198,6 +244,13 @@ pub struct Directory {
     /// Per area (by position), the responsible persons (by position) answering for it.
     responsible_by_area: Vec<Vec<usize>>,
     index: GeoIndex,
+    /// The loudspeakers, in file order.
+    speakers: Vec<Speaker>,
+    speaker_at: HashMap<SpeakerId, usize>,
+    /// Located speakers (point ids are positions in `speakers`); no areas.
+    speaker_index: GeoIndex,
+    /// Per area (by position), the speakers (by position) covering it.
+    speakers_by_area: Vec<Vec<usize>>,
 }
 
 impl Directory {
@@ -288,6 +341,7 @@ impl Directory {
             .enumerate()
             .filter_map(|(i, p)| p.location.map(|loc| (index_u32(i), loc)));
         let index = GeoIndex::new(points, regions);
+        let speakers_by_area = vec![Vec::new(); areas.len()];
         Ok(Directory {
             people,
             areas,
@@ -295,7 +349,55 @@ impl Directory {
             area_at,
             responsible_by_area,
             index,
+            speakers: Vec::new(),
+            speaker_at: HashMap::new(),
+            speaker_index: GeoIndex::new(std::iter::empty(), std::iter::empty()),
+            speakers_by_area,
         })
+    }
+
+    /// The directory with these loudspeakers (replacing any it had): unique ids, valid
+    /// locations, covered areas that exist.
+    pub fn with_speakers(mut self, speakers: Vec<Speaker>) -> Result<Directory, DirectoryError> {
+        let mut speaker_at = HashMap::with_capacity(speakers.len());
+        let mut by_area = vec![Vec::new(); self.areas.len()];
+        for (i, sp) in speakers.iter().enumerate() {
+            if speaker_at.insert(sp.id.clone(), i).is_some() {
+                return Err(DirectoryError::DuplicateSpeaker { id: sp.id.clone() });
+            }
+            if let Some(loc) = sp.location {
+                validate_position(loc, || "location".to_owned()).map_err(|source| {
+                    DirectoryError::SpeakerBadLocation {
+                        speaker: sp.id.clone(),
+                        source,
+                    }
+                })?;
+            }
+            for a in &sp.areas {
+                let at =
+                    *self
+                        .area_at
+                        .get(a)
+                        .ok_or_else(|| DirectoryError::SpeakerUnknownArea {
+                            speaker: sp.id.clone(),
+                            area: a.clone(),
+                        })?;
+                if let Some(list) = by_area.get_mut(at)
+                    && list.last() != Some(&i)
+                {
+                    list.push(i);
+                }
+            }
+        }
+        let points = speakers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.location.map(|loc| (index_u32(i), loc)));
+        self.speaker_index = GeoIndex::new(points, std::iter::empty());
+        self.speakers = speakers;
+        self.speaker_at = speaker_at;
+        self.speakers_by_area = by_area;
+        Ok(self)
     }
 
     /// Resolves an alert's area (the union of `area`) to the people it reaches.
@@ -306,9 +408,18 @@ impl Directory {
         let lookup = |id: &AreaId| self.area(id);
         let mut located: Vec<u32> = Vec::new();
         let mut hit: Vec<u32> = Vec::new();
+        let mut speakers: Vec<usize> = Vec::new();
         for (i, spec) in area.iter().enumerate() {
             let region = spec.to_region(&lookup).map_err(|e| e.at_index(i))?;
             located.extend(self.index.points_in(&region));
+            if !self.speakers.is_empty() {
+                speakers.extend(
+                    self.speaker_index
+                        .points_in(&region)
+                        .into_iter()
+                        .map(|s| s as usize),
+                );
+            }
             hit.extend(self.index.areas_intersecting(&region));
             // A named area is always its own target, even if degenerate.
             if let AreaSpec::Named { id } = spec
@@ -319,6 +430,17 @@ impl Directory {
         }
         hit.sort_unstable();
         hit.dedup();
+        for &a in &hit {
+            if let Some(list) = self.speakers_by_area.get(a as usize) {
+                speakers.extend(list.iter().copied());
+            }
+        }
+        let mut speakers: Vec<SpeakerId> = speakers
+            .into_iter()
+            .filter_map(|s| self.speakers.get(s).map(|x| x.id.clone()))
+            .collect();
+        speakers.sort();
+        speakers.dedup();
 
         // Person position -> the most specific area they answer for within the hit set.
         let mut responsible: HashMap<usize, usize> = HashMap::new();
@@ -367,6 +489,7 @@ impl Directory {
             located,
             responsible,
             areas,
+            speakers,
         })
     }
 
@@ -412,6 +535,16 @@ impl Directory {
     /// Every named area, in file order.
     pub fn areas(&self) -> &[NamedArea] {
         &self.areas
+    }
+
+    /// Every loudspeaker, in file order.
+    pub fn speakers(&self) -> &[Speaker] {
+        &self.speakers
+    }
+
+    /// The loudspeaker with this id.
+    pub fn speaker(&self, id: &SpeakerId) -> Option<&Speaker> {
+        self.speaker_at.get(id).and_then(|&i| self.speakers.get(i))
     }
 
     /// The geofence index (point ids are positions in [`Directory::people`], area ids
@@ -864,6 +997,181 @@ fn parse_app_id(raw: &str) -> Result<Address, String> {
     Ok(Address::App(raw.to_owned()))
 }
 
+/// Reads the speakers CSV (format in the module documentation). Returns the speakers
+/// read and the rows rejected, with reasons starting `speakers.csv:`; never fails as a
+/// whole. Areas are not checked here (see [`load_from_dir_with`]).
+pub fn load_speakers_csv<R: std::io::Read>(reader: R) -> (Vec<Speaker>, Vec<RejectedRow>) {
+    let (speakers, _lines, rejected) = load_speakers_csv_lines(reader);
+    (speakers, rejected)
+}
+
+/// [`load_speakers_csv`], with the line each speaker came from (same order).
+fn load_speakers_csv_lines<R: std::io::Read>(
+    reader: R,
+) -> (Vec<Speaker>, Vec<usize>, Vec<RejectedRow>) {
+    let mut lines: Vec<usize> = Vec::new();
+    let mut rejected = Vec::new();
+    let mut speakers: Vec<Speaker> = Vec::new();
+    let mut first_line: HashMap<SpeakerId, usize> = HashMap::new();
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let reject = |rejected: &mut Vec<RejectedRow>, line: usize, reason: String| {
+        rejected.push(RejectedRow {
+            line,
+            reason: format!("speakers.csv: {reason}"),
+            kept: false,
+        });
+    };
+    let header: Vec<String> = match rdr.headers() {
+        Ok(h) => h
+            .iter()
+            .map(|c| c.trim_start_matches('\u{feff}').trim().to_lowercase())
+            .collect(),
+        Err(e) => {
+            reject(&mut rejected, 1, format!("cannot read the header: {e}"));
+            return (speakers, lines, rejected);
+        }
+    };
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(id_col), Some(device_col), Some(group_col)) =
+        (col("id"), col("device"), col("group"))
+    else {
+        let missing: Vec<&str> = ["id", "device", "group"]
+            .into_iter()
+            .filter(|c| col(c).is_none())
+            .collect();
+        reject(
+            &mut rejected,
+            1,
+            format!("header is missing column(s): {}", missing.join(", ")),
+        );
+        return (speakers, lines, rejected);
+    };
+    let (name_col, town_col, lon_col, lat_col, areas_col) = (
+        col("name"),
+        col("town"),
+        col("lon"),
+        col("lat"),
+        col("areas"),
+    );
+    let mut record = csv::StringRecord::new();
+    let mut fallback_line = 1;
+    loop {
+        fallback_line += 1;
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record
+                    .position()
+                    .map(|p| p.line() as usize)
+                    .unwrap_or(fallback_line);
+                let field = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").trim();
+                let id = field(Some(id_col));
+                if id.is_empty() {
+                    reject(&mut rejected, line, "missing id".to_owned());
+                    continue;
+                }
+                let (device, group) = (field(Some(device_col)), field(Some(group_col)));
+                if device.is_empty() || group.is_empty() {
+                    reject(
+                        &mut rejected,
+                        line,
+                        format!("speaker {id}: device and group are required"),
+                    );
+                    continue;
+                }
+                let (lon, lat) = (field(lon_col), field(lat_col));
+                let location = match (lon.is_empty(), lat.is_empty()) {
+                    (true, true) => None,
+                    (false, false) => {
+                        let parsed = match (lon.parse::<f64>(), lat.parse::<f64>()) {
+                            (Ok(x), Ok(y)) => Ok([x, y]),
+                            _ => Err(format!(
+                                "speaker {id}: lon/lat {lon:?}/{lat:?} is not a number"
+                            )),
+                        }
+                        .and_then(|p| {
+                            validate_position(p, || "location".to_owned())
+                                .map(|()| p)
+                                .map_err(|e| format!("speaker {id}: {e}"))
+                        });
+                        match parsed {
+                            Ok(p) => Some(p),
+                            Err(reason) => {
+                                reject(&mut rejected, line, reason);
+                                continue;
+                            }
+                        }
+                    }
+                    _ => {
+                        reject(
+                            &mut rejected,
+                            line,
+                            format!(
+                                "speaker {id}: lon and lat must both be given or both be empty"
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                let areas: Vec<AreaId> = field(areas_col)
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(AreaId::from)
+                    .collect();
+                if location.is_none() && areas.is_empty() {
+                    reject(
+                        &mut rejected,
+                        line,
+                        format!("speaker {id}: no location and no area: no alert could sound it"),
+                    );
+                    continue;
+                }
+                let sid = SpeakerId::from(id);
+                if let Some(first) = first_line.get(&sid) {
+                    reject(
+                        &mut rejected,
+                        line,
+                        format!("duplicate speaker id {id} (first on line {first})"),
+                    );
+                    continue;
+                }
+                first_line.insert(sid.clone(), line);
+                let name = Some(field(name_col))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(id);
+                speakers.push(Speaker {
+                    id: sid,
+                    name: name.to_owned(),
+                    town: field(town_col).to_owned(),
+                    location,
+                    areas,
+                    device: DeviceId::from(device),
+                    group: group.to_owned(),
+                });
+                lines.push(line);
+            }
+            Err(e) => {
+                let line = e
+                    .position()
+                    .map(|p| p.line() as usize)
+                    .unwrap_or(fallback_line);
+                reject(&mut rejected, line, format!("unreadable row: {e}"));
+                if !matches!(
+                    e.kind(),
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
+                ) {
+                    break;
+                }
+            }
+        }
+    }
+    (speakers, lines, rejected)
+}
+
 /// Reads the areas GeoJSON (format in the module documentation). Errors name the
 /// feature's index and id.
 pub fn load_areas_geojson(text: &str) -> Result<Vec<NamedArea>, DirectoryError> {
@@ -1062,8 +1370,51 @@ pub fn load_from_dir_with(
         p.areas.shrink_to_fit();
     }
     rejected.sort_by_key(|r| r.line);
+
+    // Speakers are optional; their rejections follow the people's.
+    let speakers_path = dir.join("speakers.csv");
+    let mut speakers = Vec::new();
+    match std::fs::File::open(&speakers_path) {
+        Ok(file) => {
+            let (read, lines, mut bad) = load_speakers_csv_lines(std::io::BufReader::new(file));
+            for (mut sp, line) in read.into_iter().zip(lines) {
+                let (known, unknown): (Vec<AreaId>, Vec<AreaId>) =
+                    sp.areas.drain(..).partition(|a| area_ids.contains(a));
+                sp.areas = known;
+                let no_target = sp.location.is_none() && sp.areas.is_empty();
+                for a in unknown {
+                    bad.push(RejectedRow {
+                        line,
+                        reason: format!(
+                            "speakers.csv: speaker {}: area {a} is not in areas.geojson; {}",
+                            sp.id,
+                            if no_target {
+                                "no location and no other area: dropped"
+                            } else {
+                                "kept without it"
+                            }
+                        ),
+                        kept: !no_target,
+                    });
+                }
+                if !no_target {
+                    speakers.push(sp);
+                }
+            }
+            bad.sort_by_key(|r| r.line);
+            rejected.extend(bad);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(DirectoryError::Io {
+                path: speakers_path,
+                source,
+            });
+        }
+    }
     // Only references were changed above, never ids or order: the index still holds.
-    let directory = Directory::with_index(people, areas, Some(person_ids))?;
+    let directory =
+        Directory::with_index(people, areas, Some(person_ids))?.with_speakers(speakers)?;
     Ok((directory, rejected))
 }
 
@@ -1228,6 +1579,161 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.to_string(), "area 1: unknown named area \"nope\"");
         assert_eq!(d.resolve(&[]).unwrap_err(), AreaError::NoArea);
+    }
+
+    fn speaker(id: &str, loc: Option<[f64; 2]>, areas: &[&str]) -> Speaker {
+        Speaker {
+            id: id.into(),
+            name: id.to_owned(),
+            town: "t".to_owned(),
+            location: loc,
+            areas: areas.iter().map(|a| AreaId::from(*a)).collect(),
+            device: "spk-1".into(),
+            group: format!("g-{id}"),
+        }
+    }
+
+    #[test]
+    fn speakers_resolve_by_location_and_by_covered_area() {
+        let d = sample()
+            .with_speakers(vec![
+                // Stands in v1.
+                speaker("s1", Some([116.02, 40.03]), &[]),
+                // Stands in v2, no area.
+                speaker("s2", Some([116.07, 40.03]), &[]),
+                // No location; covers the hazard point.
+                speaker("s3", None, &["hp"]),
+                // Stands outside the town but covers v2.
+                speaker("s4", Some([117.0, 41.0]), &["v2"]),
+            ])
+            .unwrap();
+        let r = d.resolve(&[AreaSpec::Named { id: "v1".into() }]).unwrap();
+        let got: Vec<&str> = r.speakers.iter().map(SpeakerId::as_str).collect();
+        // v1 touches hp (s3 covers it); s2 and s4 belong to v2 which only shares a border.
+        assert_eq!(got, vec!["s1", "s3"]);
+        // A person count is unchanged by speakers.
+        assert_eq!(r.person_count(), 4);
+        let r = d.resolve(&[AreaSpec::Named { id: "v2".into() }]).unwrap();
+        let got: Vec<&str> = r.speakers.iter().map(SpeakerId::as_str).collect();
+        assert_eq!(got, vec!["s2", "s4"]);
+        assert_eq!(d.speaker(&"s4".into()).unwrap().group, "g-s4");
+        assert_eq!(d.speakers().len(), 4);
+        // Validation.
+        let dup = sample().with_speakers(vec![
+            speaker("x", None, &["v1"]),
+            speaker("x", None, &["v1"]),
+        ]);
+        assert_eq!(
+            dup.unwrap_err().to_string(),
+            "speaker id x appears more than once"
+        );
+        let bad = sample().with_speakers(vec![speaker("x", None, &["nowhere"])]);
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "speaker x: area nowhere is not in the directory"
+        );
+        let bad = sample().with_speakers(vec![speaker("x", Some([200.0, 0.0]), &[])]);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .starts_with("speaker x: location")
+        );
+    }
+
+    #[test]
+    fn speakers_csv_rows_are_checked_and_loaded_from_the_folder() {
+        let csv = "\
+id,name,town,lon,lat,areas,device,group
+s1,王家沟广播,镇,116.02,40.02,v1,spk-1,wangjiagou
+,无名,镇,116.0,40.0,,spk-1,g
+s2,,镇,116.0,,v1,spk-1,g
+s3,,镇,,,,spk-1,g
+s4,,镇,east,40,,spk-1,g
+s5,,镇,116.0,40.0,,,g
+s1,again,镇,116.0,40.0,,spk-1,g
+s6,,镇,,,v9;hp,spk-2,g6
+s7,,镇,,,v9,spk-2,g7
+";
+        let (speakers, rejected) = load_speakers_csv(csv.as_bytes());
+        let ids: Vec<&str> = speakers.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, vec!["s1", "s6", "s7"]);
+        assert_eq!(speakers[0].name, "王家沟广播");
+        assert_eq!(
+            speakers[1].name, "s6",
+            "the id stands in for a missing name"
+        );
+        let lines: Vec<(usize, &str)> = rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (3, "speakers.csv: missing id"),
+                (
+                    4,
+                    "speakers.csv: speaker s2: lon and lat must both be given or both be empty"
+                ),
+                (
+                    5,
+                    "speakers.csv: speaker s3: no location and no area: no alert could sound it"
+                ),
+                (
+                    6,
+                    "speakers.csv: speaker s4: lon/lat \"east\"/\"40\" is not a number"
+                ),
+                (7, "speakers.csv: speaker s5: device and group are required"),
+                (8, "speakers.csv: duplicate speaker id s1 (first on line 2)"),
+            ]
+        );
+        let (none, rejected) = load_speakers_csv("id,name\n".as_bytes());
+        assert!(none.is_empty());
+        assert_eq!(
+            rejected[0].reason,
+            "speakers.csv: header is missing column(s): device, group"
+        );
+
+        let dir = std::env::temp_dir().join(format!("tocsin-dir-speakers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("areas.geojson"), GEOJSON).unwrap();
+        std::fs::write(
+            dir.join("people.csv"),
+            "id,name,role,phones\nh,甲,village_head,13800138000\n",
+        )
+        .unwrap();
+        let (d, rejected) = load_from_dir(&dir).unwrap();
+        assert!(
+            d.speakers().is_empty() && rejected.is_empty(),
+            "speakers.csv is optional"
+        );
+        std::fs::write(dir.join("speakers.csv"), csv).unwrap();
+        let (d, rejected) = load_from_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let ids: Vec<&str> = d.speakers().iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, vec!["s1", "s6"]);
+        let tail: Vec<(usize, &str, bool)> = rejected
+            .iter()
+            .filter(|r| r.line >= 9)
+            .map(|r| (r.line, r.reason.as_str(), r.kept))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![
+                (
+                    9,
+                    "speakers.csv: speaker s6: area v9 is not in areas.geojson; kept without it",
+                    true
+                ),
+                (
+                    10,
+                    "speakers.csv: speaker s7: area v9 is not in areas.geojson; no location and no other area: dropped",
+                    false
+                ),
+            ]
+        );
+        let r = d.resolve(&[AreaSpec::Named { id: "hp".into() }]).unwrap();
+        let got: Vec<&str> = r.speakers.iter().map(SpeakerId::as_str).collect();
+        assert_eq!(got, vec!["s1", "s6"]);
     }
 
     #[test]

@@ -50,6 +50,10 @@ string_id!(
     AreaId
 );
 string_id!(
+    /// One loudspeaker in the directory (the district's id, from the speakers CSV).
+    SpeakerId
+);
+string_id!(
     /// One device a driver owns: a modem, a BeiDou terminal, a speaker (name from config).
     DeviceId
 );

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod geofence;
 pub mod ids;
 pub mod person;
+pub mod speaker;
 pub mod time;
 
 pub use ackcode::{AckCode, AckKey};
@@ -20,6 +21,7 @@ pub use alert::{Alert, Grade};
 pub use area::{AreaError, AreaKind, AreaSpec, NamedArea, Region, RegionShape};
 pub use directory::{Directory, DirectoryError, RejectedRow, Resolution};
 pub use geofence::GeoIndex;
-pub use ids::{AlertId, AreaId, AttemptId, DeviceId, PersonId};
+pub use ids::{AlertId, AreaId, AttemptId, DeviceId, PersonId, SpeakerId};
 pub use person::{Person, Role};
+pub use speaker::Speaker;
 pub use time::Timestamp;

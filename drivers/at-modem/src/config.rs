@@ -5,6 +5,8 @@ use std::time::Duration;
 use tocsin_channel::Capabilities;
 use tocsin_core::Bearer;
 
+use crate::quirks::{Family, Model, Quirks};
+
 /// One modem: where it is and how to drive it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +44,65 @@ pub struct ModemConfig {
     /// Country code for senders the network gives in national form (TOA 0x81).
     #[serde(default = "default_country")]
     pub default_country: String,
+    /// Also place voice calls (the modem then serves two devices: SMS and voice).
+    #[serde(default)]
+    pub voice: bool,
+    /// The AT command family for call control, audio and DTMF (`quectel`, `simcom`,
+    /// `generic`).
+    #[serde(default)]
+    pub family: Family,
+    /// The model, for its quirks (`standard`, `tiantong`, `iridium-9555`, `iridium-9575`).
+    #[serde(default)]
+    pub model: Model,
+    /// The port the call's PCM audio is written to (Quectel `AT+QPCMV=1,0` serial port,
+    /// SIMCom `AT+CPCMREG` port). Required when `voice` is on.
+    #[serde(default)]
+    pub audio_path: Option<String>,
+    /// Calls per minute the router may plan for this modem's voice side.
+    #[serde(default = "default_voice_per_minute")]
+    pub voice_per_minute: f64,
+    /// Ring time before an unanswered call is hung up, seconds; the model's default when absent.
+    #[serde(default)]
+    pub ring_timeout_secs: Option<u64>,
+    /// How long to wait for a key after the prompt has played, seconds.
+    #[serde(default = "default_digit_wait_secs")]
+    pub digit_wait_secs: u64,
+    /// Longest answered call, seconds; then the gateway hangs up.
+    #[serde(default = "default_max_call_secs")]
+    pub max_call_secs: u64,
+    /// Length of the built-in tone prompt, seconds (when no speech renderer is plugged in).
+    #[serde(default = "default_prompt_secs")]
+    pub prompt_secs: f64,
+    /// Overrides the model's number format for dialling (`national`, `plus`, `zero-zero`).
+    #[serde(default)]
+    pub number_format: Option<crate::quirks::NumberFormat>,
+    /// Overrides the model's dial prefix (digits put before every dialled number).
+    #[serde(default)]
+    pub dial_prefix: Option<String>,
+    /// Overrides whether the model reports DTMF keys during a call (unconfirmed for
+    /// satellite handsets).
+    #[serde(default)]
+    pub dtmf_reports: Option<bool>,
+    /// Overrides whether the model supports SMS status reports.
+    #[serde(default)]
+    pub status_reports: Option<bool>,
+}
+
+/// 1.5 calls a minute: a call with a 20 s prompt takes 30–60 s.
+pub fn default_voice_per_minute() -> f64 {
+    1.5
+}
+/// 8 s to press a key after the prompt.
+pub fn default_digit_wait_secs() -> u64 {
+    8
+}
+/// Three minutes: a prompt, one replay and the wait for a key fit easily.
+pub fn default_max_call_secs() -> u64 {
+    180
+}
+/// 20 s, the length of a spoken red warning.
+pub fn default_prompt_secs() -> f64 {
+    20.0
 }
 
 /// 115200 baud, what USB modems use.
@@ -110,6 +171,18 @@ pub enum ConfigError {
     /// `default_country` is not 1 to 3 digits.
     #[error("default_country: {0:?} is not a country calling code")]
     BadCountry(String),
+    /// `voice` is on but `audio_path` is missing or empty.
+    #[error("audio_path: must name the audio port when voice is on")]
+    NoAudioPath,
+    /// `audio_path` is the command port itself.
+    #[error("audio_path: must not be the command port {0:?}")]
+    AudioIsCommandPort(String),
+    /// `voice_per_minute` or `prompt_secs` is not a positive number.
+    #[error("{0}: must be a positive number")]
+    BadVoiceNumber(&'static str),
+    /// `dial_prefix` holds something other than digits, `*` and `#`.
+    #[error("dial_prefix: {0:?} may hold only digits, * and #")]
+    BadDialPrefix(String),
 }
 
 impl ModemConfig {
@@ -127,6 +200,56 @@ impl ModemConfig {
             status_report: default_status_report(),
             queue_limit: default_queue_limit(),
             default_country: default_country(),
+            voice: false,
+            family: Family::default(),
+            model: Model::default(),
+            audio_path: None,
+            voice_per_minute: default_voice_per_minute(),
+            ring_timeout_secs: None,
+            digit_wait_secs: default_digit_wait_secs(),
+            max_call_secs: default_max_call_secs(),
+            prompt_secs: default_prompt_secs(),
+            number_format: None,
+            dial_prefix: None,
+            dtmf_reports: None,
+            status_reports: None,
+        }
+    }
+
+    /// The model's quirks with this config's overrides applied.
+    pub fn quirks(&self) -> Quirks {
+        let mut q = self.model.quirks();
+        if let Some(f) = self.number_format {
+            q.number_format = f;
+        }
+        if let Some(p) = &self.dial_prefix {
+            q.dial_prefix = p.clone();
+        }
+        if let Some(d) = self.dtmf_reports {
+            q.dtmf_reports = d;
+        }
+        if let Some(s) = self.status_reports {
+            q.status_reports = s;
+        }
+        if let Some(r) = self.ring_timeout_secs {
+            q.ring_timeout_secs = r;
+        }
+        q
+    }
+
+    /// Whether submits ask for status reports: wanted and the model has them.
+    pub fn wants_status_reports(&self) -> bool {
+        self.status_report && self.quirks().status_reports
+    }
+
+    /// What the modem's voice side offers the router (a second device on the same task).
+    pub fn voice_capabilities(&self) -> Capabilities {
+        Capabilities {
+            bearer: Bearer::Voice,
+            per_minute: self.voice_per_minute,
+            max_chars: 500,
+            // The callee is the one who pressed the key, in the call we placed to them.
+            sender_authenticated: true,
         }
     }
 
@@ -160,6 +283,39 @@ impl ModemConfig {
         if c.is_empty() || c.len() > 3 || !c.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ConfigError::BadCountry(c.clone()));
         }
+        for (name, v) in [
+            ("voice_per_minute", self.voice_per_minute),
+            ("prompt_secs", self.prompt_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::BadVoiceNumber(name));
+            }
+        }
+        for (name, v) in [
+            ("ring_timeout_secs", self.ring_timeout_secs.unwrap_or(1)),
+            ("digit_wait_secs", self.digit_wait_secs),
+            ("max_call_secs", self.max_call_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if let Some(p) = &self.dial_prefix
+            && !p
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+        {
+            return Err(ConfigError::BadDialPrefix(p.clone()));
+        }
+        if self.voice {
+            match self.audio_path.as_deref().map(str::trim) {
+                None | Some("") => return Err(ConfigError::NoAudioPath),
+                Some(a) if a == self.path.trim() => {
+                    return Err(ConfigError::AudioIsCommandPort(a.to_owned()));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 
@@ -175,9 +331,12 @@ impl ModemConfig {
         }
     }
 
-    /// The submit timeout.
+    /// The submit timeout (at least the model's: satellite networks answer slowly).
     pub fn cmgs_timeout(&self) -> Duration {
-        Duration::from_secs(self.cmgs_timeout_secs)
+        Duration::from_secs(
+            self.cmgs_timeout_secs
+                .max(self.model.quirks().min_submit_timeout_secs),
+        )
     }
 
     /// The timeout of ordinary commands.
@@ -218,5 +377,34 @@ mod tests {
                 .to_string()
                 .starts_with("cmgs_timeout_secs")
         );
+    }
+
+    #[test]
+    fn voice_needs_an_audio_port_and_models_bring_their_quirks() {
+        let c: ModemConfig = toml::from_str(
+            "path = \"/dev/ttyUSB2\"\nvoice = true\nfamily = \"quectel\"\naudio_path = \"/dev/ttyUSB1\"",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.family, Family::Quectel);
+        let mut bad = c.clone();
+        bad.audio_path = None;
+        assert_eq!(bad.validate(), Err(ConfigError::NoAudioPath));
+        bad.audio_path = Some("/dev/ttyUSB2".into());
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::AudioIsCommandPort(_))
+        ));
+
+        let sat: ModemConfig =
+            toml::from_str("path = \"/dev/x\"\nmodel = \"iridium-9555\"\ndtmf_reports = true")
+                .unwrap();
+        let q = sat.quirks();
+        assert!(q.dtmf_reports, "the override wins");
+        assert!(!q.status_reports);
+        assert!(!sat.wants_status_reports());
+        assert!(sat.cmgs_timeout() >= Duration::from_secs(120));
+        let err = toml::from_str::<ModemConfig>("path = \"x\"\nmodel = \"nokia\"").unwrap_err();
+        assert!(err.to_string().contains("nokia"), "{err}");
     }
 }

@@ -1,5 +1,10 @@
-//! GSM/LTE modem driver for SMS over 3GPP TS 27.005/27.007 AT commands (PDU mode), and the
-//! device-side simulator of the same protocol.
+//! GSM/LTE modem driver for SMS over 3GPP TS 27.005/27.007 AT commands (PDU mode) and
+//! voice call-out (Quectel, SIMCom and generic families; satellite handsets through a
+//! quirks table), and the device-side simulator of the same protocol.
+//!
+//! One modem with `voice = true` serves two devices on one task: the SMS device and a
+//! voice device ([`io::spawn_modem_pair`]). The driver contract is unchanged: each has
+//! its own `Capabilities` (`Bearer::Sms`, `Bearer::Voice`). SMS wait while a call is up.
 //!
 //! - [`gsm7`]: the GSM 03.38 default alphabet, extension table and septet packing.
 //! - [`pdu`]: TS 23.040 SMS-SUBMIT / SMS-DELIVER / SMS-STATUS-REPORT, concatenation.
@@ -10,6 +15,8 @@
 //! - [`cms`]: `+CMS ERROR` / `+CME ERROR` codes and which failures are worth retrying.
 //! - [`config`]: the modem's configuration as the daemon's config file gives it.
 //! - [`pty`]: the simulator on a pseudo-terminal, for integration tests and `tocsin-sim`.
+//! - [`quirks`]: command families and per-model quirks (satellite handsets).
+//! - [`voice`]: call-progress notifications, the prompt, one call's paced PCM media.
 
 pub mod cms;
 pub mod config;
@@ -18,5 +25,7 @@ pub mod io;
 pub mod pdu;
 pub mod proto;
 pub mod pty;
+pub mod quirks;
 pub mod sim;
+pub mod voice;
 pub mod wire;

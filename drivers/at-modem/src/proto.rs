@@ -18,8 +18,25 @@
 //! retryable with a reason saying it may have gone out, and the router decides whether to
 //! resend. Sends that had not started stay queued and go out after the port reopens.
 //! A submit is never re-sent by the driver on its own.
+//!
+//! Voice (when `voice` is on): the modem serves a second device, the voice side, through
+//! [`Modem::submit_voice`] and [`Modem::poll_voice_event`]. One call at a time: `ATD<n>;`,
+//! call state from the family's notifications (`+QIND: "ccinfo"`, `+CLCC`, `VOICE CALL:`)
+//! or from polling `AT+CLCC`, and `NO CARRIER` / `BUSY` / `NO ANSWER` / `NO DIALTONE`. On
+//! answer the attempt is `Sent { reference: "call-<n>" }` and the prompt's PCM frames come
+//! out of [`Modem::poll_audio`], paced from the answer time. Key `1` is an `Inbound` "1"
+//! (the ack) and ends the call; another key replays the prompt once; after the prompt the
+//! driver waits `digit_wait_secs` for a key, then hangs up. Each call ends in exactly one
+//! `Delivered` (played through or acknowledged) or `Failed` (busy, no answer, cut off:
+//! retryable). A handset without DTMF reports is hung up after the prompt and its call is
+//! `Delivered` with evidence starting "reached (no DTMF)": the ack must come by SMS.
+//!
+//! A modem in a call cannot send SMS: sends wait in the queue until the call is over (the
+//! driver holds them; it does not fail them). When both kinds wait, a call goes after at
+//! most [`SMS_PER_CALL`] messages so neither starves.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_channel::{DriverCommand, DriverEvent, Health, InboundReceipt, Outbound};
@@ -28,7 +45,16 @@ use tocsin_core::{Address, AttemptId, PhoneNumber, Timestamp};
 use crate::cms::{CmeError, CmsError};
 use crate::config::ModemConfig;
 use crate::pdu::{self, StatusClass, SubmitOptions, Tpdu};
+use crate::quirks::Quirks;
+use crate::voice::{Call, CallStat, CallUrc, Phase, PromptSource, ToneSource};
 use crate::wire::{self, CTRL_Z, ESC, FinalResult, Frame};
+
+/// SMS sent at most between two calls when both kinds are waiting.
+pub const SMS_PER_CALL: u32 = 4;
+/// How often call state is polled with `AT+CLCC` on modems that do not push it.
+const CALL_POLL: Duration = Duration::from_secs(1);
+/// How often it is polled anyway on modems that push it, in case a notification is lost.
+const CALL_POLL_SAFETY: Duration = Duration::from_secs(10);
 
 /// One AT command the driver sends, with its timeout and retry count.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +87,14 @@ pub enum Command {
     SubmitLength(usize),
     /// The hex PDU and Ctrl-Z after the prompt; the modem answers `+CMGS: <mr>`.
     SubmitBody(String),
+    /// `ATD<number>;`: place a voice call.
+    Dial(String),
+    /// `ATH` or `AT+CHUP`: hang up.
+    Hangup(&'static str),
+    /// `AT+CLCC`: list current calls.
+    ListCalls,
+    /// A family's setup or audio command (`AT+QPCMV=1,0`, `AT+CPCMREG=1`, ...).
+    Setup(&'static str),
 }
 
 /// The init sequence, in order.
@@ -100,6 +134,9 @@ impl Command {
                 b.push(CTRL_Z);
                 return b;
             }
+            Command::Dial(number) => format!("ATD{number};"),
+            Command::Hangup(cmd) | Command::Setup(cmd) => (*cmd).to_owned(),
+            Command::ListCalls => "AT+CLCC".to_owned(),
         };
         let mut b = text.into_bytes();
         b.push(b'\r');
@@ -113,6 +150,10 @@ impl Command {
             Command::SubmitBody(_) => cfg.cmgs_timeout(),
             // Listing a full storage over a slow line takes a while.
             Command::ListAll => cfg.command_timeout() * 3,
+            // Some modems answer ATD only once the call is answered.
+            Command::Dial(_) => {
+                Duration::from_secs(cfg.quirks().ring_timeout_secs) + cfg.command_timeout()
+            }
             _ => cfg.command_timeout(),
         }
     }
@@ -122,8 +163,9 @@ impl Command {
     pub fn retries(&self) -> u8 {
         match self {
             Command::Sync => 4,
-            Command::SubmitLength(_) | Command::SubmitBody(_) => 0,
-            Command::ListAll => 1,
+            // Dialling twice could ring someone twice: never.
+            Command::SubmitLength(_) | Command::SubmitBody(_) | Command::Dial(_) => 0,
+            Command::ListAll | Command::ListCalls => 1,
             _ => 2,
         }
     }
@@ -136,6 +178,7 @@ impl Command {
             Command::EpsRegistration => Some("+CEREG:"),
             Command::Storage => Some("+CPMS:"),
             Command::SubmitBody(_) => Some("+CMGS:"),
+            Command::ListCalls => Some("+CLCC:"),
             _ => None,
         }
     }
@@ -238,11 +281,42 @@ pub struct Modem {
     cereg: bool,
     backoff: Duration,
     concat_ref: u16,
+    /// The init sequence: the SMS steps, then the family's voice setup.
+    init: Vec<Command>,
+    quirks: Quirks,
+    status_reports: bool,
+    prompts: Arc<dyn PromptSource>,
+    /// Calls waiting.
+    voice_queue: VecDeque<Outbound>,
+    /// The call in progress (one at a time).
+    call: Option<Call>,
+    /// Commands of the call in progress, after internal work.
+    call_cmds: VecDeque<Command>,
+    next_call_poll: Option<Timestamp>,
+    call_seq: u64,
+    sms_since_call: u32,
+    voice_events: VecDeque<DriverEvent>,
+    audio: VecDeque<Vec<u8>>,
+    audio_up: bool,
+    audio_error: Option<String>,
 }
 
 impl Modem {
     /// A modem whose port is not open yet; call [`Self::handle_port_opened`] when it is.
-    pub fn new(cfg: ModemConfig, _now: Timestamp) -> Self {
+    /// Calls play the built-in tone prompt.
+    pub fn new(cfg: ModemConfig, now: Timestamp) -> Self {
+        let tone = Arc::new(ToneSource::new(cfg.prompt_secs));
+        Self::with_prompts(cfg, now, tone)
+    }
+
+    /// Like [`Self::new`], with calls playing what `prompts` renders.
+    pub fn with_prompts(cfg: ModemConfig, _now: Timestamp, prompts: Arc<dyn PromptSource>) -> Self {
+        let mut init = INIT.to_vec();
+        if cfg.voice {
+            init.extend(cfg.family.voice_setup().iter().map(|c| Command::Setup(c)));
+        }
+        let quirks = cfg.quirks();
+        let status_reports = cfg.status_report && quirks.status_reports;
         Modem {
             cfg,
             link: Link::Down,
@@ -265,6 +339,20 @@ impl Modem {
             cereg: false,
             backoff: BACKOFF_MIN,
             concat_ref: 0,
+            init,
+            quirks,
+            status_reports,
+            prompts,
+            voice_queue: VecDeque::new(),
+            call: None,
+            call_cmds: VecDeque::new(),
+            next_call_poll: None,
+            call_seq: 0,
+            sms_since_call: 0,
+            voice_events: VecDeque::new(),
+            audio: VecDeque::new(),
+            audio_up: false,
+            audio_error: None,
         }
     }
 
@@ -283,6 +371,82 @@ impl Modem {
         self.queue.len()
     }
 
+    /// Calls waiting (not counting the one in progress).
+    pub fn calls_queued(&self) -> usize {
+        self.voice_queue.len()
+    }
+
+    /// Whether a call is in progress (SMS wait meanwhile).
+    pub fn in_call(&self) -> bool {
+        self.call.is_some()
+    }
+
+    /// A command for the voice side from the router.
+    pub fn submit_voice(&mut self, now: Timestamp, cmd: DriverCommand) {
+        match cmd {
+            DriverCommand::Send(out) => {
+                if !self.cfg.voice {
+                    self.voice_events.push_back(DriverEvent::Failed {
+                        attempt: out.attempt,
+                        retryable: false,
+                        reason: "voice is not enabled on this modem".to_owned(),
+                    });
+                } else if self.voice_queue.len() >= self.cfg.queue_limit {
+                    self.voice_events.push_back(DriverEvent::Failed {
+                        attempt: out.attempt,
+                        retryable: true,
+                        reason: format!("call queue full ({} waiting)", self.voice_queue.len()),
+                    });
+                } else {
+                    self.voice_events.push_back(DriverEvent::Accepted {
+                        attempt: out.attempt,
+                    });
+                    self.voice_queue.push_back(out);
+                }
+            }
+            DriverCommand::Cancel(attempt) => {
+                if let Some(pos) = self.voice_queue.iter().position(|o| o.attempt == attempt) {
+                    self.voice_queue.remove(pos);
+                    self.voice_events.push_back(DriverEvent::Failed {
+                        attempt,
+                        retryable: false,
+                        reason: "cancelled".to_owned(),
+                    });
+                }
+                // A call already dialled is reported as usual.
+            }
+            // A call leaves nothing on the device to release.
+            DriverCommand::Release(_) => {}
+        }
+        self.pump(now);
+    }
+
+    /// The next fact for the router about the voice side.
+    pub fn poll_voice_event(&mut self) -> Option<DriverEvent> {
+        self.voice_events.pop_front()
+    }
+
+    /// The next 20 ms PCM frame (320 bytes, 16-bit LE, 8 kHz) for the audio port.
+    pub fn poll_audio(&mut self) -> Option<Vec<u8>> {
+        self.audio.pop_front()
+    }
+
+    /// The audio port opened (`Ok`) or failed (`Err` with the reason). Calls are refused
+    /// (retryable) while it is not open: a call nobody can hear is no warning.
+    pub fn handle_audio_port(&mut self, now: Timestamp, status: Result<(), String>) {
+        match status {
+            Ok(()) => {
+                self.audio_up = true;
+                self.audio_error = None;
+            }
+            Err(e) => {
+                self.audio_up = false;
+                self.audio_error = Some(e);
+            }
+        }
+        self.pump(now);
+    }
+
     /// The port is open: initialise the modem.
     pub fn handle_port_opened(&mut self, now: Timestamp) {
         self.decoder.clear();
@@ -297,7 +461,6 @@ impl Modem {
     /// The port is gone (read error, EOF, hang-up). Queued sends stay queued; a submit in
     /// flight is reported failed and retryable because it may or may not have gone out.
     pub fn handle_port_lost(&mut self, now: Timestamp) {
-        let _ = now;
         let submitting = self.current.as_ref().map(|c| c.cmd.clone());
         self.current = None;
         if let Some(active) = self.active.take() {
@@ -312,6 +475,13 @@ impl Modem {
                     reason: "port lost during submit; the message may have gone out".to_owned(),
                 });
             }
+        }
+        if let Some(call) = self.call.as_mut() {
+            call.end_media("modem port lost during the call");
+            if !(call.acked || call.record.listened) {
+                call.failure = Some((true, "modem port lost during the call".to_owned()));
+            }
+            self.finish_call(now);
         }
         self.link = Link::Down;
         self.internal.clear();
@@ -425,6 +595,7 @@ impl Modem {
         if let Some(t) = self.reassembler.poll_timeout() {
             self.set_timer(Timer::Reassembly, t);
         }
+        self.call_timeout(now);
         self.pump(now);
     }
 
@@ -440,7 +611,8 @@ impl Modem {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.iter().flatten().min().copied()
+        let call = self.call.as_ref().and_then(|c| self.call_deadline(c));
+        self.timers.iter().flatten().copied().chain(call).min()
     }
 
     fn set_timer(&mut self, t: Timer, at: Timestamp) {
@@ -452,14 +624,14 @@ impl Modem {
         while self.current.is_none() {
             let next = match self.link {
                 Link::Down | Link::Backoff => return,
-                Link::Init(i) => match INIT.get(i) {
+                Link::Init(i) => match self.init.get(i) {
                     Some(cmd) => cmd.clone(),
                     None => {
                         self.init_done(now);
                         continue;
                     }
                 },
-                Link::Ready => match self.next_ready_command() {
+                Link::Ready => match self.next_ready_command(now) {
                     Some(cmd) => cmd,
                     None => return,
                 },
@@ -468,17 +640,30 @@ impl Modem {
         }
     }
 
-    /// Internal work first, then the next part of the send going out, then a new send.
-    fn next_ready_command(&mut self) -> Option<Command> {
+    /// Internal work first, then the call in progress (SMS wait while it is up), then the
+    /// next part of the send going out, then a new call or a new send.
+    fn next_ready_command(&mut self, now: Timestamp) -> Option<Command> {
         if let Some(cmd) = self.internal.pop_front() {
             return Some(cmd);
+        }
+        if self.call.is_some() {
+            return self.call_cmds.pop_front();
         }
         loop {
             if let Some(active) = &self.active {
                 let part = active.parts.get(active.next)?;
                 return Some(Command::SubmitLength(part.at_length()));
             }
+            let call_turn = !self.voice_queue.is_empty()
+                && (self.queue.is_empty() || self.sms_since_call >= SMS_PER_CALL);
+            if call_turn {
+                if let Some(dial) = self.start_call(now) {
+                    return Some(dial);
+                }
+                continue;
+            }
             let out = self.queue.pop_front()?;
+            self.sms_since_call = self.sms_since_call.saturating_add(1);
             match self.encode(&out) {
                 Ok(parts) if !parts.is_empty() => {
                     self.active = Some(ActiveSend {
@@ -508,7 +693,7 @@ impl Modem {
         };
         self.concat_ref = self.concat_ref.wrapping_add(1);
         let opts = SubmitOptions {
-            status_report: self.cfg.status_report && out.want_report,
+            status_report: self.status_reports && out.want_report,
             validity: Some(self.cfg.validity),
             concat_ref: self.concat_ref,
             ref16: false,
@@ -542,7 +727,7 @@ impl Modem {
                 // A late answer to a command that already timed out.
                 None => tracing::debug!(?result, "final result with no command in flight"),
             },
-            Frame::Line(line) => self.on_line(line),
+            Frame::Line(line) => self.on_line(now, line),
             Frame::Pdu { header, pdu } => self.on_pdu(now, header, pdu),
         }
     }
@@ -568,7 +753,7 @@ impl Modem {
         }
     }
 
-    fn on_line(&mut self, line: String) {
+    fn on_line(&mut self, now: Timestamp, line: String) {
         if let Some(rest) = line
             .strip_prefix("+CMTI:")
             .or_else(|| line.strip_prefix("+CDSI:"))
@@ -589,6 +774,16 @@ impl Modem {
                     .events
                     .push_back(DriverEvent::Unrecognized { raw: line }),
             }
+            return;
+        }
+        if let Some(urc) = crate::voice::parse_call_urc(&line) {
+            if let Some(current) = &mut self.current
+                && current.cmd == Command::ListCalls
+                && line.starts_with("+CLCC:")
+            {
+                current.lines.push(line.clone());
+            }
+            self.on_call_urc(now, urc, line);
             return;
         }
         if let Some(current) = &mut self.current
@@ -654,6 +849,26 @@ impl Modem {
             return;
         }
         match &inflight.cmd {
+            Command::Dial(_) => self.dial_done(now, result),
+            Command::Hangup(_) => {
+                if !ok {
+                    tracing::warn!(result = %wire::final_text(result), "hang-up refused");
+                }
+                // Over either way: a refused hang-up means there was no call left.
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.phase == Phase::HangingUp)
+                {
+                    self.finish_call(now);
+                }
+            }
+            Command::ListCalls => self.calls_listed(now, &inflight, ok),
+            Command::Setup(cmd) => {
+                if !ok {
+                    tracing::warn!(%cmd, result = %wire::final_text(result), "voice command refused");
+                }
+            }
             Command::SubmitLength(_) => {
                 // The modem refused the submit instead of prompting.
                 self.fail_active(result);
@@ -761,7 +976,7 @@ impl Modem {
             .collect::<Vec<_>>()
             .join(",");
         self.health.sent += 1;
-        if self.cfg.status_report && done.out.want_report && !done.mrs.is_empty() {
+        if self.status_reports && done.out.want_report && !done.mrs.is_empty() {
             for mr in &done.mrs {
                 // An MR reused by the modem belongs to the newer message now.
                 if let Some(old) = self.by_mr.insert(*mr, attempt)
@@ -828,6 +1043,24 @@ impl Modem {
             return;
         }
         let what = format!("no answer to {:?}", short(&inflight.cmd));
+        if self.link == Link::Ready {
+            match inflight.cmd {
+                Command::Dial(_) => {
+                    self.hang_up(
+                        now,
+                        "no answer to ATD",
+                        Some((true, "the modem did not answer ATD".to_owned())),
+                    );
+                }
+                Command::Hangup(_) => {
+                    if let Some(c) = self.call.as_mut() {
+                        c.record.ended.push_str(" (hang-up not confirmed)");
+                    }
+                    self.finish_call(now);
+                }
+                _ => {}
+            }
+        }
         match self.link {
             Link::Init(_) => self.init_failed(now, what),
             _ if inflight.cmd == Command::Sync => self.init_failed(now, what),
@@ -882,12 +1115,381 @@ impl Modem {
         self.note_health();
     }
 
-    /// Emits a health event if anything changed since the last one.
+    /// Emits a health event if anything changed since the last one (to both sides: the
+    /// voice device is up exactly when the modem is).
     fn note_health(&mut self) {
         if self.last_health.as_ref() != Some(&self.health) {
             self.last_health = Some(self.health.clone());
             self.events
                 .push_back(DriverEvent::Health(self.health.clone()));
+            if self.cfg.voice {
+                self.voice_events
+                    .push_back(DriverEvent::Health(self.health.clone()));
+            }
+        }
+    }
+
+    // ---- voice ---------------------------------------------------------------------
+
+    /// Takes the next call off the queue and returns its `ATD`, or fails it and returns
+    /// `None` when it cannot be placed.
+    fn start_call(&mut self, now: Timestamp) -> Option<Command> {
+        let out = self.voice_queue.pop_front()?;
+        let Address::Phone(number) = &out.to else {
+            self.voice_events.push_back(DriverEvent::Failed {
+                attempt: out.attempt,
+                retryable: false,
+                reason: format!("{} is not a phone number", out.to),
+            });
+            return None;
+        };
+        if !self.audio_up {
+            let why = self.audio_error.as_deref().unwrap_or("not open yet");
+            self.voice_events.push_back(DriverEvent::Failed {
+                attempt: out.attempt,
+                retryable: true,
+                reason: format!("audio port not open ({why}): no call placed"),
+            });
+            return None;
+        }
+        let dial = self.quirks.dial_string(number, &self.cfg.default_country);
+        let mut prompt = self.prompts.render(&out.text);
+        if prompt.is_empty() {
+            prompt = ToneSource::new(1.0).render(&out.text);
+        }
+        self.call_seq += 1;
+        self.sms_since_call = 0;
+        self.call_cmds.clear();
+        self.next_call_poll = None;
+        self.call = Some(Call::new(
+            out,
+            self.call_seq,
+            dial.clone(),
+            now,
+            Duration::from_secs(self.quirks.ring_timeout_secs),
+            prompt,
+            self.quirks.dtmf_reports,
+        ));
+        Some(Command::Dial(dial))
+    }
+
+    fn call_poll_interval(&self) -> Duration {
+        if self.cfg.family.pushes_call_state() {
+            CALL_POLL_SAFETY
+        } else {
+            CALL_POLL
+        }
+    }
+
+    fn dial_done(&mut self, now: Timestamp, result: FinalResult) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if result == FinalResult::Ok {
+            call.dial_confirmed = true;
+            self.next_call_poll = Some(now + self.call_poll_interval());
+            return;
+        }
+        let (retryable, reason) = match result {
+            FinalResult::CmeError(n) => {
+                let e = CmeError::from_code(n);
+                (e.is_retryable(), format!("ATD refused: +CME ERROR: {e}"))
+            }
+            other => (true, format!("ATD refused: {}", wire::final_text(other))),
+        };
+        call.end_media(&reason);
+        call.failure = Some((retryable, reason));
+        self.finish_call(now);
+    }
+
+    fn calls_listed(&mut self, now: Timestamp, inflight: &InFlight, ok: bool) {
+        let listed = inflight.lines.iter().any(|l| {
+            matches!(
+                crate::voice::parse_call_urc(l),
+                Some(CallUrc::State(s)) if s != CallStat::Released
+            )
+        });
+        let gone = ok
+            && !listed
+            && self
+                .call
+                .as_ref()
+                .is_some_and(|c| c.dial_confirmed && c.phase != Phase::HangingUp);
+        if gone {
+            self.call_ended(
+                now,
+                "the call is no longer listed (released)".to_owned(),
+                None,
+            );
+        }
+    }
+
+    fn on_call_urc(&mut self, now: Timestamp, urc: CallUrc, line: String) {
+        let max_call = Duration::from_secs(self.cfg.max_call_secs);
+        match urc {
+            CallUrc::Incoming => tracing::debug!(%line, "incoming call ignored"),
+            CallUrc::Dtmf { key, raw } => {
+                if self.call.as_ref().is_some_and(|c| c.phase == Phase::Active) {
+                    self.on_digit(now, key, &raw);
+                } else {
+                    self.events
+                        .push_back(DriverEvent::Unrecognized { raw: line });
+                }
+            }
+            CallUrc::State(stat) => {
+                let Some(call) = self.call.as_mut() else {
+                    return; // A listing or a late state of a call already over.
+                };
+                match stat {
+                    CallStat::Active => self.answered(now, max_call),
+                    CallStat::Dialling | CallStat::Alerting => {
+                        if stat == CallStat::Alerting {
+                            call.record.ringing_at.get_or_insert(now);
+                        }
+                    }
+                    CallStat::Released => {
+                        self.call_ended(now, "released by the network".to_owned(), None);
+                    }
+                    CallStat::Other(_) => {}
+                }
+            }
+            CallUrc::Begin => {
+                if self.call.is_some() {
+                    self.answered(now, max_call);
+                }
+            }
+            CallUrc::End(duration) => {
+                if self.call.is_some() {
+                    self.call_ended(now, format!("call ended (duration {duration})"), None);
+                }
+            }
+            CallUrc::Result(r) => {
+                if matches!(
+                    self.current.as_ref().map(|c| &c.cmd),
+                    Some(Command::Dial(_))
+                ) {
+                    // The final result of ATD itself.
+                    self.current = None;
+                    self.timers[Timer::Response as usize] = None;
+                }
+                if self.call.is_some() {
+                    self.call_ended(now, r.text().to_owned(), Some(r));
+                } else {
+                    self.events
+                        .push_back(DriverEvent::Unrecognized { raw: line });
+                }
+            }
+        }
+    }
+
+    fn answered(&mut self, now: Timestamp, max_call: Duration) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.record.answered_at.is_some() || call.phase == Phase::HangingUp {
+            return;
+        }
+        call.dial_confirmed = true;
+        call.answer(now, max_call);
+        let attempt = call.out.attempt;
+        let reference = format!("call-{}", call.record.seq);
+        if let Some(on) = self.cfg.family.audio_on() {
+            self.call_cmds.push_front(Command::Setup(on));
+        }
+        self.health.sent += 1;
+        self.voice_events
+            .push_back(DriverEvent::Sent { attempt, reference });
+        self.call_timeout(now);
+    }
+
+    /// The call ended on the far side or in the network (not by our hang-up, unless we
+    /// were already hanging up).
+    fn call_ended(
+        &mut self,
+        now: Timestamp,
+        why: String,
+        result: Option<crate::voice::CallResult>,
+    ) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.phase == Phase::HangingUp {
+            // Our hang-up's echo from the network: the call is over.
+            self.finish_call(now);
+            return;
+        }
+        if call.record.answered_at.is_some() {
+            call.end_media(&format!("hung up by the callee ({why})"));
+        } else {
+            let meaning = result.map_or("call released before answer", |r| r.meaning());
+            let reason = format!("{meaning} ({why})");
+            call.end_media(&reason);
+            call.failure = Some((true, reason));
+        }
+        self.finish_call(now);
+    }
+
+    /// We end the call: hang up, and report once the modem confirms.
+    fn hang_up(&mut self, now: Timestamp, why: &str, failure: Option<(bool, String)>) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.phase == Phase::HangingUp {
+            return;
+        }
+        call.phase = Phase::HangingUp;
+        call.end_media(why);
+        if failure.is_some() {
+            call.failure = failure;
+        }
+        if matches!(
+            self.current.as_ref().map(|c| &c.cmd),
+            Some(Command::Dial(_))
+        ) {
+            // Still dialling: V.250 aborts the dial on the next command.
+            self.current = None;
+            self.timers[Timer::Response as usize] = None;
+        }
+        self.call_cmds.clear();
+        self.call_cmds
+            .push_back(Command::Hangup(self.cfg.family.hangup()));
+        self.pump(now);
+    }
+
+    /// The call is over: report it once, and let SMS go again.
+    fn finish_call(&mut self, now: Timestamp) {
+        let _ = now;
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        self.call_cmds.clear();
+        self.next_call_poll = None;
+        if call.record.ended.is_empty() {
+            call.end_media("ended");
+        }
+        if call.record.answered_at.is_some()
+            && let Some(off) = self.cfg.family.audio_off()
+        {
+            self.internal.push_back(Command::Setup(off));
+        }
+        let attempt = call.out.attempt;
+        let evidence = call.record.evidence();
+        let event = match call.failure.take() {
+            Some((retryable, reason)) if !call.acked => DriverEvent::Failed {
+                attempt,
+                retryable,
+                reason: format!("{reason}; {evidence}"),
+            },
+            _ if call.record.answered_at.is_none() => DriverEvent::Failed {
+                attempt,
+                retryable: true,
+                reason: format!("{}; {evidence}", call.record.ended),
+            },
+            _ if call.acked || call.record.listened => DriverEvent::Delivered { attempt, evidence },
+            _ => DriverEvent::Failed {
+                attempt,
+                retryable: true,
+                reason: format!(
+                    "answered but the prompt was cut off after {:.1} s of {:.1} s; {evidence}",
+                    call.record.listened_secs, call.record.prompt_secs
+                ),
+            },
+        };
+        tracing::debug!(seq = call.record.seq, ended = %call.record.ended, "call over");
+        self.voice_events.push_back(event);
+    }
+
+    fn on_digit(&mut self, now: Timestamp, key: char, raw: &str) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        call.record.digits.push(key);
+        if key != '1' {
+            call.replay();
+            return;
+        }
+        if call.acked {
+            return;
+        }
+        call.acked = true;
+        let at = call.secs_since_answer(now);
+        let event = DriverEvent::Inbound {
+            from: call.out.to.clone(),
+            text: "1".to_owned(),
+            evidence: format!("DTMF 1 ({raw}) in call-{} at +{at:.1} s", call.record.seq),
+            sent_at: Some(now),
+            receipt: None,
+        };
+        self.health.received += 1;
+        self.voice_events.push_back(event);
+        self.hang_up(now, "ended by us after the key 1 ack", None);
+    }
+
+    /// The call's next deadline: ring timeout, next frame, end of the key wait, longest
+    /// call, next state poll.
+    fn call_deadline(&self, call: &Call) -> Option<Timestamp> {
+        let poll = self
+            .next_call_poll
+            .filter(|_| call.phase != Phase::HangingUp);
+        let phase = match call.phase {
+            Phase::Dialling => Some(call.ring_deadline),
+            Phase::Active => {
+                let wait = call.prompt_done_at().map(|d| {
+                    if self.quirks.dtmf_reports {
+                        d + Duration::from_secs(self.cfg.digit_wait_secs)
+                    } else {
+                        d
+                    }
+                });
+                [call.next_frame_at(), wait, call.max_end]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
+            Phase::HangingUp => None,
+        };
+        [poll, phase].into_iter().flatten().min()
+    }
+
+    /// Acts on the call's due deadlines and produces due audio.
+    fn call_timeout(&mut self, now: Timestamp) {
+        let digit_wait = Duration::from_secs(self.cfg.digit_wait_secs);
+        let dtmf = self.quirks.dtmf_reports;
+        let ring_secs = self.quirks.ring_timeout_secs;
+        let poll_every = self.call_poll_interval();
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if self.next_call_poll.is_some_and(|t| now >= t) && call.phase != Phase::HangingUp {
+            if !self.call_cmds.contains(&Command::ListCalls) {
+                self.call_cmds.push_back(Command::ListCalls);
+            }
+            self.next_call_poll = Some(now + poll_every);
+        }
+        match call.phase {
+            Phase::Dialling if now >= call.ring_deadline => {
+                let why = format!("no answer within {ring_secs} s");
+                self.hang_up(now, &why, Some((true, why.clone())));
+            }
+            Phase::Active => {
+                let mut frames = Vec::new();
+                call.frames_due(now, &mut frames);
+                self.audio.extend(frames);
+                if call.max_end.is_some_and(|t| now >= t) {
+                    self.hang_up(now, "longest call time reached", None);
+                } else if let Some(done) = call.prompt_done_at() {
+                    if !dtmf {
+                        self.hang_up(
+                            now,
+                            "ended by us after the prompt (the handset reports no keys)",
+                            None,
+                        );
+                    } else if now >= done + digit_wait {
+                        self.hang_up(now, "ended by us: no key after the prompt", None);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1084,6 +1686,7 @@ fn parse_receipt(receipt: &InboundReceipt) -> Vec<u32> {
 fn short(cmd: &Command) -> String {
     match cmd {
         Command::SubmitBody(_) => "SubmitBody".to_owned(),
+        Command::Dial(_) => "Dial".to_owned(),
         other => format!("{other:?}"),
     }
 }

@@ -1275,8 +1275,8 @@ impl Modem {
                 if self.call.is_some() {
                     self.call_ended(now, r.text().to_owned(), Some(r));
                 } else {
-                    self.events
-                        .push_back(DriverEvent::Unrecognized { raw: line });
+                    // The network's echo of a call already over.
+                    tracing::debug!(%line, "call result with no call");
                 }
             }
         }
@@ -1723,14 +1723,19 @@ mod tests {
 
     impl Bench {
         fn new(sim_cfg: SimConfig) -> Self {
+            Self::with(ModemConfig::new("/dev/sim"), sim_cfg)
+        }
+
+        fn with(modem_cfg: ModemConfig, sim_cfg: SimConfig) -> Self {
             let mut b = Bench {
-                modem: Modem::new(ModemConfig::new("/dev/sim"), T0),
+                modem: Modem::new(modem_cfg, T0),
                 sim: SimModem::new(sim_cfg, 42, T0),
                 now: T0,
                 events: Vec::new(),
                 byte_by_byte: false,
             };
             b.modem.handle_port_opened(T0);
+            b.modem.handle_audio_port(T0, Ok(()));
             b.run_until(
                 |e| {
                     e.iter()
@@ -1761,6 +1766,16 @@ mod tests {
                 }
                 while let Some(e) = self.modem.poll_event() {
                     self.events.push(e);
+                    moved = true;
+                }
+                // Both devices' events in one list: the voice tests tell them apart by
+                // attempt, and without voice there are none.
+                while let Some(e) = self.modem.poll_voice_event() {
+                    self.events.push(e);
+                    moved = true;
+                }
+                while let Some(frame) = self.modem.poll_audio() {
+                    self.sim.handle_audio(self.now, &frame);
                     moved = true;
                 }
                 if !moved {
@@ -2276,5 +2291,346 @@ mod tests {
         assert!(m.is_ready());
         // Idle: the only deadline is the next health poll, exactly one interval away.
         assert_eq!(m.poll_timeout(), Some(T0 + Duration::from_secs(30)));
+    }
+
+    // ---- voice ---------------------------------------------------------------------
+
+    use crate::quirks::{Family, Model};
+    use crate::sim::{CallBehaviour, CallScript};
+
+    const CALLEE: &str = "+8613800138000";
+
+    fn voice_modem(family: Family) -> ModemConfig {
+        let mut c = ModemConfig::new("/dev/sim");
+        c.voice = true;
+        c.family = family;
+        c.audio_path = Some("/dev/sim-audio".into());
+        c
+    }
+
+    fn voice_sim(family: Family, behaviour: CallBehaviour) -> SimConfig {
+        SimConfig {
+            family,
+            calls: vec![CallScript {
+                number: CALLEE.into(),
+                behaviour,
+            }],
+            default_script: ReplyBehaviour::Never,
+            ..SimConfig::default()
+        }
+    }
+
+    fn call(attempt: u64) -> DriverCommand {
+        send(attempt, CALLEE, "【红色预警】山洪。按1确认")
+    }
+
+    fn terminal(e: &[DriverEvent], attempt: u64) -> Option<DriverEvent> {
+        e.iter()
+            .find(|e| {
+                matches!(e, DriverEvent::Delivered { attempt: a, .. }
+                    | DriverEvent::Failed { attempt: a, .. } if a.0 == attempt)
+            })
+            .cloned()
+    }
+
+    fn voice_bench(family: Family, behaviour: CallBehaviour) -> Bench {
+        let mut b = Bench::with(voice_modem(family), voice_sim(family, behaviour));
+        b.take();
+        b
+    }
+
+    fn press_1() -> CallBehaviour {
+        CallBehaviour::Press {
+            answer_after_secs: 4.0,
+            digit: '1',
+            press_after_secs: 6.0,
+        }
+    }
+
+    #[test]
+    fn answered_and_key_1_is_an_inbound_ack_then_delivered_for_every_family() {
+        for family in [Family::Quectel, Family::Simcom, Family::Generic] {
+            let mut b = voice_bench(family, press_1());
+            b.modem.submit_voice(b.now, call(9));
+            b.run_until(|e| terminal(e, 9).is_some(), 120);
+            let ev = b.take();
+            let kinds: Vec<&str> = ev
+                .iter()
+                .filter_map(|e| match e {
+                    DriverEvent::Accepted { .. } => Some("accepted"),
+                    DriverEvent::Sent { .. } => Some("sent"),
+                    DriverEvent::Inbound { .. } => Some("inbound"),
+                    DriverEvent::Delivered { .. } => Some("delivered"),
+                    DriverEvent::Failed { .. } => Some("failed"),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                kinds,
+                ["accepted", "sent", "inbound", "delivered"],
+                "{family:?}: {ev:#?}"
+            );
+            assert!(ev.contains(&DriverEvent::Sent {
+                attempt: AttemptId(9),
+                reference: "call-1".into()
+            }));
+            let (from, text, evidence) = ev
+                .iter()
+                .find_map(|e| match e {
+                    DriverEvent::Inbound {
+                        from,
+                        text,
+                        evidence,
+                        ..
+                    } => Some((from.clone(), text.clone(), evidence.clone())),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!((from, text.as_str()), (phone(CALLEE), "1"));
+            assert!(evidence.starts_with("DTMF 1 ("), "{evidence}");
+            // Generic modems are polled, so the answer may be seen up to a second late.
+            assert!(evidence.contains("in call-1 at +"), "{evidence}");
+            let Some(DriverEvent::Delivered { evidence, .. }) = terminal(&ev, 9) else {
+                unreachable!()
+            };
+            assert!(evidence.contains("digits: 1;"), "{evidence}");
+            assert!(
+                evidence.contains("ended by us after the key 1 ack"),
+                "{evidence}"
+            );
+            // The simulated person heard real audio, paced without underruns.
+            let heard = &b.sim.calls()[0];
+            assert_eq!(heard.number, CALLEE);
+            assert_eq!(heard.digits, "1");
+            assert_eq!(heard.ended_by, "gateway hung up");
+            assert_eq!(heard.audio.underruns, 0, "{family:?}");
+            assert!(!heard.audio.is_silence());
+            assert!(
+                (4.5..=7.1).contains(&heard.audio.secs()),
+                "{family:?} {:?}",
+                heard.audio
+            );
+            assert!(!b.modem.in_call());
+        }
+    }
+
+    #[test]
+    fn listened_through_without_a_key_is_delivered_after_the_wait() {
+        let mut b = voice_bench(
+            Family::Quectel,
+            CallBehaviour::Answer {
+                answer_after_secs: 3.0,
+            },
+        );
+        b.modem.submit_voice(b.now, call(1));
+        b.run_until(|e| terminal(e, 1).is_some(), 120);
+        let ev = b.take();
+        assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Inbound { .. })));
+        let Some(DriverEvent::Delivered { evidence, .. }) = terminal(&ev, 1) else {
+            panic!("{ev:#?}")
+        };
+        assert!(
+            evidence.starts_with(
+                "listened 20.0 s of 20.0 s; digits: none; ended by us: no key after the prompt"
+            ),
+            "{evidence}"
+        );
+        let heard = &b.sim.calls()[0];
+        assert_eq!(heard.audio.underruns, 0);
+        // 20 s of prompt and 8 s of silence waiting for a key.
+        assert!(
+            (27.9..=28.1).contains(&heard.audio.secs()),
+            "{:?}",
+            heard.audio
+        );
+        assert!(!heard.audio.is_silence());
+    }
+
+    #[test]
+    fn busy_and_no_answer_fail_retryable_and_nothing_plays() {
+        for (behaviour, want) in [
+            (CallBehaviour::Busy, "busy (BUSY)"),
+            (CallBehaviour::Never, "no answer within 30 s"),
+        ] {
+            for family in [Family::Quectel, Family::Generic] {
+                let mut b = voice_bench(family, behaviour.clone());
+                b.modem.submit_voice(b.now, call(2));
+                b.run_until(|e| terminal(e, 2).is_some(), 120);
+                let ev = b.take();
+                let Some(DriverEvent::Failed {
+                    retryable, reason, ..
+                }) = terminal(&ev, 2)
+                else {
+                    panic!("{ev:#?}")
+                };
+                assert!(retryable);
+                assert!(reason.starts_with(want), "{family:?}: {reason}");
+                assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Sent { .. })));
+                assert_eq!(b.sim.calls().len(), 1);
+                assert_eq!(b.sim.calls()[0].audio.frames, 0);
+                assert_eq!(b.sim.stray_audio_bytes(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn early_hang_up_cuts_the_prompt_and_fails_retryable() {
+        for family in [Family::Quectel, Family::Simcom, Family::Generic] {
+            let mut b = voice_bench(
+                family,
+                CallBehaviour::HangUp {
+                    answer_after_secs: 2.0,
+                    hang_up_after_secs: 5.0,
+                },
+            );
+            b.modem.submit_voice(b.now, call(3));
+            b.run_until(|e| terminal(e, 3).is_some(), 120);
+            let ev = b.take();
+            let Some(DriverEvent::Failed {
+                retryable, reason, ..
+            }) = terminal(&ev, 3)
+            else {
+                panic!("{ev:#?}")
+            };
+            assert!(retryable);
+            assert!(
+                reason.starts_with("answered but the prompt was cut off after"),
+                "{reason}"
+            );
+            assert!(reason.contains("hung up by the callee"), "{reason}");
+            assert_eq!(b.sim.calls()[0].ended_by, "callee hung up");
+            assert!(!b.modem.in_call());
+        }
+    }
+
+    #[test]
+    fn a_handset_without_dtmf_reports_is_reached_only() {
+        let mut cfg = voice_modem(Family::Generic);
+        cfg.model = Model::Iridium9555;
+        let mut sim = voice_sim(Family::Generic, press_1());
+        sim.dtmf_reports = false;
+        let mut b = Bench::with(cfg, sim);
+        b.take();
+        b.modem.submit_voice(b.now, call(4));
+        b.run_until(|e| terminal(e, 4).is_some(), 200);
+        let ev = b.take();
+        assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Inbound { .. })));
+        let Some(DriverEvent::Delivered { evidence, .. }) = terminal(&ev, 4) else {
+            panic!("{ev:#?}")
+        };
+        assert!(
+            evidence.starts_with("reached (no DTMF); listened 20.0 s of 20.0 s; digits: none"),
+            "{evidence}"
+        );
+        // Dialled the Iridium way, and the person did press 1: only SMS can carry the ack.
+        assert!(
+            evidence.ends_with("call-1 to 008613800138000"),
+            "{evidence}"
+        );
+        assert_eq!(b.sim.calls()[0].digits, "1");
+    }
+
+    #[test]
+    fn sms_waits_while_a_call_is_up_then_goes() {
+        let mut b = voice_bench(Family::Simcom, press_1());
+        b.modem.submit_voice(b.now, call(5));
+        b.run_until(
+            |e| {
+                e.iter().any(|e| {
+                    matches!(
+                        e,
+                        DriverEvent::Sent {
+                            attempt: AttemptId(5),
+                            ..
+                        }
+                    )
+                })
+            },
+            60,
+        );
+        b.submit(send(6, CALLEE, "短信 回复 1 K7XT"));
+        assert!(b.modem.in_call());
+        b.advance(2);
+        assert_eq!(b.modem.queued(), 1, "held, not failed, during the call");
+        assert!(b.sim.submits().is_empty());
+        b.run_until(
+            |e| {
+                e.iter().any(|e| {
+                    matches!(
+                        e,
+                        DriverEvent::Sent {
+                            attempt: AttemptId(6),
+                            ..
+                        }
+                    )
+                })
+            },
+            60,
+        );
+        let ev = b.take();
+        let pos = |f: &dyn Fn(&DriverEvent) -> bool| ev.iter().position(f).unwrap();
+        let delivered = pos(&|e| {
+            matches!(
+                e,
+                DriverEvent::Delivered {
+                    attempt: AttemptId(5),
+                    ..
+                }
+            )
+        });
+        let sent = pos(&|e| {
+            matches!(
+                e,
+                DriverEvent::Sent {
+                    attempt: AttemptId(6),
+                    ..
+                }
+            )
+        });
+        assert!(delivered < sent, "{ev:#?}");
+        assert_eq!(b.sim.sms_refused_in_call(), 0);
+        assert_eq!(b.sim.submits().len(), 1);
+    }
+
+    #[test]
+    fn a_call_without_an_open_audio_port_is_refused_retryable() {
+        let mut b = voice_bench(Family::Quectel, press_1());
+        b.modem
+            .handle_audio_port(b.now, Err("No such file or directory".into()));
+        b.modem.submit_voice(b.now, call(7));
+        b.pump();
+        let ev = b.take();
+        let Some(DriverEvent::Failed {
+            retryable, reason, ..
+        }) = terminal(&ev, 7)
+        else {
+            panic!("{ev:#?}")
+        };
+        assert!(retryable);
+        assert!(
+            reason.starts_with("audio port not open (No such file"),
+            "{reason}"
+        );
+        assert!(b.sim.calls().is_empty() && !b.sim.in_call());
+    }
+
+    #[test]
+    fn voice_init_adds_the_family_setup() {
+        let mut m = Modem::new(voice_modem(Family::Quectel), T0);
+        m.handle_port_opened(T0);
+        let mut sent = Vec::new();
+        while let Some(bytes) = m.poll_transmit() {
+            sent.push(String::from_utf8(bytes).unwrap());
+            m.handle_rx(T0, b"\r\nOK\r\n");
+        }
+        assert_eq!(
+            &sent[10..],
+            [
+                "AT+QPCMV=1,0\r",
+                "AT+QINDCFG=\"ccinfo\",1,0\r",
+                "AT+QTONEDET=1\r"
+            ]
+        );
+        assert!(m.is_ready());
     }
 }

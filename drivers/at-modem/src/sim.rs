@@ -11,6 +11,16 @@
 //! before a response, a hang-up after N submits (the runner closes the port), a slow
 //! modem, and inbound parts delivered out of order.
 //!
+//! Voice: `ATD<n>;` rings the number, whose [`CallBehaviour`] says what the person does
+//! (answer after N s, never, busy, answer and press a key after M s, hang up early). The
+//! call's progress is announced the way the configured [`Family`] does it (Quectel
+//! `ccinfo`, SIMCom `+CLCC` and `VOICE CALL:`, or nothing for a generic modem, which is
+//! polled with `AT+CLCC`), keys as `+QTONEDET` / `+RXDTMF` / `+DTMF` unless the handset
+//! reports none. The PCM written to the audio port ([`SimModem::handle_audio`]) is
+//! measured against a playout clock: an underrun is counted whenever a frame arrives after
+//! the listener's buffer ran dry, and the RMS level says whether it was silence. A submit
+//! while a call is up is refused with `+CMS ERROR: 500`, as a modem in a call does.
+//!
 //! Time is `now`, as everywhere: the runner maps it to real time with a speed factor.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -22,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use tocsin_core::Timestamp;
 
 use crate::pdu::{self, Scts, Tpdu};
+use crate::quirks::Family;
+use crate::voice::FRAME_BYTES;
 use crate::wire::{self, DteFrame, FinalResult, Frame};
 
 /// How the simulated modem and network behave.
@@ -46,6 +58,211 @@ pub struct SimConfig {
     /// The service centre address stamped on inbound PDUs.
     #[serde(default = "default_smsc")]
     pub smsc: String,
+    /// What people do when called, by number.
+    #[serde(default)]
+    pub calls: Vec<CallScript>,
+    /// What numbers not in `calls` do when called.
+    #[serde(default = "default_call")]
+    pub default_call: CallBehaviour,
+    /// How the simulated modem announces call progress and keys.
+    #[serde(default)]
+    pub family: Family,
+    /// Whether keys pressed are reported at all (a satellite handset may not).
+    #[serde(default = "default_dtmf_reports")]
+    pub dtmf_reports: bool,
+    /// How long the network lets an unanswered call ring before `NO ANSWER`, seconds.
+    #[serde(default = "default_network_ring_secs")]
+    pub network_ring_secs: f64,
+    /// The listener's playout buffer: audio may arrive this late before it is an
+    /// underrun, milliseconds.
+    #[serde(default = "default_audio_prebuffer_ms")]
+    pub audio_prebuffer_ms: u64,
+}
+
+/// By default people answer after 5 s, listen, and press 1 after 12 s.
+pub fn default_call() -> CallBehaviour {
+    CallBehaviour::Press {
+        answer_after_secs: 5.0,
+        digit: '1',
+        press_after_secs: 12.0,
+    }
+}
+/// Keys are reported.
+pub fn default_dtmf_reports() -> bool {
+    true
+}
+/// 60 s of ringing before the network gives up.
+pub fn default_network_ring_secs() -> f64 {
+    60.0
+}
+/// 200 ms of playout buffer, about what a mobile network's jitter buffer holds.
+pub fn default_audio_prebuffer_ms() -> u64 {
+    200
+}
+
+/// The script for one called number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallScript {
+    /// The number, `+` and digits.
+    pub number: String,
+    /// What the person does when it rings.
+    pub behaviour: CallBehaviour,
+}
+
+/// What a person does when their phone rings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CallBehaviour {
+    /// Answers after a while and listens until the gateway hangs up.
+    Answer {
+        /// Ringing time before answering, seconds.
+        answer_after_secs: f64,
+    },
+    /// Answers, then presses a key some seconds into the call.
+    Press {
+        /// Ringing time before answering, seconds.
+        answer_after_secs: f64,
+        /// The key.
+        digit: char,
+        /// Seconds after answering.
+        press_after_secs: f64,
+    },
+    /// Answers, then hangs up early.
+    HangUp {
+        /// Ringing time before answering, seconds.
+        answer_after_secs: f64,
+        /// Seconds after answering.
+        hang_up_after_secs: f64,
+    },
+    /// Never answers: the network gives `NO ANSWER` after `network_ring_secs`.
+    Never,
+    /// The line is busy.
+    Busy,
+}
+
+/// What the simulated listener heard on one call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AudioReport {
+    /// Whole 20 ms frames received.
+    pub frames: u64,
+    /// Times a frame arrived after the playout buffer had run dry.
+    pub underruns: u32,
+    /// RMS level of every sample received (16-bit scale).
+    pub rms: f64,
+}
+
+impl AudioReport {
+    /// Whether what arrived was silence (or nothing).
+    pub fn is_silence(&self) -> bool {
+        self.rms < 100.0
+    }
+
+    /// Seconds of audio received.
+    pub fn secs(&self) -> f64 {
+        self.frames as f64 * 0.02
+    }
+}
+
+/// One call the simulated network carried, once it is over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimCall {
+    /// The number as dialled, normalised to `+digits` when it parses.
+    pub number: String,
+    /// When `ATD` came.
+    pub dialled_at: Timestamp,
+    /// When the person answered.
+    pub answered_at: Option<Timestamp>,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// Who or what ended it.
+    pub ended_by: String,
+    /// Keys the person pressed.
+    pub digits: String,
+    /// What they heard.
+    pub audio: AudioReport,
+}
+
+/// Measures PCM arrivals against a playout clock.
+#[derive(Clone, Debug, Default)]
+struct AudioMeter {
+    /// When playout (re)started, and frames received since.
+    base: Option<Timestamp>,
+    since_base: u64,
+    bytes: u64,
+    sum_sq: f64,
+    samples: u64,
+    carry: Option<u8>,
+    underruns: u32,
+}
+
+impl AudioMeter {
+    fn push(&mut self, now: Timestamp, bytes: &[u8], prebuffer: Duration) {
+        let frames_before = self.bytes / FRAME_BYTES as u64;
+        match self.base {
+            None => self.base = Some(now + prebuffer),
+            Some(base) => {
+                // Frames the listener has played by now, counting the one playing.
+                let consumed = if now < base {
+                    0
+                } else {
+                    now.since(base).as_millis() as u64 / 20 + 1
+                };
+                if self.since_base < consumed {
+                    self.underruns += 1;
+                    self.base = Some(now + prebuffer);
+                    self.since_base = 0;
+                }
+            }
+        }
+        self.bytes += bytes.len() as u64;
+        self.since_base += self.bytes / FRAME_BYTES as u64 - frames_before;
+        let mut iter = bytes.iter().copied();
+        if let Some(lo) = self.carry.take() {
+            match iter.next() {
+                Some(hi) => self.sample(i16::from_le_bytes([lo, hi])),
+                None => self.carry = Some(lo),
+            }
+        }
+        loop {
+            match (iter.next(), iter.next()) {
+                (Some(lo), Some(hi)) => self.sample(i16::from_le_bytes([lo, hi])),
+                (Some(lo), None) => {
+                    self.carry = Some(lo);
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn sample(&mut self, s: i16) {
+        self.sum_sq += f64::from(s) * f64::from(s);
+        self.samples += 1;
+    }
+
+    fn report(&self) -> AudioReport {
+        AudioReport {
+            frames: self.bytes / FRAME_BYTES as u64,
+            underruns: self.underruns,
+            rms: if self.samples == 0 {
+                0.0
+            } else {
+                (self.sum_sq / self.samples as f64).sqrt()
+            },
+        }
+    }
+}
+
+/// The call in progress on the simulated modem.
+#[derive(Clone, Debug)]
+struct LiveCall {
+    seq: u64,
+    number: String,
+    dialled_at: Timestamp,
+    answered_at: Option<Timestamp>,
+    digits: String,
+    meter: AudioMeter,
 }
 
 /// 2 s per part: about 30 parts a minute, faster than a real modem, so tests are quick.
@@ -77,6 +294,12 @@ impl Default for SimConfig {
             default_script: default_script(),
             faults: Faults::default(),
             smsc: default_smsc(),
+            calls: Vec::new(),
+            default_call: default_call(),
+            family: Family::default(),
+            dtmf_reports: default_dtmf_reports(),
+            network_ring_secs: default_network_ring_secs(),
+            audio_prebuffer_ms: default_audio_prebuffer_ms(),
         }
     }
 }
@@ -196,6 +419,18 @@ enum Action {
     },
     /// An SMS arrives.
     Deliver { from: String, text: String },
+    /// Call `seq` starts ringing at the far end.
+    CallAlerting(u64),
+    /// Call `seq` is answered.
+    CallAnswer(u64),
+    /// Call `seq` meets a busy line.
+    CallBusy(u64),
+    /// The network gives up ringing call `seq`.
+    CallNoAnswer(u64),
+    /// The person on call `seq` presses a key.
+    CallKey(u64, char),
+    /// The person on call `seq` hangs up.
+    CallHangUp(u64),
 }
 
 /// Parts of a long submit seen so far, by (destination, reference, total).
@@ -221,6 +456,11 @@ pub struct SimModem {
     parts_taken: u32,
     hangup: bool,
     commands_seen: u64,
+    call: Option<LiveCall>,
+    call_seq: u64,
+    calls: Vec<SimCall>,
+    stray_audio: u64,
+    sms_refused_in_call: u32,
 }
 
 /// Most messages the simulated storage holds, like a modem's `ME` memory.
@@ -247,6 +487,40 @@ impl SimModem {
             parts_taken: 0,
             hangup: false,
             commands_seen: 0,
+            call: None,
+            call_seq: 0,
+            calls: Vec::new(),
+            stray_audio: 0,
+            sms_refused_in_call: 0,
+        }
+    }
+
+    /// Calls that are over, in order.
+    pub fn calls(&self) -> &[SimCall] {
+        &self.calls
+    }
+
+    /// Whether a call is up (dialled and not over).
+    pub fn in_call(&self) -> bool {
+        self.call.is_some()
+    }
+
+    /// Audio bytes that arrived with no answered call to play them into.
+    pub fn stray_audio_bytes(&self) -> u64 {
+        self.stray_audio
+    }
+
+    /// Submits refused because a call was up.
+    pub fn sms_refused_in_call(&self) -> u32 {
+        self.sms_refused_in_call
+    }
+
+    /// PCM from the audio port (16-bit LE, 8 kHz), arriving at `now`.
+    pub fn handle_audio(&mut self, now: Timestamp, bytes: &[u8]) {
+        let prebuffer = Duration::from_millis(self.cfg.audio_prebuffer_ms);
+        match self.call.as_mut() {
+            Some(c) if c.answered_at.is_some() => c.meter.push(now, bytes, prebuffer),
+            _ => self.stray_audio += bytes.len() as u64,
         }
     }
 
@@ -371,6 +645,37 @@ impl SimModem {
                     }
                 }
                 Action::Deliver { from, text } => self.deliver_sms(now, &from, &text),
+                Action::CallAlerting(seq) => {
+                    if self.live(seq) {
+                        self.announce_state(3);
+                    }
+                }
+                Action::CallAnswer(seq) => self.call_answer(now, seq),
+                Action::CallBusy(seq) => {
+                    if self.live(seq) {
+                        self.emit(Frame::Line("BUSY".into()));
+                        self.announce_state(-1);
+                        self.end_call(now, "busy");
+                    }
+                }
+                Action::CallNoAnswer(seq) => {
+                    if self.live(seq) {
+                        self.emit(Frame::Line("NO ANSWER".into()));
+                        self.announce_state(-1);
+                        self.end_call(now, "network: no answer");
+                    }
+                }
+                Action::CallKey(seq, key) => self.call_key(seq, key),
+                Action::CallHangUp(seq) => {
+                    if self.live(seq) {
+                        if self.cfg.family == Family::Simcom {
+                            self.emit(Frame::Line("VOICE CALL: END: 000005".into()));
+                        }
+                        self.emit(Frame::Line("NO CARRIER".into()));
+                        self.announce_state(-1);
+                        self.end_call(now, "callee hung up");
+                    }
+                }
             }
         }
     }
@@ -423,7 +728,7 @@ impl SimModem {
         b
     }
 
-    fn on_command(&mut self, _now: Timestamp, cmd: &str) {
+    fn on_command(&mut self, now: Timestamp, cmd: &str) {
         self.commands_seen += 1;
         if self.echo {
             self.emit(Frame::Echo(cmd.to_owned()));
@@ -432,6 +737,10 @@ impl SimModem {
             return;
         }
         let upper = cmd.to_ascii_uppercase();
+        if let Some(frames) = self.on_voice_command(now, &upper) {
+            self.respond(frames);
+            return;
+        }
         let ok = Frame::Final(FinalResult::Ok);
         let frames = match upper.as_str() {
             "AT" | "AT+CMEE=1" | "AT+CMGF=0" => vec![ok],
@@ -462,7 +771,10 @@ impl SimModem {
                 frames
             }
             _ => {
-                if let Some(n) = upper.strip_prefix("AT+CMGS=") {
+                if upper.starts_with("AT+CMGS=") && self.call.is_some() {
+                    self.sms_refused_in_call += 1;
+                    vec![Frame::Final(FinalResult::CmsError(500))]
+                } else if let Some(n) = upper.strip_prefix("AT+CMGS=") {
                     match n.trim().parse::<usize>() {
                         Ok(len) if (7..=164).contains(&len) => {
                             self.prompt = Some(len);
@@ -574,6 +886,195 @@ impl SimModem {
             self.hangup = true;
         }
         self.take_part(done, submit, mr);
+    }
+
+    /// Voice commands; `None` when `cmd` is not one.
+    fn on_voice_command(&mut self, now: Timestamp, cmd: &str) -> Option<Vec<Frame>> {
+        let ok = Frame::Final(FinalResult::Ok);
+        if let Some(rest) = cmd.strip_prefix("ATD") {
+            let Some(number) = rest.strip_suffix(';') else {
+                // A data call: not offered.
+                return Some(vec![Frame::Line("NO CARRIER".into())]);
+            };
+            if self.call.is_some() {
+                return Some(vec![Frame::Final(FinalResult::CmeError(3))]);
+            }
+            self.place_call(now, number.trim());
+            return Some(vec![ok]);
+        }
+        match cmd {
+            "ATH" | "AT+CHUP" => {
+                if self.call.is_some() {
+                    self.end_call(now, "gateway hung up");
+                    self.respond(vec![ok]);
+                    // The family's own end notices follow the OK.
+                    match self.cfg.family {
+                        Family::Quectel => {
+                            self.emit(Frame::Line("+QIND: \"ccinfo\",1,0,-1,0,0,\"\",129".into()))
+                        }
+                        Family::Simcom => {
+                            self.emit(Frame::Line("VOICE CALL: END: 000020".into()));
+                        }
+                        Family::Generic => {}
+                    }
+                    return Some(Vec::new());
+                }
+                Some(vec![ok])
+            }
+            "AT+CLCC" => {
+                let mut frames = Vec::new();
+                if let Some(c) = &self.call {
+                    let stat = if c.answered_at.is_some() { 0 } else { 3 };
+                    frames.push(Frame::Line(format!(
+                        "+CLCC: 1,0,{stat},0,0,\"{}\",145",
+                        c.number
+                    )));
+                }
+                frames.push(ok);
+                Some(frames)
+            }
+            "AT+QPCMV=1,0" | "AT+QPCMV=0" | "AT+QINDCFG=\"CCINFO\",1,0" | "AT+QTONEDET=1"
+                if self.cfg.family == Family::Quectel =>
+            {
+                Some(vec![ok])
+            }
+            "AT+CLCC=1" | "AT+DDET=1" | "AT+CPCMREG=1" | "AT+CPCMREG=0"
+                if self.cfg.family == Family::Simcom =>
+            {
+                Some(vec![ok])
+            }
+            _ => None,
+        }
+    }
+
+    fn live(&self, seq: u64) -> bool {
+        self.call.as_ref().is_some_and(|c| c.seq == seq)
+    }
+
+    fn place_call(&mut self, now: Timestamp, dialled: &str) {
+        self.call_seq += 1;
+        let seq = self.call_seq;
+        let number = tocsin_core::PhoneNumber::parse(dialled, "86")
+            .map_or_else(|_| dialled.to_owned(), |n| n.as_str().to_owned());
+        let behaviour = self
+            .cfg
+            .calls
+            .iter()
+            .find(|c| c.number == number)
+            .map(|c| c.behaviour.clone())
+            .unwrap_or_else(|| self.cfg.default_call.clone());
+        self.call = Some(LiveCall {
+            seq,
+            number,
+            dialled_at: now,
+            answered_at: None,
+            digits: String::new(),
+            meter: AudioMeter::default(),
+        });
+        self.announce_state(2);
+        let secs = |s: f64| {
+            Duration::from_secs_f64(if s.is_finite() {
+                s.clamp(0.0, 1.0e6)
+            } else {
+                0.0
+            })
+        };
+        let ring = Duration::from_millis(500);
+        match behaviour {
+            CallBehaviour::Busy => {
+                self.schedule(now + Duration::from_secs(2), Action::CallBusy(seq))
+            }
+            CallBehaviour::Never => {
+                self.schedule(now + ring, Action::CallAlerting(seq));
+                self.schedule(
+                    now + secs(self.cfg.network_ring_secs),
+                    Action::CallNoAnswer(seq),
+                );
+            }
+            CallBehaviour::Answer { answer_after_secs } => {
+                self.schedule(now + ring, Action::CallAlerting(seq));
+                self.schedule(now + secs(answer_after_secs), Action::CallAnswer(seq));
+            }
+            CallBehaviour::Press {
+                answer_after_secs,
+                digit,
+                press_after_secs,
+            } => {
+                let answer = now + secs(answer_after_secs);
+                self.schedule(now + ring, Action::CallAlerting(seq));
+                self.schedule(answer, Action::CallAnswer(seq));
+                self.schedule(answer + secs(press_after_secs), Action::CallKey(seq, digit));
+            }
+            CallBehaviour::HangUp {
+                answer_after_secs,
+                hang_up_after_secs,
+            } => {
+                let answer = now + secs(answer_after_secs);
+                self.schedule(now + ring, Action::CallAlerting(seq));
+                self.schedule(answer, Action::CallAnswer(seq));
+                self.schedule(answer + secs(hang_up_after_secs), Action::CallHangUp(seq));
+            }
+        }
+    }
+
+    /// Announces the call's state the family's way (stat as in `+CLCC`; −1 released).
+    fn announce_state(&mut self, stat: i32) {
+        let Some(number) = self.call.as_ref().map(|c| c.number.clone()) else {
+            return;
+        };
+        match self.cfg.family {
+            Family::Quectel => self.emit(Frame::Line(format!(
+                "+QIND: \"ccinfo\",1,0,{stat},0,0,\"{number}\",145"
+            ))),
+            Family::Simcom if stat >= 0 => self.emit(Frame::Line(format!(
+                "+CLCC: 1,0,{stat},0,0,\"{number}\",145"
+            ))),
+            Family::Simcom | Family::Generic => {}
+        }
+    }
+
+    fn call_answer(&mut self, now: Timestamp, seq: u64) {
+        let Some(c) = self.call.as_mut().filter(|c| c.seq == seq) else {
+            return;
+        };
+        c.answered_at = Some(now);
+        if self.cfg.family == Family::Simcom {
+            self.emit(Frame::Line("VOICE CALL: BEGIN".into()));
+        }
+        self.announce_state(0);
+    }
+
+    fn call_key(&mut self, seq: u64, key: char) {
+        let Some(c) = self
+            .call
+            .as_mut()
+            .filter(|c| c.seq == seq && c.answered_at.is_some())
+        else {
+            return;
+        };
+        c.digits.push(key);
+        if !self.cfg.dtmf_reports {
+            return;
+        }
+        let line = match self.cfg.family {
+            Family::Quectel => format!("+QTONEDET: {}", u32::from(key)),
+            Family::Simcom => format!("+RXDTMF: {key}"),
+            Family::Generic => format!("+DTMF: {key}"),
+        };
+        self.emit(Frame::Line(line));
+    }
+
+    fn end_call(&mut self, now: Timestamp, by: &str) {
+        let Some(c) = self.call.take() else { return };
+        self.calls.push(SimCall {
+            number: c.number,
+            dialled_at: c.dialled_at,
+            answered_at: c.answered_at,
+            ended_at: now,
+            ended_by: by.to_owned(),
+            digits: c.digits,
+            audio: c.meter.report(),
+        });
     }
 
     /// Logs a submitted part; when its message is complete, the person may reply.

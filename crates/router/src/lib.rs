@@ -47,6 +47,31 @@
 //! timers. A re-plan without a grade rise keeps the window (`window_from`); a grade rise
 //! starts a new one with the first attempt of the new text.
 //!
+//! One exception keeps a dead network from hiding a person: a record that needs an ack
+//! and escalates, and whose warning could not start on any device within one ack window
+//! of its plan (every device of their bearers down or saturated), is escalated anyway —
+//! the `escalated` record then says "not attempted: no device could send in time". Its
+//! queued sends stay queued and go out when a device can take them; the door-knock task's
+//! own message waits for a device the same way (its deadline runs from its first
+//! attempt). Records that need no ack (residents) are still never closed before an
+//! attempt.
+//!
+//! # Loudspeakers
+//!
+//! An [`AlertPlan`] lists the speakers in the alert's area ([`SpeakerTarget`]). When the
+//! grade's policy sounds speakers ([`Policies::speakers`]: red and orange by default), each
+//! gets one announcement: the warning text without a code, sent to the speaker's device
+//! with `to = Address::Speaker(group)`, at once (speaker drivers queue and preempt
+//! programmes by grade themselves, so no send budget applies), or when the device comes
+//! back up. Announcements are not 叫应 records and never count as people; they move
+//! `planned → playing` (handed to the device) `→ reached` (a `Delivered` from the driver:
+//! a speaker's RTCP receiver report, kept as evidence) or `no_evidence` (no report within
+//! the grade's `speaker_window_s` of the programme being handed over or starting, or the
+//! driver failed it; a late report still turns it into `reached`). Cancelling the alert
+//! cancels playing programmes on the device (the driver says "cancelled" where it was
+//! heard) and sends the cancellation notice to speakers that already played it. After a
+//! restart, announcements handed over but never started are handed over again.
+//!
 //! # The ack rule
 //!
 //! An inbound message counts as an ack when it comes from an address registered to that
@@ -98,17 +123,19 @@ pub mod policy;
 pub mod record;
 pub mod reply;
 mod router;
+mod speakers;
 mod state;
 pub mod text;
 pub mod view;
 mod views;
 
-pub use plan::{AlertPlan, Contact, NamedAreaRef, Target, TargetReason};
+pub use plan::{AlertPlan, Contact, NamedAreaRef, SpeakerTarget, Target, TargetReason};
 pub use policy::{GradePolicy, Policies, PolicyError, RoleOverride};
 pub use record::{
     DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, Route, Verdict,
 };
 pub use router::{DeviceInfo, Output, Router, RouterConfig, RouterError, door_code};
 pub use view::{
-    AlertState, AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView, Preview,
+    AlertState, AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView,
+    Preview, SpeakerCounts, SpeakerState, SpeakerView,
 };

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tocsin_core::area::NamedArea;
-use tocsin_core::{Address, Alert, AreaId, PersonId, Role};
+use tocsin_core::{Address, Alert, AreaId, DeviceId, PersonId, Role, SpeakerId};
 
 /// A person as the router needs them, copied into the plan so that replaying the log after
 /// a restart gives the same campaign even if the directory changed since.
@@ -56,6 +56,25 @@ pub struct AlertPlan {
     pub contacts: Vec<Contact>,
     /// The named areas the alert's area intersects (for reports).
     pub areas: Vec<NamedAreaRef>,
+    /// The loudspeakers in the area, each once; announced when the grade's policy says
+    /// so (`GradePolicy::speakers`). Absent in logs written before speakers existed.
+    #[serde(default)]
+    pub speakers: Vec<SpeakerTarget>,
+}
+
+/// A loudspeaker to announce the alert on, copied into the plan like a [`Contact`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerTarget {
+    /// Directory id.
+    pub id: SpeakerId,
+    /// Name, for reports.
+    pub name: String,
+    /// Town, for reports.
+    pub town: String,
+    /// The speaker device that drives it.
+    pub device: DeviceId,
+    /// What the announcement is sent to (`Address::Speaker(group)`).
+    pub address: Address,
 }
 
 /// A named area the alert touches, by id and name.

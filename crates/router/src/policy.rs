@@ -71,7 +71,21 @@ pub struct GradePolicy {
     /// Per-role overrides (role name → fields to change).
     #[serde(default)]
     pub roles: BTreeMap<Role, RoleOverride>,
+    /// Whether the loudspeakers in the area announce the alert. Absent: yes for red and
+    /// orange, no for yellow and blue (see [`Policies::speakers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speakers: Option<bool>,
+    /// How long after a programme starts (or is handed to the driver, while it waits
+    /// behind a higher grade) a speaker without a receiver report is closed as "no
+    /// evidence", in seconds: the programme's length plus a grace. Absent:
+    /// [`DEFAULT_SPEAKER_WINDOW_S`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker_window_s: Option<u64>,
 }
+
+/// Default [`GradePolicy::speaker_window_s`]: a siren and the spoken warning three times
+/// with pauses last about two minutes; the rest is grace for late receiver reports.
+pub const DEFAULT_SPEAKER_WINDOW_S: u64 = 300;
 
 /// Fields of a [`GradePolicy`] that one role changes; absent fields keep the grade's value.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -149,6 +163,8 @@ impl GradePolicy {
             escalate: true,
             door_knock_deadline_s: 900,
             roles: resident_roles(),
+            speakers: Some(true),
+            speaker_window_s: None,
         }
     }
 
@@ -166,6 +182,8 @@ impl GradePolicy {
             escalate: true,
             door_knock_deadline_s: 900,
             roles: resident_roles(),
+            speakers: Some(true),
+            speaker_window_s: None,
         }
     }
 
@@ -183,6 +201,8 @@ impl GradePolicy {
             escalate: false,
             door_knock_deadline_s: 900,
             roles: resident_roles(),
+            speakers: Some(false),
+            speaker_window_s: None,
         }
     }
 
@@ -200,6 +220,8 @@ impl GradePolicy {
             escalate: false,
             door_knock_deadline_s: 900,
             roles: resident_roles(),
+            speakers: Some(false),
+            speaker_window_s: None,
         }
     }
 }
@@ -238,6 +260,24 @@ impl Policies {
             Grade::Orange => &self.orange,
             Grade::Red => &self.red,
         }
+    }
+
+    /// Whether the loudspeakers in the area announce an alert of this grade: the grade's
+    /// `speakers`, else yes for red ("loudspeakers in the area") and orange ("loudspeakers
+    /// optional": on unless turned off), no for yellow and blue.
+    pub fn speakers(&self, grade: Grade) -> bool {
+        self.grade(grade)
+            .speakers
+            .unwrap_or(matches!(grade, Grade::Red | Grade::Orange))
+    }
+
+    /// The "no evidence" window of a speaker announcement of this grade, in milliseconds.
+    pub fn speaker_window_ms(&self, grade: Grade) -> u64 {
+        self.grade(grade)
+            .speaker_window_s
+            .unwrap_or(DEFAULT_SPEAKER_WINDOW_S)
+            .max(1)
+            .saturating_mul(1000)
     }
 
     /// The policy for one grade and role, overrides applied.
@@ -312,6 +352,21 @@ mod tests {
         assert!(yellow.ack_required && !yellow.escalate);
         assert_eq!((yellow.ack_deadline_s, yellow.reminders), (1800, 1));
         assert!(!p.resolve(Grade::Blue, Role::GridLead).ack_required);
+        let speak: Vec<bool> = Grade::ALL.iter().map(|g| p.speakers(*g)).collect();
+        assert_eq!(
+            speak,
+            vec![false, false, true, true],
+            "blue, yellow, orange, red"
+        );
+        assert_eq!(p.speaker_window_ms(Grade::Red), 300_000);
+        // A grade table from a config written before speakers keeps the grade's default.
+        let mut red = serde_json::to_value(GradePolicy::default_red()).unwrap();
+        red.as_object_mut().unwrap().remove("speakers");
+        let mut v = serde_json::to_value(&p).unwrap();
+        v["red"] = red;
+        v["orange"]["speakers"] = serde_json::json!(false);
+        let q: Policies = serde_json::from_value(v).unwrap();
+        assert!(q.speakers(Grade::Red) && !q.speakers(Grade::Orange));
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! texts), so replaying a log gives the same campaign even if the config changed since.
 
 use crate::plan::AlertPlan;
-use crate::view::DeliveryState;
+use crate::view::{DeliveryState, SpeakerState};
 use serde::{Deserialize, Serialize};
 use tocsin_channel::InboundReceipt;
 use tocsin_core::{
-    AckCode, Address, AlertId, AttemptId, Bearer, DeviceId, Grade, PersonId, Timestamp,
+    AckCode, Address, AlertId, AttemptId, Bearer, DeviceId, Grade, PersonId, SpeakerId, Timestamp,
 };
 
 /// One bearer and the address used on it.
@@ -347,6 +347,10 @@ pub enum Record {
         person: PersonId,
         /// The task.
         task: DoorKnockTask,
+        /// Why, when it is not the missed ack deadline (e.g. "not attempted: no device
+        /// could send in time"). Absent in older logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// The record is closed without an ack: `reached` (no ack needed) or `unreached`.
     DeliveryClosed {
@@ -406,6 +410,75 @@ pub enum Record {
         /// Verdict.
         verdict: Verdict,
     },
+    /// A loudspeaker announcement was planned (the grade's policy sounds speakers).
+    AnnouncementPlanned {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Speaker.
+        speaker: SpeakerId,
+        /// The speaker device that plays it.
+        device: DeviceId,
+        /// Where (`Address::Speaker(group)`).
+        to: Address,
+        /// The text the driver reads out (grade and exercise marks included).
+        text: String,
+        /// How long after the programme is handed over or starts a speaker without a
+        /// receiver report is "no evidence", in milliseconds.
+        window_ms: u64,
+    },
+    /// An announcement (or, with `notice`, the cancellation after one that played) was
+    /// handed to the speaker device.
+    AnnouncementStarted {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Speaker.
+        speaker: SpeakerId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device.
+        device: DeviceId,
+        /// Address.
+        to: Address,
+        /// Text.
+        text: String,
+        /// The cancellation notice, not the warning.
+        #[serde(default)]
+        notice: bool,
+    },
+    /// The speaker driver reported on an announcement.
+    AnnouncementOutcome {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Speaker.
+        speaker: SpeakerId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device that reported it.
+        device: DeviceId,
+        /// What happened: `sent` when streaming starts, `delivered` with a speaker's
+        /// receiver report as evidence.
+        outcome: Outcome,
+    },
+    /// An announcement ended without evidence (no receiver report in its window, the
+    /// driver failed it, or no device can play it).
+    AnnouncementClosed {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Speaker.
+        speaker: SpeakerId,
+        /// Final state.
+        state: SpeakerState,
+        /// Why, for operators.
+        reason: String,
+    },
     /// A device went down or came back up.
     DeviceHealth {
         /// When.
@@ -438,6 +511,10 @@ impl Record {
             Record::NoticePlanned { .. } => "notice_planned",
             Record::Reply { .. } => "reply",
             Record::DeviceHealth { .. } => "device_health",
+            Record::AnnouncementPlanned { .. } => "announcement_planned",
+            Record::AnnouncementStarted { .. } => "announcement_started",
+            Record::AnnouncementOutcome { .. } => "announcement_outcome",
+            Record::AnnouncementClosed { .. } => "announcement_closed",
         }
     }
 
@@ -457,7 +534,11 @@ impl Record {
             | Record::Escalated { alert, .. }
             | Record::DeliveryClosed { alert, .. }
             | Record::DeliveryWithdrawn { alert, .. }
-            | Record::NoticePlanned { alert, .. } => Some(alert),
+            | Record::NoticePlanned { alert, .. }
+            | Record::AnnouncementPlanned { alert, .. }
+            | Record::AnnouncementStarted { alert, .. }
+            | Record::AnnouncementOutcome { alert, .. }
+            | Record::AnnouncementClosed { alert, .. } => Some(alert),
             Record::Reply { verdict, .. } => match verdict {
                 Verdict::Ack { alert, .. }
                 | Verdict::DoorKnockConfirmed { alert, .. }
@@ -485,7 +566,11 @@ impl Record {
             | Record::DeliveryWithdrawn { at, .. }
             | Record::NoticePlanned { at, .. }
             | Record::Reply { at, .. }
-            | Record::DeviceHealth { at, .. } => *at,
+            | Record::DeviceHealth { at, .. }
+            | Record::AnnouncementPlanned { at, .. }
+            | Record::AnnouncementStarted { at, .. }
+            | Record::AnnouncementOutcome { at, .. }
+            | Record::AnnouncementClosed { at, .. } => *at,
         }
     }
 }

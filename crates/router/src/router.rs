@@ -83,6 +83,9 @@ pub struct Router {
     outputs: VecDeque<Output>,
 }
 
+/// Why a record is escalated when none of its warnings could start within its window.
+pub(crate) const NOT_ATTEMPTED: &str = "not attempted: no device could send in time";
+
 /// Door-knock task codes are derived like the person's own code, for the pseudo-person
 /// `{person}/door`: distinct from every person's code and the same at every level.
 pub fn door_code(key: &AckKey, alert: &AlertId, person: &PersonId) -> AckCode {
@@ -133,6 +136,9 @@ impl Router {
         }
         r.state.touched.clear();
         r.state.down.clear();
+        // Announcements handed over but never started by the driver are handed over
+        // again (the driver forgot them in the restart); planned ones go out now.
+        r.resume_announcements(now);
         let mut lost: Vec<AttemptId> = r
             .state
             .attempts
@@ -186,6 +192,7 @@ impl Router {
                 plan: dplan,
             });
         }
+        self.plan_announcements(now, a);
         self.settle(now);
         self.pump(now);
         Ok(())
@@ -270,6 +277,7 @@ impl Router {
                 }
             }
         }
+        self.plan_announcements(now, a);
         self.settle(now);
         self.pump(now);
         Ok(())
@@ -309,11 +317,13 @@ impl Router {
                 }
             }
         }
+        let speakers = self.speaker_cancels(a);
         self.emit(Record::AlertCancelled {
             at: now,
             alert: alert.clone(),
             by: by.to_owned(),
         });
+        self.cancel_announcements(now, a, speakers);
         let text = text::cancel_message(&self.state.alert(a).plan.alert);
         for (person, recipient, route) in notices {
             self.emit(Record::NoticePlanned {
@@ -395,6 +405,8 @@ impl Router {
                     });
                     if !up {
                         self.move_off(now, &device);
+                    } else {
+                        self.start_announcements(now, Some(&device));
                     }
                 }
             }
@@ -417,6 +429,13 @@ impl Router {
         for (_, a, d, kind) in due {
             self.fire(now, a, d, kind);
         }
+        while let Some(&first) = self.state.speaker_timers.first() {
+            if first.0 > now {
+                break;
+            }
+            self.state.speaker_timers.remove(&first);
+            self.announcement_window_over(now, first.1, first.2);
+        }
         self.settle(now);
         self.pump(now);
     }
@@ -430,6 +449,9 @@ impl Router {
     /// instant at which there is work. Exact; no polling.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let mut t = self.state.timers.first().map(|e| e.0);
+        if let Some(s) = self.state.speaker_timers.first() {
+            t = Some(t.map_or(s.0, |t| t.min(s.0)));
+        }
         for (bearer, devs) in &self.bearer_devices {
             let Some(queue) = self.state.queues.get(bearer) else {
                 continue;
@@ -445,7 +467,7 @@ impl Router {
         t
     }
 
-    fn emit(&mut self, rec: Record) {
+    pub(crate) fn emit(&mut self, rec: Record) {
         // Handlers only emit records that fit the state; an error here would be a bug in
         // the router, and refusing the record would lose a fact, so it is kept regardless.
         let applied = self.state.apply(&rec);
@@ -453,7 +475,7 @@ impl Router {
         self.outputs.push_back(Output::Record(rec));
     }
 
-    fn command(&mut self, device: DeviceId, command: DriverCommand) {
+    pub(crate) fn command(&mut self, device: DeviceId, command: DriverCommand) {
         self.outputs.push_back(Output::Command { device, command });
     }
 
@@ -480,6 +502,15 @@ impl Router {
                 at: now,
                 alert,
                 person,
+                attempt,
+                device: device.clone(),
+                outcome,
+            });
+        } else if let Some((alert, speaker)) = self.announcement_owner(attempt) {
+            self.emit(Record::AnnouncementOutcome {
+                at: now,
+                alert,
+                speaker,
                 attempt,
                 device: device.clone(),
                 outcome,
@@ -702,6 +733,18 @@ impl Router {
                     self.escalate(now, a, d);
                 }
             }
+            TimerKind::NotAttempted => {
+                // Nothing went out for a whole window: every device of the person's
+                // bearers is down or saturated. The queued sends stay queued; a
+                // supervisor goes meanwhile.
+                if del.state == DeliveryState::Planned
+                    && del.window_from.is_none()
+                    && del.plan.ack_required
+                    && del.plan.escalate
+                {
+                    self.escalate_because(now, a, d, Some(NOT_ATTEMPTED));
+                }
+            }
         }
         self.state.touched.push((a, d));
     }
@@ -721,6 +764,11 @@ impl Router {
     /// Opens the next door-knock task up the supervisor chain, or closes the record as
     /// unreached when the chain ends.
     fn escalate(&mut self, now: Timestamp, a: u32, d: u32) {
+        self.escalate_because(now, a, d, None);
+    }
+
+    /// [`Router::escalate`], with the cause when it is not the missed deadline.
+    fn escalate_because(&mut self, now: Timestamp, a: u32, d: u32, cause: Option<&str>) {
         let entry = self.state.alert(a);
         let del = self.state.delivery(a, d);
         let level = del.tasks.last().map_or(0, |t| t.level + 1);
@@ -732,12 +780,12 @@ impl Router {
             _ => None,
         };
         let Some(contact) = contact else {
-            let reason = if level == 0 {
-                "no ack and no supervisor to escalate to"
-            } else {
-                "escalation chain exhausted"
+            let reason = match (level, cause) {
+                (0, Some(cause)) => format!("{cause}; no supervisor to escalate to"),
+                (0, None) => "no ack and no supervisor to escalate to".to_owned(),
+                _ => "escalation chain exhausted".to_owned(),
             };
-            self.close(now, a, d, DeliveryState::Unreached, reason);
+            self.close(now, a, d, DeliveryState::Unreached, &reason);
             return;
         };
         let alert = entry.plan.alert.clone();
@@ -758,6 +806,7 @@ impl Router {
             alert: alert.id,
             person,
             task,
+            reason: cause.map(str::to_owned),
         });
     }
 
@@ -1263,6 +1312,7 @@ mod tests {
                 supervisor: None,
             }],
             areas: vec![],
+            speakers: vec![],
         }
     }
 

@@ -5,10 +5,10 @@
 
 use crate::plan::{AlertPlan, Contact};
 use crate::record::{DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Record, Route, Verdict};
-use crate::view::{AlertState, DeliveryState};
+use crate::view::{AlertState, DeliveryState, SpeakerState};
 use std::collections::{BTreeSet, HashMap};
 use tocsin_core::{
-    AckCode, Address, AttemptId, Bearer, DeviceId, Grade, PersonId, Role, Timestamp,
+    AckCode, Address, AttemptId, Bearer, DeviceId, Grade, PersonId, Role, SpeakerId, Timestamp,
 };
 
 /// One lane of one record: a route worked by successive attempts.
@@ -29,6 +29,9 @@ pub(crate) enum TimerKind {
     Deadline,
     /// The door-knock task of this level is due; set at the task's first attempt.
     Task(u32),
+    /// No warning attempt has started one ack window after planning (every device of the
+    /// record's bearers down or saturated): a record that escalates is escalated anyway.
+    NotAttempted,
 }
 
 /// A timer in the global table: when, which record, what.
@@ -107,6 +110,34 @@ pub(crate) struct Delivery {
     pub task_started: bool,
     /// The warning reached the person: delivered on some bearer, or they acknowledged.
     pub reached: bool,
+    /// When the current plan was made (planned or re-planned): the not-attempted window
+    /// runs from here.
+    pub planned_at: Timestamp,
+}
+
+/// One loudspeaker announcement of an alert.
+#[derive(Clone, Debug)]
+pub(crate) struct Announcement {
+    pub speaker: SpeakerId,
+    pub name: String,
+    pub town: String,
+    pub device: DeviceId,
+    pub to: Address,
+    pub text: String,
+    pub window_ms: u64,
+    pub state: SpeakerState,
+    pub since: Timestamp,
+    /// The latest warning attempt.
+    pub attempt: Option<AttemptId>,
+    /// The driver said the programme started streaming.
+    pub sent: bool,
+    pub evidence: Option<String>,
+    pub reports: u32,
+    pub reason: Option<String>,
+    /// The pending "no evidence" deadline, if any.
+    pub deadline: Option<Timestamp>,
+    /// The cancellation notice was handed to the device.
+    pub notice_sent: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +151,8 @@ pub(crate) struct AlertEntry {
     pub open: u32,
     pub finished_at: Option<Timestamp>,
     pub rejected: u32,
+    pub announcements: Vec<Announcement>,
+    pub by_speaker: HashMap<SpeakerId, u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +245,10 @@ pub(crate) struct State {
     pub intervals: HashMap<DeviceId, i64>,
     /// Records whose progress may call for a follow-up record (scratch, not state).
     pub touched: Vec<(u32, u32)>,
+    /// Announcement attempts: attempt -> (alert, announcement, is the cancellation notice).
+    pub announce_attempts: HashMap<AttemptId, (u32, u32, bool)>,
+    /// "No evidence" deadlines of announcements: (when, alert, announcement).
+    pub speaker_timers: BTreeSet<(Timestamp, u32, u32)>,
 }
 
 /// How many door-knock levels an escalation climbs before the record is unreached.
@@ -400,16 +437,35 @@ impl State {
 
     /// Lanes and timers of a (re)planned record. The deadline and reminders are set only
     /// when the window already runs (a re-plan that keeps it); otherwise the first warning
-    /// attempt starts it (see [`State::start_window`]).
+    /// attempt starts it (see [`State::start_window`]), and a record that escalates gets a
+    /// not-attempted timer one window from now.
     fn start_plan(&mut self, a: u32, d: u32, at: Timestamp) {
         let plan = self.delivery(a, d).plan.clone();
-        self.delivery_mut(a, d).window_from = plan.window_from;
+        let del = self.delivery_mut(a, d);
+        del.window_from = plan.window_from;
+        del.planned_at = at;
         for route in plan.routes {
             self.add_lane(a, d, LaneKind::Alert, route, plan.message.clone(), at);
         }
-        if let Some(from) = plan.window_from {
-            self.window_timers(a, d, from, at);
+        match plan.window_from {
+            Some(from) => self.window_timers(a, d, from, at),
+            None => self.not_attempted_timer(a, d, at),
         }
+    }
+
+    /// Arms the not-attempted timer of a record that needs an ack and escalates, one
+    /// window after its plan (never before `now`).
+    fn not_attempted_timer(&mut self, a: u32, d: u32, now: Timestamp) {
+        let del = self.delivery(a, d);
+        if !(del.plan.ack_required && del.plan.escalate)
+            || del.closed
+            || del.state == DeliveryState::Escalated
+        {
+            return;
+        }
+        let due = (del.planned_at + std::time::Duration::from_millis(del.plan.window_ms)).max(now);
+        self.remove_timers(a, d, |k| k == TimerKind::NotAttempted);
+        self.add_timer(a, d, due, TimerKind::NotAttempted);
     }
 
     /// The first warning attempt of a record whose window has not started: it starts now.
@@ -419,6 +475,7 @@ impl State {
             return;
         }
         del.window_from = Some(at);
+        self.remove_timers(a, d, |k| k == TimerKind::NotAttempted);
         self.window_timers(a, d, at, at);
     }
 
@@ -450,6 +507,190 @@ impl State {
         del.reminders_done = 0;
         del.state = DeliveryState::Planned;
         del.since = at;
+        self.not_attempted_timer(a, d, at);
+    }
+
+    fn announcement_mut(&mut self, a: u32, s: u32) -> Option<&mut Announcement> {
+        self.alerts
+            .get_mut(a as usize)
+            .and_then(|e| e.announcements.get_mut(s as usize))
+    }
+
+    /// Sets (or with `None` clears) an announcement's "no evidence" deadline.
+    fn speaker_deadline(&mut self, a: u32, s: u32, due: Option<Timestamp>) {
+        let Some(ann) = self.announcement_mut(a, s) else {
+            return;
+        };
+        let old = std::mem::replace(&mut ann.deadline, due);
+        if let Some(old) = old {
+            self.speaker_timers.remove(&(old, a, s));
+        }
+        if let Some(due) = due {
+            self.speaker_timers.insert((due, a, s));
+        }
+    }
+
+    /// Finds an announcement by ids (checked: records come from the log).
+    fn find_announcement(
+        &self,
+        alert: &tocsin_core::AlertId,
+        speaker: &SpeakerId,
+    ) -> Result<(u32, u32), String> {
+        let a = *self
+            .alert_ix
+            .get(alert)
+            .ok_or_else(|| format!("unknown alert {alert}"))?;
+        let s = *self
+            .alert(a)
+            .by_speaker
+            .get(speaker)
+            .ok_or_else(|| format!("alert {alert} has no announcement on speaker {speaker}"))?;
+        Ok((a, s))
+    }
+
+    /// Applies one announcement record.
+    fn apply_announcement(&mut self, rec: &Record) -> Result<(), String> {
+        match rec {
+            Record::AnnouncementPlanned {
+                at,
+                alert,
+                speaker,
+                device,
+                to,
+                text,
+                window_ms,
+            } => {
+                let a = *self
+                    .alert_ix
+                    .get(alert)
+                    .ok_or("announcement of an unknown alert")?;
+                if self.alert(a).by_speaker.contains_key(speaker) {
+                    return Err(format!("speaker {speaker} planned twice for {alert}"));
+                }
+                let target = self
+                    .alert(a)
+                    .plan
+                    .speakers
+                    .iter()
+                    .find(|t| &t.id == speaker);
+                let (name, town) = target
+                    .map(|t| (t.name.clone(), t.town.clone()))
+                    .unwrap_or_else(|| (speaker.to_string(), String::new()));
+                let entry = &mut self.alerts[a as usize];
+                let s = ix(entry.announcements.len());
+                entry.announcements.push(Announcement {
+                    speaker: speaker.clone(),
+                    name,
+                    town,
+                    device: device.clone(),
+                    to: to.clone(),
+                    text: text.clone(),
+                    window_ms: *window_ms,
+                    state: SpeakerState::Planned,
+                    since: *at,
+                    attempt: None,
+                    sent: false,
+                    evidence: None,
+                    reports: 0,
+                    reason: None,
+                    deadline: None,
+                    notice_sent: false,
+                });
+                entry.by_speaker.insert(speaker.clone(), s);
+            }
+            Record::AnnouncementStarted {
+                at,
+                alert,
+                speaker,
+                attempt,
+                notice,
+                ..
+            } => {
+                let (a, s) = self.find_announcement(alert, speaker)?;
+                self.announce_attempts.insert(*attempt, (a, s, *notice));
+                self.next_attempt = self.next_attempt.max(attempt.0.saturating_add(1));
+                let Some(ann) = self.announcement_mut(a, s) else {
+                    return Ok(());
+                };
+                if *notice {
+                    ann.notice_sent = true;
+                    return Ok(());
+                }
+                ann.attempt = Some(*attempt);
+                ann.sent = false;
+                ann.state = SpeakerState::Playing;
+                ann.since = *at;
+                // Covers a programme that waits on the device behind a higher grade, or
+                // a driver that never says it started.
+                let due = *at + std::time::Duration::from_millis(ann.window_ms);
+                self.speaker_deadline(a, s, Some(due));
+            }
+            Record::AnnouncementOutcome {
+                at,
+                attempt,
+                outcome,
+                ..
+            } => {
+                let &(a, s, notice) = self
+                    .announce_attempts
+                    .get(attempt)
+                    .ok_or_else(|| format!("outcome of unknown announcement {attempt}"))?;
+                let Some(ann) = self.announcement_mut(a, s) else {
+                    return Ok(());
+                };
+                if notice || ann.attempt != Some(*attempt) {
+                    return Ok(());
+                }
+                match outcome {
+                    Outcome::Accepted => {}
+                    Outcome::Sent { .. } => {
+                        ann.sent = true;
+                        if ann.state == SpeakerState::Playing {
+                            let due = *at + std::time::Duration::from_millis(ann.window_ms);
+                            self.speaker_deadline(a, s, Some(due));
+                        }
+                    }
+                    Outcome::Delivered { evidence } => {
+                        ann.reports = ann.reports.saturating_add(1);
+                        if ann.evidence.is_none() {
+                            ann.evidence = Some(evidence.clone());
+                        }
+                        // A late report is still evidence that it was heard.
+                        if matches!(ann.state, SpeakerState::Playing | SpeakerState::NoEvidence) {
+                            ann.state = SpeakerState::Reached;
+                            ann.since = *at;
+                            ann.reason = None;
+                        }
+                        self.speaker_deadline(a, s, None);
+                    }
+                    Outcome::Failed { reason, .. } => {
+                        if ann.state == SpeakerState::Playing {
+                            ann.state = SpeakerState::NoEvidence;
+                            ann.since = *at;
+                            ann.reason = Some(format!("failed: {reason}"));
+                            self.speaker_deadline(a, s, None);
+                        }
+                    }
+                }
+            }
+            Record::AnnouncementClosed {
+                at,
+                alert,
+                speaker,
+                state,
+                reason,
+            } => {
+                let (a, s) = self.find_announcement(alert, speaker)?;
+                if let Some(ann) = self.announcement_mut(a, s) {
+                    ann.state = *state;
+                    ann.since = *at;
+                    ann.reason = Some(reason.clone());
+                }
+                self.speaker_deadline(a, s, None);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Deadline and reminders of a window started at `from`; reminders already past at
@@ -516,6 +757,8 @@ impl State {
                     open: 0,
                     finished_at: None,
                     rejected: 0,
+                    announcements: Vec::new(),
+                    by_speaker: HashMap::new(),
                 });
                 self.alert_ix.insert(plan.alert.id.clone(), a);
                 self.index_contacts(a);
@@ -545,6 +788,15 @@ impl State {
                         self.close(a, d, DeliveryState::Cancelled, *at);
                     } else {
                         self.stop_lanes(a, d, true, true);
+                    }
+                }
+                for s in 0..ix(self.alert(a).announcements.len()) {
+                    if let Some(ann) = self.announcement_mut(a, s)
+                        && !ann.state.is_final()
+                    {
+                        ann.state = SpeakerState::Cancelled;
+                        ann.since = *at;
+                        self.speaker_deadline(a, s, None);
                     }
                 }
                 let entry = &mut self.alerts[a as usize];
@@ -595,6 +847,7 @@ impl State {
                     task_opened: None,
                     task_started: false,
                     reached: false,
+                    planned_at: *at,
                 });
                 entry.by_person.insert(person.clone(), d);
                 self.reopen(a);
@@ -829,6 +1082,7 @@ impl State {
                 alert,
                 person,
                 task,
+                ..
             } => {
                 let (a, d) = self.find(alert, person)?;
                 // The person's own sends still queued carry on (under overload a first
@@ -948,6 +1202,10 @@ impl State {
                     }
                 }
             },
+            Record::AnnouncementPlanned { .. }
+            | Record::AnnouncementStarted { .. }
+            | Record::AnnouncementOutcome { .. }
+            | Record::AnnouncementClosed { .. } => self.apply_announcement(rec)?,
             Record::DeviceHealth { device, up, .. } => {
                 if *up {
                     self.down.remove(device);

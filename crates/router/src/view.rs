@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tocsin_core::{
-    AckCode, Address, Alert, AttemptId, Bearer, DeviceId, PersonId, Role, Timestamp,
+    AckCode, Address, Alert, AttemptId, Bearer, DeviceId, PersonId, Role, SpeakerId, Timestamp,
 };
 
 /// Where one (alert, person) 叫应 record stands.
@@ -91,6 +91,76 @@ pub struct AlertSummary {
     pub by_town: std::collections::BTreeMap<String, Counts>,
     /// When the last record became final (if `Done`).
     pub finished_at: Option<Timestamp>,
+    /// Loudspeaker announcements per state (never counted among the people above).
+    #[serde(default)]
+    pub speakers: SpeakerCounts,
+}
+
+/// Where one loudspeaker announcement stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeakerState {
+    /// Planned; not handed to its device yet (the device is down).
+    Planned,
+    /// Handed to the device (queued behind a higher grade, or streaming).
+    Playing,
+    /// A receiver report from the speaker shows it received the programme.
+    Reached,
+    /// No receiver report within the window, or the programme failed: nobody can say it
+    /// was heard.
+    NoEvidence,
+    /// The alert was cancelled before the announcement finished.
+    Cancelled,
+}
+
+impl SpeakerState {
+    /// Whether nothing more will happen to the announcement (a late receiver report can
+    /// still turn `no_evidence` into `reached`).
+    pub fn is_final(self) -> bool {
+        !matches!(self, SpeakerState::Planned | SpeakerState::Playing)
+    }
+}
+
+/// Loudspeaker announcements of one alert per state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerCounts {
+    /// Speakers announced on.
+    pub speakers: u32,
+    /// Not yet handed to a device.
+    pub planned: u32,
+    /// Playing or waiting on the device.
+    pub playing: u32,
+    /// With reception evidence.
+    pub reached: u32,
+    /// Without reception evidence.
+    pub no_evidence: u32,
+    /// Cancelled before they finished.
+    pub cancelled: u32,
+}
+
+/// One loudspeaker announcement as shown to operators and in the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerView {
+    /// Speaker id.
+    pub id: SpeakerId,
+    /// Name.
+    pub name: String,
+    /// Town.
+    pub town: String,
+    /// The device that plays it.
+    pub device: DeviceId,
+    /// Where it stands.
+    pub state: SpeakerState,
+    /// The first receiver report's evidence (packets received, loss, jitter), if any.
+    pub evidence: Option<String>,
+    /// How many receiver-report evidences came in.
+    pub reports: u32,
+    /// Why it ended without evidence, if it did.
+    pub reason: Option<String>,
+    /// The latest attempt (the warning programme).
+    pub attempt: Option<AttemptId>,
+    /// When it entered its current state.
+    pub since: Timestamp,
 }
 
 /// One attempt as shown to operators.

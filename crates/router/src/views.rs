@@ -50,12 +50,19 @@ impl Router {
             );
         }
         counts.rejected_replies = entry.rejected;
+        let speakers = self
+            .state
+            .alert_ix
+            .get(&entry.plan.alert.id)
+            .map(|&a| self.speaker_counts(a))
+            .unwrap_or_default();
         AlertSummary {
             alert: entry.plan.alert.clone(),
             state: entry.state,
             counts,
             by_town,
             finished_at: entry.finished_at,
+            speakers,
         }
     }
 

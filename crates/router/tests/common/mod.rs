@@ -101,6 +101,7 @@ pub fn plan(alert: Alert, targets: &[&str], contacts: &[Contact]) -> AlertPlan {
             .collect(),
         contacts: contacts.to_vec(),
         areas: vec![],
+        speakers: vec![],
     }
 }
 
@@ -121,6 +122,8 @@ pub enum Fate {
     Fail { retryable: bool },
     /// Accepted, then nothing (a hung modem).
     Hang,
+    /// Sent after `sent` ms, never delivered (a speaker that sends no receiver report).
+    SentOnly,
 }
 
 /// Something scripted to happen at a virtual time.
@@ -413,6 +416,13 @@ impl Sim {
                         };
                         self.push(now + ms(1_000), Pending::Driver(ev(failed)));
                     }
+                    Fate::SentOnly => {
+                        let reference = format!("ssrc{}", attempt.0);
+                        self.push(
+                            now + ms(sent),
+                            Pending::Driver(ev(DriverEvent::Sent { attempt, reference })),
+                        );
+                    }
                     Fate::Hang => {}
                 }
             }
@@ -558,13 +568,22 @@ pub fn describe(r: &Record) -> String {
             )
         }
         Record::Reminder { person, n, .. } => format!("reminder {person} #{n}"),
-        Record::Escalated { person, task, .. } => format!(
-            "escalated {person} → {} L{} task_code={} routes=[{}] deadline=+{}s",
+        Record::Escalated {
+            person,
+            task,
+            reason,
+            ..
+        } => format!(
+            "escalated {person} → {} L{} task_code={} routes=[{}] deadline=+{}s{}",
             task.assignee,
             task.level,
             task.code,
             routes(&task.routes),
-            task.deadline_ms / 1000
+            task.deadline_ms / 1000,
+            reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ),
         Record::DeliveryClosed {
             person,
@@ -614,6 +633,43 @@ pub fn describe(r: &Record) -> String {
             format!("reply via {device} from {from} «{text}» → {v}")
         }
         Record::DeviceHealth { device, up, .. } => format!("device_health {device} up={up}"),
+        Record::AnnouncementPlanned {
+            speaker,
+            device,
+            to,
+            window_ms,
+            ..
+        } => format!(
+            "announcement_planned {speaker} via {device} to {to} window={}s",
+            window_ms / 1000
+        ),
+        Record::AnnouncementStarted {
+            speaker,
+            attempt,
+            device,
+            to,
+            text,
+            notice,
+            ..
+        } => format!(
+            "announcement_started {attempt} {speaker}{} via {device} to {to} «{text}»",
+            if *notice { " notice" } else { "" }
+        ),
+        Record::AnnouncementOutcome {
+            speaker,
+            attempt,
+            outcome,
+            ..
+        } => format!(
+            "announcement_outcome {attempt} {speaker} {}",
+            serde_json::to_string(outcome).unwrap()
+        ),
+        Record::AnnouncementClosed {
+            speaker,
+            state,
+            reason,
+            ..
+        } => format!("announcement_closed {speaker} {state:?} ({reason})"),
     }
 }
 

@@ -206,6 +206,7 @@ fn district(args: &CampaignArgs) -> Result<District> {
             targets,
             contacts,
             areas: vec![],
+            speakers: vec![],
         },
         people,
     })

@@ -10,7 +10,17 @@
 //! (0.5 s doubling to 30 s). Commands keep being accepted meanwhile and queued sends go
 //! out after the re-init. Use a stable path (`/dev/serial/by-id/...`) so a modem that
 //! re-enumerates comes back where it was.
+//!
+//! With `voice` on, [`spawn_modem_pair`] returns two handles on the same task: SMS and
+//! voice, each with its own command channel and device id; events about calls are
+//! stamped with the voice device. The drain order gains **audio** after transmit: PCM
+//! frames go to a writer task that owns the audio port (`audio_path`) through a channel
+//! one second deep; a frame that finds it full is dropped (the listener hears a gap)
+//! rather than stalling the AT conversation. The writer reopens a lost audio port with
+//! the same backoff and reports open/lost to the state machine, which refuses calls while
+//! the port is closed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
@@ -22,6 +32,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ModemConfig;
 use crate::proto::Modem;
+use crate::voice::{PromptSource, ToneSource};
+
+/// PCM frames buffered towards the audio port: one second.
+const AUDIO_QUEUE: usize = 50;
 
 /// First wait before reopening a lost port.
 const REOPEN_MIN: Duration = Duration::from_millis(500);
@@ -88,6 +102,61 @@ pub fn spawn_modem(
     }
 }
 
+/// The handles of one modem: its SMS device and, with `voice` on, its voice device.
+#[derive(Clone, Debug)]
+pub struct ModemHandles {
+    /// The SMS side (`Bearer::Sms`).
+    pub sms: DriverHandle,
+    /// The voice side (`Bearer::Voice`), when `voice` is on.
+    pub voice: Option<DriverHandle>,
+}
+
+/// Starts the driver task for one modem with both its sides. The voice device is
+/// `voice_device` (the daemon names it, e.g. `modem-1-voice`); calls play what `prompts`
+/// renders (the built-in tone when `None`). The task ends when `cancel` fires or every
+/// command sender of both handles is dropped.
+pub fn spawn_modem_pair(
+    device: DeviceId,
+    voice_device: DeviceId,
+    cfg: ModemConfig,
+    prompts: Option<Arc<dyn PromptSource>>,
+    events: mpsc::Sender<DeviceEvent>,
+    cancel: CancellationToken,
+) -> ModemHandles {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let sms = DriverHandle {
+        device: device.clone(),
+        caps: cfg.capabilities(),
+        commands: tx,
+    };
+    let (voice, voice_rx) = if cfg.voice {
+        let (vtx, vrx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = DriverHandle {
+            device: voice_device.clone(),
+            caps: cfg.voice_capabilities(),
+            commands: vtx,
+        };
+        (Some(handle), Some(vrx))
+    } else {
+        (None, None)
+    };
+    let prompts = prompts.unwrap_or_else(|| Arc::new(ToneSource::new(cfg.prompt_secs)));
+    let modem = Modem::with_prompts(cfg.clone(), Clock::start().now(), prompts);
+    tokio::spawn(run(
+        Devices {
+            sms: device,
+            voice: voice_device,
+        },
+        cfg,
+        modem,
+        rx,
+        voice_rx,
+        events,
+        cancel,
+    ));
+    ModemHandles { sms, voice }
+}
+
 fn open(cfg: &ModemConfig) -> Result<SerialStream, tokio_serial::Error> {
     tokio_serial::new(&cfg.path, cfg.baud).open_native_async()
 }
@@ -100,16 +169,128 @@ async fn read_port(port: &mut Option<SerialStream>, buf: &mut [u8]) -> std::io::
     }
 }
 
-/// The driver task. See the module documentation for the drain order.
+/// The driver task for the SMS side only. See the module documentation for the drain
+/// order.
 pub async fn run_modem(
     device: DeviceId,
     cfg: ModemConfig,
-    mut commands: mpsc::Receiver<DriverCommand>,
+    commands: mpsc::Receiver<DriverCommand>,
     events: mpsc::Sender<DeviceEvent>,
     cancel: CancellationToken,
 ) {
+    let modem = Modem::new(cfg.clone(), Clock::start().now());
+    let devices = Devices {
+        voice: DeviceId(format!("{device}-voice")),
+        sms: device,
+    };
+    run(devices, cfg, modem, commands, None, events, cancel).await;
+}
+
+/// The two device ids one modem reports under.
+struct Devices {
+    sms: DeviceId,
+    voice: DeviceId,
+}
+
+/// What the audio writer reports.
+type AudioStatus = Result<(), String>;
+
+/// Receives from a channel that may be closed (then waits forever).
+async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Owns the audio port: opens it (and reopens it after a loss, with backoff), writes the
+/// frames it is given, and reports open / lost.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "io.rs: the audio writer waits on the real clock between reopen attempts"
+)]
+async fn audio_writer(
+    path: String,
+    baud: u32,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    status: mpsc::Sender<AudioStatus>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = REOPEN_MIN;
+    loop {
+        let mut port = match tokio_serial::new(&path, baud).open_native_async() {
+            Ok(p) => {
+                backoff = REOPEN_MIN;
+                if status.send(Ok(())).await.is_err() {
+                    return;
+                }
+                p
+            }
+            Err(e) => {
+                if status.send(Err(e.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = sleep_until(Some(tokio::time::Instant::now() + backoff)) => {}
+                }
+                backoff = (backoff * 2).min(REOPEN_MAX);
+                continue;
+            }
+        };
+        loop {
+            let frame = tokio::select! {
+                () = cancel.cancelled() => return,
+                f = frames.recv() => match f {
+                    Some(f) => f,
+                    None => return,
+                },
+            };
+            if let Err(e) = port.write_all(&frame).await {
+                tracing::warn!(%path, %e, "audio port write failed");
+                if status.send(Err(e.to_string())).await.is_err() {
+                    return;
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// The driver task. See the module documentation for the drain order.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one select loop: splitting it would scatter the drain order"
+)]
+async fn run(
+    devices: Devices,
+    cfg: ModemConfig,
+    mut modem: Modem,
+    commands: mpsc::Receiver<DriverCommand>,
+    voice_commands: Option<mpsc::Receiver<DriverCommand>>,
+    events: mpsc::Sender<DeviceEvent>,
+    cancel: CancellationToken,
+) {
+    let device = devices.sms.clone();
     let clock = Clock::start();
-    let mut modem = Modem::new(cfg.clone(), clock.now());
+    let mut commands = Some(commands);
+    let mut voice_commands = voice_commands;
+    let (audio_tx, mut audio_status) = match (&cfg.audio_path, cfg.voice) {
+        (Some(path), true) => {
+            let (ftx, frx) = mpsc::channel(AUDIO_QUEUE);
+            let (stx, srx) = mpsc::channel(8);
+            tokio::spawn(audio_writer(
+                path.clone(),
+                cfg.baud,
+                frx,
+                stx,
+                cancel.child_token(),
+            ));
+            (Some(ftx), Some(srx))
+        }
+        _ => (None, None),
+    };
+    let mut dropped_frames: u64 = 0;
     let mut port: Option<SerialStream> = None;
     let mut reopen_at = Some(clock.now());
     let mut backoff = REOPEN_MIN;
@@ -130,10 +311,21 @@ pub async fn run_modem(
                 reopen_at = Some(clock.now() + backoff);
             }
         }
-        // 2. events
+        // 2. audio
+        while let Some(frame) = modem.poll_audio() {
+            if let Some(tx) = &audio_tx
+                && tx.try_send(frame).is_err()
+            {
+                dropped_frames += 1;
+                if dropped_frames.is_power_of_two() {
+                    tracing::warn!(%device, dropped_frames, "audio port behind: frames dropped");
+                }
+            }
+        }
+        // 3. events
         while let Some(event) = modem.poll_event() {
             let stamped = DeviceEvent {
-                device: device.clone(),
+                device: devices.sms.clone(),
                 at: clock.now(),
                 event,
             };
@@ -141,7 +333,20 @@ pub async fn run_modem(
                 return; // The gateway is gone.
             }
         }
-        // 3. timeout
+        while let Some(event) = modem.poll_voice_event() {
+            let stamped = DeviceEvent {
+                device: devices.voice.clone(),
+                at: clock.now(),
+                event,
+            };
+            if events.send(stamped).await.is_err() {
+                return;
+            }
+        }
+        if commands.is_none() && voice_commands.is_none() {
+            return; // Every sender is gone.
+        }
+        // 4. timeout
         let deadline = [
             modem.poll_timeout(),
             if port.is_none() { reopen_at } else { None },
@@ -152,9 +357,22 @@ pub async fn run_modem(
         let wake = deadline.map(|t| clock.instant(t));
         tokio::select! {
             () = cancel.cancelled() => return,
-            cmd = commands.recv() => match cmd {
+            cmd = recv_or_pending(&mut commands) => match cmd {
                 Some(cmd) => modem.submit(clock.now(), cmd),
-                None => return,
+                None => commands = None,
+            },
+            cmd = recv_or_pending(&mut voice_commands) => match cmd {
+                Some(cmd) => modem.submit_voice(clock.now(), cmd),
+                None => voice_commands = None,
+            },
+            status = recv_or_pending(&mut audio_status) => match status {
+                Some(status) => {
+                    if let Err(e) = &status {
+                        tracing::warn!(%device, %e, "audio port not open");
+                    }
+                    modem.handle_audio_port(clock.now(), status);
+                }
+                None => audio_status = None,
             },
             read = read_port(&mut port, &mut buf) => match read {
                 Ok(n) if n > 0 => modem.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),

@@ -9,6 +9,11 @@
 //!
 //! Simulated time runs `speed` times faster than real time, so reply delays and network
 //! latencies shrink for demos and tests.
+//!
+//! [`spawn_voice_sim`] adds a second pty behind its own symlink: the modem's PCM audio
+//! port. What the driver writes there is handed to the simulator stamped with *real*
+//! time, whatever the speed, because underruns are a matter of real-time pacing; run
+//! voice at speed 1 so call timings and audio agree.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -23,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::Clock;
-use crate::sim::{Faults, SimConfig, SimModem, SubmitRecord};
+use crate::sim::{Faults, SimCall, SimConfig, SimModem, SubmitRecord};
 
 /// What the simulator runner can be told to do.
 #[derive(Clone, Debug)]
@@ -54,6 +59,10 @@ pub struct SimHandle {
     pub commands: mpsc::Sender<SimCommand>,
     /// Every message the simulated network was asked to deliver.
     pub submits: Arc<Mutex<Vec<SubmitRecord>>>,
+    /// The stable path of the audio port, when the simulator has one.
+    pub audio_path: Option<PathBuf>,
+    /// Every call the simulated network carried, once over.
+    pub calls: Arc<Mutex<Vec<SimCall>>>,
 }
 
 /// Errors setting up a simulated port.
@@ -109,7 +118,35 @@ pub fn spawn_sim(
     speed: f64,
     cancel: CancellationToken,
 ) -> Result<SimHandle, PtyError> {
+    spawn(link, None, cfg, seed, speed, cancel)
+}
+
+/// Like [`spawn_sim`], with the modem's audio port behind `audio_link` (voice calls).
+pub fn spawn_voice_sim(
+    link: PathBuf,
+    audio_link: PathBuf,
+    cfg: SimConfig,
+    seed: u64,
+    speed: f64,
+    cancel: CancellationToken,
+) -> Result<SimHandle, PtyError> {
+    spawn(link, Some(audio_link), cfg, seed, speed, cancel)
+}
+
+fn spawn(
+    link: PathBuf,
+    audio_link: Option<PathBuf>,
+    cfg: SimConfig,
+    seed: u64,
+    speed: f64,
+    cancel: CancellationToken,
+) -> Result<SimHandle, PtyError> {
     let pty = open_pty(&link)?;
+    let audio = match &audio_link {
+        Some(l) => Some(open_pty(l)?),
+        None => None,
+    };
+    let calls = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel(256);
     let submits = Arc::new(Mutex::new(Vec::new()));
     let speed = if speed.is_finite() && speed > 0.0 {
@@ -120,17 +157,20 @@ pub fn spawn_sim(
     tokio::spawn(run_sim(
         link.clone(),
         pty,
+        audio,
         cfg,
         seed,
         speed,
         rx,
-        submits.clone(),
+        (submits.clone(), calls.clone()),
         cancel,
     ));
     Ok(SimHandle {
         path: link,
         commands: tx,
         submits,
+        audio_path: audio_link,
+        calls,
     })
 }
 
@@ -182,6 +222,9 @@ async fn write_master(pty: &Pty, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The logs the runner shares with its handle: submits and finished calls.
+type Logs = (Arc<Mutex<Vec<SubmitRecord>>>, Arc<Mutex<Vec<SimCall>>>);
+
 #[allow(
     clippy::too_many_arguments,
     reason = "the runner's whole state, passed once at spawn"
@@ -189,13 +232,15 @@ async fn write_master(pty: &Pty, mut bytes: &[u8]) -> std::io::Result<()> {
 async fn run_sim(
     link: PathBuf,
     pty: Pty,
+    mut audio: Option<Pty>,
     cfg: SimConfig,
     seed: u64,
     speed: f64,
     mut rx: mpsc::Receiver<SimCommand>,
-    submits: Arc<Mutex<Vec<SubmitRecord>>>,
+    (submits, calls): Logs,
     cancel: CancellationToken,
 ) {
+    let mut audio_buf = vec![0u8; 4096];
     let clock = SimClock {
         real: Clock::start(),
         speed,
@@ -220,6 +265,10 @@ async fn run_sim(
             let have = log.len();
             log.extend(sim.submits().iter().skip(have).cloned());
         }
+        if let Ok(mut log) = calls.lock() {
+            let have = log.len();
+            log.extend(sim.calls().iter().skip(have).cloned());
+        }
         let wake = sim.poll_timeout().map(|t| clock.instant(t));
         let wake = [wake, back_at].into_iter().flatten().min();
         tokio::select! {
@@ -231,6 +280,13 @@ async fn run_sim(
                 Some(SimCommand::HangUp { down_for }) => {
                     pty = None;
                     back_at = Some(clock.real.instant(clock.real.now()) + down_for);
+                }
+            },
+            read = read_master(&audio, &mut audio_buf) => match read {
+                Ok(n) if n > 0 => sim.handle_audio(clock.real.now(), audio_buf.get(..n).unwrap_or(&[])),
+                other => {
+                    tracing::warn!(?other, "simulator audio pty read failed");
+                    audio = None;
                 }
             },
             read = read_master(&pty, &mut buf) => match read {

@@ -4,7 +4,7 @@
 use crate::model::{Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, NewAlert};
 use std::future::Future;
 use tocsin_core::AlertId;
-use tocsin_router::{AlertSummary, DeliveryState, DeliveryView, Preview};
+use tocsin_router::{AlertSummary, DeliveryState, DeliveryView, Preview, SpeakerView};
 
 /// What the gateway does for the API. The daemon implements it; tests use a fake.
 ///
@@ -37,6 +37,13 @@ pub trait Gateway: Send + Sync + 'static {
         id: &AlertId,
         state: Option<DeliveryState>,
     ) -> impl Future<Output = Option<Vec<DeliveryView>>> + Send;
+
+    /// The loudspeaker announcements of one alert with their reception evidence; `None`
+    /// if no such alert exists. The default knows no alert, for gateways without speakers.
+    fn speakers(&self, id: &AlertId) -> impl Future<Output = Option<Vec<SpeakerView>>> + Send {
+        let _ = id;
+        std::future::ready(None)
+    }
 
     /// Cancels an alert on behalf of `by` (a token name).
     fn cancel(

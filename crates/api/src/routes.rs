@@ -102,6 +102,7 @@ pub(crate) fn endpoints<G: Gateway>() -> Vec<(Method, &'static str, MethodRouter
             "/v1/alerts/{id}/deliveries",
             get(deliveries::<G>),
         ),
+        (Method::GET, "/v1/alerts/{id}/speakers", get(speakers::<G>)),
         (Method::GET, "/v1/devices", get(devices::<G>)),
         (Method::GET, "/v1/events", get(events::<G>)),
         (Method::GET, "/v1/openapi.json", get(openapi)),
@@ -182,6 +183,17 @@ async fn deliveries<G: Gateway>(
     let state = parse_deliveries_query(query.as_deref())?;
     match s.gateway.deliveries(&id, state).await {
         Some(records) => Ok(Json(records).into_response()),
+        None => Err(ApiError::NotFound(format!("alert {id}"))),
+    }
+}
+
+async fn speakers<G: Gateway>(
+    State(s): State<AppState<G>>,
+    _: Viewer,
+    AlertIdPath(id): AlertIdPath,
+) -> Result<Response, ApiError> {
+    match s.gateway.speakers(&id).await {
+        Some(views) => Ok(Json(views).into_response()),
         None => Err(ApiError::NotFound(format!("alert {id}"))),
     }
 }
@@ -776,6 +788,32 @@ mod tests {
         )
         .await;
         assert_eq!(v.as_array().map(Vec::len), Some(2));
+        let (status, v) = send_json(
+            &router,
+            request(
+                Method::GET,
+                "/v1/alerts/alert-1/speakers",
+                Some(VIEWER),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v[0]["id"], "s1");
+        assert_eq!(v[0]["state"], "reached");
+        assert_eq!(v[1]["state"], "no_evidence");
+        assert!(v[1]["evidence"].is_null());
+        let (status, _) = send_json(
+            &router,
+            request(
+                Method::GET,
+                "/v1/alerts/alert-7/speakers",
+                Some(VIEWER),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         let uri = "/v1/alerts/alert-1/deliveries?state=sleeping";
         let (status, v) = send_json(&router, request(Method::GET, uri, Some(VIEWER), None)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -6,7 +6,10 @@ use crate::model::{Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport,
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tocsin_core::{AckCode, Alert, AlertId, Bearer, DeviceId, PersonId, Role, Timestamp};
-use tocsin_router::{AlertState, AlertSummary, Counts, DeliveryState, DeliveryView, Preview};
+use tocsin_router::{
+    AlertState, AlertSummary, Counts, DeliveryState, DeliveryView, Preview, SpeakerCounts,
+    SpeakerState, SpeakerView,
+};
 
 /// A fake gateway. Alert ids are `alert-1`, `alert-2`, ...
 pub(crate) struct FakeGateway {
@@ -96,6 +99,22 @@ fn summary(id: &AlertId, alert: &NewAlert, issuer: &str) -> AlertSummary {
         },
         by_town: BTreeMap::new(),
         finished_at: None,
+        speakers: SpeakerCounts::default(),
+    }
+}
+
+fn speaker(id: &str, state: SpeakerState, evidence: Option<&str>) -> SpeakerView {
+    SpeakerView {
+        id: id.into(),
+        name: format!("speaker {id}"),
+        town: "town".into(),
+        device: DeviceId::from("spk-1"),
+        state,
+        evidence: evidence.map(str::to_owned),
+        reports: u32::from(evidence.is_some()),
+        reason: None,
+        attempt: None,
+        since: Timestamp(1_700_000_000_000),
     }
 }
 
@@ -172,6 +191,20 @@ impl Gateway for FakeGateway {
                 .filter(|d| state.is_none_or(|s| d.state == s))
                 .collect(),
         )
+    }
+
+    async fn speakers(&self, id: &AlertId) -> Option<Vec<SpeakerView>> {
+        if !self.lock().alerts.contains_key(id) {
+            return None;
+        }
+        Some(vec![
+            speaker(
+                "s1",
+                SpeakerState::Reached,
+                Some("RTCP RR from speaker 10.0.3.21:5005"),
+            ),
+            speaker("s2", SpeakerState::NoEvidence, None),
+        ])
     }
 
     async fn cancel(&self, id: &AlertId, by: &str) -> Result<AlertSummary, GatewayError> {

@@ -3,7 +3,9 @@
 //! `tocsin-sim gsm --count 2` starts two simulated GSM modems, each on its own
 //! pseudo-terminal behind a stable symlink, prints one line per modem
 //! (`modem0 /tmp/tocsin-sim/modem0 -> /dev/pts/7`), and serves until Ctrl-C. Point a
-//! `tocsind` modem's `path` at the symlink.
+//! `tocsind` modem's `path` at the symlink. With `--voice` each modem also takes calls
+//! and gets an audio port (`modem0-audio`) for the driver's `audio_path`; one line per
+//! finished call reports who answered, the keys and what the listener heard.
 //!
 //! `tocsin-sim mesh --count 5` starts a simulated Meshtastic radio with five nodes behind
 //! it on a pseudo-terminal (`--tcp-port 4403` serves it on 127.0.0.1 instead).
@@ -19,8 +21,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use tocsin_at_modem::pty::spawn_sim;
-use tocsin_at_modem::sim::{Faults, PhoneScript, ReplyBehaviour, SimConfig};
+use tocsin_at_modem::pty::{spawn_sim, spawn_voice_sim};
+use tocsin_at_modem::quirks::Family;
+use tocsin_at_modem::sim::{
+    CallBehaviour, CallScript, Faults, PhoneScript, ReplyBehaviour, SimConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 mod beidou;
@@ -96,6 +101,21 @@ struct GsmArgs {
     /// Extra milliseconds per SMS part (a slow modem).
     #[arg(long, default_value_t = 0)]
     slow_ms: u64,
+    /// Also take voice calls, with an audio port pty per modem (`modem0-audio`).
+    #[arg(long)]
+    voice: bool,
+    /// How the modems announce calls and keys: quectel, simcom or generic.
+    #[arg(long, default_value = "quectel")]
+    family: Family,
+    /// The handsets report no keys (a satellite phone): calls count as reached only.
+    #[arg(long)]
+    no_dtmf_reports: bool,
+    /// Ringing time before the default callee answers, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    answer_after_secs: f64,
+    /// Seconds after answering that the default callee presses 1 (never when absent).
+    #[arg(long)]
+    press_after_secs: Option<f64>,
 }
 
 /// The `--phones` file.
@@ -107,6 +127,11 @@ struct PhonesFile {
     phones: Vec<PhoneScript>,
     /// What everyone else does.
     default_script: Option<ReplyBehaviour>,
+    /// Call scripts by number (`kind = "answer" | "press" | "hang_up" | "never" | "busy"`).
+    #[serde(default)]
+    calls: Vec<CallScript>,
+    /// What everyone else does when called.
+    default_call: Option<CallBehaviour>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -150,6 +175,19 @@ async fn gsm(args: GsmArgs) -> anyhow::Result<()> {
             slow_ms_per_message: args.slow_ms,
             ..Faults::default()
         },
+        calls: file.calls,
+        default_call: file.default_call.unwrap_or(match args.press_after_secs {
+            Some(press_after_secs) => CallBehaviour::Press {
+                answer_after_secs: args.answer_after_secs,
+                digit: '1',
+                press_after_secs,
+            },
+            None => CallBehaviour::Answer {
+                answer_after_secs: args.answer_after_secs,
+            },
+        }),
+        family: args.family,
+        dtmf_reports: !args.no_dtmf_reports,
         ..SimConfig::default()
     };
     std::fs::create_dir_all(&args.dir)
@@ -158,24 +196,63 @@ async fn gsm(args: GsmArgs) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for i in 0..args.count {
         let link = args.dir.join(format!("modem{i}"));
-        let handle = spawn_sim(
-            link.clone(),
-            cfg.clone(),
-            args.seed.wrapping_add(u64::from(i)),
-            args.speed,
-            cancel.clone(),
-        )
+        let seed = args.seed.wrapping_add(u64::from(i));
+        let handle = if args.voice {
+            let audio = args.dir.join(format!("modem{i}-audio"));
+            spawn_voice_sim(
+                link.clone(),
+                audio,
+                cfg.clone(),
+                seed,
+                args.speed,
+                cancel.clone(),
+            )
+        } else {
+            spawn_sim(link.clone(), cfg.clone(), seed, args.speed, cancel.clone())
+        }
         .with_context(|| format!("starting simulator {i}"))?;
         let target = std::fs::read_link(&link).unwrap_or_default();
         println!("modem{i} {} -> {}", link.display(), target.display());
+        if let Some(audio) = &handle.audio_path {
+            let target = std::fs::read_link(audio).unwrap_or_default();
+            println!("modem{i} audio {} -> {}", audio.display(), target.display());
+        }
         handles.push(handle);
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let mut reported = vec![0usize; handles.len()];
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                r.context("waiting for Ctrl-C")?;
+                break;
+            }
+            _ = tick.tick() => {
+                for (i, h) in handles.iter().enumerate() {
+                    let calls = h.calls.lock().map(|c| c.clone()).unwrap_or_default();
+                    for c in calls.iter().skip(reported[i]) {
+                        println!(
+                            "modem{i} call {} answered {} keys {:?} heard {:.1} s rms {:.0} underruns {} ended: {}",
+                            c.number,
+                            c.answered_at.is_some(),
+                            c.digits,
+                            c.audio.secs(),
+                            c.audio.rms,
+                            c.audio.underruns,
+                            c.ended_by
+                        );
+                    }
+                    reported[i] = calls.len();
+                }
+            }
+        }
+    }
     cancel.cancel();
     for h in &handles {
         let _ = std::fs::remove_file(&h.path);
+        if let Some(a) = &h.audio_path {
+            let _ = std::fs::remove_file(a);
+        }
     }
     Ok(())
 }

@@ -21,11 +21,11 @@ use tocsin_api::{
 };
 use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, DriverHandle};
 use tocsin_core::directory::Directory;
-use tocsin_core::{Alert, AlertId, DeviceId, PersonId, Timestamp};
+use tocsin_core::{Address, Alert, AlertId, DeviceId, PersonId, Timestamp};
 use tocsin_router::plan::NamedAreaRef;
 use tocsin_router::{
     AlertPlan, AlertSummary, Contact, DeliveryState, DeliveryView, Output, Preview, Record, Router,
-    Target, TargetReason,
+    SpeakerTarget, SpeakerView, Target, TargetReason,
 };
 use tocsin_store::Store;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -58,6 +58,8 @@ pub enum Request {
         Option<DeliveryState>,
         Reply<Option<Vec<DeliveryView>>>,
     ),
+    /// One alert's loudspeaker announcements.
+    Speakers(AlertId, Reply<Option<Vec<SpeakerView>>>),
     /// Cancel an alert.
     Cancel(AlertId, String, Reply<Result<AlertSummary, GatewayError>>),
     /// Change an alert's grade, text or area.
@@ -230,6 +232,9 @@ impl Engine {
             Request::Deliveries(id, state, reply) => {
                 let _ = reply.send(self.router.deliveries(&id, state));
             }
+            Request::Speakers(id, reply) => {
+                let _ = reply.send(self.router.speakers(&id));
+            }
             Request::Cancel(id, by, reply) => match self.router.handle_cancel(now, &id, &by) {
                 Ok(()) => deferred.push(Deferred::Summary(reply, id)),
                 Err(e) => {
@@ -357,6 +362,18 @@ impl Engine {
             .filter_map(|a| self.directory.area(a))
             .map(NamedAreaRef::from)
             .collect();
+        let speakers = resolution
+            .speakers
+            .iter()
+            .filter_map(|s| self.directory.speaker(s))
+            .map(|s| SpeakerTarget {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                town: s.town.clone(),
+                device: s.device.clone(),
+                address: Address::Speaker(s.group.clone()),
+            })
+            .collect();
         Ok(AlertPlan {
             alert: Alert {
                 id,
@@ -372,6 +389,7 @@ impl Engine {
             targets,
             contacts,
             areas,
+            speakers,
         })
     }
 
@@ -525,6 +543,10 @@ impl tocsin_api::Gateway for GatewayHandle {
             .await
             .ok()
             .flatten()
+    }
+    async fn speakers(&self, id: &AlertId) -> Option<Vec<SpeakerView>> {
+        let id = id.clone();
+        self.ask(|r| Request::Speakers(id, r)).await.ok().flatten()
     }
     async fn cancel(&self, id: &AlertId, by: &str) -> Result<AlertSummary, GatewayError> {
         let (id, by) = (id.clone(), by.to_owned());

@@ -352,15 +352,13 @@ impl Decoder {
     }
 
     fn next_with<F>(&mut self, parse: ParseFn<F>) -> Option<Result<F, Malformed>> {
+        // Line ends before a frame are skipped by the parsers anyway; dropping them here
+        // keeps an endless run of CRLF from growing the buffer, and makes the lengths
+        // reported in `Malformed` the same however the input was split.
+        let lead = self.buf.iter().take_while(|b| is_eol(**b)).count();
+        self.buf.drain(..lead);
         let out = match parse(&self.buf) {
-            Ok(None) => {
-                // Only line ends buffered: drop them so an endless run of CRLF cannot grow
-                // the buffer.
-                if self.buf.iter().all(|b| is_eol(*b)) {
-                    self.buf.clear();
-                }
-                return None;
-            }
+            Ok(None) => return None,
             Ok(Some((frame, n))) => (Ok(frame), n),
             Err(m) => {
                 let n = m.len;

@@ -28,6 +28,10 @@ pub struct Config {
     /// district's 叫应 rules.
     #[serde(default)]
     pub policies: tocsin_router::Policies,
+    /// How warnings are spoken on calls (espeak-ng, recorded clips); optional, every key
+    /// has a default.
+    #[serde(default)]
+    pub speech: tocsin_voice::SpeechConfig,
 }
 
 /// This gateway node.
@@ -318,6 +322,20 @@ impl Config {
         }
         if cfg.node.data_dir.is_relative() {
             cfg.node.data_dir = base.join(&cfg.node.data_dir);
+        }
+        if cfg.speech.cache_entries == 0 {
+            return Err(invalid("speech.cache_entries", "must be at least 1".into()));
+        }
+        for (i, clip) in cfg.speech.clips.iter_mut().enumerate() {
+            if clip.text.trim().is_empty() {
+                return Err(invalid(
+                    &format!("speech.clips[{i}].text"),
+                    "must not be empty".into(),
+                ));
+            }
+            if clip.file.is_relative() {
+                clip.file = base.join(&clip.file);
+            }
         }
         Ok(cfg)
     }

@@ -4,6 +4,7 @@
 use crate::clock::Clock;
 use crate::config::{Config, DeviceConfig};
 use crate::gateway::{EVENT_BROADCAST, Engine, GatewayHandle, Logged, REQUEST_QUEUE, Request};
+use crate::speech::CallPrompts;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,6 +36,8 @@ pub struct Running {
     pub restored: usize,
     /// This node's name.
     pub node: String,
+    /// What voice calls say (shared with the SIP drivers).
+    pub prompts: Arc<CallPrompts>,
 }
 
 /// Validates a config file and its directory, printing what an operator needs to know.
@@ -123,6 +126,22 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let last_at = records.iter().map(|r| r.at()).max();
     let clock = Clock::new(cfg.node.clock_speed, last_at);
 
+    // Speech is set up before any driver: a missing synthesizer is not an error (calls
+    // then play the attention tone), but the operator is told at start, not mid-campaign.
+    let speech = {
+        let speech_cfg = cfg.speech.clone();
+        tokio::task::spawn_blocking(move || {
+            tocsin_voice::Speech::from_config(&speech_cfg, Path::new(""))
+        })
+        .await
+        .context("setting up speech")??
+    };
+    if let Some(notice) = speech.notice() {
+        eprintln!("tocsind: {notice}");
+        tracing::warn!(%notice, "speech degraded");
+    }
+    let prompts = Arc::new(CallPrompts::new(Arc::new(speech)));
+
     let shutdown = CancellationToken::new();
     let (event_tx, event_rx) = mpsc::channel::<DeviceEvent>(EVENT_QUEUE);
     let mut drivers: Vec<DriverHandle> = Vec::new();
@@ -143,9 +162,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             DeviceConfig::Meshtastic(m) => {
                 tocsin_meshtastic::io::spawn_meshtastic(id.clone(), m.clone(), events, cancel)
             }
-            DeviceConfig::Sip(c) => {
-                tocsin_sip::io::spawn_sip(id.clone(), c.clone(), events, cancel)
-            }
+            DeviceConfig::Sip(c) => tocsin_sip::io::spawn_sip_with_prompts(
+                id.clone(),
+                c.clone(),
+                Some(prompts.clone() as Arc<dyn tocsin_sip::prompt::PromptSource>),
+                events,
+                cancel,
+            ),
         };
         infos.push(DeviceInfo {
             id,
@@ -211,5 +234,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         clock,
         restored,
         node: cfg.node.name.clone(),
+        prompts,
     })
 }

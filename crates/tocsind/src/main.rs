@@ -16,6 +16,7 @@ mod demo;
 mod gateway;
 mod metrics;
 mod report;
+mod speech;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -65,40 +65,169 @@ fn find_district(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .context("cannot find configs/district; run from the repository or pass --district")
 }
 
-/// How one simulated person answers, drawn once per person from the seed.
-fn behaviour(role: Role, rng: &mut impl Rng) -> ReplyBehaviour {
+/// How one simulated person answers, drawn once per person from the seed. The same
+/// person behaves the same way on every bearer they carry: someone who never answers an
+/// SMS does not pick up the call or reply from their BeiDou card either.
+#[derive(Clone, Debug, PartialEq)]
+enum Conduct {
+    /// Not expected to answer (residents): some pick up a call and listen.
+    Resident { listens: bool },
+    /// Answers in time; `presses` says whether they press 1 when called (otherwise they
+    /// listen and answer by message), `bare` whether a BeiDou reply is a bare `1`.
+    Prompt { presses: bool, bare: bool },
+    /// Answers after the 5-minute deadline (listens to the call, does not press).
+    Late,
+    /// Replies with a wrong code (listens to the call, does not press).
+    WrongCode,
+    /// Replies from someone else's phone or card (busy on the other phone when called).
+    FromOther,
+    /// Never answers anything.
+    Never,
+}
+
+fn conduct(role: Role, rng: &mut impl Rng) -> Conduct {
     let x: f64 = rng.random();
-    let reply = |min_secs, max_secs| ReplyBehaviour::Reply { min_secs, max_secs };
+    let y: f64 = rng.random();
     match role {
-        Role::Resident => ReplyBehaviour::Never,
+        Role::Resident => Conduct::Resident { listens: y < 0.3 },
         Role::TownOfficial | Role::DistrictOfficial => {
             if x < 0.9 {
-                reply(30.0, 240.0)
+                Conduct::Prompt {
+                    presses: y < 0.5,
+                    bare: y < 0.25,
+                }
             } else {
-                ReplyBehaviour::Never
+                Conduct::Never
             }
         }
         _ => {
             if x < 0.70 {
-                reply(15.0, 200.0)
+                Conduct::Prompt {
+                    presses: y < 0.45,
+                    bare: y < 0.7,
+                }
             } else if x < 0.78 {
-                reply(330.0, 600.0) // answers after the 5-minute deadline: late
+                Conduct::Late
             } else if x < 0.83 {
-                ReplyBehaviour::WrongCode {
-                    min_secs: 20.0,
-                    max_secs: 90.0,
-                }
+                Conduct::WrongCode
             } else if x < 0.86 {
-                ReplyBehaviour::FromOther {
-                    number: "+8619912340000".into(),
-                    min_secs: 20.0,
-                    max_secs: 90.0,
-                }
+                Conduct::FromOther
             } else {
-                ReplyBehaviour::Never
+                Conduct::Never
             }
         }
     }
+}
+
+/// The person's SMS behaviour.
+fn sms_behaviour(c: &Conduct) -> ReplyBehaviour {
+    let reply = |min_secs, max_secs| ReplyBehaviour::Reply { min_secs, max_secs };
+    match c {
+        Conduct::Resident { .. } | Conduct::Never => ReplyBehaviour::Never,
+        Conduct::Prompt { .. } => reply(15.0, 200.0),
+        Conduct::Late => reply(330.0, 600.0),
+        Conduct::WrongCode => ReplyBehaviour::WrongCode {
+            min_secs: 20.0,
+            max_secs: 90.0,
+        },
+        Conduct::FromOther => ReplyBehaviour::FromOther {
+            number: "+8619912340000".into(),
+            min_secs: 20.0,
+            max_secs: 90.0,
+        },
+    }
+}
+
+/// The person's BeiDou card behaviour (delays in simulated seconds).
+fn beidou_behaviour(c: &Conduct) -> tocsin_beidou::sim::ReplyBehaviour {
+    use tocsin_beidou::sim::ReplyBehaviour as B;
+    match c {
+        Conduct::Resident { .. } | Conduct::Never => B::Never,
+        Conduct::Prompt { bare: true, .. } => B::ReplyOne {
+            min_secs: 20.0,
+            max_secs: 150.0,
+        },
+        Conduct::Prompt { bare: false, .. } => B::ReplyCode {
+            min_secs: 20.0,
+            max_secs: 150.0,
+        },
+        Conduct::Late => B::ReplyCode {
+            min_secs: 330.0,
+            max_secs: 600.0,
+        },
+        Conduct::WrongCode => B::Text {
+            text: "1 ZZZZ".into(),
+            min_secs: 20.0,
+            max_secs: 90.0,
+        },
+        Conduct::FromOther => B::FromOther {
+            card: "9912345".into(),
+            min_secs: 20.0,
+            max_secs: 90.0,
+        },
+    }
+}
+
+/// The person's mesh node behaviour.
+fn mesh_behaviour(c: &Conduct) -> tocsin_meshtastic::sim::ReplyBehaviour {
+    use tocsin_meshtastic::sim::ReplyBehaviour as M;
+    match c {
+        Conduct::Prompt { .. } => M::Reply {
+            min_secs: 20.0,
+            max_secs: 150.0,
+        },
+        Conduct::Late => M::Reply {
+            min_secs: 330.0,
+            max_secs: 600.0,
+        },
+        Conduct::WrongCode => M::Text {
+            text: "1 ZZZZ".into(),
+            min_secs: 20.0,
+            max_secs: 90.0,
+        },
+        _ => M::Never,
+    }
+}
+
+/// The person's phone when the gateway calls; gateway seconds are turned into real time
+/// because the SIP far end (like the RTP it receives) runs in real time.
+fn call_behaviour(c: &Conduct, speed: f64, rng: &mut impl Rng) -> tocsin_sip::sim::Behaviour {
+    let secs = |gateway_secs: f64| Duration::from_secs_f64(gateway_secs / speed);
+    let answer = Some(secs(rng.random_range(5.0..25.0)));
+    let listen = tocsin_sip::sim::Behaviour {
+        reject: None,
+        answer_after: answer,
+        press: None,
+        hangup_after: None,
+    };
+    match c {
+        Conduct::Prompt { presses: true, .. } => tocsin_sip::sim::Behaviour {
+            press: Some(('1', secs(rng.random_range(10.0..40.0)))),
+            ..listen
+        },
+        Conduct::Prompt { presses: false, .. }
+        | Conduct::Late
+        | Conduct::WrongCode
+        | Conduct::Resident { listens: true } => listen,
+        Conduct::FromOther => tocsin_sip::sim::Behaviour {
+            reject: Some(486),
+            answer_after: Some(secs(3.0)),
+            ..listen
+        },
+        Conduct::Resident { listens: false } | Conduct::Never => tocsin_sip::sim::Behaviour {
+            answer_after: None,
+            ..listen
+        },
+    }
+}
+
+/// The user part the SIP driver dials for a number (national form for Chinese numbers,
+/// the driver's default dial plan).
+fn dialled(number: &str) -> String {
+    number
+        .strip_prefix("+86")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("00{}", number.trim_start_matches('+')))
 }
 
 /// Runs the demo.
@@ -110,19 +239,51 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("reading valley.geojson")?;
     let valley = valley_area(&valley_text)?;
 
-    // The people behind the phones.
+    // The people behind the phones, cards, radios and the field kit.
+    let speed = args.speed;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut phones = Vec::new();
+    let mut cards = Vec::new();
+    let mut nodes = Vec::new();
+    let mut callees = Vec::new();
+    let mut kit: Option<(String, String)> = None;
     for p in directory.people() {
-        let b = behaviour(p.role, &mut rng);
+        let c = conduct(p.role, &mut rng);
         for a in &p.addresses {
-            if let Address::Phone(n) = a {
-                phones.push(PhoneScript {
-                    number: n.as_str().to_owned(),
-                    behaviour: b.clone(),
-                });
+            match a {
+                Address::Phone(n) => {
+                    phones.push(PhoneScript {
+                        number: n.as_str().to_owned(),
+                        behaviour: sms_behaviour(&c),
+                    });
+                    callees.push((dialled(n.as_str()), call_behaviour(&c, speed, &mut rng)));
+                }
+                Address::BeidouCard(card) => cards.push(tocsin_beidou::sim::CardScript {
+                    card: card.clone(),
+                    behaviour: beidou_behaviour(&c),
+                }),
+                Address::MeshNode(num) => nodes.push(tocsin_meshtastic::sim::NodeScript {
+                    num: *num,
+                    long_name: p.name.clone(),
+                    short_name: p.name.chars().take(2).collect(),
+                    hops: 1 + (num % 3),
+                    loss: 0.0,
+                    nak: None,
+                    behaviour: mesh_behaviour(&c),
+                    position: p.location.map(|[lon, lat]| (lat, lon)),
+                    heard_ago_secs: 600,
+                }),
+                Address::SbdImei(imei) if kit.is_none() => {
+                    kit = Some((imei.clone(), p.id.as_str().to_owned()));
+                }
+                _ => {}
             }
         }
+    }
+    // One radio of the mesh is out of reach: every text to it comes back NAKed
+    // (no route), so the router moves that lead on to the next bearer.
+    if let Some(n) = nodes.first_mut() {
+        n.nak = Some(NAK_NO_ROUTE);
     }
     let data_dir = match args.data_dir {
         Some(d) => d,
@@ -145,7 +306,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             link,
             sim_cfg,
             args.seed.wrapping_add(i as u64),
-            args.speed,
+            speed,
             sims_cancel.child_token(),
         )
         .context("starting a modem simulator on a pseudo-terminal")?;
@@ -155,6 +316,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         devices.insert(format!("modem-{}", i + 1), DeviceConfig::AtModem(modem));
         sims.push(sim);
     }
+    let bearers = offgrid_devices(
+        &data_dir,
+        OffGridPeople {
+            cards,
+            nodes,
+            callees,
+            kit,
+        },
+        args.seed,
+        speed,
+        &sims_cancel,
+        &mut devices,
+    )
+    .await?;
 
     let token: String = {
         let mut r = rand::rngs::StdRng::from_os_rng();
@@ -186,7 +361,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..ApiSection::default()
         },
         devices,
-        policies: tocsin_router::Policies::default(),
+        policies: demo_policies(),
+        speech: tocsin_voice::SpeechConfig::default(),
     };
     let running = daemon::start(cfg).await?;
     println!(
@@ -198,6 +374,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  {} simulated GSM modems on pseudo-terminals, clock ×{}",
         args.modems,
         running.clock.speed()
+    );
+    println!(
+        "  off-grid: 2 BeiDou terminals (BDS-2, BDS-3) with the satellite network, 1 Meshtastic radio, \
+         1 Iridium 9603 for field kit F01, SIP trunk to 127.0.0.1 (calls play in real time)"
     );
     println!("  API http://{}  token {}", running.api_addr, token);
     println!("  log {}", data_dir.join("tocsin.db").display());
@@ -219,6 +399,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "preview: {} people ({} responsible), predicted {:.0} s to first-attempt everyone",
         preview.people, preview.responsible, preview.seconds_to_first_attempt_all
     );
+    // Render the spoken warning before the first call rings, off the async threads.
+    let spoken = format!(
+        "【{}预警】{}：{}",
+        alert.grade.chinese(),
+        alert.headline,
+        alert.text
+    );
+    let prompts = running.prompts.clone();
+    tokio::task::spawn_blocking(move || prompts.warm(&spoken))
+        .await
+        .context("rendering the spoken warning")?;
     let accepted = running
         .handle
         .submit(alert, "demo-operator")
@@ -248,11 +439,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let deliveries = running
-        .handle
-        .deliveries(&accepted.id, None)
-        .await
-        .unwrap_or_default();
+    // Calls play in real time: wait (a bounded while) for the calls still in progress, so
+    // the report knows who listened.
+    let mut deliveries;
+    let mut waited = 0;
+    loop {
+        deliveries = running
+            .handle
+            .deliveries(&accepted.id, None)
+            .await
+            .unwrap_or_default();
+        let in_call = calls_in_progress(&deliveries);
+        if in_call == 0 || waited >= 240 {
+            break;
+        }
+        if waited % 8 == 0 {
+            println!("waiting for {in_call} answered call(s) still playing the warning…");
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     println!("\n{}", report::render(&summary, &deliveries));
     if !args.until_done {
         println!(
@@ -264,7 +470,182 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let result = daemon::stop(running).await;
     sims_cancel.cancel();
     drop(sims);
+    drop(bearers);
     result
+}
+
+/// The default policies, with the field crew's SBD kit used alongside their phones: the
+/// kit is the crew's own uplink, so it is not left waiting behind their BeiDou card.
+fn demo_policies() -> tocsin_router::Policies {
+    let mut p = tocsin_router::Policies::default();
+    p.red.roles.insert(
+        Role::FieldCrew,
+        tocsin_router::RoleOverride {
+            parallel: Some(vec![Bearer::Sms, Bearer::Voice, Bearer::Sbd]),
+            ..tocsin_router::RoleOverride::default()
+        },
+    );
+    p
+}
+
+/// Voice calls answered and still playing the warning (the SIP driver reports `sent` when
+/// a call is answered). Calls still queued or ringing for records already closed are not
+/// waited for: they end with the demo.
+fn calls_in_progress(deliveries: &[tocsin_router::DeliveryView]) -> usize {
+    deliveries
+        .iter()
+        .flat_map(|d| &d.attempts)
+        .filter(|a| a.bearer == Bearer::Voice && a.outcome == "sent")
+        .count()
+}
+
+/// Meshtastic routing error 1 (NO_ROUTE): the radio found no way to the node.
+const NAK_NO_ROUTE: i32 = 1;
+
+/// The people the off-grid simulators play.
+struct OffGridPeople {
+    /// Every BeiDou card in the district.
+    cards: Vec<tocsin_beidou::sim::CardScript>,
+    /// Every mesh radio in the district.
+    nodes: Vec<tocsin_meshtastic::sim::NodeScript>,
+    /// Every phone, by the user part the SIP driver dials.
+    callees: Vec<(String, tocsin_sip::sim::Behaviour)>,
+    /// The field kit's SBD IMEI and the person it answers for.
+    kit: Option<(String, String)>,
+}
+
+/// Simulators of the off-grid bearers (kept alive until the demo ends).
+struct OffGridSims {
+    _beidou: tocsin_beidou::pty::SimHandle,
+    _mesh: tocsin_meshtastic::runner::SimHandle,
+    _sbd: Option<tocsin_iridium_sbd::pty::SimHandle>,
+    _far_end: tocsin_sip::udp::FarEndHandle,
+}
+
+/// Starts the BeiDou terminals, the mesh radio, the field kit's SBD modem and the SIP far
+/// end, and adds a device for each to `devices`.
+///
+/// The simulators run on simulated time (`speed` × real time), but the drivers pace their
+/// sends in real time from what the devices report; so the simulated cards report a
+/// service period shrunk by `speed`, and the router's budgets (on the gateway's clock)
+/// are given the real-world figures.
+async fn offgrid_devices(
+    dir: &std::path::Path,
+    people: OffGridPeople,
+    seed: u64,
+    speed: f64,
+    cancel: &tokio_util::sync::CancellationToken,
+    devices: &mut BTreeMap<String, DeviceConfig>,
+) -> anyhow::Result<OffGridSims> {
+    // BeiDou: one BDS-2 (2.1 sentences) and one BDS-3 terminal on one satellite network.
+    let period = ((60.0 / speed).ceil() as u32).max(1);
+    let mut bds2 = tocsin_beidou::sim::TerminalConfig::new("0242286");
+    bds2.frequency_secs = period;
+    let mut bds3 = tocsin_beidou::sim::TerminalConfig::new("4207733");
+    bds3.dialect = tocsin_beidou::sim::SimDialect::Bds3;
+    bds3.frequency_secs = period;
+    let links = vec![dir.join("beidou-1"), dir.join("beidou-2")];
+    let beidou = tocsin_beidou::pty::spawn_sim(
+        links.clone(),
+        vec![bds2, bds3],
+        tocsin_beidou::sim::SimConfig {
+            cards: people.cards,
+            default_script: tocsin_beidou::sim::ReplyBehaviour::Never,
+            ..tocsin_beidou::sim::SimConfig::default()
+        },
+        seed,
+        speed,
+        cancel.child_token(),
+    )
+    .context("starting the BeiDou simulator")?;
+    for (i, link) in links.iter().enumerate() {
+        let mut b = tocsin_beidou::config::BeidouConfig::new(link.to_string_lossy());
+        // One send per card per minute on the gateway's clock.
+        b.assumed_interval_secs = 60;
+        devices.insert(format!("beidou-{}", i + 1), DeviceConfig::Beidou(b));
+    }
+
+    // Meshtastic: one radio with every lead's node behind it.
+    let mesh = tocsin_meshtastic::runner::spawn_pty_sim(
+        dir.join("mesh-1"),
+        tocsin_meshtastic::sim::SimConfig {
+            nodes: people.nodes,
+            ..tocsin_meshtastic::sim::SimConfig::default()
+        },
+        seed,
+        speed,
+        cancel.child_token(),
+    )
+    .context("starting the Meshtastic simulator")?;
+    let mut m = tocsin_meshtastic::config::MeshConfig::serial(mesh.address());
+    // The driver paces in real time: 4 texts per gateway minute.
+    m.per_minute = 4.0 * speed;
+    m.burst = 4;
+    m.ack_timeout_secs = ((180.0 / speed).ceil() as u64).max(2);
+    devices.insert("mesh-1".into(), DeviceConfig::Meshtastic(m));
+
+    // Iridium SBD: the district's 9603, talking to field kit F01's modem.
+    let sbd = match people.kit {
+        Some((imei, person)) => {
+            let sim = tocsin_iridium_sbd::pty::spawn_sim(
+                dir.join("sbd-1"),
+                tocsin_iridium_sbd::sim::SimConfig {
+                    kit_imei: imei,
+                    kit_person: person,
+                    reply: tocsin_iridium_sbd::sim::KitReply::Ack {
+                        min_secs: 20.0,
+                        max_secs: 120.0,
+                    },
+                    ..tocsin_iridium_sbd::sim::SimConfig::default()
+                },
+                seed,
+                speed,
+                cancel.child_token(),
+            )
+            .context("starting the SBD simulator")?;
+            let mut c = tocsin_iridium_sbd::config::SbdConfig::new(sim.path.to_string_lossy());
+            c.mailbox_interval_secs = ((300.0 / speed).ceil() as u64).max(1);
+            c.retry_secs = 1;
+            c.retry_max_secs = 2;
+            devices.insert("sbd-1".into(), DeviceConfig::IridiumSbd(c));
+            Some(sim)
+        }
+        None => None,
+    };
+
+    // SIP: a trunk whose far end is every phone in the district.
+    let far_end = tocsin_sip::udp::spawn_far_end(
+        "127.0.0.1:0".parse()?,
+        tocsin_sip::sim::SimConfig {
+            default: tocsin_sip::sim::Behaviour {
+                answer_after: None,
+                press: None,
+                ..tocsin_sip::sim::Behaviour::default()
+            },
+            phones: people.callees,
+            seed,
+            ..tocsin_sip::sim::SimConfig::default()
+        },
+        cancel.child_token(),
+    )
+    .await
+    .context("starting the simulated SIP trunk")?;
+    let mut sip = tocsin_sip::config::SipConfig::new(far_end.sip.to_string());
+    sip.bind = "127.0.0.1:0".into();
+    sip.rtp_port_base = 0;
+    // Calls play their prompt in real time however fast the demo's clock runs, so the
+    // trunk carries many at once and gives up ringing after 30 s of gateway time.
+    sip.concurrent_calls = 48;
+    sip.ring_timeout_secs = ((30.0 / speed).ceil() as u64).max(1);
+    sip.digit_wait_secs = 2;
+    devices.insert("sip-1".into(), DeviceConfig::Sip(sip));
+
+    Ok(OffGridSims {
+        _beidou: beidou,
+        _mesh: mesh,
+        _sbd: sbd,
+        _far_end: far_end,
+    })
 }
 
 fn valley_area(text: &str) -> anyhow::Result<Vec<AreaSpec>> {
@@ -291,7 +672,13 @@ fn draw_progress(
     previous_lines: usize,
 ) -> usize {
     let total = s.counts.targets.max(1) as usize;
-    let mut per_bearer: BTreeMap<Bearer, (usize, usize)> = BTreeMap::new();
+    // Per bearer: people attempted on it, delivered on it, and whose counted ack came
+    // from it. Every bearer the demo runs has a line, used yet or not.
+    let mut per_bearer: BTreeMap<Bearer, (usize, usize, usize)> = report::REPORTED_BEARERS
+        .into_iter()
+        .map(|b| (b, (0, 0, 0)))
+        .collect();
+    let devices = report::device_bearers(deliveries);
     for d in deliveries {
         let mut seen: BTreeMap<Bearer, bool> = BTreeMap::new();
         for a in &d.attempts {
@@ -303,6 +690,9 @@ fn draw_progress(
             let e = per_bearer.entry(b).or_default();
             e.0 += 1;
             e.1 += usize::from(delivered);
+        }
+        if let Some(b) = report::ack_bearer(d, &devices) {
+            per_bearer.entry(b).or_default().2 += 1;
         }
     }
     let get = |st: DeliveryState| s.counts.by_state.get(&st).copied().unwrap_or(0) as usize;
@@ -316,14 +706,16 @@ fn draw_progress(
         t % 60,
         s.counts.targets
     ));
-    for (b, (attempted, delivered)) in &per_bearer {
+    for (b, (attempted, delivered, acked)) in &per_bearer {
+        let bar_total = per_bearer_total(*b, total, *attempted);
         lines.push(format!(
-            "  {:<8} {}  sent {:>4}/{}  delivered {:>4}",
+            "  {:<8} {}  sent {:>4}  delivered {:>4}  acked {:>4}",
             b.as_str(),
-            bar(*attempted, total),
+            // BeiDou and SBD report no delivery: an ack from the bearer shows it arrived.
+            bar((*delivered).max(*acked), bar_total),
             attempted,
-            total,
-            delivered
+            delivered,
+            acked
         ));
     }
     let acked = get(DeliveryState::Acknowledged);
@@ -350,12 +742,23 @@ fn draw_progress(
         let _ = out.flush();
         lines.len()
     } else {
-        // A log or a pipe: one line per gateway minute, no escape codes.
+        // A log or a pipe: the block once per gateway minute, no escape codes.
         let minute = (t / 60) as usize + 1;
-        if let Some(last) = lines.last().filter(|_| minute != previous_lines) {
-            let _ = writeln!(out, "t+{:02}:{:02} {}", t / 60, t % 60, last.trim_start());
+        if minute != previous_lines {
+            for l in lines.iter().skip(1) {
+                let _ = writeln!(out, "t+{:02}:{:02} {}", t / 60, t % 60, l.trim_start());
+            }
         }
         minute
+    }
+}
+
+/// What a bearer's bar is measured against: everyone for SMS and voice (nearly everyone
+/// has a phone), the people tried on it for the off-grid bearers.
+fn per_bearer_total(b: Bearer, everyone: usize, attempted: usize) -> usize {
+    match b {
+        Bearer::Sms | Bearer::Voice => everyone,
+        _ => attempted,
     }
 }
 

@@ -1,8 +1,86 @@
 //! The 叫应 report: what operators read at the end of a campaign, per town, with the list
 //! of people not woken.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use tocsin_core::{Bearer, DeviceId};
 use tocsin_router::{AlertSummary, Counts, DeliveryState, DeliveryView};
+
+/// The bearers the report has a column for, in order.
+pub const REPORTED_BEARERS: [Bearer; 5] = [
+    Bearer::Sms,
+    Bearer::Voice,
+    Bearer::Beidou,
+    Bearer::Mesh,
+    Bearer::Sbd,
+];
+
+/// Which bearer each device serves, as seen in the attempts made through it.
+pub fn device_bearers(deliveries: &[DeliveryView]) -> BTreeMap<DeviceId, Bearer> {
+    deliveries
+        .iter()
+        .flat_map(|d| &d.attempts)
+        .map(|a| (a.device.clone(), a.bearer))
+        .collect()
+}
+
+/// The bearer an acknowledged record's counted ack came from.
+///
+/// The router records the ack's evidence as `{from} via {device}: {text}`; the device
+/// names the bearer (every device serves one). When no attempt went through that device,
+/// the sender's address says it for the bearers whose addresses are their own.
+pub fn ack_bearer(d: &DeliveryView, devices: &BTreeMap<DeviceId, Bearer>) -> Option<Bearer> {
+    if d.state != DeliveryState::Acknowledged {
+        return None;
+    }
+    let evidence = d.ack_evidence.as_deref()?;
+    let (from, rest) = evidence.split_once(" via ")?;
+    let device = rest.split(':').next().unwrap_or(rest).trim();
+    if let Some(b) = devices.get(&DeviceId(device.to_owned())) {
+        return Some(*b);
+    }
+    let from = from.trim();
+    [
+        ("bd:", Bearer::Beidou),
+        ("mesh:", Bearer::Mesh),
+        ("sbd:", Bearer::Sbd),
+        ("app:", Bearer::App),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| from.starts_with(prefix))
+    .map(|(_, b)| b)
+}
+
+/// Whether a call to this person was answered and the warning played through (or they
+/// pressed 1 before its end).
+pub fn listened(d: &DeliveryView) -> bool {
+    d.attempts
+        .iter()
+        .any(|a| a.bearer == Bearer::Voice && a.outcome.starts_with("delivered"))
+}
+
+/// Acks per bearer, and voice calls listened to and answered with key 1, for one group.
+#[derive(Default)]
+struct ByBearer {
+    acks: BTreeMap<Bearer, u32>,
+    listened: u32,
+    pressed: u32,
+}
+
+impl ByBearer {
+    fn add(&mut self, d: &DeliveryView, devices: &BTreeMap<DeviceId, Bearer>) {
+        let bearer = ack_bearer(d, devices);
+        if let Some(b) = bearer {
+            *self.acks.entry(b).or_default() += 1;
+        }
+        if bearer == Some(Bearer::Voice) {
+            self.pressed += 1;
+        }
+        if listened(d) {
+            self.listened += 1;
+        }
+    }
+}
 
 fn n(c: &Counts, s: DeliveryState) -> u32 {
     c.by_state.get(&s).copied().unwrap_or(0)
@@ -52,6 +130,7 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
         "attempts {}  rejected replies {}  (ack = in time; late acks counted separately)",
         summary.counts.attempts, summary.counts.rejected_replies
     );
+    render_by_bearer(&mut out, summary, deliveries);
     let not_woken: Vec<&DeliveryView> = deliveries
         .iter()
         .filter(|d| matches!(d.state, DeliveryState::Unreached | DeliveryState::Escalated))
@@ -82,6 +161,81 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
         }
     }
     out
+}
+
+/// Acks by the bearer they came from, per town and in total; who listened to the call and
+/// who pressed 1.
+fn render_by_bearer(out: &mut String, summary: &AlertSummary, deliveries: &[DeliveryView]) {
+    let devices = device_bearers(deliveries);
+    let mut towns: BTreeMap<&str, ByBearer> = summary
+        .by_town
+        .keys()
+        .map(|t| (t.as_str(), ByBearer::default()))
+        .collect();
+    let mut all = ByBearer::default();
+    for d in deliveries {
+        towns.entry(d.town.as_str()).or_default().add(d, &devices);
+        all.add(d, &devices);
+    }
+    let _ = write!(out, "acks by bearer\n{:<14}", "town");
+    for b in REPORTED_BEARERS {
+        let _ = write!(out, " {:>7}", b.as_str());
+    }
+    let _ = writeln!(out, " {:>6} {:>9} {:>9}", "other", "listened", "pressed 1");
+    let row = |out: &mut String, name: &str, g: &ByBearer| {
+        let _ = write!(out, "{:<14}", truncate(name, 14));
+        for b in REPORTED_BEARERS {
+            let _ = write!(out, " {:>7}", g.acks.get(&b).copied().unwrap_or(0));
+        }
+        let other: u32 = g
+            .acks
+            .iter()
+            .filter(|(b, _)| !REPORTED_BEARERS.contains(b))
+            .map(|(_, n)| n)
+            .sum();
+        let _ = writeln!(out, " {:>6} {:>9} {:>9}", other, g.listened, g.pressed);
+    };
+    for (town, g) in &towns {
+        row(out, town, g);
+    }
+    row(out, "ALL", &all);
+    let _ = writeln!(
+        out,
+        "(listened: a call answered and the warning played through; pressed 1: the ack came from a key press in the call)"
+    );
+    let pressed: Vec<&DeliveryView> = deliveries
+        .iter()
+        .filter(|d| ack_bearer(d, &devices) == Some(Bearer::Voice))
+        .collect();
+    let only_listened: Vec<&DeliveryView> = deliveries
+        .iter()
+        .filter(|d| listened(d) && ack_bearer(d, &devices) != Some(Bearer::Voice))
+        .collect();
+    for (title, list) in [
+        ("pressed 1 in the call", &pressed),
+        ("listened to the call, did not press 1", &only_listened),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = list
+            .iter()
+            .take(24)
+            .map(|d| format!("{} {}", d.person, d.name))
+            .collect();
+        let more = list.len().saturating_sub(names.len());
+        let _ = writeln!(
+            out,
+            "{title} ({}): {}{}",
+            list.len(),
+            names.join(", "),
+            if more > 0 {
+                format!(" … and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 fn truncate(s: &str, width: usize) -> String {

@@ -13,7 +13,9 @@ use tocsin_voice::Codec;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
-    /// Name in reports and logs (e.g. the village).
+    /// What a send addresses (`Address::Speaker(name)`; in the directory's
+    /// `speakers.csv`, the `group` column), and the name in reports and logs — e.g. the
+    /// village id. Not `*`, which addresses every group.
     pub name: String,
     /// RTP destination `ip:port`, e.g. `239.1.1.10:5004` or `10.0.3.21:5004`.
     pub rtp: SocketAddr,
@@ -41,7 +43,8 @@ impl GroupConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpeakerConfig {
-    /// The streams; every programme plays on each of them.
+    /// The streams. A send plays on the group its `Address::Speaker` names, or on all
+    /// of them for the reserved name `*` ([`crate::proto::BROADCAST_GROUP`]).
     pub groups: Vec<GroupConfig>,
     /// `pcma` (China's trunks, the default) or `pcmu`.
     #[serde(default = "default_codec")]
@@ -129,6 +132,9 @@ pub enum ConfigError {
     /// A group has an empty name.
     #[error("groups[{0}].name: must not be empty")]
     EmptyName(usize),
+    /// A group is named `*`, which addresses every group.
+    #[error("groups[{0}].name: \"*\" is reserved for a broadcast to every group")]
+    ReservedName(usize),
     /// Two groups share a name.
     #[error("groups[{0}].name: {1:?} is used twice")]
     DuplicateName(usize, String),
@@ -190,6 +196,9 @@ impl SpeakerConfig {
         for (i, g) in self.groups.iter().enumerate() {
             if g.name.trim().is_empty() {
                 return Err(ConfigError::EmptyName(i));
+            }
+            if g.name == crate::proto::BROADCAST_GROUP {
+                return Err(ConfigError::ReservedName(i));
             }
             if g.rtp.port() == 0 {
                 return Err(ConfigError::ZeroPort(i));
@@ -294,6 +303,8 @@ mod tests {
                 .to_string()
                 .starts_with("groups[1].name")
         );
+        c.groups[1].name = "*".into();
+        assert_eq!(c.validate(), Err(ConfigError::ReservedName(1)));
         c.groups[1].name = "b".into();
         assert!(
             c.validate()

@@ -10,8 +10,12 @@
 //! [`Speakers::poll_timeout`].
 //!
 //! **Programme.** A send becomes a programme: the grade's siren and the spoken warning
-//! (演练 first and last for an exercise), repeated with pauses; it plays on every group
-//! of the driver, one RTP stream (one SSRC) per group. A red programme interrupts a
+//! (演练 first and last for an exercise), repeated with pauses; it plays on the group the
+//! send addresses (`Address::Speaker(group)`, a `groups[].name` of this driver), one RTP
+//! stream (one SSRC) per group. The reserved name [`BROADCAST_GROUP`] (`*`) plays it on
+//! every group of the driver at once. A send to a group this driver does not serve, or
+//! to any other kind of address, fails at once and is not retried: the router must not
+//! believe a village heard a warning that was streamed to another one. A red programme interrupts a
 //! lower-grade one on the same group (which then waits and plays again from its start);
 //! any other programme waits behind higher or equal grades. A cancel stops the programme
 //! and plays a short cancellation message where it was heard.
@@ -51,6 +55,10 @@ pub const FRAME: Duration = Duration::from_millis(20);
 pub const SAMPLES_PER_PACKET: usize = 160;
 /// How far behind schedule the driver may fall before it re-anchors the stream.
 pub const MAX_LATE: Duration = Duration::from_millis(200);
+/// The group name that addresses every group of a driver (`Address::Speaker("*")`): a
+/// district-wide broadcast, and the benchmarks that stream to all groups at once. No
+/// configured group may carry this name.
+pub const BROADCAST_GROUP: &str = "*";
 
 /// Which socket a datagram leaves from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,10 +429,28 @@ impl Speakers {
         }
     }
 
-    fn targets(&self, _to: &Address) -> Vec<usize> {
-        // The channel contract has no speaker address yet: every send plays on every
-        // group this driver serves (configure one driver per area to target by area).
-        (0..self.groups.len()).collect()
+    /// The groups a send plays on, or why it cannot play anywhere (a permanent failure:
+    /// retrying the same address on this driver can never work).
+    fn targets(&self, to: &Address) -> Result<Vec<usize>, String> {
+        let Address::Speaker(name) = to else {
+            return Err(format!(
+                "a loudspeaker driver plays only to a speaker group, not to {to}"
+            ));
+        };
+        if name == BROADCAST_GROUP {
+            return Ok((0..self.groups.len()).collect());
+        }
+        match self.groups.iter().position(|g| g.name == *name) {
+            Some(gi) => Ok(vec![gi]),
+            None => Err(format!(
+                "no speaker group {name:?} on this driver (groups: {})",
+                self.groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 
     fn fresh_id(&mut self) -> ProgrammeId {
@@ -434,6 +460,18 @@ impl Speakers {
     }
 
     fn on_send(&mut self, _now: Timestamp, out: Outbound) {
+        // The address first: a wrong group is permanent, a full queue is not.
+        let groups = match self.targets(&out.to) {
+            Ok(groups) => groups,
+            Err(reason) => {
+                self.events.push_back(DriverEvent::Failed {
+                    attempt: out.attempt,
+                    retryable: false,
+                    reason,
+                });
+                return;
+            }
+        };
         if self.programmes.len() >= self.cfg.queue_limit {
             self.events.push_back(DriverEvent::Failed {
                 attempt: out.attempt,
@@ -446,7 +484,6 @@ impl Speakers {
             return;
         }
         let a = Announcement::from_text(&out.text, self.cfg.default_grade);
-        let groups = self.targets(&out.to);
         let id = self.fresh_id();
         self.events.push_back(DriverEvent::Accepted {
             attempt: out.attempt,
@@ -1074,13 +1111,22 @@ mod tests {
         s
     }
 
+    /// A warning to every group of the driver.
     fn send(attempt: u64, text: &str) -> DriverCommand {
+        send_to(attempt, Address::Speaker(BROADCAST_GROUP.into()), text)
+    }
+
+    fn send_to(attempt: u64, to: Address, text: &str) -> DriverCommand {
         DriverCommand::Send(Outbound {
             attempt: AttemptId(attempt),
-            to: Address::Phone(PhoneNumber::parse("+8613800138000", "86").unwrap()),
+            to,
             text: text.into(),
             want_report: true,
         })
+    }
+
+    fn group(name: &str) -> Address {
+        Address::Speaker(name.into())
     }
 
     /// `ms` of a constant level, 8 kHz.
@@ -1296,6 +1342,147 @@ mod tests {
             .filter(|e| matches!(e, DriverEvent::Sent { .. }))
             .count();
         assert_eq!(sent, 1);
+    }
+
+    #[test]
+    fn a_programme_plays_only_on_the_addressed_group() {
+        let mut c = cfg(3);
+        c.groups[1].speakers = vec!["127.0.0.11".into()];
+        let mut s = driver(c, 5);
+        s.set_next_stream_ids(0xB0B, 0, 0);
+        s.submit(T0, send_to(1, group("village1"), "【红色预警】山洪"));
+        render_all(&mut s, T0, 100);
+        assert_eq!(
+            s.playing(),
+            vec![("village1".to_owned(), Some(AttemptId(1)), 0xB0B)]
+        );
+        let ev = events(&mut s);
+        assert!(ev.contains(&DriverEvent::Sent {
+            attempt: AttemptId(1),
+            reference: "group village1 ssrc 0x00000b0b".into()
+        }));
+        // Every packet and sender report goes to village1's address only.
+        let village1: SocketAddr = "127.0.0.1:5014".parse().unwrap();
+        let mut rtp_dests = HashSet::new();
+        let mut rtcp_dests = HashSet::new();
+        let mut packets = 0;
+        loop {
+            while let Some(t) = s.poll_transmit() {
+                match t.socket {
+                    Socket::Rtp => {
+                        packets += 1;
+                        rtp_dests.insert(t.to);
+                    }
+                    Socket::Rtcp => {
+                        rtcp_dests.insert(t.to);
+                    }
+                }
+            }
+            if s.playing().is_empty() {
+                break;
+            }
+            let t = s.poll_timeout().unwrap();
+            s.handle_timeout(t);
+        }
+        assert_eq!(packets, 5);
+        assert_eq!(rtp_dests, HashSet::from([village1]));
+        assert_eq!(
+            rtcp_dests,
+            HashSet::from(["127.0.0.1:5015".parse::<SocketAddr>().unwrap()])
+        );
+        // A report from village1's speaker is its evidence, naming the group.
+        let mut b = Vec::new();
+        RtcpPacket::ReceiverReport(ReceiverReport {
+            ssrc: 0x5EA4,
+            reports: vec![ReportBlock {
+                ssrc: 0xB0B,
+                fraction_lost: 0,
+                cumulative_lost: 0,
+                highest_sequence: 4,
+                jitter: 0,
+                last_sr: 0,
+                delay_since_last_sr: 0,
+            }],
+        })
+        .emit(&mut b);
+        s.handle_rtcp(T0, "127.0.0.11:5015".parse().unwrap(), &b);
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [DriverEvent::Delivered { attempt: AttemptId(1), evidence }] if evidence.contains("on group village1")),
+            "{ev:?}"
+        );
+        // One stream report, for village1 alone.
+        let mut reports = Vec::new();
+        while let Some(t) = s.poll_timeout() {
+            s.handle_timeout(t);
+            reports.extend(std::iter::from_fn(|| s.poll_report()));
+        }
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].group, "village1");
+        assert_eq!(reports[0].reached.len(), 1);
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn groups_play_their_own_programmes_side_by_side() {
+        let mut s = driver(cfg(2), 5);
+        s.submit(T0, send_to(1, group("village0"), "【橙色预警】暴雨"));
+        s.submit(T0, send_to(2, group("village1"), "【蓝色预警】降温"));
+        render_all(&mut s, T0, 100);
+        let playing: Vec<(String, Option<AttemptId>)> =
+            s.playing().into_iter().map(|(g, a, _)| (g, a)).collect();
+        assert_eq!(
+            playing,
+            vec![
+                ("village0".to_owned(), Some(AttemptId(1))),
+                ("village1".to_owned(), Some(AttemptId(2)))
+            ],
+            "the blue warning does not wait behind orange on another group"
+        );
+        // A red one for village1 interrupts blue there and leaves village0's orange alone.
+        s.submit(T0, send_to(3, group("village1"), "【红色预警】山洪"));
+        render_all(&mut s, T0, 100);
+        let playing: Vec<Option<AttemptId>> = s.playing().into_iter().map(|p| p.1).collect();
+        assert_eq!(playing, vec![Some(AttemptId(1)), Some(AttemptId(3))]);
+    }
+
+    #[test]
+    fn an_unknown_group_or_another_kind_of_address_fails_for_good() {
+        let mut s = driver(cfg(2), 5);
+        s.submit(T0, send_to(1, group("T05-V03"), "【红色预警】山洪"));
+        s.submit(
+            T0,
+            send_to(
+                2,
+                Address::Phone(PhoneNumber::parse("+8613800138000", "86").unwrap()),
+                "【红色预警】山洪",
+            ),
+        );
+        // Names are exact: not trimmed, not case-folded.
+        s.submit(T0, send_to(3, group("Village0"), "x"));
+        let ev = events(&mut s);
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert!(
+            matches!(&ev[0], DriverEvent::Failed { attempt: AttemptId(1), retryable: false, reason }
+                if reason.contains("\"T05-V03\"") && reason.contains("village0, village1")),
+            "{ev:?}"
+        );
+        assert!(
+            matches!(&ev[1], DriverEvent::Failed { attempt: AttemptId(2), retryable: false, reason }
+                if reason.contains("+8613800138000")),
+            "{ev:?}"
+        );
+        assert!(matches!(
+            &ev[2],
+            DriverEvent::Failed {
+                attempt: AttemptId(3),
+                retryable: false,
+                ..
+            }
+        ));
+        assert!(s.poll_render().is_none());
+        assert_eq!(s.pending(), 0);
+        assert!(rtp(&mut s).is_empty());
     }
 
     #[test]

@@ -433,7 +433,7 @@ mod tests {
     use crate::config::{GroupConfig, SpeakerConfig};
     use crate::proto::{Socket, Speakers};
     use tocsin_channel::{DriverCommand, DriverEvent, Outbound};
-    use tocsin_core::{Address, AttemptId, PhoneNumber};
+    use tocsin_core::{Address, AttemptId};
 
     const T0: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -466,7 +466,7 @@ mod tests {
             T0,
             DriverCommand::Send(Outbound {
                 attempt: AttemptId(1),
-                to: Address::Phone(PhoneNumber::parse("+8613800138000", "86").unwrap()),
+                to: Address::Speaker("v".into()),
                 text: "【红色预警】山洪".into(),
                 want_report: false,
             }),

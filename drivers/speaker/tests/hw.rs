@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_channel::{DriverCommand, DriverEvent, Outbound};
-use tocsin_core::{Address, AttemptId, DeviceId, PhoneNumber};
+use tocsin_core::{Address, AttemptId, DeviceId};
 use tocsin_speaker::config::SpeakerConfig;
 use tocsin_speaker::io::spawn_speaker_with_reports;
 use tocsin_voice::{Codec, Speech, SpeechConfig};
@@ -52,7 +52,7 @@ async fn real_speaker_plays_an_exercise_warning() {
         .commands
         .send(DriverCommand::Send(Outbound {
             attempt: AttemptId(1),
-            to: Address::Phone(PhoneNumber::parse("+8613800138000", "86").expect("number")),
+            to: Address::Speaker(tocsin_speaker::proto::BROADCAST_GROUP.into()),
             text: "【演练】【蓝色预警】设备测试：这是一条广播测试。".into(),
             want_report: false,
         }))

@@ -1,17 +1,18 @@
 //! The real driver task (`io.rs`, tokio UDP) against simulated speakers on real loopback
 //! sockets: a warning streamed, paced in real time, decoded to a WAV by the speaker,
-//! evidence from its receiver reports; two groups at once with a lossy speaker and a
-//! silent one; a cancel that stops the stream and plays the cancellation message.
+//! evidence from its receiver reports; two groups at once (a broadcast) with a lossy
+//! speaker and a silent one; a warning for one group that the other group's speaker never
+//! hears; a cancel that stops the stream and plays the cancellation message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, Outbound};
-use tocsin_core::{Address, AttemptId, DeviceId, PhoneNumber};
+use tocsin_core::{Address, AttemptId, DeviceId};
 use tocsin_speaker::config::{GroupConfig, SpeakerConfig};
 use tocsin_speaker::io::{Renderer, spawn_speaker_with_reports};
-use tocsin_speaker::proto::{RenderJob, StreamReport};
+use tocsin_speaker::proto::{BROADCAST_GROUP, RenderJob, StreamReport};
 use tocsin_speaker::sim::{Faults, SimConfig};
 use tocsin_speaker::udp::{SimSpeakerHandle, spawn_sim_speaker};
 use tocsin_voice::{Pcm, tone, wav};
@@ -41,11 +42,11 @@ impl Renderer for Tones {
     }
 }
 
-#[allow(clippy::unwrap_used, reason = "a fixed, valid number")]
-fn send(attempt: u64, text: &str) -> DriverCommand {
+/// A warning for speaker group `group` (`*`: every group of the driver).
+fn send(attempt: u64, group: &str, text: &str) -> DriverCommand {
     DriverCommand::Send(Outbound {
         attempt: AttemptId(attempt),
-        to: Address::Phone(PhoneNumber::parse("+8613800138000", "86").unwrap()),
+        to: Address::Speaker(group.to_owned()),
         text: text.to_owned(),
         want_report: false,
     })
@@ -139,7 +140,7 @@ async fn a_warning_streams_in_real_time_and_the_speaker_reports_it() {
     .await;
     driver
         .commands
-        .send(send(1, "【红色预警】山洪"))
+        .send(send(1, "village", "【红色预警】山洪"))
         .await
         .unwrap();
     next_matching(&mut ev, "sent", |e| {
@@ -247,7 +248,7 @@ async fn two_groups_at_once_a_lossy_speaker_reports_and_a_silent_one_is_no_evide
     );
     driver
         .commands
-        .send(send(5, "【演练】【橙色预警】暴雨"))
+        .send(send(5, BROADCAST_GROUP, "【演练】【橙色预警】暴雨"))
         .await
         .unwrap();
     let mut got = [next_report(&mut reps).await, next_report(&mut reps).await];
@@ -299,7 +300,7 @@ async fn a_cancel_stops_the_stream_and_plays_the_cancellation_message() {
     );
     driver
         .commands
-        .send(send(9, "【黄色预警】long"))
+        .send(send(9, "village", "【黄色预警】long"))
         .await
         .unwrap();
     next_matching(&mut ev, "delivered", |e| {
@@ -321,5 +322,61 @@ async fn a_cancel_stops_the_stream_and_plays_the_cancellation_message() {
     let streams = sim.observed.lock().unwrap().streams.clone();
     assert_eq!(streams.len(), 2);
     assert!(streams.iter().all(|s| s.ended && s.first_marker));
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_for_one_group_is_not_heard_on_the_other() {
+    let cancel = CancellationToken::new();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = spawn_sim_speaker(any, sim_cfg(Faults::default()), 11, None, cancel.clone())
+        .await
+        .unwrap();
+    let b = spawn_sim_speaker(any, sim_cfg(Faults::default()), 12, None, cancel.clone())
+        .await
+        .unwrap();
+    let (ev_tx, mut ev) = mpsc::channel(256);
+    let (rep_tx, mut reps) = mpsc::channel(16);
+    let driver = spawn_speaker_with_reports(
+        DeviceId::from("speakers-T05"),
+        driver_cfg(vec![group("T05-V01", &a), group("T05-V02", &b)]),
+        Arc::new(Tones),
+        ev_tx,
+        Some(rep_tx),
+        cancel.clone(),
+    );
+    driver
+        .commands
+        .send(send(3, "T05-V01", "【红色预警】山洪"))
+        .await
+        .unwrap();
+    // A group the driver does not serve fails at once, for good.
+    driver
+        .commands
+        .send(send(4, "T05-V99", "【红色预警】山洪"))
+        .await
+        .unwrap();
+    let failed = next_matching(&mut ev, "failed", |e| {
+        matches!(e, DriverEvent::Failed { .. })
+    })
+    .await;
+    assert!(
+        matches!(&failed, DriverEvent::Failed { attempt: AttemptId(4), retryable: false, reason } if reason.contains("T05-V99")),
+        "{failed:?}"
+    );
+    let report = next_report(&mut reps).await;
+    assert_eq!(report.attempt, Some(AttemptId(3)));
+    assert_eq!(report.group, "T05-V01");
+    assert_eq!(report.packets, 30);
+    assert_eq!(report.reached.len(), 1);
+    let heard_a = a.observed.lock().unwrap().streams.clone();
+    assert_eq!(heard_a.len(), 1);
+    assert_eq!(heard_a[0].received, 30);
+    // By the time A's report is out (its grace period passed), a stream to B would
+    // long have arrived: B heard nothing at all.
+    let heard_b = b.observed.lock().unwrap().clone();
+    assert!(heard_b.streams.is_empty(), "{:?}", heard_b.streams);
+    assert!(heard_b.audio.samples.is_empty());
+    assert!(reps.try_recv().is_err(), "no second stream report");
     cancel.cancel();
 }

@@ -155,7 +155,13 @@ impl DeviceConfig {
     /// config claiming one twice is refused before anything starts.
     pub fn resources(&self) -> Vec<String> {
         match self {
-            DeviceConfig::AtModem(m) => vec![format!("serial:{}", m.path)],
+            DeviceConfig::AtModem(m) => {
+                let mut held = vec![format!("serial:{}", m.path)];
+                if let Some(audio) = m.audio_path.as_ref().filter(|_| m.voice) {
+                    held.push(format!("serial:{audio}"));
+                }
+                held
+            }
             DeviceConfig::Beidou(b) => vec![format!("serial:{}", b.path)],
             DeviceConfig::IridiumSbd(b) => vec![format!("serial:{}", b.path)],
             DeviceConfig::Meshtastic(m) => match m.transport() {
@@ -312,6 +318,15 @@ impl Config {
                 DeviceConfig::Meshtastic(m) => m.validate().map_err(|e| e.to_string()),
                 DeviceConfig::Sip(c) => c.validate().map_err(|e| e.to_string()),
             };
+            if let DeviceConfig::AtModem(m) = dev {
+                let voice_name = format!("{name}-voice");
+                if m.voice && cfg.devices.contains_key(&voice_name) {
+                    return Err(invalid(
+                        &format!("devices.{voice_name}"),
+                        format!("this name is taken by the voice side of modem {name:?}"),
+                    ));
+                }
+            }
             if let Err(e) = checked {
                 return Err(invalid(&format!("devices.{name}"), e));
             }

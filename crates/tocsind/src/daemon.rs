@@ -150,6 +150,26 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         let id = DeviceId(name.clone());
         let (events, cancel) = (event_tx.clone(), shutdown.child_token());
         let handle = match dev {
+            // A modem with voice runs as two devices on one task: `NAME` for SMS and
+            // `NAME-voice` for calls (SMS wait while a call is up).
+            DeviceConfig::AtModem(m) if m.voice => {
+                let pair = tocsin_at_modem::io::spawn_modem_pair(
+                    id.clone(),
+                    DeviceId(format!("{name}-voice")),
+                    m.clone(),
+                    Some(prompts.clone() as Arc<dyn tocsin_at_modem::voice::PromptSource>),
+                    events,
+                    cancel,
+                );
+                if let Some(voice) = pair.voice {
+                    infos.push(DeviceInfo {
+                        id: voice.device.clone(),
+                        caps: voice.caps.clone(),
+                    });
+                    drivers.push(voice);
+                }
+                pair.sms
+            }
             DeviceConfig::AtModem(m) => {
                 tocsin_at_modem::io::spawn_modem(id.clone(), m.clone(), events, cancel)
             }

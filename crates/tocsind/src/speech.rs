@@ -145,3 +145,10 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c), "an exercise is rendered on its own");
     }
 }
+
+/// Modem calls play the same prompts as SIP calls.
+impl tocsin_at_modem::voice::PromptSource for CallPrompts {
+    fn render(&self, text: &str) -> Arc<[i16]> {
+        PromptSource::render(self, text)
+    }
+}

@@ -99,6 +99,13 @@ impl PromptSource for CallPrompts {
     }
 }
 
+/// Modem calls play the same prompts as SIP calls.
+impl tocsin_at_modem::voice::PromptSource for CallPrompts {
+    fn render(&self, text: &str) -> Arc<[i16]> {
+        PromptSource::render(self, text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,12 +150,5 @@ mod tests {
         assert!(loud > 800, "the attention tone is audible: {loud}");
         let c = prompts.render("【演练】【红色预警】山洪：请转移 回复 1 AAAA 确认");
         assert!(!Arc::ptr_eq(&a, &c), "an exercise is rendered on its own");
-    }
-}
-
-/// Modem calls play the same prompts as SIP calls.
-impl tocsin_at_modem::voice::PromptSource for CallPrompts {
-    fn render(&self, text: &str) -> Arc<[i16]> {
-        PromptSource::render(self, text)
     }
 }

@@ -148,6 +148,8 @@ pub enum DeviceConfig {
     Meshtastic(tocsin_meshtastic::config::MeshConfig),
     /// A SIP trunk for voice call-out with DTMF acks.
     Sip(tocsin_sip::config::SipConfig),
+    /// Village loudspeakers: RTP G.711 streams, one per speaker group.
+    Speaker(tocsin_speaker::config::SpeakerConfig),
 }
 
 impl DeviceConfig {
@@ -172,6 +174,12 @@ impl DeviceConfig {
                 None => Vec::new(),
             },
             DeviceConfig::Sip(c) => vec![format!("udp:{}", c.bind)],
+            // Port 0 lets the system choose: nothing to claim.
+            DeviceConfig::Speaker(c) => [c.bind, c.rtcp_bind]
+                .iter()
+                .filter(|a| a.port() != 0)
+                .map(|a| format!("udp:{a}"))
+                .collect(),
         }
     }
 }
@@ -317,6 +325,7 @@ impl Config {
                 DeviceConfig::IridiumSbd(b) => b.validate().map_err(|e| e.to_string()),
                 DeviceConfig::Meshtastic(m) => m.validate().map_err(|e| e.to_string()),
                 DeviceConfig::Sip(c) => c.validate().map_err(|e| e.to_string()),
+                DeviceConfig::Speaker(c) => c.validate().map_err(|e| e.to_string()),
             };
             if let DeviceConfig::AtModem(m) = dev {
                 let voice_name = format!("{name}-voice");

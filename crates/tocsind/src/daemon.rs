@@ -140,7 +140,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         eprintln!("tocsind: {notice}");
         tracing::warn!(%notice, "speech degraded");
     }
-    let prompts = Arc::new(CallPrompts::new(Arc::new(speech)));
+    let speech = Arc::new(speech);
+    let prompts = Arc::new(CallPrompts::new(speech.clone()));
 
     let shutdown = CancellationToken::new();
     let (event_tx, event_rx) = mpsc::channel::<DeviceEvent>(EVENT_QUEUE);
@@ -182,6 +183,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             DeviceConfig::Meshtastic(m) => {
                 tocsin_meshtastic::io::spawn_meshtastic(id.clone(), m.clone(), events, cancel)
             }
+            DeviceConfig::Speaker(c) => tocsin_speaker::io::spawn_speaker(
+                id.clone(),
+                c.clone(),
+                speech.clone() as Arc<dyn tocsin_speaker::io::Renderer>,
+                events,
+                cancel,
+            ),
             DeviceConfig::Sip(c) => tocsin_sip::io::spawn_sip_with_prompts(
                 id.clone(),
                 c.clone(),

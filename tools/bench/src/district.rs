@@ -4,7 +4,8 @@
 //! buffers, a few reservoirs, about 2,000 people with roles, supervisors and synthetic
 //! addresses (phone numbers; BeiDou cards for off-grid leads, some village heads and
 //! the field crew; Meshtastic radios for some leads of at-risk villages; one Iridium
-//! SBD field kit), and a valley polygon for the demo's red flood alert. Nothing in it
+//! SBD field kit), one IP loudspeaker per village (one RTP group per village, one speaker
+//! device per town), and a valley polygon for the demo's red flood alert. Nothing in it
 //! describes real places, people or devices; the same seed always gives the same files.
 
 use anyhow::{Context, Result, bail};
@@ -44,6 +45,9 @@ const MESH_SHARE: f64 = 0.4;
 const CREW: usize = 3;
 /// Lattice row whose main valley is the demo flood valley.
 const VALLEY_ROW: usize = 1;
+/// Prefix of a town's speaker device name (`speakers-T05`): the daemon names a town's
+/// loudspeaker driver `speakers-<town code>`.
+const SPEAKER_DEVICE_PREFIX: &str = "speakers-";
 /// Metres per degree of latitude (approximately).
 const M_PER_DEG: f64 = 111_195.0;
 
@@ -125,6 +129,8 @@ pub struct District {
     pub areas_geojson: String,
     /// `people.csv` text.
     pub people_csv: String,
+    /// `speakers.csv` text: one loudspeaker per village.
+    pub speakers_csv: String,
     /// `valley.geojson` text: a bare GeoJSON Polygon, which is also an `AreaSpec`.
     pub valley_geojson: String,
     /// The village polygons, in file order (used by the geofence benchmark).
@@ -714,6 +720,8 @@ pub fn generate(seed: u64) -> Result<District> {
         );
     }
 
+    let speakers_csv = speakers_text(&villages);
+
     let valley_geojson = serde_json::to_string_pretty(&json!({
         "type": "Polygon",
         "name": "SYNTHETIC demo flood valley (not a real place)",
@@ -741,16 +749,30 @@ pub fn generate(seed: u64) -> Result<District> {
     for (role, n) in &counts {
         summary.push(format!("  {role}: {n}"));
     }
+    let towns_with_villages: HashSet<usize> = villages.iter().map(|v| v.town).collect();
+    summary.push(format!(
+        "speakers: {} (one per village) on {} speaker devices ({}…{})",
+        villages.len(),
+        towns_with_villages.len(),
+        speaker_device(0),
+        speaker_device(towns.len().saturating_sub(1)),
+    ));
     summary.push(format!(
         "valley.geojson: {} vertices, {} village centres inside",
         valley.len() - 1,
         in_valley.iter().filter(|i| **i).count()
     ));
-    summary.extend(reach_summary(&areas_geojson, &csv, &valley_geojson)?);
+    summary.extend(reach_summary(
+        &areas_geojson,
+        &csv,
+        &speakers_csv,
+        &valley_geojson,
+    )?);
 
     Ok(District {
         areas_geojson,
         people_csv: csv,
+        speakers_csv,
         valley_geojson,
         village_specs: villages
             .iter()
@@ -760,6 +782,35 @@ pub fn generate(seed: u64) -> Result<District> {
             .collect(),
         summary,
     })
+}
+
+/// A town's speaker device (`speakers-T05` for town `T05`), as the daemon names it.
+fn speaker_device(town: usize) -> String {
+    format!("{SPEAKER_DEVICE_PREFIX}T{:02}", town + 1)
+}
+
+/// `speakers.csv`: one IP loudspeaker per village, standing at the village centre and
+/// covering the village's area; driven by its town's speaker device, on an RTP group of
+/// its own named after the village id, so each village's speaker is sounded and
+/// reported on alone. Draws nothing from the random streams.
+fn speakers_text(villages: &[Village]) -> String {
+    let mut csv = String::from(
+        "id,name,town,lon,lat,areas,device,group
+",
+    );
+    for v in villages {
+        let _ = writeln!(
+            csv,
+            "{id}-S,{name}广播,{town},{lon},{lat},{id},{device},{id}",
+            id = v.id,
+            name = v.name,
+            town = town_name(v.town),
+            lon = v.center[0],
+            lat = v.center[1],
+            device = speaker_device(v.town),
+        );
+    }
+    csv
 }
 
 /// The addresses written for one person: `;`-separated phone numbers and one BeiDou
@@ -931,16 +982,23 @@ fn remote_villages(villages: &[Village], phases: &[[f64; 2]], in_valley: &[bool]
 fn reach_summary(
     areas_geojson: &str,
     people_csv: &str,
+    speakers_csv: &str,
     valley_geojson: &str,
 ) -> Result<Vec<String>> {
-    use tocsin_core::directory::{Directory, load_areas_geojson, load_people_csv};
+    use tocsin_core::directory::{
+        Directory, load_areas_geojson, load_people_csv, load_speakers_csv,
+    };
     use tocsin_core::{Bearer, Person};
     let areas = load_areas_geojson(areas_geojson)?;
     let (people, rejected) = load_people_csv(people_csv.as_bytes(), "86");
     if let Some(r) = rejected.first() {
         bail!("generated people.csv line {}: {}", r.line, r.reason);
     }
-    let dir = Directory::new(people, areas)?;
+    let (speakers, rejected) = load_speakers_csv(speakers_csv.as_bytes());
+    if let Some(r) = rejected.first() {
+        bail!("generated speakers.csv line {}: {}", r.line, r.reason);
+    }
+    let dir = Directory::new(people, areas)?.with_speakers(speakers)?;
     let serves = |p: &Person, b: Bearer| p.addresses.iter().any(|a| a.serves(b));
     let no_phone = |p: &Person| !serves(p, Bearer::Sms);
     let by_bearer = |people: &[&Person]| -> String {
@@ -985,6 +1043,22 @@ fn reach_summary(
         "  responsible with no phone: {}",
         responsible.iter().filter(|p| no_phone(p)).count()
     ));
+    // The valley's loudspeakers, by device: what the demo's speaker devices must serve.
+    let mut by_device = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for sp in r.speakers.iter().filter_map(|id| dir.speaker(id)) {
+        by_device
+            .entry(sp.device.to_string())
+            .or_default()
+            .push(sp.group.clone());
+    }
+    lines.push(format!(
+        "valley alert: {} loudspeakers on {} speaker devices",
+        r.speakers.len(),
+        by_device.len()
+    ));
+    for (device, groups) in &by_device {
+        lines.push(format!("  {device}: {}", groups.join(" ")));
+    }
     Ok(lines)
 }
 
@@ -1017,6 +1091,7 @@ pub fn write(out: &Path, seed: u64) -> Result<Vec<String>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("areas.geojson"), &d.areas_geojson)?;
     std::fs::write(out.join("people.csv"), &d.people_csv)?;
+    std::fs::write(out.join("speakers.csv"), &d.speakers_csv)?;
     std::fs::write(out.join("valley.geojson"), &d.valley_geojson)?;
     let readme = readme(seed, &d.summary);
     std::fs::write(out.join("README.md"), readme)?;
@@ -1051,8 +1126,33 @@ fn readme(seed: u64, summary: &[String]) -> String {
          `tocsin_core::directory`; `app` is empty here). Village heads and grid leads, hazard and reservoir \
          wardens report to their town's first official (`Txx-O1`), town officials to a district official \
          (`D00x`). Residents have no supervisor and answer for no area.\n\
+         - `speakers.csv` — `id,name,town,lon,lat,areas,device,group` (format in `tocsin_core::directory`): \
+         one IP loudspeaker per village (see below).\n\
          - `valley.geojson` — the demo red flood alert's area: a bare GeoJSON Polygon (also a valid \
          `AreaSpec`) along one valley.\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Loudspeakers
+"
+    );
+    let _ = writeln!(
+        s,
+        "One IP loudspeaker per village (`Txx-Vyy-S`, named `<village name>广播`), standing at \
+         the village centre and covering the village's area (`areas` = the village id), so an alert sounds it \
+         when its area holds the centre or overlaps the village.\n\n\
+         - **Device**: one speaker driver per town, named `{SPEAKER_DEVICE_PREFIX}<town code>` — \
+         `{}` drives every speaker of town `T05`. This is the name the daemon's config must give the town's \
+         `[devices.{}] type = \"speaker\"` section.\n\
+         - **Group**: the village id (`T05-V03`): one RTP group per village, i.e. one `[[groups]]` entry with \
+         `name = \"T05-V03\"` in that device's config. The router sends each speaker's announcement to its \
+         device with the address `speaker:<group>`, and the speaker driver plays it on that group only; the \
+         group is also the unit of reception evidence (the speakers expected to report are listed per group).\n\
+         - The IP addresses and ports of the groups are not in this file: they belong to the device config \
+         (multicast groups or unicast speakers on the village networks, or simulated speakers on \
+         127.0.0.1 in the demo).\n",
+        speaker_device(4),
+        speaker_device(4),
     );
     let _ = writeln!(s, "## Who can be reached how\n");
     let _ = writeln!(
@@ -1088,7 +1188,9 @@ fn readme(seed: u64, summary: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tocsin_core::directory::{Directory, load_areas_geojson, load_people_csv};
+    use tocsin_core::directory::{
+        Directory, load_areas_geojson, load_people_csv, load_speakers_csv,
+    };
     use tocsin_core::{Address, AreaKind, Bearer, Person, Role};
 
     #[test]
@@ -1133,6 +1235,7 @@ mod tests {
         for (file, generated) in [
             ("areas.geojson", &d.areas_geojson),
             ("people.csv", &d.people_csv),
+            ("speakers.csv", &d.speakers_csv),
             ("valley.geojson", &d.valley_geojson),
         ] {
             assert!(
@@ -1243,6 +1346,67 @@ mod tests {
         };
         let (body, check) = imei.split_at(14);
         assert_eq!(luhn_check_digit(body).to_string(), check);
+    }
+
+    #[test]
+    fn every_village_has_a_loudspeaker_on_its_towns_device_and_the_valley_sounds_them() {
+        let d = generate(7).unwrap();
+        let areas = load_areas_geojson(&d.areas_geojson).unwrap();
+        let villages: Vec<&tocsin_core::NamedArea> = areas
+            .iter()
+            .filter(|a| a.kind == AreaKind::Village)
+            .collect();
+        let (speakers, rejected) = load_speakers_csv(d.speakers_csv.as_bytes());
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(speakers.len(), villages.len());
+        let mut groups = HashSet::new();
+        for (sp, v) in speakers.iter().zip(&villages) {
+            let village = v.id.as_str();
+            let town = village.split('-').next().unwrap();
+            assert_eq!(sp.id.as_str(), format!("{village}-S"));
+            assert_eq!(sp.device.as_str(), format!("speakers-{town}"));
+            assert_eq!(sp.group, village);
+            assert_eq!(sp.areas, vec![v.id.clone()]);
+            assert!(sp.name.ends_with("村广播"), "{}", sp.name);
+            // At the village centre, which lies inside the village.
+            let at = sp.location.unwrap();
+            let region = v.geometry.to_region_unnamed().unwrap();
+            assert!(region.contains(at), "{} outside its village", sp.id);
+            assert!(groups.insert((sp.device.clone(), sp.group.clone())));
+        }
+        let devices: HashSet<&str> = speakers.iter().map(|s| s.device.as_str()).collect();
+        assert_eq!(devices.len(), 16);
+
+        // The committed district, loaded as the daemon loads it.
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/district");
+        let (dir, rejected) = tocsin_core::directory::load_from_dir(&committed).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let valley: AreaSpec = serde_json::from_str(&d.valley_geojson).unwrap();
+        let r = dir.resolve(&[valley]).unwrap();
+        // Every village the alert touches is sounded by its own speaker, and no other.
+        let touched: HashSet<String> = r
+            .areas
+            .iter()
+            .filter(|a| dir.area(a).is_some_and(|a| a.kind == AreaKind::Village))
+            .map(|a| a.as_str().to_owned())
+            .collect();
+        let sounded: HashSet<String> = r
+            .speakers
+            .iter()
+            .map(|id| dir.speaker(id).unwrap().group.clone())
+            .collect();
+        assert_eq!(sounded, touched);
+        assert!(
+            (40..=80).contains(&r.speakers.len()),
+            "{}",
+            r.speakers.len()
+        );
+        let line = format!("valley alert: {} loudspeakers on ", r.speakers.len());
+        assert!(
+            d.summary.iter().any(|l| l.starts_with(&line)),
+            "{:?}",
+            d.summary
+        );
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! the prompt once → BYE. A 401/407 is answered once with Digest; no final answer within
 //! the ring timeout sends CANCEL. The far end may hang up first (BYE from it).
 //!
+//! `DriverCommand::Cancel` (the record the call serves became final: an ack on another
+//! bearer, an escalation confirmed, the alert cancelled) takes back a queued call; a
+//! ringing one gets CANCEL (once a provisional response came, RFC 3261 §9.1) and an
+//! answered one stops the prompt and gets BYE. Either ends `Failed { retryable: false }`
+//! with a reason starting `cancelled`, except an answered call that had already played
+//! the prompt through or taken key 1, which stays `Delivered`.
+//!
 //! Every request goes to the configured trunk address (it acts as outbound proxy);
 //! Record-Route is not honoured, which suits a single-hop trunk. Responses to the far
 //! end's requests go back to where the request came from.
@@ -206,6 +213,9 @@ struct Call {
     max_end: Option<Timestamp>,
     /// The terminal event decided for this call, emitted when it is reaped.
     outcome: Option<(bool, bool, String)>,
+    /// The gateway cancelled the attempt (the person acked elsewhere or the record
+    /// closed): the call is being torn down and must not be answered into or re-tried.
+    cancelled: bool,
     record: CallRecord,
 }
 
@@ -347,8 +357,6 @@ impl Trunk {
                 self.start_queued(now);
             }
             DriverCommand::Cancel(attempt) => {
-                // Only a call not yet dialled can be taken back; one in progress is
-                // reported as usual (the contract's rule).
                 if let Some(i) = self.queue.iter().position(|o| o.attempt == attempt) {
                     self.queue.remove(i);
                     self.events.push_back(DriverEvent::Failed {
@@ -356,6 +364,19 @@ impl Trunk {
                         retryable: false,
                         reason: "cancelled before dialling".to_owned(),
                     });
+                    return;
+                }
+                let id = self
+                    .calls
+                    .iter()
+                    .find(|(_, c)| c.attempt == attempt)
+                    .map(|(k, _)| k.clone());
+                if let Some(id) = id
+                    && let Some(mut call) = self.calls.remove(&id)
+                {
+                    self.cancel_call(now, &mut call);
+                    self.calls.insert(id, call);
+                    self.reap(now);
                 }
             }
             // Key presses are not stored on the trunk: nothing to release.
@@ -518,6 +539,7 @@ impl Trunk {
             acked: false,
             max_end: None,
             outcome: None,
+            cancelled: false,
             record: CallRecord {
                 attempt: out.attempt,
                 call_id: call_id.clone(),
@@ -646,6 +668,43 @@ impl Trunk {
         call.state = State::Cancelling;
         if let Some(inv) = call.invite.as_mut() {
             inv.active = false;
+        }
+    }
+
+    /// The gateway no longer wants this call (the record it serves is final). A call
+    /// still ringing is cancelled (RFC 3261 §9.1: CANCEL only once a provisional response
+    /// came, so one still `Calling` sends it with the first 1xx); an answered one stops
+    /// the prompt and hangs up. The outcome is `Failed { retryable: false, "cancelled" }`,
+    /// unless the answered call had already delivered the warning (played through or
+    /// acked), which stays `Delivered`.
+    fn cancel_call(&mut self, now: Timestamp, call: &mut Call) {
+        if call.cancelled {
+            return;
+        }
+        call.cancelled = true;
+        const WHY: &str = "cancelled by the gateway";
+        match call.state {
+            State::Calling => {
+                call.record.ended = WHY.to_owned();
+                call.outcome = Some((false, false, "cancelled".to_owned()));
+            }
+            State::Proceeding => {
+                call.record.ended = WHY.to_owned();
+                call.outcome = Some((false, false, "cancelled".to_owned()));
+                self.send_cancel(now, call);
+            }
+            State::Cancelling => {
+                // Already being cancelled after the ring timeout: only the verdict changes.
+                call.outcome = Some((false, false, "cancelled".to_owned()));
+            }
+            State::Confirmed => {
+                self.send_bye(now, call, "ended by us: cancelled by the gateway");
+                if !(call.record.listened || call.acked) && call.outcome.is_none() {
+                    call.outcome = Some((false, false, "cancelled".to_owned()));
+                }
+            }
+            // Already hanging up or over: its outcome stands.
+            State::Terminating | State::Terminated => {}
         }
     }
 
@@ -1018,6 +1077,10 @@ impl Trunk {
             if (code == 180 || code == 183) && call.record.ringing_at.is_none() {
                 call.record.ringing_at = Some(now);
             }
+            // A cancel that came before any provisional response may go now (§9.1).
+            if call.cancelled && call.state == State::Proceeding {
+                self.send_cancel(now, call);
+            }
             return;
         }
         if let Some(inv) = call.invite.as_mut() {
@@ -1048,6 +1111,7 @@ impl Trunk {
         }
         if (code == 401 || code == 407)
             && !call.auth_tried
+            && !call.cancelled
             && let Some(auth) = self.authorize(resp, code, "INVITE", &call.uri.clone())
         {
             {
@@ -1142,6 +1206,11 @@ impl Trunk {
             attempt: call.attempt,
             reference: call.call_id.clone(),
         });
+        if call.cancelled {
+            // Answered while our CANCEL crossed the 200 OK: hang up at once, nothing played.
+            self.send_bye(now, call, "ended by us: cancelled by the gateway");
+            return;
+        }
         match sdp::negotiate(&resp.body, &self.cfg.codecs) {
             Ok(neg) => self.start_media(now, call, neg),
             Err(e) => {
@@ -1928,6 +1997,136 @@ mod tests {
             .filter(|e| matches!(e, DriverEvent::Inbound { .. }))
             .count();
         assert_eq!(acks, 5);
+    }
+
+    /// Runs the bench until the virtual clock reaches `at`.
+    fn run_until(b: &mut Bench, at: Timestamp) {
+        let left = at.since(b.now);
+        b.run(left);
+        b.now = b.now.max(at);
+        b.trunk.handle_timeout(b.now);
+        b.far.handle_timeout(b.now);
+        b.pump();
+    }
+
+    fn assert_cancelled(b: &Bench, attempt: u64) {
+        match b.terminal(attempt) {
+            DriverEvent::Failed {
+                retryable: false,
+                reason,
+                ..
+            } => assert!(reason.starts_with("cancelled; "), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let outcomes = b
+            .events
+            .iter()
+            .filter(|e| matches!(e, DriverEvent::Delivered { attempt: a, .. } | DriverEvent::Failed { attempt: a, .. } if a.0 == attempt))
+            .count();
+        assert_eq!(outcomes, 1, "exactly one outcome: {:#?}", b.events);
+    }
+
+    #[test]
+    fn cancelling_a_ringing_call_sends_cancel_and_fails_it_for_good() {
+        let sim = SimConfig {
+            default: Behaviour {
+                answer_after: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        run_until(&mut b, Timestamp(3_000));
+        assert_eq!(b.trunk.active_calls(), 1, "still ringing");
+        b.trunk.submit(b.now, DriverCommand::Cancel(AttemptId(1)));
+        b.run(Duration::from_secs(60));
+        assert_cancelled(&b, 1);
+        assert_eq!(b.reports[0].final_code, Some(487));
+        assert_eq!(b.reports[0].ended_by, "gateway");
+        assert!(!b.reports[0].answered);
+        // Cancelled at 3 s, long before the 10 s ring timeout.
+        let rec = b.trunk.poll_record().unwrap();
+        assert_eq!(rec.ended, "cancelled by the gateway");
+        assert!(rec.ended_at.unwrap() < Timestamp(4_000), "{rec:?}");
+        assert_eq!(b.trunk.active_calls(), 0);
+        // A second cancel of a finished call does nothing.
+        b.trunk.submit(b.now, DriverCommand::Cancel(AttemptId(1)));
+        assert_eq!(b.trunk.poll_event(), None);
+    }
+
+    #[test]
+    fn a_cancel_before_any_provisional_response_waits_for_one() {
+        let mut b = bench(cfg(), SimConfig::default());
+        b.trunk.submit(b.now, send(1));
+        // The INVITE is still in our transmit queue: nothing came back yet.
+        b.trunk.submit(b.now, DriverCommand::Cancel(AttemptId(1)));
+        let first = b.trunk.poll_transmit().unwrap();
+        assert!(first.bytes.starts_with(b"INVITE"));
+        assert_eq!(b.trunk.poll_transmit(), None, "no CANCEL before a 1xx");
+        b.far
+            .handle_datagram(b.now, SimSocket::Sip, GW.parse().unwrap(), &first.bytes);
+        b.run(Duration::from_secs(60));
+        assert_cancelled(&b, 1);
+        assert_eq!(b.reports[0].final_code, Some(487));
+        assert!(!b.reports[0].answered, "the CANCEL beat the 1 s answer");
+    }
+
+    #[test]
+    fn cancelling_an_answered_call_stops_the_prompt_and_hangs_up() {
+        let sim = SimConfig {
+            default: Behaviour {
+                press: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        // Answered at 1 s; half a second into the 2 s prompt.
+        run_until(&mut b, Timestamp(1_500));
+        assert!(
+            b.events
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Sent { .. }))
+        );
+        b.trunk.submit(b.now, DriverCommand::Cancel(AttemptId(1)));
+        b.pump();
+        b.run(Duration::from_secs(60));
+        assert_cancelled(&b, 1);
+        let far = &b.reports[0];
+        assert!(far.answered && far.ended_by == "gateway", "{far:?}");
+        assert!(far.frames < 40, "the prompt stopped at once: {far:?}");
+        let rec = b.trunk.poll_record().unwrap();
+        assert!(!rec.listened && rec.listened_secs < 0.6, "{rec:?}");
+        assert_eq!(rec.ended, "ended by us: cancelled by the gateway");
+    }
+
+    #[test]
+    fn cancelling_a_call_that_already_played_through_keeps_it_delivered() {
+        let sim = SimConfig {
+            default: Behaviour {
+                press: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.trunk.submit(b.now, send(1));
+        // The 2 s prompt played through at 3 s; we wait 3 s for a key after it.
+        run_until(&mut b, Timestamp(3_500));
+        assert_eq!(b.trunk.active_calls(), 1);
+        b.trunk.submit(b.now, DriverCommand::Cancel(AttemptId(1)));
+        b.pump();
+        b.run(Duration::from_secs(60));
+        match b.terminal(1) {
+            DriverEvent::Delivered { evidence, .. } => assert!(
+                evidence.contains("ended by us: cancelled by the gateway"),
+                "{evidence}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(b.reports[0].ended_by == "gateway");
     }
 
     #[test]

@@ -30,6 +30,11 @@
 //! `Delivered` (played through or acknowledged) or `Failed` (busy, no answer, cut off:
 //! retryable). A handset without DTMF reports is hung up after the prompt and its call is
 //! `Delivered` with evidence starting "reached (no DTMF)": the ack must come by SMS.
+//! `DriverCommand::Cancel` (the person acked on another bearer, or the record closed)
+//! removes a queued call, and hangs up one dialling, ringing or active with the family's
+//! command (`AT+CHUP`, `ATH`): `Failed { retryable: false }`, reason `cancelled…`, unless
+//! the prompt had already played through or key 1 came (then `Delivered`). Cancelling an
+//! SMS whose `AT+CMGS` is in flight cannot take it back: its outcome comes as usual.
 //!
 //! A modem in a call cannot send SMS: sends wait in the queue until the call is over (the
 //! driver holds them; it does not fail them). When both kinds wait, a call goes after at
@@ -412,8 +417,9 @@ impl Modem {
                         retryable: false,
                         reason: "cancelled".to_owned(),
                     });
+                } else if self.call.as_ref().is_some_and(|c| c.out.attempt == attempt) {
+                    self.cancel_call(now);
                 }
-                // A call already dialled is reported as usual.
             }
             // A call leaves nothing on the device to release.
             DriverCommand::Release(_) => {}
@@ -1329,6 +1335,26 @@ impl Modem {
         self.finish_call(now);
     }
 
+    /// The router no longer wants the call in progress (its record became final): hang
+    /// up with the family's command. It ends `Failed { retryable: false, "cancelled" }`
+    /// unless the warning had already got through (the prompt played to its end, or key
+    /// 1), which stays `Delivered`. A call already hanging up (e.g. after the ring
+    /// timeout) only changes its verdict.
+    fn cancel_call(&mut self, now: Timestamp) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let failure =
+            (!(call.acked || call.record.listened)).then(|| (false, "cancelled".to_owned()));
+        if call.phase == Phase::HangingUp {
+            if failure.is_some() {
+                call.failure = failure;
+            }
+            return;
+        }
+        self.hang_up(now, "cancelled by the gateway", failure);
+    }
+
     /// We end the call: hang up, and report once the modem confirms.
     fn hang_up(&mut self, now: Timestamp, why: &str, failure: Option<(bool, String)>) {
         let Some(call) = self.call.as_mut() else {
@@ -1719,6 +1745,8 @@ mod tests {
         now: Timestamp,
         events: Vec<DriverEvent>,
         byte_by_byte: bool,
+        /// Every byte the driver wrote to the modem, for asserting on commands.
+        wire_out: Vec<u8>,
     }
 
     impl Bench {
@@ -1733,6 +1761,7 @@ mod tests {
                 now: T0,
                 events: Vec::new(),
                 byte_by_byte: false,
+                wire_out: Vec::new(),
             };
             b.modem.handle_port_opened(T0);
             b.modem.handle_audio_port(T0, Ok(()));
@@ -1751,6 +1780,7 @@ mod tests {
             loop {
                 let mut moved = false;
                 while let Some(bytes) = self.modem.poll_transmit() {
+                    self.wire_out.extend_from_slice(&bytes);
                     self.sim.handle_rx(self.now, &bytes);
                     moved = true;
                 }
@@ -2471,6 +2501,100 @@ mod tests {
                 assert_eq!(b.sim.stray_audio_bytes(), 0);
             }
         }
+    }
+
+    fn assert_cancelled(ev: &[DriverEvent], attempt: u64) {
+        match terminal(ev, attempt) {
+            Some(DriverEvent::Failed {
+                retryable: false,
+                reason,
+                ..
+            }) => assert!(reason.starts_with("cancelled; "), "{reason}"),
+            other => panic!("{other:?}: {ev:#?}"),
+        }
+    }
+
+    #[test]
+    fn cancelling_a_ringing_call_hangs_up_and_fails_it_for_good() {
+        for family in [Family::Quectel, Family::Simcom, Family::Generic] {
+            let mut b = voice_bench(family, CallBehaviour::Never);
+            b.modem.submit_voice(b.now, call(5));
+            b.advance(5);
+            assert!(b.modem.in_call(), "{family:?}: still ringing");
+            b.modem
+                .submit_voice(b.now, DriverCommand::Cancel(AttemptId(5)));
+            b.run_until(|e| terminal(e, 5).is_some(), 10);
+            let ev = b.take();
+            assert_cancelled(&ev, 5);
+            assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Sent { .. })));
+            let hangup = format!("{}\r", family.hangup());
+            let wire = String::from_utf8_lossy(&b.wire_out);
+            assert!(
+                wire.contains(&hangup),
+                "{family:?} hangs up with {hangup}: {wire}"
+            );
+            assert_eq!(b.sim.calls()[0].ended_by, "gateway hung up");
+            assert!(!b.modem.in_call());
+            // Well before the 30 s ring timeout.
+            assert!(b.now < T0 + Duration::from_secs(15), "{}", b.now);
+        }
+    }
+
+    #[test]
+    fn cancelling_an_answered_call_stops_the_prompt() {
+        let mut b = voice_bench(
+            Family::Quectel,
+            CallBehaviour::Answer {
+                answer_after_secs: 3.0,
+            },
+        );
+        b.modem.submit_voice(b.now, call(6));
+        b.run_until(
+            |e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })),
+            30,
+        );
+        b.advance(2);
+        b.modem
+            .submit_voice(b.now, DriverCommand::Cancel(AttemptId(6)));
+        b.run_until(|e| terminal(e, 6).is_some(), 10);
+        let ev = b.take();
+        assert_cancelled(&ev, 6);
+        let heard = &b.sim.calls()[0];
+        assert_eq!(heard.ended_by, "gateway hung up");
+        assert!(heard.audio.secs() < 3.0, "{:?}", heard.audio);
+        assert!(!b.modem.in_call());
+        // The modem is free again: a queued cancel of a call no longer there does nothing.
+        b.modem
+            .submit_voice(b.now, DriverCommand::Cancel(AttemptId(6)));
+        assert_eq!(b.modem.poll_voice_event(), None);
+    }
+
+    #[test]
+    fn cancelling_a_queued_call_removes_it_and_the_running_one_goes_on() {
+        let mut b = voice_bench(Family::Quectel, press_1());
+        b.modem.submit_voice(b.now, call(7));
+        b.modem.submit_voice(b.now, call(8));
+        b.modem
+            .submit_voice(b.now, DriverCommand::Cancel(AttemptId(8)));
+        b.run_until(|e| terminal(e, 7).is_some(), 120);
+        let ev = b.take();
+        assert_eq!(
+            terminal(&ev, 8),
+            Some(DriverEvent::Failed {
+                attempt: AttemptId(8),
+                retryable: false,
+                reason: "cancelled".into()
+            })
+        );
+        assert!(matches!(
+            terminal(&ev, 7),
+            Some(DriverEvent::Delivered { .. })
+        ));
+        assert_eq!(
+            b.sim.calls().len(),
+            1,
+            "the cancelled call was never dialled"
+        );
     }
 
     #[test]

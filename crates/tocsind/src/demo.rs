@@ -316,6 +316,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         devices.insert(format!("modem-{}", i + 1), DeviceConfig::AtModem(modem));
         sims.push(sim);
     }
+    let speakers = speaker_devices(&directory, &valley, args.seed, &sims_cancel, &mut devices)
+        .await
+        .context("starting the simulated loudspeakers")?;
     let bearers = offgrid_devices(
         &data_dir,
         OffGridPeople {
@@ -460,6 +463,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     println!("\n{}", report::render(&summary, &deliveries));
+    let loudspeakers = running
+        .handle
+        .speakers(&accepted.id)
+        .await
+        .unwrap_or_default();
+    println!("{}", report::render_speakers(&loudspeakers));
     if !args.until_done {
         println!(
             "API still up on http://{} (token {}); Ctrl-C to stop.",
@@ -471,6 +480,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     sims_cancel.cancel();
     drop(sims);
     drop(bearers);
+    drop(speakers);
     result
 }
 
@@ -766,4 +776,53 @@ fn bar(n: usize, total: usize) -> String {
     const WIDTH: usize = 30;
     let filled = (n * WIDTH).checked_div(total).unwrap_or(0).min(WIDTH);
     format!("[{}{}]", "█".repeat(filled), "░".repeat(WIDTH - filled))
+}
+
+/// Starts one simulated IP loudspeaker (a UDP receiver that sends RTCP receiver reports)
+/// for every speaker the valley alert will sound, and one speaker device per town with a
+/// group per village, as `configs/district/speakers.csv` names them. Speakers elsewhere in
+/// the district are not simulated: the demo's alert never addresses them.
+async fn speaker_devices(
+    directory: &tocsin_core::directory::Directory,
+    area: &[AreaSpec],
+    seed: u64,
+    cancel: &tokio_util::sync::CancellationToken,
+    devices: &mut BTreeMap<String, DeviceConfig>,
+) -> anyhow::Result<Vec<tocsin_speaker::udp::SimSpeakerHandle>> {
+    let resolution = directory.resolve(area).context("resolving the valley")?;
+    let mut groups: BTreeMap<String, Vec<tocsin_speaker::config::GroupConfig>> = BTreeMap::new();
+    let mut sims = Vec::new();
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    for (i, id) in resolution.speakers.iter().enumerate() {
+        let Some(speaker) = directory.speaker(id) else {
+            continue;
+        };
+        let sim = tocsin_speaker::udp::spawn_sim_speaker(
+            any,
+            tocsin_speaker::sim::SimConfig::default(),
+            seed.wrapping_add(i as u64),
+            None,
+            cancel.child_token(),
+        )
+        .await?;
+        groups.entry(speaker.device.0.clone()).or_default().push(
+            tocsin_speaker::config::GroupConfig {
+                name: speaker.group.clone(),
+                rtp: sim.rtp,
+                rtcp: None,
+                speakers: vec![sim.rtcp.to_string()],
+            },
+        );
+        sims.push(sim);
+    }
+    for (device, groups) in groups {
+        let mut cfg = tocsin_speaker::config::SpeakerConfig::new(groups[0].rtp);
+        cfg.groups = groups;
+        cfg.bind = any;
+        cfg.rtcp_bind = any;
+        cfg.repeat = 2;
+        cfg.rtcp_interval_secs = 1;
+        devices.insert(device, DeviceConfig::Speaker(cfg));
+    }
+    Ok(sims)
 }

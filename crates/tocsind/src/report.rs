@@ -241,3 +241,34 @@ fn render_by_bearer(out: &mut String, summary: &AlertSummary, deliveries: &[Deli
 fn truncate(s: &str, width: usize) -> String {
     s.chars().take(width).collect()
 }
+
+/// The loudspeakers of an alert, each with its reception evidence: "reached" means the
+/// speaker itself reported receiving the stream (RTCP receiver report), not just that
+/// Tocsin sent it.
+pub fn render_speakers(speakers: &[tocsin_router::SpeakerView]) -> String {
+    let mut out = String::new();
+    if speakers.is_empty() {
+        return out;
+    }
+    let reached = speakers
+        .iter()
+        .filter(|s| s.state == tocsin_router::SpeakerState::Reached)
+        .count();
+    let _ = writeln!(
+        out,
+        "loudspeakers: {} in the area, {reached} with reception evidence",
+        speakers.len()
+    );
+    for s in speakers {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<14} {:<8} {:<12} {}",
+            s.id,
+            truncate(&s.name, 14),
+            truncate(&s.town, 8),
+            format!("{:?}", s.state).to_lowercase(),
+            s.evidence.as_deref().or(s.reason.as_deref()).unwrap_or("")
+        );
+    }
+    out
+}

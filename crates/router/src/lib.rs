@@ -27,7 +27,13 @@
 //! climbing the supervisor chain while unanswered) `→ confirmed`, or finally `unreached`.
 //! `cancelled` and `withdrawn` end records of cancelled alerts and of people an update no
 //! longer covers. A late ack still counts and is marked late, even after escalation or
-//! `unreached` (the door-knock task is then closed). Records that need no ack (residents by
+//! `unreached` (the door-knock task is then closed). When a record becomes final
+//! (acknowledged, confirmed, cancelled, withdrawn, closed `reached` or `unreached` — not
+//! when it merely escalates), every warning and door-knock attempt of it still with a
+//! driver (started, accepted or sent; not delivered or failed) gets an `attempt_cancelled`
+//! record and a `DriverCommand::Cancel`: an ack by SMS hangs up the call still ringing. A
+//! later driver outcome for a cancelled attempt is recorded and changes nothing (a
+//! `delivered` still counts the person as reached). Records that need no ack (residents by
 //! default, every blue record) end `reached` when delivered, or `unreached` when every
 //! route failed or no delivery report came by the deadline. [`Counts::reached`] counts the
 //! people the warning actually reached (delivered on some bearer, or they acknowledged),

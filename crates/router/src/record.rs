@@ -326,6 +326,26 @@ pub enum Record {
         /// Whether the re-send may duplicate it.
         possible_duplicate: bool,
     },
+    /// The record became final (acknowledged, confirmed, cancelled, withdrawn, closed)
+    /// while this attempt — a warning or a door-knock task — was still with a driver
+    /// without a final outcome (started, accepted or sent, not delivered or failed): the
+    /// driver is told to stop it (`DriverCommand::Cancel`). A later driver outcome for it
+    /// is recorded and changes nothing, except that a `delivered` still counts as the
+    /// warning having reached the person.
+    AttemptCancelled {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Whose record.
+        person: PersonId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// The device that holds it (and is told to cancel it).
+        device: DeviceId,
+        /// Why, e.g. `acknowledged`, `alert cancelled`.
+        reason: String,
+    },
     /// A reminder is due: every open route sends again.
     Reminder {
         /// When.
@@ -504,6 +524,7 @@ impl Record {
             Record::AttemptStarted { .. } => "attempt_started",
             Record::AttemptOutcome { .. } => "attempt_outcome",
             Record::AttemptAbandoned { .. } => "attempt_abandoned",
+            Record::AttemptCancelled { .. } => "attempt_cancelled",
             Record::Reminder { .. } => "reminder",
             Record::Escalated { .. } => "escalated",
             Record::DeliveryClosed { .. } => "delivery_closed",
@@ -530,6 +551,7 @@ impl Record {
             | Record::AttemptStarted { alert, .. }
             | Record::AttemptOutcome { alert, .. }
             | Record::AttemptAbandoned { alert, .. }
+            | Record::AttemptCancelled { alert, .. }
             | Record::Reminder { alert, .. }
             | Record::Escalated { alert, .. }
             | Record::DeliveryClosed { alert, .. }
@@ -560,6 +582,7 @@ impl Record {
             | Record::AttemptStarted { at, .. }
             | Record::AttemptOutcome { at, .. }
             | Record::AttemptAbandoned { at, .. }
+            | Record::AttemptCancelled { at, .. }
             | Record::Reminder { at, .. }
             | Record::Escalated { at, .. }
             | Record::DeliveryClosed { at, .. }

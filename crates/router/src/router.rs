@@ -227,7 +227,6 @@ impl Router {
                 continue;
             }
             let person = del.person.clone();
-            self.cancel_in_flight(a, d);
             let notice = self.notice_route(a, d, |k| k == &LaneKind::Alert);
             self.emit(Record::DeliveryWithdrawn {
                 at: now,
@@ -299,7 +298,6 @@ impl Router {
         let n = self.state.alert(a).deliveries.len() as u32;
         let mut notices = Vec::new();
         for d in 0..n {
-            self.cancel_in_flight(a, d);
             let del = self.state.delivery(a, d);
             let person = del.person.clone();
             if let Some(route) = self.notice_route(a, d, |k| k == &LaneKind::Alert) {
@@ -367,13 +365,6 @@ impl Router {
                 receipt,
             } => {
                 let verdict = self.judge(now, &device, &from, &text);
-                let acked = match &verdict {
-                    Verdict::Ack { alert, person, .. }
-                    | Verdict::DoorKnockConfirmed { alert, person, .. } => {
-                        self.state.find(alert, person).ok()
-                    }
-                    _ => None,
-                };
                 self.emit(Record::Reply {
                     at: now,
                     device: device.clone(),
@@ -384,9 +375,6 @@ impl Router {
                     receipt: receipt.clone(),
                     verdict,
                 });
-                if let Some((a, d)) = acked {
-                    self.cancel_in_flight(a, d);
-                }
                 if let Some(receipt) = receipt {
                     self.command(device, DriverCommand::Release(receipt));
                 }
@@ -472,7 +460,54 @@ impl Router {
         // the router, and refusing the record would lose a fact, so it is kept regardless.
         let applied = self.state.apply(&rec);
         debug_assert!(applied.is_ok(), "{applied:?} for {rec:?}");
+        let finals = self.finalised(&rec);
+        let at = rec.at();
         self.outputs.push_back(Output::Record(rec));
+        for (a, d, reason) in finals {
+            self.cancel_open(at, a, d, &reason);
+        }
+    }
+
+    /// The records a just-applied record made final, with why: their attempts still with
+    /// a driver are cancelled. Not an escalation: the person may still answer.
+    fn finalised(&self, rec: &Record) -> Vec<(u32, u32, String)> {
+        let one = |alert: &AlertId, person: &PersonId, why: String| {
+            self.state
+                .find(alert, person)
+                .ok()
+                .map(|(a, d)| vec![(a, d, why)])
+                .unwrap_or_default()
+        };
+        match rec {
+            Record::DeliveryClosed {
+                alert,
+                person,
+                state,
+                ..
+            } => one(
+                alert,
+                person,
+                format!("closed {}", format!("{state:?}").to_lowercase()),
+            ),
+            Record::DeliveryWithdrawn { alert, person, .. } => {
+                one(alert, person, "withdrawn".to_owned())
+            }
+            Record::Reply {
+                verdict: Verdict::Ack { alert, person, .. },
+                ..
+            } => one(alert, person, "acknowledged".to_owned()),
+            Record::Reply {
+                verdict: Verdict::DoorKnockConfirmed { alert, person, .. },
+                ..
+            } => one(alert, person, "confirmed by door knock".to_owned()),
+            Record::AlertCancelled { alert, .. } => match self.state.alert_ix.get(alert) {
+                Some(&a) => (0..self.state.alert(a).deliveries.len() as u32)
+                    .map(|d| (a, d, "alert cancelled".to_owned()))
+                    .collect(),
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
     }
 
     pub(crate) fn command(&mut self, device: DeviceId, command: DriverCommand) {
@@ -549,22 +584,39 @@ impl Router {
         }
     }
 
-    /// Tells drivers to drop the record's attempts that have not gone out.
-    fn cancel_in_flight(&mut self, a: u32, d: u32) {
-        let mut cancels = Vec::new();
-        for lane in &self.state.delivery(a, d).lanes {
-            if matches!(lane.kind, LaneKind::Notice(..)) {
-                continue;
-            }
-            if let Some(id) = lane.current
-                && let Some(e) = self.state.attempts.get(&id)
-                && !e.settled
-            {
-                cancels.push((e.device.clone(), id));
-            }
+    /// The record is final: every warning and door-knock attempt of it still with a driver
+    /// (started, accepted or sent; not delivered, failed, abandoned or already cancelled)
+    /// is recorded cancelled and its driver told to stop it — a queued send is dropped, a
+    /// ringing call cancelled, an answered one hung up. Queued lanes were already stopped
+    /// by the closing record itself. Notices are never cancelled: they are what is sent
+    /// after the record closes.
+    fn cancel_open(&mut self, now: Timestamp, a: u32, d: u32, reason: &str) {
+        let del = self.state.delivery(a, d);
+        let mut open: Vec<(AttemptId, DeviceId)> = del
+            .attempts
+            .iter()
+            .filter_map(|id| {
+                let e = self.state.attempts.get(id)?;
+                let notice = matches!(self.state.lane(e.lane).kind, LaneKind::Notice(..));
+                (!e.done && !notice).then(|| (*id, e.device.clone()))
+            })
+            .collect();
+        if open.is_empty() {
+            return;
         }
-        for (device, id) in cancels {
-            self.command(device, DriverCommand::Cancel(id));
+        open.sort();
+        let alert = self.state.alert(a).plan.alert.id.clone();
+        let person = del.person.clone();
+        for (attempt, device) in open {
+            self.emit(Record::AttemptCancelled {
+                at: now,
+                alert: alert.clone(),
+                person: person.clone(),
+                attempt,
+                device: device.clone(),
+                reason: reason.to_owned(),
+            });
+            self.command(device, DriverCommand::Cancel(attempt));
         }
     }
 

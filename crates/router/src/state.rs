@@ -170,6 +170,12 @@ pub(crate) struct AttemptEntry {
     pub accepted: bool,
     /// Abandoned before any device accepted it: it surely never went out.
     pub never_out: bool,
+    /// Delivered, failed, abandoned or cancelled: no driver is working on it any more
+    /// (unlike `settled`, a `sent` attempt is not done: a call is in progress, an SMS
+    /// awaits its report).
+    pub done: bool,
+    /// The router cancelled it (its record became final); later outcomes change nothing.
+    pub cancelled: bool,
 }
 
 /// Which record a code opens: the person's own, or its door-knock task.
@@ -925,6 +931,8 @@ impl State {
                         settled: false,
                         accepted: false,
                         never_out: false,
+                        done: false,
+                        cancelled: false,
                     },
                 );
                 let del = self.delivery_mut(a, d);
@@ -969,6 +977,28 @@ impl State {
                     .ok_or_else(|| format!("outcome of unknown attempt {attempt}"))?;
                 let r = entry.lane;
                 let device = entry.device.clone();
+                if entry.cancelled {
+                    // Recorded, changes nothing: the record is final and its lanes are
+                    // stopped. A delivery report is still a fact about the person.
+                    match outcome {
+                        Outcome::Sent { reference } => entry.reference = Some(reference.clone()),
+                        Outcome::Delivered { .. } => {
+                            entry.outcome = "delivered after cancel".into();
+                            entry.done = true;
+                            let lane = self.lane_mut(r);
+                            lane.ever_ok = true;
+                            lane.delivered = true;
+                            let is_alert = lane.kind == LaneKind::Alert;
+                            self.delivery_mut(r.a, r.d).reached |= is_alert;
+                        }
+                        Outcome::Failed { .. } => entry.done = true,
+                        Outcome::Accepted => {}
+                    }
+                    return Ok(());
+                }
+                if matches!(outcome, Outcome::Delivered { .. } | Outcome::Failed { .. }) {
+                    entry.done = true;
+                }
                 match outcome {
                     Outcome::Accepted => {
                         entry.accepted = true;
@@ -1039,6 +1069,7 @@ impl State {
                     .ok_or_else(|| format!("unknown attempt {attempt} abandoned"))?;
                 entry.outcome = format!("abandoned: {reason}");
                 entry.settled = true;
+                entry.done = true;
                 entry.never_out = !*possible_duplicate;
                 let (r, device) = (entry.lane, entry.device.clone());
                 let lane = self.lane(r);
@@ -1053,6 +1084,18 @@ impl State {
                 if !*possible_duplicate {
                     self.unstart_window(r.a, r.d, *at);
                 }
+            }
+            Record::AttemptCancelled {
+                attempt, reason, ..
+            } => {
+                let entry = self
+                    .attempts
+                    .get_mut(attempt)
+                    .ok_or_else(|| format!("unknown attempt {attempt} cancelled"))?;
+                entry.outcome = format!("cancelled: {reason}");
+                entry.settled = true;
+                entry.done = true;
+                entry.cancelled = true;
             }
             Record::Reminder {
                 at,

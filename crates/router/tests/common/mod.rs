@@ -567,6 +567,13 @@ pub fn describe(r: &Record) -> String {
                 "attempt_abandoned {attempt} {person} ({reason}) possible_duplicate={possible_duplicate}"
             )
         }
+        Record::AttemptCancelled {
+            person,
+            attempt,
+            device,
+            reason,
+            ..
+        } => format!("attempt_cancelled {attempt} {person} on {device} ({reason})"),
         Record::Reminder { person, n, .. } => format!("reminder {person} #{n}"),
         Record::Escalated {
             person,

@@ -2,10 +2,14 @@
 //! generator. Benchmarks print one line per figure, `name value unit`, with names that
 //! stay stable so runs can be compared (see docs/benchmarks.md).
 
+mod beidou;
 mod campaign;
 mod district;
 mod geofence;
+mod mesh;
+mod rtp;
 mod sms;
+mod voice;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,6 +33,19 @@ enum Command {
     /// A red alert to a few thousand responsible persons through the real router on a
     /// virtual clock: time to first send, first attempts against the capacity bound, acks.
     Campaign(campaign::CampaignArgs),
+    /// BeiDou: a red alert through the real router and BeiDou driver against simulated
+    /// terminals on a virtual clock, first attempts against the card pool's bound; and
+    /// Iridium SBD sessions per hour through the real driver and simulator.
+    Beidou(beidou::BeidouArgs),
+    /// Meshtastic: a red alert to 60 leads through the real router and mesh driver against
+    /// a simulated radio on a virtual clock, last ack against the airtime bound.
+    Mesh(mesh::MeshArgs),
+    /// SIP: call setup to first RTP packet, and concurrent calls paced in real time,
+    /// through the real SIP driver against the simulated far end on loopback.
+    Voice(voice::VoiceArgs),
+    /// IP speakers: concurrent RTP streams paced in real time, and alert to first audio
+    /// packet, through the real speaker driver on loopback.
+    Rtp(rtp::RtpArgs),
     /// Generate the SYNTHETIC demo district (areas.geojson, people.csv, valley.geojson).
     GenDistrict {
         /// Output folder.
@@ -48,6 +65,10 @@ fn main() -> Result<()> {
         }
         Command::Sms(args) => sms::run(&args)?,
         Command::Campaign(args) => campaign::run(&args)?,
+        Command::Beidou(args) => beidou::run(&args)?,
+        Command::Mesh(args) => mesh::run(&args)?,
+        Command::Voice(args) => voice::run(&args)?,
+        Command::Rtp(args) => rtp::run(&args)?,
         Command::GenDistrict { out, seed } => {
             for line in district::write(&out, seed)? {
                 println!("{line}");

@@ -1,0 +1,361 @@
+//! `tocsin-bench voice`: the REAL SIP trunk driver (`tocsin_sip::io::spawn_sip`, on a
+//! single-threaded runtime: one core) calling the REAL simulated far end
+//! (`tocsin_sip::sim::FarEnd`) over UDP on 127.0.0.1, on the wall clock.
+//!
+//! The far end runs on its own thread and runtime, in the same loop as
+//! `tocsin_sip::udp::spawn_far_end`, except that every RTP datagram is timestamped as it
+//! is read, before the far end handles it:
+//!
+//! - Setup: calls one at a time, answered at once; from handing the driver the attempt to
+//!   the call's first RTP packet at the far end (INVITE, 200, ACK, first frame).
+//! - Load: N calls at once, each playing the prompt in real time; every frame's arrival
+//!   is compared with its schedule (its RTP timestamp from the call's earliest-arriving
+//!   frame). The largest N with no frame more than 5 ms late is the figure. The far
+//!   end's own report (`SimReport::max_late_ms`, against each call's first frame) is
+//!   printed beside it.
+
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, Outbound};
+use tocsin_core::{Address, AttemptId, DeviceId, PhoneNumber};
+use tocsin_sip::config::SipConfig;
+use tocsin_sip::io::{Clock, spawn_sip};
+use tocsin_sip::sim::{Behaviour, FarEnd, SimConfig, SimReport, SimSocket};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::rtp::{Pacing, PacingSummary, wall};
+
+/// Options of the voice benchmark.
+#[derive(Debug, clap::Args)]
+pub struct VoiceArgs {
+    /// Concurrent call counts to try, in order (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200,300")]
+    pub calls: Vec<usize>,
+    /// Length of the prompt each call plays, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub prompt_secs: f64,
+    /// Lateness a frame may have, ms.
+    #[arg(long, default_value_t = 5.0)]
+    pub within_ms: f64,
+    /// Calls made one at a time for the setup latency.
+    #[arg(long, default_value_t = 20)]
+    pub setup_calls: usize,
+}
+
+/// The far end on its own thread: what it saw, when the run is over.
+struct FarEndRun {
+    sip: SocketAddr,
+    /// Arrival of each call's first RTP frame.
+    firsts: mpsc::UnboundedReceiver<Instant>,
+    /// One report per finished call.
+    reports: mpsc::UnboundedReceiver<SimReport>,
+    stop: CancellationToken,
+    join: std::thread::JoinHandle<Pacing>,
+}
+
+fn spawn_far_end(cfg: SimConfig) -> Result<FarEndRun> {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (first_tx, firsts) = mpsc::unbounded_channel();
+    let (report_tx, reports) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let stop2 = stop.clone();
+    let join = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return Pacing::default();
+        };
+        rt.block_on(async move {
+            let mut pacing = Pacing::default();
+            let bound = async {
+                let sip = UdpSocket::bind("127.0.0.1:0").await?;
+                let rtp = UdpSocket::bind("127.0.0.1:0").await?;
+                std::io::Result::Ok((sip, rtp))
+            }
+            .await;
+            let (sip, rtp) = match bound {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(e.to_string()));
+                    return pacing;
+                }
+            };
+            let (Ok(sip_addr), Ok(rtp_addr)) = (sip.local_addr(), rtp.local_addr()) else {
+                return pacing;
+            };
+            let _ = addr_tx.send(Ok(sip_addr));
+            let clock = Clock::start();
+            let epoch = wall();
+            let mut far = FarEnd::new(cfg, rtp_addr);
+            let mut seen = std::collections::HashSet::new();
+            let (mut sbuf, mut rbuf) = (vec![0u8; 65_535], vec![0u8; 2048]);
+            loop {
+                while let Some((sock, to, bytes)) = far.poll_transmit() {
+                    let s = match sock {
+                        SimSocket::Sip => &sip,
+                        SimSocket::Rtp => &rtp,
+                    };
+                    let _ = s.send_to(&bytes, to).await;
+                }
+                while let Some(r) = far.poll_report() {
+                    let _ = report_tx.send(r);
+                }
+                let wake = far.poll_timeout().map(|t| clock.instant(t));
+                tokio::select! {
+                    () = stop2.cancelled() => return pacing,
+                    r = sip.recv_from(&mut sbuf) => if let Ok((n, from)) = r {
+                        far.handle_datagram(clock.now(), SimSocket::Sip, from, sbuf.get(..n).unwrap_or(&[]));
+                    },
+                    r = rtp.recv_from(&mut rbuf) => if let Ok((n, from)) = r {
+                        let at = wall();
+                        let bytes = rbuf.get(..n).unwrap_or(&[]);
+                        let key = u64::from(from.port());
+                        // Key presses (telephone-event) are not frames of the prompt.
+                        if bytes.get(1).is_some_and(|pt| pt & 0x7f < 96)
+                            && pacing.record(key, epoch, at, bytes)
+                        {
+                            let ssrc = bytes.get(8..12).map(<[u8]>::to_vec);
+                            if seen.insert((key, ssrc)) {
+                                let _ = first_tx.send(at);
+                            }
+                        }
+                        far.handle_datagram(clock.now(), SimSocket::Rtp, from, bytes);
+                    },
+                    () = sleep_until(wake) => far.handle_timeout(clock.now()),
+                }
+            }
+        })
+    });
+    let sip = addr_rx
+        .recv()
+        .context("the far-end thread ended")?
+        .map_err(|e| anyhow::anyhow!("binding the far end: {e}"))?;
+    Ok(FarEndRun {
+        sip,
+        firsts,
+        reports,
+        stop,
+        join,
+    })
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the benchmark's far end sleeps until its state machine's deadline"
+)]
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn call(attempt: u64) -> Result<DriverCommand> {
+    let to = PhoneNumber::parse(&format!("+86138{:08}", attempt % 100_000_000), "86")?;
+    Ok(DriverCommand::Send(Outbound {
+        attempt: AttemptId(attempt),
+        to: Address::Phone(to),
+        text: "山洪红色预警，请立即转移。".into(),
+        want_report: false,
+    }))
+}
+
+fn trunk(far: &FarEndRun, calls: usize, prompt_secs: f64) -> SipConfig {
+    let mut cfg = SipConfig::new(far.sip.to_string());
+    cfg.bind = "127.0.0.1:0".into();
+    cfg.rtp_port_base = 0;
+    cfg.concurrent_calls = calls;
+    cfg.prompt_secs = prompt_secs;
+    cfg.digit_wait_secs = 1;
+    cfg.queue_limit = calls.max(1);
+    cfg
+}
+
+async fn outcome(ev: &mut mpsc::Receiver<DeviceEvent>, patience: Duration) -> Option<u64> {
+    let wait = async {
+        while let Some(e) = ev.recv().await {
+            if let DriverEvent::Delivered { attempt, .. } | DriverEvent::Failed { attempt, .. } =
+                e.event
+            {
+                return Some(attempt.0);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(patience, wait).await.ok().flatten()
+}
+
+/// Calls one at a time, answered at once: command to first RTP frame, ms.
+async fn setup(n: usize) -> Result<Vec<f64>> {
+    let sim = SimConfig {
+        default: Behaviour {
+            answer_after: Some(Duration::ZERO),
+            press: Some(('1', Duration::from_millis(100))),
+            ..Behaviour::default()
+        },
+        ..SimConfig::default()
+    };
+    let mut far = spawn_far_end(sim)?;
+    let cancel = CancellationToken::new();
+    let (tx, mut ev) = mpsc::channel(4096);
+    let driver = spawn_sip(
+        DeviceId::from("trunk"),
+        trunk(&far, 1, 1.0),
+        tx,
+        cancel.clone(),
+    );
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for a in 1..=n as u64 {
+        let t = wall();
+        driver.commands.send(call(a)?).await?;
+        match tokio::time::timeout(Duration::from_secs(10), far.firsts.recv()).await {
+            Ok(Some(first)) => out.push(first.saturating_duration_since(t).as_secs_f64() * 1e3),
+            _ => {
+                result = Err(anyhow::anyhow!(
+                    "call {a}: no RTP frame reached the far end"
+                ));
+                break;
+            }
+        }
+        if outcome(&mut ev, Duration::from_secs(20)).await.is_none() {
+            result = Err(anyhow::anyhow!("call {a} had no outcome"));
+            break;
+        }
+    }
+    cancel.cancel();
+    far.stop.cancel();
+    let _ = far.join.join();
+    result.map(|()| out)
+}
+
+/// What one load level found.
+struct Load {
+    pacing: PacingSummary,
+    reports: Vec<SimReport>,
+    outcomes: usize,
+}
+
+/// `n` calls at once, each playing the prompt in real time.
+async fn load(n: usize, prompt_secs: f64, within_ms: f64) -> Result<Load> {
+    let sim = SimConfig {
+        default: Behaviour {
+            answer_after: Some(Duration::from_millis(100)),
+            press: None,
+            ..Behaviour::default()
+        },
+        ..SimConfig::default()
+    };
+    let mut far = spawn_far_end(sim)?;
+    let cancel = CancellationToken::new();
+    let (tx, mut ev) = mpsc::channel(8192);
+    let driver = spawn_sip(
+        DeviceId::from("trunk"),
+        trunk(&far, n, prompt_secs),
+        tx,
+        cancel.clone(),
+    );
+    for a in 1..=n as u64 {
+        driver.commands.send(call(a)?).await?;
+    }
+    let patience = Duration::from_secs_f64(prompt_secs + 30.0);
+    let mut outcomes = 0;
+    while outcomes < n {
+        if outcome(&mut ev, patience).await.is_none() {
+            break;
+        }
+        outcomes += 1;
+    }
+    // The far end's reports come when it sees the BYE.
+    let mut reports = Vec::new();
+    while reports.len() < n {
+        match tokio::time::timeout(Duration::from_secs(5), far.reports.recv()).await {
+            Ok(Some(r)) => reports.push(r),
+            _ => break,
+        }
+    }
+    cancel.cancel();
+    far.stop.cancel();
+    let pacing = far
+        .join
+        .join()
+        .map_err(|_| anyhow::anyhow!("far-end thread panicked"))?;
+    Ok(Load {
+        pacing: pacing.summary((within_ms * 1e3) as i64),
+        reports,
+        outcomes,
+    })
+}
+
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64) * q).ceil() as usize;
+    v.get(i.saturating_sub(1)).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn run(args: &VoiceArgs) -> Result<()> {
+    if args.calls.is_empty() || args.calls.contains(&0) || args.setup_calls == 0 {
+        bail!("--calls needs counts of at least 1, --setup-calls at least 1");
+    }
+    // One core for the driver: a single-threaded runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let s = setup(args.setup_calls).await?;
+        println!(
+            "voice.setup_to_first_rtp.median {:.2} ms",
+            quantile(s.clone(), 0.5)
+        );
+        println!("voice.setup_to_first_rtp.max {:.2} ms", quantile(s, 1.0));
+        let mut sustained = 0;
+        for &n in &args.calls {
+            let l = load(n, args.prompt_secs, args.within_ms).await?;
+            let answered = l.reports.iter().filter(|r| r.answered).count();
+            let far_max = l.reports.iter().map(|r| r.max_late_ms).max().unwrap_or(0);
+            let underruns: u64 = l.reports.iter().map(|r| r.underruns).sum();
+            println!("voice.calls{n}.answered {answered} count");
+            println!("voice.calls{n}.outcomes {} count", l.outcomes);
+            println!("voice.calls{n}.frames {} count", l.pacing.packets);
+            println!("voice.calls{n}.late_max {:.2} ms", l.pacing.max_late_ms);
+            println!("voice.calls{n}.late_p99 {:.2} ms", l.pacing.p99_late_ms);
+            println!("voice.calls{n}.late_over_limit {} count", l.pacing.over);
+            println!("voice.calls{n}.far_end_max_late {far_max} ms");
+            println!("voice.calls{n}.far_end_underruns {underruns} count");
+            if l.pacing.over == 0 && answered == n && l.pacing.streams == n {
+                sustained = sustained.max(n);
+            }
+        }
+        println!("voice.sustained_calls {sustained} count");
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_calls_are_set_up_and_paced_through_the_real_driver() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = setup(2).await.unwrap();
+            assert_eq!(s.len(), 2);
+            assert!(s.iter().all(|ms| *ms > 0.0 && *ms < 5_000.0), "{s:?}");
+            let l = load(3, 0.5, 5.0).await.unwrap();
+            assert_eq!(l.outcomes, 3);
+            assert_eq!(l.pacing.streams, 3);
+            // Half a second of 20 ms frames per call.
+            assert!(l.pacing.packets >= 3 * 20, "{:?}", l.pacing);
+            assert!(l.reports.iter().all(|r| r.answered && r.frames >= 20));
+        });
+    }
+}

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use tocsin_core::{Address, AttemptId, Bearer, DeviceId, Timestamp};
 use tokio::sync::mpsc;
 
+pub mod voice;
+
 /// What a driver is asked to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DriverCommand {

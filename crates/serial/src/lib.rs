@@ -1,0 +1,21 @@
+//! The serial-device runtime every Tocsin driver shares.
+//!
+//! - [`clock`]: [`Clock`], the one place a driver reads the wall clock, and
+//!   [`sleep_until`], the one place it sleeps until a state machine's deadline.
+//! - [`io`]: [`SerialConversation`], the inputs and outputs every device conversation in
+//!   a `proto.rs` already has, and [`run_serial`], the tokio task that runs one on a
+//!   serial port: opens it by path, reopens it with [`Backoff`], drains the polls in one
+//!   documented order and stamps the events with the device.
+//! - [`pty`]: what a simulator needs to sit behind a pseudo-terminal the real driver opens
+//!   by path: [`Pty`] behind a stable symlink re-pointed atomically, and [`SimClock`].
+
+pub mod clock;
+pub mod io;
+pub mod pty;
+
+pub use clock::{Clock, sleep_until};
+pub use io::{
+    Backoff, REOPEN_MAX, REOPEN_MIN, SerialConversation, SerialPort, open_serial, read_or_pending,
+    recv_or_pending, run_serial, write_flush,
+};
+pub use pty::{Master, Pty, PtyError, SimClock};

@@ -5,7 +5,9 @@
 mod beidou;
 mod campaign;
 mod district;
+mod footprint;
 mod geofence;
+mod intake;
 mod mesh;
 mod rtp;
 mod sms;
@@ -33,6 +35,10 @@ enum Command {
     /// A red alert to a few thousand responsible persons through the real router on a
     /// virtual clock: time to first send, first attempts against the capacity bound, acks.
     Campaign(campaign::CampaignArgs),
+    /// Durable alerts and acks per second through tocsind's HTTP API and modem pool.
+    Intake(intake::IntakeArgs),
+    /// Memory and start-up time of tocsind with a district's directory loaded.
+    Footprint(footprint::FootprintArgs),
     /// BeiDou: a red alert through the real router and BeiDou driver against simulated
     /// terminals on a virtual clock, first attempts against the card pool's bound; and
     /// Iridium SBD sessions per hour through the real driver and simulator.
@@ -65,6 +71,8 @@ fn main() -> Result<()> {
         }
         Command::Sms(args) => sms::run(&args)?,
         Command::Campaign(args) => campaign::run(&args)?,
+        Command::Footprint(args) => footprint::run(&args)?,
+        Command::Intake(args) => intake::run(&args)?,
         Command::Beidou(args) => beidou::run(&args)?,
         Command::Mesh(args) => mesh::run(&args)?,
         Command::Voice(args) => voice::run(&args)?,

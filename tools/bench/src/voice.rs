@@ -6,7 +6,7 @@
 //! `tocsin_sip::udp::spawn_far_end`, except that every RTP datagram is timestamped as it
 //! is read, before the far end handles it:
 //!
-//! - Setup: calls one at a time, answered at once; from handing the driver the attempt to
+//! - Setup: calls one at a time, answered at once (the phone hangs up 300 ms later); from handing the driver the attempt to
 //!   the call's first RTP packet at the far end (INVITE, 200, ACK, first frame).
 //! - Load: N calls at once, each playing the prompt in real time; every frame's arrival
 //!   is compared with its schedule (its RTP timestamp from the call's earliest-arriving
@@ -194,7 +194,10 @@ async fn setup(n: usize) -> Result<Vec<f64>> {
     let sim = SimConfig {
         default: Behaviour {
             answer_after: Some(Duration::ZERO),
-            press: Some(('1', Duration::from_millis(100))),
+            // No key press: the gateway would answer it with a second stream, whose
+            // first frame could be taken for the next call's.
+            press: None,
+            hangup_after: Some(Duration::from_millis(300)),
             ..Behaviour::default()
         },
         ..SimConfig::default()
@@ -211,6 +214,8 @@ async fn setup(n: usize) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     let mut result = Ok(());
     for a in 1..=n as u64 {
+        // A stream the previous call started late (after its key press) is not this one's.
+        while far.firsts.try_recv().is_ok() {}
         let t = wall();
         driver.commands.send(call(a)?).await?;
         match tokio::time::timeout(Duration::from_secs(10), far.firsts.recv()).await {

@@ -56,6 +56,48 @@ pub trait SerialConversation {
     fn poll_timeout(&self) -> Option<Timestamp>;
 }
 
+/// Implements [`SerialConversation`] for a driver's state machine whose inherent methods
+/// already have the trait's names and signatures (every `proto.rs` does), so the
+/// state machine itself stays free of this crate.
+#[macro_export]
+macro_rules! impl_serial_conversation {
+    ($t:ty) => {
+        impl $crate::SerialConversation for $t {
+            fn handle_port_opened(&mut self, now: $crate::__macro::Timestamp) {
+                <$t>::handle_port_opened(self, now)
+            }
+            fn handle_port_lost(&mut self, now: $crate::__macro::Timestamp) {
+                <$t>::handle_port_lost(self, now)
+            }
+            fn handle_open_failed(&mut self, now: $crate::__macro::Timestamp, error: &str) {
+                <$t>::handle_open_failed(self, now, error)
+            }
+            fn handle_rx(&mut self, now: $crate::__macro::Timestamp, bytes: &[u8]) {
+                <$t>::handle_rx(self, now, bytes)
+            }
+            fn handle_timeout(&mut self, now: $crate::__macro::Timestamp) {
+                <$t>::handle_timeout(self, now)
+            }
+            fn submit(
+                &mut self,
+                now: $crate::__macro::Timestamp,
+                cmd: $crate::__macro::DriverCommand,
+            ) {
+                <$t>::submit(self, now, cmd)
+            }
+            fn poll_transmit(&mut self) -> ::std::option::Option<::std::vec::Vec<u8>> {
+                <$t>::poll_transmit(self)
+            }
+            fn poll_event(&mut self) -> ::std::option::Option<$crate::__macro::DriverEvent> {
+                <$t>::poll_event(self)
+            }
+            fn poll_timeout(&self) -> ::std::option::Option<$crate::__macro::Timestamp> {
+                <$t>::poll_timeout(self)
+            }
+        }
+    };
+}
+
 /// The port a [`run_serial`] task opens, and how its logs name the device kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SerialPort {

@@ -19,3 +19,10 @@ pub use io::{
     recv_or_pending, run_serial, write_flush,
 };
 pub use pty::{Master, Pty, PtyError, SimClock};
+
+/// What [`impl_serial_conversation!`] names, so a driver need not import it.
+#[doc(hidden)]
+pub mod __macro {
+    pub use tocsin_channel::{DriverCommand, DriverEvent};
+    pub use tocsin_core::Timestamp;
+}

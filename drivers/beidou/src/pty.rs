@@ -11,20 +11,16 @@
 //! Simulated time runs `speed` times faster than real time, so service periods and
 //! network latencies shrink for demos and tests.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sys::termios::{self, SetArg};
-use tocsin_core::Timestamp;
-use tokio::io::unix::AsyncFd;
+use tocsin_serial::{Master, SimClock, sleep_until};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::io::Clock;
 use crate::sim::{SimConfig, SimNetwork, SubmitRecord, TerminalConfig};
+pub use tocsin_serial::PtyError;
 
 /// What the simulator runner can be told to do.
 #[derive(Clone, Debug)]
@@ -66,21 +62,10 @@ pub struct SimHandle {
     pub submits: Arc<Mutex<Vec<SubmitRecord>>>,
 }
 
-/// Errors setting up a simulated port.
-#[derive(Debug, thiserror::Error)]
-pub enum PtyError {
-    /// `openpty`, termios or `fcntl` failed.
-    #[error("pseudo-terminal: {0}")]
-    Sys(#[from] nix::Error),
-    /// Creating the symlink or registering with the reactor failed.
-    #[error("pseudo-terminal: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// One open pty: the master (async, shared with its reader task) and the slave kept open.
+/// One open pty (the slave kept open, see [`tocsin_serial::Pty`]) and the task that reads
+/// what the driver writes to it.
 struct Pty {
-    master: Arc<AsyncFd<OwnedFd>>,
-    _slave: OwnedFd,
+    pty: tocsin_serial::Pty,
     reader: CancellationToken,
 }
 
@@ -96,37 +81,15 @@ fn open_pty(
     rx: mpsc::Sender<(usize, Vec<u8>)>,
     cancel: &CancellationToken,
 ) -> Result<Pty, PtyError> {
-    let pair = nix::pty::openpty(None, None)?;
-    let mut t = termios::tcgetattr(pair.slave.as_fd())?;
-    termios::cfmakeraw(&mut t);
-    termios::tcsetattr(pair.slave.as_fd(), SetArg::TCSANOW, &t)?;
-    let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        pair.master.as_fd(),
-        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-    )?;
-    let target = std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd()))?;
-    // Re-point the link atomically: a new link beside it, renamed over the old one.
-    let tmp = link.with_extension("tocsin-sim-tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)?;
-    std::fs::rename(&tmp, link)?;
-    // `new` is deprecated because a borrowed raw fd could be closed under the reactor; an
-    // `OwnedFd` moved in cannot be, and the safe alternative needs `unsafe` (denied here).
-    #[allow(deprecated, reason = "sound for an OwnedFd moved into the AsyncFd")]
-    let master = Arc::new(AsyncFd::new(pair.master)?);
+    let pty = tocsin_serial::Pty::open(link)?;
     let reader = cancel.child_token();
-    tokio::spawn(read_loop(master.clone(), idx, rx, reader.clone()));
-    Ok(Pty {
-        master,
-        _slave: pair.slave,
-        reader,
-    })
+    tokio::spawn(read_loop(pty.master().clone(), idx, rx, reader.clone()));
+    Ok(Pty { pty, reader })
 }
 
 /// Forwards what the driver writes to one terminal until cancelled or the pty fails.
 async fn read_loop(
-    master: Arc<AsyncFd<OwnedFd>>,
+    master: Master,
     idx: usize,
     tx: mpsc::Sender<(usize, Vec<u8>)>,
     cancel: CancellationToken,
@@ -135,7 +98,7 @@ async fn read_loop(
     loop {
         let read = tokio::select! {
             () = cancel.cancelled() => return,
-            r = read_master(&master, &mut buf) => r,
+            r = master.read(&mut buf) => r,
         };
         match read {
             Ok(n) if n > 0 => {
@@ -153,31 +116,6 @@ async fn read_loop(
             }
         }
     }
-}
-
-async fn read_master(master: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        let mut guard = master.readable().await?;
-        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
-        {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-async fn write_master(pty: &Pty, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let mut guard = pty.master.writable().await?;
-        match guard
-            .try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from))
-        {
-            Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or(&[]),
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-    Ok(())
 }
 
 /// Starts simulated terminals behind the symlinks `links` (created or replaced), one per
@@ -198,20 +136,12 @@ pub fn spawn_sim(
     }
     let (tx, rx) = mpsc::channel(256);
     let submits = Arc::new(Mutex::new(Vec::new()));
-    let speed = if speed.is_finite() && speed > 0.0 {
-        speed
-    } else {
-        1.0
-    };
     let runner = Runner {
         links: links.clone(),
         ptys,
         rx_tx,
         back_at: vec![None; links.len()],
-        clock: SimClock {
-            real: Clock::start(),
-            speed,
-        },
+        clock: SimClock::start(speed),
         submits: submits.clone(),
         cancel,
     };
@@ -221,26 +151,6 @@ pub fn spawn_sim(
         commands: tx,
         submits,
     })
-}
-
-/// Simulated time: real elapsed time × speed.
-struct SimClock {
-    real: Clock,
-    speed: f64,
-}
-
-impl SimClock {
-    fn now(&self) -> Timestamp {
-        let real = self.real.now();
-        let elapsed = real.since(self.real.base());
-        self.real.base() + elapsed.mul_f64(self.speed)
-    }
-
-    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        let sim_elapsed = t.since(self.real.base());
-        self.real
-            .instant(self.real.base() + sim_elapsed.div_f64(self.speed))
-    }
 }
 
 /// The runner's state.
@@ -271,7 +181,7 @@ impl Runner {
             for (i, pty) in self.ptys.iter().enumerate() {
                 while let Some(bytes) = net.poll_transmit(i) {
                     let Some(p) = pty else { continue };
-                    if let Err(e) = write_master(p, &bytes).await {
+                    if let Err(e) = p.pty.write_all(&bytes).await {
                         tracing::warn!(%e, "simulator write failed");
                     }
                 }
@@ -297,7 +207,7 @@ impl Runner {
                         if let Some(p) = self.ptys.get_mut(terminal) {
                             *p = None;
                             if let Some(b) = self.back_at.get_mut(terminal) {
-                                *b = Some(self.clock.real.instant(self.clock.real.now()) + down_for);
+                                *b = Some(self.clock.real_now() + down_for);
                             }
                         }
                     }
@@ -307,7 +217,7 @@ impl Runner {
                 },
                 () = sleep_until(wake) => {
                     let now = self.clock.now();
-                    let real_now = self.clock.real.instant(self.clock.real.now());
+                    let real_now = self.clock.real_now();
                     for i in 0..self.links.len() {
                         if self.back_at.get(i).copied().flatten().is_some_and(|t| t <= real_now) {
                             let reopened = self.links.get(i).map(|link| open_pty(link, i, self.rx_tx.clone(), &self.cancel));
@@ -335,16 +245,5 @@ impl Runner {
                 }
             }
         }
-    }
-}
-
-#[allow(
-    clippy::disallowed_methods,
-    reason = "the simulator runner sleeps until the simulator's poll_timeout()"
-)]
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

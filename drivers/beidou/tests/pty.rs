@@ -80,12 +80,17 @@ async fn a_pool_of_two_terminals_over_real_ptys_sends_answers_and_survives_a_han
     let _bd1 = spawn_beidou(DeviceId::from("bd1"), cfg(&links[1]), ev_tx, cancel.clone());
     assert!(bd0.caps.sender_authenticated);
 
-    for name in ["bd0", "bd1"] {
-        next_matching(&mut ev, "terminal up", |e| {
-            e.device.as_str() == name
-                && matches!(&e.event, DriverEvent::Health(h) if h.up && h.registered)
-        })
+    // Both terminals come up, in whichever order: waiting for one by name would skip
+    // (and lose) the other's report if it came first.
+    let mut up = std::collections::BTreeSet::new();
+    while up.len() < 2 {
+        let e = next_matching(
+            &mut ev,
+            "terminal up",
+            |e| matches!(&e.event, DriverEvent::Health(h) if h.up && h.registered),
+        )
         .await;
+        up.insert(e.device.as_str().to_owned());
     }
 
     // A warning to a person's card; the reply carries the code and comes from their card.

@@ -21,13 +21,15 @@
 //! the port is closed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
-use tocsin_core::{DeviceId, Timestamp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tocsin_core::DeviceId;
+use tocsin_serial::{
+    Backoff, open_serial, read_or_pending, recv_or_pending, sleep_until, write_flush,
+};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ModemConfig;
@@ -37,52 +39,7 @@ use crate::voice::{PromptSource, ToneSource};
 /// PCM frames buffered towards the audio port: one second.
 const AUDIO_QUEUE: usize = 50;
 
-/// First wait before reopening a lost port.
-const REOPEN_MIN: Duration = Duration::from_millis(500);
-/// Longest wait between reopen attempts.
-const REOPEN_MAX: Duration = Duration::from_secs(30);
-
-/// Maps the monotonic clock onto [`Timestamp`]s: wall-clock time read once at start, then
-/// advanced monotonically so a clock step cannot reorder deadlines.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: tokio::time::Instant,
-    base: Timestamp,
-}
-
-impl Clock {
-    /// Reads the wall clock once.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "io.rs is where real time enters the driver"
-    )]
-    pub fn start() -> Self {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Clock {
-            start: tokio::time::Instant::now(),
-            base: Timestamp::from_millis(
-                i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
-            ),
-        }
-    }
-
-    /// The timestamp of the clock's start.
-    pub fn base(&self) -> Timestamp {
-        self.base
-    }
-
-    /// Now, as a timestamp.
-    pub fn now(&self) -> Timestamp {
-        self.base + self.start.elapsed()
-    }
-
-    /// The monotonic instant of a timestamp (never before the clock's start).
-    pub fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        self.start + t.since(self.base)
-    }
-}
+pub use tocsin_serial::Clock;
 
 /// Starts the driver task for one modem and returns the gateway's handle on it. The task
 /// ends when `cancel` fires or every command sender is dropped.
@@ -157,18 +114,6 @@ pub fn spawn_modem_pair(
     ModemHandles { sms, voice }
 }
 
-fn open(cfg: &ModemConfig) -> Result<SerialStream, tokio_serial::Error> {
-    tokio_serial::new(&cfg.path, cfg.baud).open_native_async()
-}
-
-/// Reads from the port, or waits forever when there is none.
-async fn read_port(port: &mut Option<SerialStream>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match port {
-        Some(p) => p.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The driver task for the SMS side only. See the module documentation for the drain
 /// order.
 pub async fn run_modem(
@@ -195,32 +140,21 @@ struct Devices {
 /// What the audio writer reports.
 type AudioStatus = Result<(), String>;
 
-/// Receives from a channel that may be closed (then waits forever).
-async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Owns the audio port: opens it (and reopens it after a loss, with backoff), writes the
 /// frames it is given, and reports open / lost.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "io.rs: the audio writer waits on the real clock between reopen attempts"
-)]
 async fn audio_writer(
+    clock: Clock,
     path: String,
     baud: u32,
     mut frames: mpsc::Receiver<Vec<u8>>,
     status: mpsc::Sender<AudioStatus>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = Backoff::new();
     loop {
-        let mut port = match tokio_serial::new(&path, baud).open_native_async() {
+        let mut port = match open_serial(&path, baud) {
             Ok(p) => {
-                backoff = REOPEN_MIN;
+                backoff.reset();
                 if status.send(Ok(())).await.is_err() {
                     return;
                 }
@@ -232,9 +166,8 @@ async fn audio_writer(
                 }
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = sleep_until(Some(tokio::time::Instant::now() + backoff)) => {}
+                    () = sleep_until(Some(clock.instant_now() + backoff.failed())) => {}
                 }
-                backoff = (backoff * 2).min(REOPEN_MAX);
                 continue;
             }
         };
@@ -280,6 +213,7 @@ async fn run(
             let (ftx, frx) = mpsc::channel(AUDIO_QUEUE);
             let (stx, srx) = mpsc::channel(8);
             tokio::spawn(audio_writer(
+                clock,
                 path.clone(),
                 cfg.baud,
                 frx,
@@ -293,22 +227,17 @@ async fn run(
     let mut dropped_frames: u64 = 0;
     let mut port: Option<SerialStream> = None;
     let mut reopen_at = Some(clock.now());
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = Backoff::new();
     let mut buf = vec![0u8; 4096];
     loop {
         // 1. transmit
         while let Some(bytes) = modem.poll_transmit() {
             let Some(p) = port.as_mut() else { break };
-            let written = async {
-                p.write_all(&bytes).await?;
-                p.flush().await
-            }
-            .await;
-            if let Err(e) = written {
+            if let Err(e) = write_flush(p, &bytes).await {
                 tracing::warn!(%device, %e, "modem port write failed");
                 port = None;
                 modem.handle_port_lost(clock.now());
-                reopen_at = Some(clock.now() + backoff);
+                reopen_at = Some(clock.now() + backoff.delay());
             }
         }
         // 2. audio
@@ -374,47 +303,34 @@ async fn run(
                 }
                 None => audio_status = None,
             },
-            read = read_port(&mut port, &mut buf) => match read {
+            read = read_or_pending(&mut port, &mut buf) => match read {
                 Ok(n) if n > 0 => modem.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),
                 other => {
                     tracing::warn!(%device, ?other, "modem port lost");
                     port = None;
                     modem.handle_port_lost(clock.now());
-                    reopen_at = Some(clock.now() + backoff);
+                    reopen_at = Some(clock.now() + backoff.delay());
                 }
             },
             () = sleep_until(wake) => {
                 let now = clock.now();
                 if port.is_none() && reopen_at.is_some_and(|t| t <= now) {
-                    match open(&cfg) {
+                    match open_serial(&cfg.path, cfg.baud) {
                         Ok(p) => {
                             tracing::info!(%device, path = %cfg.path, "modem port open");
                             port = Some(p);
                             reopen_at = None;
-                            backoff = REOPEN_MIN;
+                            backoff.reset();
                             modem.handle_port_opened(now);
                         }
                         Err(e) => {
                             modem.handle_open_failed(now, &e.to_string());
-                            reopen_at = Some(now + backoff);
-                            backoff = (backoff * 2).min(REOPEN_MAX);
+                            reopen_at = Some(now + backoff.failed());
                         }
                     }
                 }
                 modem.handle_timeout(now);
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "io.rs sleeps until the state machine's poll_timeout()"
-)]
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

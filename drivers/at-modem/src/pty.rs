@@ -15,20 +15,17 @@
 //! time, whatever the speed, because underruns are a matter of real-time pacing; run
 //! voice at speed 1 so call timings and audio agree.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sys::termios::{self, SetArg};
-use tocsin_core::Timestamp;
-use tokio::io::unix::AsyncFd;
+use tocsin_serial::{Pty, SimClock, sleep_until};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::io::Clock;
 use crate::sim::{Faults, SimCall, SimConfig, SimModem, SubmitRecord};
+
+pub use tocsin_serial::PtyError;
 
 /// What the simulator runner can be told to do.
 #[derive(Clone, Debug)]
@@ -65,50 +62,6 @@ pub struct SimHandle {
     pub calls: Arc<Mutex<Vec<SimCall>>>,
 }
 
-/// Errors setting up a simulated port.
-#[derive(Debug, thiserror::Error)]
-pub enum PtyError {
-    /// `openpty`, termios or `fcntl` failed.
-    #[error("pseudo-terminal: {0}")]
-    Sys(#[from] nix::Error),
-    /// Creating the symlink or registering with the reactor failed.
-    #[error("pseudo-terminal: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// One open pty: the master (async) and the slave kept open so the master never sees EIO
-/// while the driver is between opens.
-struct Pty {
-    master: AsyncFd<OwnedFd>,
-    _slave: OwnedFd,
-}
-
-fn open_pty(link: &Path) -> Result<Pty, PtyError> {
-    let pair = nix::pty::openpty(None, None)?;
-    let mut t = termios::tcgetattr(pair.slave.as_fd())?;
-    termios::cfmakeraw(&mut t);
-    termios::tcsetattr(pair.slave.as_fd(), SetArg::TCSANOW, &t)?;
-    let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        pair.master.as_fd(),
-        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-    )?;
-    let target = std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd()))?;
-    // Re-point the link atomically: a new link beside it, renamed over the old one.
-    let tmp = link.with_extension("tocsin-sim-tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)?;
-    std::fs::rename(&tmp, link)?;
-    // `new` is deprecated because a borrowed raw fd could be closed under the reactor; an
-    // `OwnedFd` moved in cannot be, and the safe alternative needs `unsafe` (denied here).
-    #[allow(deprecated, reason = "sound for an OwnedFd moved into the AsyncFd")]
-    let master = AsyncFd::new(pair.master)?;
-    Ok(Pty {
-        master,
-        _slave: pair.slave,
-    })
-}
-
 /// Starts a simulator behind the symlink `link` (created or replaced). Simulated time
 /// runs `speed` times real time (1.0 = real time).
 pub fn spawn_sim(
@@ -141,19 +94,14 @@ fn spawn(
     speed: f64,
     cancel: CancellationToken,
 ) -> Result<SimHandle, PtyError> {
-    let pty = open_pty(&link)?;
+    let pty = Pty::open(&link)?;
     let audio = match &audio_link {
-        Some(l) => Some(open_pty(l)?),
+        Some(l) => Some(Pty::open(l)?),
         None => None,
     };
     let calls = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel(256);
     let submits = Arc::new(Mutex::new(Vec::new()));
-    let speed = if speed.is_finite() && speed > 0.0 {
-        speed
-    } else {
-        1.0
-    };
     tokio::spawn(run_sim(
         link.clone(),
         pty,
@@ -172,54 +120,6 @@ fn spawn(
         audio_path: audio_link,
         calls,
     })
-}
-
-/// Simulated time: real elapsed time × speed.
-struct SimClock {
-    real: Clock,
-    speed: f64,
-}
-
-impl SimClock {
-    fn now(&self) -> Timestamp {
-        let real = self.real.now();
-        let elapsed = real.since(self.real.base());
-        self.real.base() + elapsed.mul_f64(self.speed)
-    }
-
-    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        let sim_elapsed = t.since(self.real.base());
-        self.real
-            .instant(self.real.base() + sim_elapsed.div_f64(self.speed))
-    }
-}
-
-async fn read_master(pty: &Option<Pty>, buf: &mut [u8]) -> std::io::Result<usize> {
-    let Some(pty) = pty else {
-        return std::future::pending().await;
-    };
-    loop {
-        let mut guard = pty.master.readable().await?;
-        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
-        {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-async fn write_master(pty: &Pty, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let mut guard = pty.master.writable().await?;
-        match guard
-            .try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from))
-        {
-            Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or(&[]),
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-    Ok(())
 }
 
 /// The logs the runner shares with its handle: submits and finished calls.
@@ -241,10 +141,7 @@ async fn run_sim(
     cancel: CancellationToken,
 ) {
     let mut audio_buf = vec![0u8; 4096];
-    let clock = SimClock {
-        real: Clock::start(),
-        speed,
-    };
+    let clock = SimClock::start(speed);
     let mut sim = SimModem::new(cfg, seed, clock.now());
     let mut pty = Some(pty);
     let mut back_at: Option<tokio::time::Instant> = None;
@@ -252,14 +149,14 @@ async fn run_sim(
     loop {
         if let Some(p) = &pty {
             while let Some(bytes) = sim.poll_transmit() {
-                if let Err(e) = write_master(p, &bytes).await {
+                if let Err(e) = p.write_all(&bytes).await {
                     tracing::warn!(%e, "simulator write failed");
                 }
             }
         }
         if sim.take_hangup() {
             pty = None;
-            back_at = Some(clock.real.instant(clock.real.now()) + Duration::from_secs(1));
+            back_at = Some(clock.real_now() + Duration::from_secs(1));
         }
         if let Ok(mut log) = submits.lock() {
             let have = log.len();
@@ -279,53 +176,42 @@ async fn run_sim(
                 Some(SimCommand::SetFaults(f)) => sim.set_faults(f),
                 Some(SimCommand::HangUp { down_for }) => {
                     pty = None;
-                    back_at = Some(clock.real.instant(clock.real.now()) + down_for);
+                    back_at = Some(clock.real_now() + down_for);
                 }
             },
-            read = read_master(&audio, &mut audio_buf) => match read {
-                Ok(n) if n > 0 => sim.handle_audio(clock.real.now(), audio_buf.get(..n).unwrap_or(&[])),
+            read = Pty::read_optional(&audio, &mut audio_buf) => match read {
+                Ok(n) if n > 0 => sim.handle_audio(clock.real().now(), audio_buf.get(..n).unwrap_or(&[])),
                 other => {
                     tracing::warn!(?other, "simulator audio pty read failed");
                     audio = None;
                 }
             },
-            read = read_master(&pty, &mut buf) => match read {
+            read = Pty::read_optional(&pty, &mut buf) => match read {
                 Ok(n) if n > 0 => sim.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),
                 other => {
                     // Only happens if the slave side vanished; come back on a new pty.
                     tracing::warn!(?other, "simulator pty read failed");
                     pty = None;
-                    back_at = Some(clock.real.instant(clock.real.now()) + Duration::from_millis(100));
+                    back_at = Some(clock.real_now() + Duration::from_millis(100));
                 }
             },
             () = sleep_until(wake) => {
                 let now = clock.now();
-                if back_at.is_some_and(|t| t <= clock.real.instant(clock.real.now())) {
+                if back_at.is_some_and(|t| t <= clock.real_now()) {
                     back_at = None;
-                    match open_pty(&link) {
+                    match Pty::open(&link) {
                         Ok(p) => {
                             pty = Some(p);
                             sim.handle_power_cycle(now);
                         }
                         Err(e) => {
                             tracing::warn!(%e, "simulator cannot reopen its pty");
-                            back_at = Some(clock.real.instant(clock.real.now()) + Duration::from_secs(1));
+                            back_at = Some(clock.real_now() + Duration::from_secs(1));
                         }
                     }
                 }
                 sim.handle_timeout(now);
             }
         }
-    }
-}
-
-#[allow(
-    clippy::disallowed_methods,
-    reason = "the simulator runner sleeps until the simulator's poll_timeout()"
-)]
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -15,62 +15,16 @@ use std::time::Duration;
 use tocsin_channel::Outbound;
 use tocsin_core::Timestamp;
 
-/// 8000 samples per second.
-pub const RATE: u32 = 8000;
-/// Samples in one 20 ms frame.
-pub const FRAME_SAMPLES: usize = 160;
+/// The prompt trait and the built-in tone are shared with every voice bearer; they live
+/// in `tocsin-channel` and are re-exported here where the modem's callers look for them.
+pub use tocsin_channel::voice::{FRAME_SAMPLES, PromptSource, RATE, ToneSource};
+
 /// Bytes in one 20 ms frame of 16-bit PCM.
 pub const FRAME_BYTES: usize = FRAME_SAMPLES * 2;
 /// One frame's duration.
 pub const FRAME: Duration = Duration::from_millis(20);
 /// Frames sent back to back at most when the task was late.
 pub const MAX_CATCH_UP: u64 = 10;
-
-/// Renders the text of an attempt to 8 kHz mono 16-bit samples. The daemon plugs in
-/// `tocsin-voice`'s speech here; the driver ships with [`ToneSource`].
-pub trait PromptSource: Send + Sync {
-    /// The audio for `text`. An empty result is played as one second of the built-in tone
-    /// so a call never goes silent because a renderer failed.
-    fn render(&self, text: &str) -> Arc<[i16]>;
-}
-
-/// The built-in prompt: 0.4 s of 950 Hz + 1400 Hz, 0.2 s pause, repeated for `secs`.
-#[derive(Clone, Debug)]
-pub struct ToneSource {
-    audio: Arc<[i16]>,
-}
-
-impl ToneSource {
-    /// A pattern lasting `secs` seconds, in whole frames (at least one).
-    pub fn new(secs: f64) -> ToneSource {
-        let secs = if secs.is_finite() {
-            secs.clamp(0.02, 600.0)
-        } else {
-            1.0
-        };
-        let n = ((secs * f64::from(RATE)) as usize).div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES;
-        let audio: Vec<i16> = (0..n)
-            .map(|i| {
-                if i % 4800 >= 3200 {
-                    return 0;
-                }
-                let t = i as f64 / f64::from(RATE);
-                let v = (2.0 * std::f64::consts::PI * 950.0 * t).sin()
-                    + (2.0 * std::f64::consts::PI * 1400.0 * t).sin();
-                (v * 6000.0) as i16
-            })
-            .collect();
-        ToneSource {
-            audio: audio.into(),
-        }
-    }
-}
-
-impl PromptSource for ToneSource {
-    fn render(&self, _text: &str) -> Arc<[i16]> {
-        self.audio.clone()
-    }
-}
 
 /// A final or unsolicited call result code (V.250).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

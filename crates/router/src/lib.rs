@@ -59,8 +59,9 @@
 //! the `escalated` record then says "not attempted: no device could send in time". Its
 //! queued sends stay queued and go out when a device can take them; the door-knock task's
 //! own message waits for a device the same way (its deadline runs from its first
-//! attempt). Records that need no ack (residents) are still never closed before an
-//! attempt.
+//! attempt). A person with nobody above them to escalate to is left open instead: closing
+//! them would drop the warning still queued for them. Records that need no ack (residents)
+//! are still never closed before an attempt.
 //!
 //! # Loudspeakers
 //!

@@ -832,6 +832,12 @@ impl Router {
             _ => None,
         };
         let Some(contact) = contact else {
+            if level == 0 && cause.is_some() {
+                // Nothing could be sent and nobody is above this person: closing the
+                // record would drop the warning still queued for them. Leave it open;
+                // its ack window starts with its first attempt, as for everyone.
+                return;
+            }
             let reason = match (level, cause) {
                 (0, Some(cause)) => format!("{cause}; no supervisor to escalate to"),
                 (0, None) => "no ack and no supervisor to escalate to".to_owned(),

@@ -313,3 +313,59 @@ fn nothing_sent_in_the_window_escalates_anyway() {
         "the task to t1: {to:?}"
     );
 }
+
+#[test]
+fn nothing_sent_and_no_supervisor_keeps_the_warning_queued() {
+    let alone = vec![contact(
+        "h1",
+        "孤村村长",
+        tocsin_core::Role::VillageHead,
+        "大庄镇",
+        vec![phone(901)],
+        None,
+    )];
+    let dev = || config(vec![device("gsm-1", Bearer::Sms, 10.0)]);
+    let script = vec![
+        (
+            secs(0),
+            Script::Health {
+                device: "gsm-1".into(),
+                up: false,
+            },
+        ),
+        (
+            secs(1),
+            Script::Alert(plan(
+                alert("red-5", Grade::Red, "山洪红色预警"),
+                &["h1"],
+                &alone,
+            )),
+        ),
+        (
+            secs(600),
+            Script::Health {
+                device: "gsm-1".into(),
+                up: true,
+            },
+        ),
+    ];
+    let mut sim = Sim::new(dev(), script);
+    sim.run(secs(599));
+    let a = AlertId::from("red-5");
+    let h1 = |sim: &Sim| {
+        sim.router
+            .deliveries(&a, None)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.person.as_str() == "h1")
+            .unwrap()
+    };
+    // Past the window with nothing sent and nobody to escalate to: still open, not
+    // closed unreached (which would drop the queued warning).
+    assert_eq!(h1(&sim).state, DeliveryState::Planned);
+    assert!(sim.sends.is_empty());
+    // The modem comes back: the warning goes out after all.
+    sim.run(secs(700));
+    assert!(!sim.sends.is_empty(), "the queued warning was sent");
+    assert!(!h1(&sim).attempts.is_empty());
+}

@@ -1,5 +1,6 @@
 //! What a voice call says: the router's text rendered by `tocsin-voice` into an 8 kHz
-//! prompt for the SIP driver.
+//! prompt for every voice bearer (SIP trunks and modem calls take the same
+//! `tocsin_channel::voice::PromptSource`).
 //!
 //! The router gives every attempt the same text it sends by SMS, which ends with the
 //! person's one-time code (`回复 1 K7QX 确认`). On a call the code is useless — the ack is
@@ -9,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use tocsin_sip::prompt::PromptSource;
+use tocsin_channel::voice::PromptSource;
 use tocsin_voice::{Attention, Prompt, Speech};
 
 /// The mark the router puts in front of every exercise message.
@@ -19,7 +20,7 @@ const EXERCISE_MARK: &str = "【演练】";
 /// door-knock task per person, an update).
 const PROMPTS_KEPT: usize = 64;
 
-/// The SIP driver's prompt source over the daemon's speech renderer.
+/// The voice drivers' prompt source over the daemon's speech renderer.
 pub struct CallPrompts {
     speech: Arc<Speech>,
     cache: Mutex<Cache>,
@@ -96,13 +97,6 @@ impl PromptSource for CallPrompts {
             }
         }
         audio
-    }
-}
-
-/// Modem calls play the same prompts as SIP calls.
-impl tocsin_at_modem::voice::PromptSource for CallPrompts {
-    fn render(&self, text: &str) -> Arc<[i16]> {
-        PromptSource::render(self, text)
     }
 }
 

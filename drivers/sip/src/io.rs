@@ -22,7 +22,7 @@ use std::time::Duration;
 use tocsin_channel::{
     COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverEvent, DriverHandle, Health,
 };
-use tocsin_core::{DeviceId, Timestamp};
+use tocsin_core::DeviceId;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,59 +31,13 @@ use crate::config::SipConfig;
 use crate::prompt::PromptSource;
 use crate::proto::{Socket, Trunk};
 
+pub use tocsin_serial::Clock;
+pub(crate) use tocsin_serial::sleep_until;
+
 /// Wait between attempts to bind the sockets.
 const REBIND: Duration = Duration::from_secs(5);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
-
-/// Maps the monotonic clock onto [`Timestamp`]s: wall-clock time read once at start, then
-/// advanced monotonically so a clock step cannot reorder deadlines.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: tokio::time::Instant,
-    base: Timestamp,
-}
-
-impl Clock {
-    /// Reads the wall clock once.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "io.rs is where real time enters the driver"
-    )]
-    pub fn start() -> Self {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Clock {
-            start: tokio::time::Instant::now(),
-            base: Timestamp::from_millis(
-                i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
-            ),
-        }
-    }
-
-    /// Now, as a timestamp.
-    pub fn now(&self) -> Timestamp {
-        self.base + self.start.elapsed()
-    }
-
-    /// The monotonic instant of a timestamp (never before the clock's start).
-    pub fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        self.start + t.since(self.base)
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "io.rs sleeps until the state machine's poll_timeout()"
-)]
-pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Starts the driver task for one trunk, playing the built-in tone prompt.
 pub fn spawn_sip(

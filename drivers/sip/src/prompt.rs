@@ -3,68 +3,10 @@
 //! The driver ships with [`ToneSource`], an attention pattern (two-tone beeps separated by
 //! pauses) of a configured length, so it works with no speech engine at all. The daemon is
 //! expected to plug in `tocsin-voice` (espeak-ng text-to-speech and recorded clips) through
-//! this trait.
+//! this trait. Both live in `tocsin-channel`, shared with the modem's voice calls, so one
+//! prompt source serves every voice bearer.
 
-use std::sync::Arc;
+pub use tocsin_channel::voice::{PromptSource, RATE, ToneSource};
 
-/// 8000 samples per second, the G.711 rate.
-pub const RATE: u32 = 8000;
 /// Samples in one 20 ms frame.
-pub const FRAME: usize = 160;
-
-/// Renders the text of an attempt to 8 kHz mono 16-bit samples.
-pub trait PromptSource: Send + Sync {
-    /// The audio for `text`. An empty result is played as one second of the built-in tone
-    /// so a call never goes silent because a renderer failed.
-    fn render(&self, text: &str) -> Arc<[i16]>;
-}
-
-/// The built-in prompt: 0.4 s of 950 Hz + 1400 Hz, 0.2 s pause, repeated for `secs`.
-#[derive(Clone, Debug)]
-pub struct ToneSource {
-    audio: Arc<[i16]>,
-}
-
-impl ToneSource {
-    /// A pattern lasting `secs` seconds (at least one frame).
-    pub fn new(secs: f64) -> ToneSource {
-        let n = ((secs.max(0.02) * f64::from(RATE)) as usize).div_ceil(FRAME) * FRAME;
-        let audio: Vec<i16> = (0..n)
-            .map(|i| {
-                let in_cycle = i % 4800; // 0.6 s cycle
-                if in_cycle >= 3200 {
-                    return 0;
-                }
-                let t = i as f64 / f64::from(RATE);
-                let v = (2.0 * std::f64::consts::PI * 950.0 * t).sin()
-                    + (2.0 * std::f64::consts::PI * 1400.0 * t).sin();
-                (v * 6000.0) as i16
-            })
-            .collect();
-        ToneSource {
-            audio: audio.into(),
-        }
-    }
-}
-
-impl PromptSource for ToneSource {
-    fn render(&self, _text: &str) -> Arc<[i16]> {
-        self.audio.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tone_lasts_whole_frames_and_is_not_silence() {
-        let t = ToneSource::new(2.0).render("【红色预警】");
-        assert_eq!(t.len(), 16000);
-        assert_eq!(t.len() % FRAME, 0);
-        let loud = t.iter().filter(|s| s.unsigned_abs() > 1000).count();
-        assert!(loud > 4000, "{loud}");
-        assert!(t[3300..4700].iter().all(|s| *s == 0));
-        assert_eq!(ToneSource::new(0.0).render("").len(), FRAME);
-    }
-}
+pub const FRAME: usize = tocsin_channel::voice::FRAME_SAMPLES;

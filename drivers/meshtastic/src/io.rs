@@ -15,66 +15,24 @@
 use std::time::Duration;
 
 use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
-use tocsin_core::{DeviceId, Timestamp};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tocsin_core::DeviceId;
+use tocsin_serial::{
+    Backoff, open_serial, read_or_pending, recv_or_pending, sleep_until, write_flush,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MeshConfig, Transport};
 use crate::proto::{MeshNode, Radio};
 
-/// First wait before reopening a lost link.
-const REOPEN_MIN: Duration = Duration::from_millis(500);
-/// Longest wait between reopen attempts.
-const REOPEN_MAX: Duration = Duration::from_secs(30);
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Depth of the broadcast channel.
 pub const BROADCAST_QUEUE: usize = 64;
 
-/// Maps the monotonic clock onto [`Timestamp`]s: wall-clock time read once at start, then
-/// advanced monotonically so a clock step cannot reorder deadlines.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: tokio::time::Instant,
-    base: Timestamp,
-}
-
-impl Clock {
-    /// Reads the wall clock once.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "io.rs is where real time enters the driver"
-    )]
-    pub fn start() -> Self {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Clock {
-            start: tokio::time::Instant::now(),
-            base: Timestamp::from_millis(
-                i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
-            ),
-        }
-    }
-
-    /// The timestamp of the clock's start.
-    pub fn base(&self) -> Timestamp {
-        self.base
-    }
-
-    /// Now, as a timestamp.
-    pub fn now(&self) -> Timestamp {
-        self.base + self.start.elapsed()
-    }
-
-    /// The monotonic instant of a timestamp (never before the clock's start).
-    pub fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        self.start + t.since(self.base)
-    }
-}
+pub use tocsin_serial::Clock;
 
 /// A channel broadcast: public information for everyone on a channel, never an attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,8 +95,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Link for T {}
 
 async fn open(cfg: &MeshConfig) -> Result<Box<dyn Link>, String> {
     match cfg.transport() {
-        Some(Transport::Serial(path)) => tokio_serial::new(&path, cfg.baud)
-            .open_native_async()
+        Some(Transport::Serial(path)) => open_serial(&path, cfg.baud)
             .map(|p| Box::new(p) as Box<dyn Link>)
             .map_err(|e| e.to_string()),
         Some(Transport::Tcp(addr)) => {
@@ -152,22 +109,6 @@ async fn open(cfg: &MeshConfig) -> Result<Box<dyn Link>, String> {
             }
         }
         None => Err("neither path nor tcp configured".to_owned()),
-    }
-}
-
-/// Reads from the link, or waits forever when there is none.
-async fn read_link(link: &mut Option<Box<dyn Link>>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match link {
-        Some(l) => l.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next broadcast, or forever once the sender side is gone.
-async fn next_broadcast(rx: &mut Option<mpsc::Receiver<Broadcast>>) -> Option<Broadcast> {
-    match rx {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -186,22 +127,17 @@ async fn run_radio(
     let mut broadcasts = Some(broadcasts);
     let mut link: Option<Box<dyn Link>> = None;
     let mut reopen_at = Some(clock.now());
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = Backoff::new();
     let mut buf = vec![0u8; 4096];
     loop {
         // 1. transmit
         while let Some(bytes) = radio.poll_transmit() {
             let Some(l) = link.as_mut() else { break };
-            let written = async {
-                l.write_all(&bytes).await?;
-                l.flush().await
-            }
-            .await;
-            if let Err(e) = written {
+            if let Err(e) = write_flush(l, &bytes).await {
                 tracing::warn!(%device, %e, "radio write failed");
                 link = None;
                 radio.handle_port_lost(clock.now());
-                reopen_at = Some(clock.now() + backoff);
+                reopen_at = Some(clock.now() + backoff.delay());
             }
         }
         // 2. events
@@ -234,7 +170,7 @@ async fn run_radio(
                 Some(cmd) => radio.submit(clock.now(), cmd),
                 None => return,
             },
-            b = next_broadcast(&mut broadcasts) => match b {
+            b = recv_or_pending(&mut broadcasts) => match b {
                 Some(b) => {
                     if let Err(e) = radio.broadcast(clock.now(), b.channel, &b.text) {
                         tracing::warn!(%device, %e, "broadcast refused");
@@ -242,13 +178,13 @@ async fn run_radio(
                 }
                 None => broadcasts = None,
             },
-            read = read_link(&mut link, &mut buf) => match read {
+            read = read_or_pending(&mut link, &mut buf) => match read {
                 Ok(n) if n > 0 => radio.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),
                 other => {
                     tracing::warn!(%device, ?other, "radio link lost");
                     link = None;
                     radio.handle_port_lost(clock.now());
-                    reopen_at = Some(clock.now() + backoff);
+                    reopen_at = Some(clock.now() + backoff.delay());
                 }
             },
             () = sleep_until(wake) => {
@@ -259,30 +195,17 @@ async fn run_radio(
                             tracing::info!(%device, "radio link open");
                             link = Some(l);
                             reopen_at = None;
-                            backoff = REOPEN_MIN;
+                            backoff.reset();
                             radio.handle_port_opened(clock.now());
                         }
                         Err(e) => {
                             radio.handle_open_failed(now, &e);
-                            reopen_at = Some(clock.now() + backoff);
-                            backoff = (backoff * 2).min(REOPEN_MAX);
+                            reopen_at = Some(clock.now() + backoff.failed());
                         }
                     }
                 }
                 radio.handle_timeout(clock.now());
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "io.rs sleeps until the state machine's poll_timeout()"
-)]
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -11,21 +11,16 @@
 //! waits for the next one. Simulated time runs `speed` times faster than real time.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sys::termios::{self, SetArg};
-use tocsin_core::Timestamp;
-use tokio::io::unix::AsyncFd;
+use tocsin_serial::{Pty, PtyError, SimClock, sleep_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::io::Clock;
 use crate::sim::{Faults, SentPacket, SimConfig, SimRadio};
 
 /// What the simulator runner can be told to do.
@@ -93,43 +88,19 @@ impl SimHandle {
 pub enum RunnerError {
     /// `openpty`, termios or `fcntl` failed.
     #[error("pseudo-terminal: {0}")]
-    Sys(#[from] nix::Error),
+    Sys(nix::Error),
     /// A symlink, a socket or the reactor failed.
     #[error("simulator link: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// One open pty: the master (async) and the slave kept open so the master never sees EIO
-/// while the driver is between opens.
-struct Pty {
-    master: AsyncFd<OwnedFd>,
-    _slave: OwnedFd,
-}
-
-fn open_pty(link: &Path) -> Result<Pty, RunnerError> {
-    let pair = nix::pty::openpty(None, None)?;
-    let mut t = termios::tcgetattr(pair.slave.as_fd())?;
-    termios::cfmakeraw(&mut t);
-    termios::tcsetattr(pair.slave.as_fd(), SetArg::TCSANOW, &t)?;
-    let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        pair.master.as_fd(),
-        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-    )?;
-    let target = std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd()))?;
-    // Re-point the link atomically: a new link beside it, renamed over the old one.
-    let tmp = link.with_extension("tocsin-sim-tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)?;
-    std::fs::rename(&tmp, link)?;
-    // `new` is deprecated because a borrowed raw fd could be closed under the reactor; an
-    // `OwnedFd` moved in cannot be, and the safe alternative needs `unsafe` (denied here).
-    #[allow(deprecated, reason = "sound for an OwnedFd moved into the AsyncFd")]
-    let master = AsyncFd::new(pair.master)?;
-    Ok(Pty {
-        master,
-        _slave: pair.slave,
-    })
+impl From<PtyError> for RunnerError {
+    fn from(e: PtyError) -> Self {
+        match e {
+            PtyError::Sys(e) => RunnerError::Sys(e),
+            PtyError::Io(e) => RunnerError::Io(e),
+        }
+    }
 }
 
 /// Starts a simulated radio behind the symlink `link` (created or replaced).
@@ -140,7 +111,7 @@ pub fn spawn_pty_sim(
     speed: f64,
     cancel: CancellationToken,
 ) -> Result<SimHandle, RunnerError> {
-    let pty = open_pty(&link)?;
+    let pty = Pty::open(&link)?;
     Ok(start(
         Listen::Pty(link.clone()),
         Some(Conn::Pty(pty)),
@@ -187,11 +158,6 @@ fn start(
 ) -> SimHandle {
     let (tx, rx) = mpsc::channel(256);
     let sent = Arc::new(Mutex::new(Vec::new()));
-    let speed = if speed.is_finite() && speed > 0.0 {
-        speed
-    } else {
-        1.0
-    };
     tokio::spawn(run_sim(Runner {
         listen,
         conn,
@@ -227,34 +193,14 @@ impl Conn {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.read(buf).await,
-            Conn::Pty(p) => loop {
-                let mut guard = p.master.readable().await?;
-                match guard
-                    .try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
-                {
-                    Ok(r) => return r,
-                    Err(_would_block) => continue,
-                }
-            },
+            Conn::Pty(p) => p.read(buf).await,
         }
     }
 
-    async fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Conn::Tcp(s) => s.write_all(bytes).await,
-            Conn::Pty(p) => {
-                while !bytes.is_empty() {
-                    let mut guard = p.master.writable().await?;
-                    match guard.try_io(|fd| {
-                        nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from)
-                    }) {
-                        Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or(&[]),
-                        Ok(Err(e)) => return Err(e),
-                        Err(_would_block) => continue,
-                    }
-                }
-                Ok(())
-            }
+            Conn::Pty(p) => p.write_all(bytes).await,
         }
     }
 }
@@ -270,29 +216,6 @@ async fn accept(listen: &Listen) -> std::io::Result<TcpStream> {
     match listen {
         Listen::Tcp(l) => l.accept().await.map(|(s, _)| s),
         Listen::Pty(_) => std::future::pending().await,
-    }
-}
-
-/// Simulated time: real elapsed time × speed.
-struct SimClock {
-    real: Clock,
-    speed: f64,
-}
-
-impl SimClock {
-    fn now(&self) -> Timestamp {
-        let elapsed = self.real.now().since(self.real.base());
-        self.real.base() + elapsed.mul_f64(self.speed)
-    }
-
-    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        let sim_elapsed = t.since(self.real.base());
-        self.real
-            .instant(self.real.base() + sim_elapsed.div_f64(self.speed))
-    }
-
-    fn real_now(&self) -> tokio::time::Instant {
-        self.real.instant(self.real.now())
     }
 }
 
@@ -322,10 +245,7 @@ async fn run_sim(r: Runner) {
         sent,
         cancel,
     } = r;
-    let clock = SimClock {
-        real: Clock::start(),
-        speed,
-    };
+    let clock = SimClock::start(speed);
     let mut sim = SimRadio::new(cfg, seed, clock.now());
     // When the link comes back (pty) or accepts resume (TCP) after a hang-up.
     let mut back_at: Option<tokio::time::Instant> = None;
@@ -401,7 +321,7 @@ async fn run_sim(r: Runner) {
                     && back_at.is_some_and(|t| t <= clock.real_now())
                 {
                     back_at = None;
-                    match open_pty(link) {
+                    match Pty::open(link) {
                         Ok(p) => {
                             conn = Some(Conn::Pty(p));
                             sim.handle_client_connected(clock.now());
@@ -415,16 +335,5 @@ async fn run_sim(r: Runner) {
                 sim.handle_timeout(clock.now());
             }
         }
-    }
-}
-
-#[allow(
-    clippy::disallowed_methods,
-    reason = "the simulator runner sleeps until the simulator's poll_timeout()"
-)]
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

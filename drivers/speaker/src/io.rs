@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
-use tocsin_core::{DeviceId, Timestamp};
+use tocsin_core::DeviceId;
 use tocsin_voice::{Pcm, Speech};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -23,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SpeakerConfig;
 use crate::proto::{ProgrammeId, RenderJob, Socket, Speakers, StreamReport};
+
+/// The clock (wall time read once at start, for the NTP time in sender reports, then
+/// advanced monotonically) and the deadline sleep are the drivers' shared ones.
+pub use tocsin_serial::Clock;
+pub(crate) use tocsin_serial::sleep_until;
 
 /// First wait before retrying sockets that could not be opened.
 const REOPEN_MIN: Duration = Duration::from_millis(500);
@@ -48,43 +53,6 @@ impl Renderer for Speech {
             RenderJob::Cancellation { exercise } => self.cancellation(*exercise),
         };
         Ok((r.audio, r.missing))
-    }
-}
-
-/// Maps the monotonic clock onto [`Timestamp`]s: wall-clock time read once at start (for
-/// the NTP time in sender reports), then advanced monotonically.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: tokio::time::Instant,
-    base: Timestamp,
-}
-
-impl Clock {
-    /// Reads the wall clock once.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "io.rs is where real time enters the driver"
-    )]
-    pub fn start() -> Self {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Clock {
-            start: tokio::time::Instant::now(),
-            base: Timestamp::from_millis(
-                i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
-            ),
-        }
-    }
-
-    /// Now, as a timestamp.
-    pub fn now(&self) -> Timestamp {
-        self.base + self.start.elapsed()
-    }
-
-    /// The monotonic instant of a timestamp (never before the clock's start).
-    pub fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        self.start + t.since(self.base)
     }
 }
 
@@ -286,17 +254,5 @@ pub async fn run_speaker(
                 sp.handle_timeout(now);
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "io.rs sleeps until the state machine's poll_timeout()"
-)]
-pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -8,8 +8,11 @@
 //!   documented order and stamps the events with the device.
 //! - [`pty`]: what a simulator needs to sit behind a pseudo-terminal the real driver opens
 //!   by path: [`Pty`] behind a stable symlink re-pointed atomically, and [`SimClock`].
+//! - [`hw`]: what the drivers' hardware tests share (the device from `TOCSIN_HW_<KIND>`,
+//!   waiting for an event).
 
 pub mod clock;
+pub mod hw;
 pub mod io;
 pub mod pty;
 

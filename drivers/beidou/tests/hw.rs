@@ -1,48 +1,21 @@
 //! The driver against a real BeiDou terminal, when `TOCSIN_HW_BEIDOU` names its port (see
 //! `hw-tests/README.md`). Without it the test prints a note and returns.
 
-use std::time::Duration;
-
 use tocsin_beidou::config::{BeidouConfig, DialectSetting};
 use tocsin_beidou::io::spawn_beidou;
-use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, Outbound};
+use tocsin_channel::{DriverCommand, DriverEvent, Outbound};
 use tocsin_core::{Address, AttemptId, DeviceId};
+use tocsin_serial::hw::{baud_from_env, device_from_env, wait_for};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for(
-    rx: &mut mpsc::Receiver<DeviceEvent>,
-    secs: u64,
-    pred: impl Fn(&DriverEvent) -> bool,
-) -> Option<DriverEvent> {
-    let wait = async {
-        while let Some(e) = rx.recv().await {
-            println!("{:?}", e.event);
-            if pred(&e.event) {
-                return Some(e.event);
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .ok()
-        .flatten()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_terminal_reads_its_card_and_sends() {
-    let Ok(path) = std::env::var("TOCSIN_HW_BEIDOU") else {
-        println!(
-            "TOCSIN_HW_BEIDOU not set: skipping the real-terminal test (see hw-tests/README.md)"
-        );
+    let Some(path) = device_from_env("TOCSIN_HW_BEIDOU", "real-terminal") else {
         return;
     };
     let mut cfg = BeidouConfig::new(path);
-    if let Some(baud) = std::env::var("TOCSIN_HW_BEIDOU_BAUD")
-        .ok()
-        .and_then(|b| b.parse().ok())
-    {
+    if let Some(baud) = baud_from_env("TOCSIN_HW_BEIDOU") {
         cfg.baud = baud;
     }
     cfg.dialect = match std::env::var("TOCSIN_HW_BEIDOU_DIALECT").as_deref() {

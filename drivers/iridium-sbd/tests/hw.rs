@@ -1,48 +1,21 @@
 //! The driver against a real 9602/9603, when `TOCSIN_HW_IRIDIUM_SBD` names its port (see
 //! `hw-tests/README.md`). Without it the test prints a note and returns.
 
-use std::time::Duration;
-
-use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, Outbound};
+use tocsin_channel::{DriverCommand, DriverEvent, Outbound};
 use tocsin_core::{Address, AttemptId, DeviceId};
 use tocsin_iridium_sbd::config::SbdConfig;
 use tocsin_iridium_sbd::io::spawn_sbd;
+use tocsin_serial::hw::{baud_from_env, device_from_env, wait_for};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for(
-    rx: &mut mpsc::Receiver<DeviceEvent>,
-    secs: u64,
-    pred: impl Fn(&DriverEvent) -> bool,
-) -> Option<DriverEvent> {
-    let wait = async {
-        while let Some(e) = rx.recv().await {
-            println!("{:?}", e.event);
-            if pred(&e.event) {
-                return Some(e.event);
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .ok()
-        .flatten()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sbd_modem_initialises_and_sends() {
-    let Ok(path) = std::env::var("TOCSIN_HW_IRIDIUM_SBD") else {
-        println!(
-            "TOCSIN_HW_IRIDIUM_SBD not set: skipping the real SBD modem test (see hw-tests/README.md)"
-        );
+    let Some(path) = device_from_env("TOCSIN_HW_IRIDIUM_SBD", "real SBD modem") else {
         return;
     };
     let mut cfg = SbdConfig::new(path);
-    if let Some(baud) = std::env::var("TOCSIN_HW_IRIDIUM_SBD_BAUD")
-        .ok()
-        .and_then(|b| b.parse().ok())
-    {
+    if let Some(baud) = baud_from_env("TOCSIN_HW_IRIDIUM_SBD") {
         cfg.baud = baud;
     }
     cfg.validate().expect("SBD config");

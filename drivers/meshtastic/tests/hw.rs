@@ -2,42 +2,18 @@
 //! serial path, or `host[:port]` for TCP; see `hw-tests/README.md`). Without it the test
 //! prints a note and returns.
 
-use std::time::Duration;
-
-use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, Outbound};
+use tocsin_channel::{DriverCommand, DriverEvent, Outbound};
 use tocsin_core::{Address, AttemptId, DeviceId};
 use tocsin_meshtastic::config::MeshConfig;
 use tocsin_meshtastic::io::spawn_meshtastic_with_nodes;
 use tocsin_meshtastic::mesh::{node_id, parse_node_id};
+use tocsin_serial::hw::{device_from_env, wait_for};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for(
-    rx: &mut mpsc::Receiver<DeviceEvent>,
-    secs: u64,
-    pred: impl Fn(&DriverEvent) -> bool,
-) -> Option<DriverEvent> {
-    let wait = async {
-        while let Some(e) = rx.recv().await {
-            println!("{:?}", e.event);
-            if pred(&e.event) {
-                return Some(e.event);
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .ok()
-        .flatten()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_radio_handshakes_and_sends() {
-    let Ok(target) = std::env::var("TOCSIN_HW_MESHTASTIC") else {
-        println!(
-            "TOCSIN_HW_MESHTASTIC not set: skipping the real-radio test (see hw-tests/README.md)"
-        );
+    let Some(target) = device_from_env("TOCSIN_HW_MESHTASTIC", "real-radio") else {
         return;
     };
     let mut cfg = MeshConfig::new(target);

@@ -32,7 +32,77 @@ pub struct Config {
     /// has a default.
     #[serde(default)]
     pub speech: tocsin_voice::SpeechConfig,
+    /// Field-crew check-ins over the mesh; optional, every key has a default.
+    #[serde(default)]
+    pub checkins: CheckinsConfig,
 }
+
+/// Field-crew check-ins: a crew (role `field_crew` with a mesh node in the directory)
+/// silent for longer than `period_secs + grace_secs` raises an alert to its supervisor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinsConfig {
+    /// Whether crews are watched at all (only ever when a Meshtastic device exists).
+    #[serde(default = "default_checkins_enabled")]
+    pub enabled: bool,
+    /// Expected time between two check-ins, seconds (60 to 604800).
+    #[serde(default = "default_checkin_period")]
+    pub period_secs: u64,
+    /// Extra time before a late check-in counts as missed, seconds (0 to 86400).
+    #[serde(default = "default_checkin_grace")]
+    pub grace_secs: u64,
+    /// Grade of the alert a missed check-in raises (its policy decides bearers, deadline
+    /// and escalation).
+    #[serde(default = "default_checkin_grade")]
+    pub grade: tocsin_core::Grade,
+    /// Per-crew-member overrides of `period_secs` / `grace_secs`.
+    #[serde(default)]
+    pub crews: Vec<CrewCheckin>,
+}
+
+/// One crew member's own check-in policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrewCheckin {
+    /// The person's id in the directory (a `field_crew` with a mesh node).
+    pub person: String,
+    /// Replaces `checkins.period_secs` for this person.
+    #[serde(default)]
+    pub period_secs: Option<u64>,
+    /// Replaces `checkins.grace_secs` for this person.
+    #[serde(default)]
+    pub grace_secs: Option<u64>,
+}
+
+impl Default for CheckinsConfig {
+    fn default() -> Self {
+        CheckinsConfig {
+            enabled: default_checkins_enabled(),
+            period_secs: default_checkin_period(),
+            grace_secs: default_checkin_grace(),
+            grade: default_checkin_grade(),
+            crews: Vec::new(),
+        }
+    }
+}
+
+fn default_checkins_enabled() -> bool {
+    true
+}
+fn default_checkin_period() -> u64 {
+    1800
+}
+fn default_checkin_grace() -> u64 {
+    600
+}
+fn default_checkin_grade() -> tocsin_core::Grade {
+    tocsin_core::Grade::Orange
+}
+
+/// Bounds of a check-in period, seconds: a minute to a week.
+const CHECKIN_PERIOD_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
+/// Bounds of a check-in grace, seconds: none to a day.
+const CHECKIN_GRACE_SECS: std::ops::RangeInclusive<u64> = 0..=86_400;
 
 /// This gateway node.
 #[derive(Debug, Clone, Deserialize)]
@@ -361,8 +431,53 @@ impl Config {
                 clip.file = base.join(&clip.file);
             }
         }
+        validate_checkins(&cfg.checkins).map_err(|(key, message)| invalid(&key, message))?;
         Ok(cfg)
     }
+}
+
+/// Checks `[checkins]`: periods and graces in range, each override naming one person
+/// once. Whether that person is a crew in the directory is checked when the directory is
+/// loaded. Returns the dotted key at fault and what is wrong.
+fn validate_checkins(c: &CheckinsConfig) -> Result<(), (String, String)> {
+    let period = |key: String, v: u64| {
+        if CHECKIN_PERIOD_SECS.contains(&v) {
+            Ok(())
+        } else {
+            Err((key, format!("{v} is not between 60 and 604800 seconds")))
+        }
+    };
+    let grace = |key: String, v: u64| {
+        if CHECKIN_GRACE_SECS.contains(&v) {
+            Ok(())
+        } else {
+            Err((key, format!("{v} is more than 86400 seconds")))
+        }
+    };
+    period("checkins.period_secs".into(), c.period_secs)?;
+    grace("checkins.grace_secs".into(), c.grace_secs)?;
+    let mut seen = std::collections::HashSet::new();
+    for (i, crew) in c.crews.iter().enumerate() {
+        if crew.person.trim().is_empty() {
+            return Err((
+                format!("checkins.crews[{i}].person"),
+                "must name a person".into(),
+            ));
+        }
+        if !seen.insert(crew.person.as_str()) {
+            return Err((
+                format!("checkins.crews[{i}].person"),
+                format!("{:?} has two overrides", crew.person),
+            ));
+        }
+        if let Some(v) = crew.period_secs {
+            period(format!("checkins.crews[{i}].period_secs"), v)?;
+        }
+        if let Some(v) = crew.grace_secs {
+            grace(format!("checkins.crews[{i}].grace_secs"), v)?;
+        }
+    }
+    Ok(())
 }
 
 /// The 1-based line where a dotted key's last part is first assigned or opened as a table.
@@ -447,5 +562,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at_modme"), "{err}");
+    }
+
+    #[test]
+    fn checkins_have_defaults_and_bad_values_name_their_key() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let cfg = Config::parse(&text, Path::new("example.toml"), Path::new(".")).unwrap();
+        assert!(cfg.checkins.enabled);
+        assert_eq!(
+            (cfg.checkins.period_secs, cfg.checkins.grace_secs),
+            (1800, 600)
+        );
+        assert_eq!(cfg.checkins.grade, tocsin_core::Grade::Orange);
+
+        let with = |section: &str| format!("{text}\n{section}");
+        let ok = with(
+            "[checkins]\nperiod_secs = 900\ngrade = \"red\"\n\n[[checkins.crews]]\nperson = \"F01-1\"\ngrace_secs = 0\n",
+        );
+        let cfg = Config::parse(&ok, Path::new("example.toml"), Path::new(".")).unwrap();
+        assert_eq!(cfg.checkins.period_secs, 900);
+        assert_eq!(cfg.checkins.grade, tocsin_core::Grade::Red);
+        assert_eq!(cfg.checkins.crews[0].person, "F01-1");
+        assert_eq!(cfg.checkins.crews[0].grace_secs, Some(0));
+
+        for (section, key) in [
+            ("[checkins]\nperiod_secs = 5\n", "checkins.period_secs"),
+            ("[checkins]\ngrace_secs = 100000\n", "checkins.grace_secs"),
+            ("[checkins]\ngrade = \"purple\"\n", "purple"),
+            ("[checkins]\nperiod_sec = 900\n", "period_sec"),
+            (
+                "[[checkins.crews]]\nperson = \"F01-1\"\nperiod_secs = 1\n",
+                "checkins.crews[0].period_secs",
+            ),
+            (
+                "[[checkins.crews]]\nperson = \"F01-1\"\n[[checkins.crews]]\nperson = \"F01-1\"\n",
+                "checkins.crews[1].person",
+            ),
+        ] {
+            let err = Config::parse(&with(section), Path::new("example.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+            assert!(err.contains("line"), "error for {key} has no line: {err}");
+        }
     }
 }

@@ -48,6 +48,22 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     for r in &rejected {
         println!("people.csv line {}: rejected: {}", r.line, r.reason);
     }
+    let (crews, _, problems) =
+        crate::checkin::watch_crews(&cfg.checkins, &dir, tocsin_core::Timestamp::ZERO);
+    for p in &problems {
+        println!("check-ins: {p}");
+    }
+    // An override naming nobody is a config mistake; a crew without a supervisor is the
+    // directory's to fix and is only reported.
+    if let Some(p) = problems.iter().find(|p| p.starts_with("checkins.")) {
+        anyhow::bail!("{}: {p}", path.display());
+    }
+    if cfg.checkins.enabled && !crews.is_empty() {
+        println!(
+            "check-ins: {} field crew members watched over the mesh",
+            crews.len()
+        );
+    }
     println!(
         "config ok: {} people, {} named areas, {} devices, {} API tokens",
         dir.people().len(),
@@ -147,6 +163,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (event_tx, event_rx) = mpsc::channel::<DeviceEvent>(EVENT_QUEUE);
     let mut drivers: Vec<DriverHandle> = Vec::new();
     let mut infos = Vec::new();
+    // Node tables of the mesh radios: crews check in through them.
+    let mut mesh_nodes = Vec::new();
     for (name, dev) in &cfg.devices {
         let id = DeviceId(name.clone());
         let (events, cancel) = (event_tx.clone(), shutdown.child_token());
@@ -181,7 +199,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 tocsin_iridium_sbd::io::spawn_sbd(id.clone(), b.clone(), events, cancel)
             }
             DeviceConfig::Meshtastic(m) => {
-                tocsin_meshtastic::io::spawn_meshtastic(id.clone(), m.clone(), events, cancel)
+                let mesh = tocsin_meshtastic::io::spawn_meshtastic_with_nodes(
+                    id.clone(),
+                    m.clone(),
+                    events,
+                    cancel,
+                );
+                mesh_nodes.push(mesh.nodes);
+                mesh.driver
             }
             DeviceConfig::Speaker(c) => tocsin_speaker::io::spawn_speaker(
                 id.clone(),
@@ -215,7 +240,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (req_tx, req_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let (events, _) = broadcast::channel(EVENT_BROADCAST);
     let handle = GatewayHandle::new(req_tx, events.clone());
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         router,
         store.clone(),
         directory.clone(),
@@ -223,6 +248,29 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         clock,
         events,
     );
+    // Crews check in over the mesh; without a mesh radio they never could, so they are
+    // not watched (a miss would only be the gateway's own deafness).
+    if cfg.checkins.enabled && !mesh_nodes.is_empty() {
+        let (checkins, radios, problems) =
+            crate::checkin::watch_crews(&cfg.checkins, &directory, clock.now());
+        for p in &problems {
+            eprintln!("tocsind: check-ins: {p}");
+            tracing::warn!(problem = %p, "check-ins");
+        }
+        if !checkins.is_empty() {
+            let radios = Arc::new(radios);
+            let (heard_tx, heard_rx) = mpsc::channel(crate::checkin::RADIO_HEARD_QUEUE);
+            for nodes in mesh_nodes {
+                tokio::spawn(crate::checkin::forward_crew_radios(
+                    nodes,
+                    radios.clone(),
+                    heard_tx.clone(),
+                    shutdown.child_token(),
+                ));
+            }
+            engine = engine.with_check_ins(checkins, cfg.checkins.grade, heard_rx);
+        }
+    }
     let engine_shutdown = shutdown.clone();
     let engine = tokio::spawn(async move {
         let result = engine.run(req_rx, event_rx, engine_shutdown.clone()).await;

@@ -366,6 +366,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         devices,
         policies: demo_policies(),
         speech: tocsin_voice::SpeechConfig::default(),
+        checkins: crate::config::CheckinsConfig::default(),
     };
     let running = daemon::start(cfg).await?;
     println!(

@@ -12,6 +12,7 @@
 //! timer fires again. A crash after 3 is repaired by the router's restore, which re-issues
 //! attempts that have no outcome yet.
 
+use crate::checkin::{CHECKIN_KIND, CheckIns, RadioHeard};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -21,7 +22,7 @@ use tocsin_api::{
 };
 use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, DriverHandle};
 use tocsin_core::directory::Directory;
-use tocsin_core::{Address, Alert, AlertId, DeviceId, PersonId, Timestamp};
+use tocsin_core::{Address, Alert, AlertId, AreaSpec, DeviceId, Grade, PersonId, Timestamp};
 use tocsin_router::plan::NamedAreaRef;
 use tocsin_router::{
     AlertPlan, AlertSummary, Contact, DeliveryState, DeliveryView, Output, Preview, Record, Router,
@@ -96,6 +97,17 @@ pub struct Engine {
     /// Driver facts the engine makes up itself (a full driver queue), fed back next turn.
     synthetic: VecDeque<DeviceEvent>,
     store_ok: bool,
+    /// Field-crew check-ins and positions, when crews are watched.
+    crews: Option<CrewWatch>,
+    /// What the mesh radios hear from crew radios; taken by `run`.
+    crew_radios: Option<mpsc::Receiver<Vec<RadioHeard>>>,
+}
+
+/// The engine's field-crew state: check-in clocks and latest positions (soft state,
+/// never persisted; only the alerts a miss raises are).
+struct CrewWatch {
+    checkins: CheckIns,
+    grade: Grade,
 }
 
 impl Engine {
@@ -119,7 +131,23 @@ impl Engine {
             metrics: Metrics::default(),
             synthetic: VecDeque::new(),
             store_ok: true,
+            crews: None,
+            crew_radios: None,
         }
+    }
+
+    /// Watches field crews: `checkins` holds their clocks, `radios` brings what the mesh
+    /// radios hear from them, and a missed check-in raises an alert of `grade` to the
+    /// crew's supervisor. Crews' latest positions also join geofenced alerts.
+    pub fn with_check_ins(
+        mut self,
+        checkins: CheckIns,
+        grade: Grade,
+        radios: mpsc::Receiver<Vec<RadioHeard>>,
+    ) -> Engine {
+        self.crews = Some(CrewWatch { checkins, grade });
+        self.crew_radios = Some(radios);
+        self
     }
 
     /// Runs until `shutdown` is cancelled or the store fails. Returns an error if the
@@ -132,9 +160,16 @@ impl Engine {
     ) -> anyhow::Result<()> {
         // Outputs of the restore (re-issued attempts) are committed and dispatched first.
         self.flush(Vec::new()).await?;
+        let mut radios = self.crew_radios.take();
         loop {
             let mut deferred = Vec::new();
-            let deadline = self.router.poll_timeout().map(|t| self.clock.instant_at(t));
+            // The earliest of the router's and the check-ins' deadlines.
+            let check_in_due = self.crews.as_ref().and_then(|w| w.checkins.poll_timeout());
+            let deadline = match (self.router.poll_timeout(), check_in_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|t| self.clock.instant_at(t));
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -162,14 +197,31 @@ impl Engine {
                         }
                     }
                 }
+                heard = recv_or_pending(&mut radios) => match heard {
+                    Some(batch) => {
+                        self.handle_radio_heard(batch);
+                        for _ in 1..BATCH_INPUTS {
+                            match radios.as_mut().map(|r| r.try_recv()) {
+                                Some(Ok(batch)) => self.handle_radio_heard(batch),
+                                _ => break,
+                            }
+                        }
+                    }
+                    // Every forwarder has stopped (no radio left): nothing more to hear.
+                    None => radios = None,
+                },
                 () = sleep => {
                     let now = self.clock.now();
                     self.router.handle_timeout(now);
+                    if let Some(w) = self.crews.as_mut() {
+                        w.checkins.handle_timeout(now);
+                    }
                 }
             }
             while let Some(ev) = self.synthetic.pop_front() {
                 self.handle_device_event(ev);
             }
+            self.raise_missed_check_ins();
             self.flush(deferred).await?;
         }
         Ok(())
@@ -181,6 +233,50 @@ impl Engine {
         self.metrics.device_event(&ev);
         let now = ev.at;
         self.router.handle_device_event(now, ev);
+    }
+
+    /// Crew radios heard: check-ins and positions, placed on the gateway's clock.
+    fn handle_radio_heard(&mut self, batch: Vec<RadioHeard>) {
+        let Some(w) = self.crews.as_mut() else {
+            return;
+        };
+        let now = self.clock.now();
+        for heard in batch {
+            w.checkins
+                .handle_heard(now, heard.at(now, self.clock.speed()));
+        }
+    }
+
+    /// Turns every missed check-in into an alert to the crew's supervisor, through the
+    /// router like any alert (its records are committed by the next flush before anything
+    /// is sent).
+    fn raise_missed_check_ins(&mut self) {
+        let Some(w) = self.crews.as_mut() else {
+            return;
+        };
+        let now = self.clock.now();
+        while let Some(missed) = w.checkins.poll_missed() {
+            let id = AlertId(uuid::Uuid::now_v7().to_string());
+            let plan =
+                crate::checkin::missed_alert(&self.directory, &missed, w.grade, id.clone(), now);
+            match plan.map(|p| self.router.handle_alert(now, p)) {
+                Ok(Ok(())) => tracing::warn!(
+                    person = %missed.person,
+                    alert = %id,
+                    "field crew missed its check-in; supervisor alerted"
+                ),
+                Ok(Err(e)) => tracing::error!(
+                    person = %missed.person,
+                    error = %e,
+                    "field crew missed its check-in; the alert was refused"
+                ),
+                Err(e) => tracing::error!(
+                    person = %missed.person,
+                    error = %e,
+                    "field crew missed its check-in; nobody can be alerted"
+                ),
+            }
+        }
     }
 
     fn handle_request(&mut self, req: Request, deferred: &mut Vec<Deferred>) {
@@ -247,6 +343,15 @@ impl Engine {
                     return;
                 };
                 let a = current.alert;
+                if a.kind == CHECKIN_KIND {
+                    // Its one target is a supervisor, not whoever is inside its area: a
+                    // re-plan from the area would withdraw them.
+                    let _ = reply.send(Err(GatewayError::Conflict(
+                        "a missed check-in alert is raised by the gateway; cancel it rather than change it"
+                            .into(),
+                    )));
+                    return;
+                }
                 let new = NewAlert {
                     grade: patch.grade.unwrap_or(a.grade),
                     kind: a.kind.clone(),
@@ -337,6 +442,14 @@ impl Engine {
                 reason: TargetReason::Located,
             });
         }
+        for person in self.crews_inside(&new.area) {
+            if !targets.iter().any(|t| t.person == person) {
+                targets.push(Target {
+                    person,
+                    reason: TargetReason::Located,
+                });
+            }
+        }
         let mut wanted: BTreeSet<PersonId> = BTreeSet::new();
         for t in &targets {
             wanted.insert(t.person.clone());
@@ -391,6 +504,42 @@ impl Engine {
             areas,
             speakers,
         })
+    }
+
+    /// Crew members whose latest reported position lies inside `area`, wherever the
+    /// directory places them.
+    fn crews_inside(&self, area: &[AreaSpec]) -> Vec<PersonId> {
+        let Some(w) = self.crews.as_ref() else {
+            return Vec::new();
+        };
+        let mut positions = w.checkins.positions().peekable();
+        if positions.peek().is_none() {
+            return Vec::new();
+        }
+        // The area was resolved already, so every spec is valid; named areas use the
+        // directory's prepared regions.
+        let drawn: Vec<tocsin_core::Region> = area
+            .iter()
+            .filter(|s| !matches!(s, AreaSpec::Named { .. }))
+            .filter_map(|s| s.to_region_unnamed().ok())
+            .collect();
+        let named: Vec<&tocsin_core::Region> = area
+            .iter()
+            .filter_map(|s| match s {
+                AreaSpec::Named { id } => self.directory.region(id),
+                _ => None,
+            })
+            .collect();
+        positions
+            .filter(|(_, pos)| {
+                drawn
+                    .iter()
+                    .chain(named.iter().copied())
+                    .any(|r| r.contains(*pos))
+            })
+            .filter(|(p, _)| self.directory.person(p).is_some())
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Drains the router, commits the records, then acts.
@@ -482,6 +631,14 @@ impl Engine {
                 },
             });
         }
+    }
+}
+
+/// The next item from an optional channel, or never when there is none.
+async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,7 @@
     reason = "the daemon binary is where real time enters Tocsin"
 )]
 
+mod checkin;
 mod clock;
 mod config;
 mod daemon;

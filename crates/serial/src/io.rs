@@ -148,6 +148,50 @@ impl Backoff {
     }
 }
 
+/// When to try reopening a port that is not open: due at once at start, a backoff after
+/// a loss or a failed open, nothing while the port is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reopen {
+    at: Option<Timestamp>,
+    backoff: Backoff,
+}
+
+impl Reopen {
+    /// No port yet: the first attempt is due at `now`.
+    pub fn new(now: Timestamp) -> Self {
+        Reopen {
+            at: Some(now),
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// When the next attempt is due (`None` while the port is open).
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.at
+    }
+
+    /// Whether an attempt is due at `now`.
+    pub fn due(&self, now: Timestamp) -> bool {
+        self.at.is_some_and(|t| t <= now)
+    }
+
+    /// The port was lost at `now`: try again after the current backoff.
+    pub fn lost(&mut self, now: Timestamp) {
+        self.at = Some(now + self.backoff.delay());
+    }
+
+    /// The port opened: nothing is due, and the next loss waits the minimum.
+    pub fn opened(&mut self) {
+        self.at = None;
+        self.backoff.reset();
+    }
+
+    /// Opening failed at `now`: try again after the backoff, doubling the one after.
+    pub fn failed(&mut self, now: Timestamp) {
+        self.at = Some(now + self.backoff.failed());
+    }
+}
+
 /// Opens a serial port by path.
 pub fn open_serial(path: &str, baud: u32) -> Result<SerialStream, tokio_serial::Error> {
     tokio_serial::new(path, baud).open_native_async()
@@ -192,8 +236,7 @@ pub async fn run_serial<C: SerialConversation>(
 ) {
     let SerialPort { path, baud, kind } = port;
     let mut port: Option<SerialStream> = None;
-    let mut reopen_at = Some(clock.now());
-    let mut backoff = Backoff::new();
+    let mut reopen = Reopen::new(clock.now());
     let mut buf = vec![0u8; 4096];
     loop {
         // 1. transmit
@@ -203,7 +246,7 @@ pub async fn run_serial<C: SerialConversation>(
                 tracing::warn!(%device, %e, kind, "port write failed");
                 port = None;
                 conversation.handle_port_lost(clock.now());
-                reopen_at = Some(clock.now() + backoff.delay());
+                reopen.lost(clock.now());
             }
         }
         // 2. events
@@ -220,7 +263,11 @@ pub async fn run_serial<C: SerialConversation>(
         // 3. timeout
         let deadline = [
             conversation.poll_timeout(),
-            if port.is_none() { reopen_at } else { None },
+            if port.is_none() {
+                reopen.deadline()
+            } else {
+                None
+            },
         ]
         .into_iter()
         .flatten()
@@ -238,23 +285,22 @@ pub async fn run_serial<C: SerialConversation>(
                     tracing::warn!(%device, ?other, kind, "port lost");
                     port = None;
                     conversation.handle_port_lost(clock.now());
-                    reopen_at = Some(clock.now() + backoff.delay());
+                    reopen.lost(clock.now());
                 }
             },
             () = sleep_until(wake) => {
                 let now = clock.now();
-                if port.is_none() && reopen_at.is_some_and(|t| t <= now) {
+                if port.is_none() && reopen.due(now) {
                     match open_serial(&path, baud) {
                         Ok(p) => {
                             tracing::info!(%device, %path, kind, "port open");
                             port = Some(p);
-                            reopen_at = None;
-                            backoff.reset();
+                            reopen.opened();
                             conversation.handle_port_opened(now);
                         }
                         Err(e) => {
                             conversation.handle_open_failed(now, &e.to_string());
-                            reopen_at = Some(now + backoff.failed());
+                            reopen.failed(now);
                         }
                     }
                 }
@@ -404,6 +450,23 @@ mod tests {
             .unwrap()
             .unwrap();
         let _ = std::fs::remove_file(&link);
+    }
+
+    #[test]
+    fn reopen_is_due_at_start_after_a_loss_and_backs_off_on_failures() {
+        let t0 = Timestamp::from_millis(1_000_000);
+        let mut r = Reopen::new(t0);
+        assert!(r.due(t0));
+        r.failed(t0);
+        assert_eq!(r.deadline(), Some(t0 + Duration::from_millis(500)));
+        r.failed(t0);
+        assert_eq!(r.deadline(), Some(t0 + Duration::from_millis(1000)));
+        assert!(!r.due(t0 + Duration::from_millis(999)));
+        r.opened();
+        assert_eq!(r.deadline(), None);
+        assert!(!r.due(t0 + Duration::from_secs(3600)));
+        r.lost(t0);
+        assert_eq!(r.deadline(), Some(t0 + REOPEN_MIN));
     }
 
     #[tokio::test]

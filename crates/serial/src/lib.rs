@@ -18,10 +18,10 @@ pub mod pty;
 
 pub use clock::{Clock, sleep_until};
 pub use io::{
-    Backoff, REOPEN_MAX, REOPEN_MIN, SerialConversation, SerialPort, open_serial, read_or_pending,
-    recv_or_pending, run_serial, write_flush,
+    Backoff, REOPEN_MAX, REOPEN_MIN, Reopen, SerialConversation, SerialPort, open_serial,
+    read_or_pending, recv_or_pending, run_serial, write_flush,
 };
-pub use pty::{Master, Pty, PtyError, SimClock};
+pub use pty::{Master, Pty, PtyError, SimClock, SimPort};
 
 /// What [`impl_serial_conversation!`] names, so a driver need not import it.
 #[doc(hidden)]

@@ -11,8 +11,9 @@
 //! and network latencies shrink for demos and tests.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::termios::{self, SetArg};
@@ -131,6 +132,73 @@ impl Pty {
     }
 }
 
+/// A simulated device's port as its runner sees it: the pty behind the stable link while
+/// the device is "plugged in", and when it comes back after a hang-up. Hang-ups and
+/// pauses are real time whatever the simulator's speed.
+#[derive(Debug)]
+pub struct SimPort {
+    link: PathBuf,
+    pty: Option<Pty>,
+    back_at: Option<tokio::time::Instant>,
+}
+
+impl SimPort {
+    /// Wait before retrying a pty that could not be reopened.
+    const RETRY: Duration = Duration::from_secs(1);
+
+    /// Opens the first pty behind `link`.
+    pub fn open(link: PathBuf) -> Result<SimPort, PtyError> {
+        let pty = Pty::open(&link)?;
+        Ok(SimPort {
+            link,
+            pty: Some(pty),
+            back_at: None,
+        })
+    }
+
+    /// The current pty, while the device is plugged in.
+    pub fn pty(&self) -> Option<&Pty> {
+        self.pty.as_ref()
+    }
+
+    /// When the device comes back, while it is away.
+    pub fn back_at(&self) -> Option<tokio::time::Instant> {
+        self.back_at
+    }
+
+    /// Pulls the device (the driver's reads fail) until `back_at`.
+    pub fn hang_up(&mut self, back_at: tokio::time::Instant) {
+        self.pty = None;
+        self.back_at = Some(back_at);
+    }
+
+    /// Reads what the driver wrote, or waits forever while the device is away.
+    pub async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Pty::read_optional(&self.pty, buf).await
+    }
+
+    /// Plugs the device back in on a fresh pty behind the same link when it is due at
+    /// `real_now`; true when it did (the device has power-cycled). A pty that cannot be
+    /// opened is retried a second later.
+    pub fn reopen_if_due(&mut self, real_now: tokio::time::Instant) -> bool {
+        if self.back_at.is_none_or(|t| t > real_now) {
+            return false;
+        }
+        self.back_at = None;
+        match Pty::open(&self.link) {
+            Ok(p) => {
+                self.pty = Some(p);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%e, "simulator cannot reopen its pty");
+                self.back_at = Some(real_now + Self::RETRY);
+                false
+            }
+        }
+    }
+}
+
 /// Simulated time: real elapsed time × speed.
 #[derive(Clone, Copy, Debug)]
 pub struct SimClock {
@@ -231,6 +299,36 @@ mod tests {
         assert_ne!(std::fs::read_link(&link).unwrap(), first);
         assert!(!link.with_extension("tocsin-sim-tmp").exists());
         drop(again);
+        let _ = std::fs::remove_file(&link);
+    }
+
+    #[tokio::test]
+    async fn a_hung_up_port_comes_back_on_a_new_pty_when_due() {
+        let link = temp_link("hang-up");
+        let mut port = SimPort::open(link.clone()).unwrap();
+        let first = std::fs::read_link(&link).unwrap();
+        let mut driver = open_serial(link.to_str().unwrap(), 9600).unwrap();
+        let now = Clock::start().instant_now();
+        port.hang_up(now + Duration::from_secs(5));
+        assert!(port.pty().is_none());
+        // The driver sees the hang-up.
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), driver.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(!port.reopen_if_due(now + Duration::from_secs(4)));
+        assert!(port.reopen_if_due(now + Duration::from_secs(5)));
+        assert_eq!(port.back_at(), None);
+        assert_ne!(std::fs::read_link(&link).unwrap(), first);
+        let mut driver = open_serial(link.to_str().unwrap(), 9600).unwrap();
+        driver.write_all(b"AT").await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), port.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"AT"[..n].as_ref());
+        drop(port);
         let _ = std::fs::remove_file(&link);
     }
 

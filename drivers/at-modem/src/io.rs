@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
 use tocsin_core::DeviceId;
 use tocsin_serial::{
-    Backoff, open_serial, read_or_pending, recv_or_pending, sleep_until, write_flush,
+    Backoff, Reopen, open_serial, read_or_pending, recv_or_pending, sleep_until, write_flush,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -226,8 +226,7 @@ async fn run(
     };
     let mut dropped_frames: u64 = 0;
     let mut port: Option<SerialStream> = None;
-    let mut reopen_at = Some(clock.now());
-    let mut backoff = Backoff::new();
+    let mut reopen = Reopen::new(clock.now());
     let mut buf = vec![0u8; 4096];
     loop {
         // 1. transmit
@@ -237,7 +236,7 @@ async fn run(
                 tracing::warn!(%device, %e, "modem port write failed");
                 port = None;
                 modem.handle_port_lost(clock.now());
-                reopen_at = Some(clock.now() + backoff.delay());
+                reopen.lost(clock.now());
             }
         }
         // 2. audio
@@ -278,7 +277,11 @@ async fn run(
         // 4. timeout
         let deadline = [
             modem.poll_timeout(),
-            if port.is_none() { reopen_at } else { None },
+            if port.is_none() {
+                reopen.deadline()
+            } else {
+                None
+            },
         ]
         .into_iter()
         .flatten()
@@ -309,23 +312,22 @@ async fn run(
                     tracing::warn!(%device, ?other, "modem port lost");
                     port = None;
                     modem.handle_port_lost(clock.now());
-                    reopen_at = Some(clock.now() + backoff.delay());
+                    reopen.lost(clock.now());
                 }
             },
             () = sleep_until(wake) => {
                 let now = clock.now();
-                if port.is_none() && reopen_at.is_some_and(|t| t <= now) {
+                if port.is_none() && reopen.due(now) {
                     match open_serial(&cfg.path, cfg.baud) {
                         Ok(p) => {
                             tracing::info!(%device, path = %cfg.path, "modem port open");
                             port = Some(p);
-                            reopen_at = None;
-                            backoff.reset();
+                            reopen.opened();
                             modem.handle_port_opened(now);
                         }
                         Err(e) => {
                             modem.handle_open_failed(now, &e.to_string());
-                            reopen_at = Some(now + backoff.failed());
+                            reopen.failed(now);
                         }
                     }
                 }

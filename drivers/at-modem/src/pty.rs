@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tocsin_serial::{Pty, SimClock, sleep_until};
+use tocsin_serial::{Pty, SimClock, SimPort, sleep_until};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -94,7 +94,7 @@ fn spawn(
     speed: f64,
     cancel: CancellationToken,
 ) -> Result<SimHandle, PtyError> {
-    let pty = Pty::open(&link)?;
+    let port = SimPort::open(link.clone())?;
     let audio = match &audio_link {
         Some(l) => Some(Pty::open(l)?),
         None => None,
@@ -103,8 +103,7 @@ fn spawn(
     let (tx, rx) = mpsc::channel(256);
     let submits = Arc::new(Mutex::new(Vec::new()));
     tokio::spawn(run_sim(
-        link.clone(),
-        pty,
+        port,
         audio,
         cfg,
         seed,
@@ -130,8 +129,7 @@ type Logs = (Arc<Mutex<Vec<SubmitRecord>>>, Arc<Mutex<Vec<SimCall>>>);
     reason = "the runner's whole state, passed once at spawn"
 )]
 async fn run_sim(
-    link: PathBuf,
-    pty: Pty,
+    mut port: SimPort,
     mut audio: Option<Pty>,
     cfg: SimConfig,
     seed: u64,
@@ -143,11 +141,9 @@ async fn run_sim(
     let mut audio_buf = vec![0u8; 4096];
     let clock = SimClock::start(speed);
     let mut sim = SimModem::new(cfg, seed, clock.now());
-    let mut pty = Some(pty);
-    let mut back_at: Option<tokio::time::Instant> = None;
     let mut buf = vec![0u8; 4096];
     loop {
-        if let Some(p) = &pty {
+        if let Some(p) = port.pty() {
             while let Some(bytes) = sim.poll_transmit() {
                 if let Err(e) = p.write_all(&bytes).await {
                     tracing::warn!(%e, "simulator write failed");
@@ -155,8 +151,7 @@ async fn run_sim(
             }
         }
         if sim.take_hangup() {
-            pty = None;
-            back_at = Some(clock.real_now() + Duration::from_secs(1));
+            port.hang_up(clock.real_now() + Duration::from_secs(1));
         }
         if let Ok(mut log) = submits.lock() {
             let have = log.len();
@@ -167,17 +162,14 @@ async fn run_sim(
             log.extend(sim.calls().iter().skip(have).cloned());
         }
         let wake = sim.poll_timeout().map(|t| clock.instant(t));
-        let wake = [wake, back_at].into_iter().flatten().min();
+        let wake = [wake, port.back_at()].into_iter().flatten().min();
         tokio::select! {
             () = cancel.cancelled() => return,
             cmd = rx.recv() => match cmd {
                 None => return,
                 Some(SimCommand::DeliverSms { from, text }) => sim.deliver_sms(clock.now(), &from, &text),
                 Some(SimCommand::SetFaults(f)) => sim.set_faults(f),
-                Some(SimCommand::HangUp { down_for }) => {
-                    pty = None;
-                    back_at = Some(clock.real_now() + down_for);
-                }
+                Some(SimCommand::HangUp { down_for }) => port.hang_up(clock.real_now() + down_for),
             },
             read = Pty::read_optional(&audio, &mut audio_buf) => match read {
                 Ok(n) if n > 0 => sim.handle_audio(clock.real().now(), audio_buf.get(..n).unwrap_or(&[])),
@@ -186,29 +178,18 @@ async fn run_sim(
                     audio = None;
                 }
             },
-            read = Pty::read_optional(&pty, &mut buf) => match read {
+            read = port.read(&mut buf) => match read {
                 Ok(n) if n > 0 => sim.handle_rx(clock.now(), buf.get(..n).unwrap_or(&[])),
                 other => {
                     // Only happens if the slave side vanished; come back on a new pty.
                     tracing::warn!(?other, "simulator pty read failed");
-                    pty = None;
-                    back_at = Some(clock.real_now() + Duration::from_millis(100));
+                    port.hang_up(clock.real_now() + Duration::from_millis(100));
                 }
             },
             () = sleep_until(wake) => {
                 let now = clock.now();
-                if back_at.is_some_and(|t| t <= clock.real_now()) {
-                    back_at = None;
-                    match Pty::open(&link) {
-                        Ok(p) => {
-                            pty = Some(p);
-                            sim.handle_power_cycle(now);
-                        }
-                        Err(e) => {
-                            tracing::warn!(%e, "simulator cannot reopen its pty");
-                            back_at = Some(clock.real_now() + Duration::from_secs(1));
-                        }
-                    }
+                if port.reopen_if_due(clock.real_now()) {
+                    sim.handle_power_cycle(now);
                 }
                 sim.handle_timeout(now);
             }

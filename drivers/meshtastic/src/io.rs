@@ -17,7 +17,7 @@ use std::time::Duration;
 use tocsin_channel::{COMMAND_QUEUE, DeviceEvent, DriverCommand, DriverHandle};
 use tocsin_core::DeviceId;
 use tocsin_serial::{
-    Backoff, open_serial, read_or_pending, recv_or_pending, sleep_until, write_flush,
+    Reopen, open_serial, read_or_pending, recv_or_pending, sleep_until, write_flush,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -126,8 +126,7 @@ async fn run_radio(
     let mut radio = Radio::new(cfg.clone(), clock.now());
     let mut broadcasts = Some(broadcasts);
     let mut link: Option<Box<dyn Link>> = None;
-    let mut reopen_at = Some(clock.now());
-    let mut backoff = Backoff::new();
+    let mut reopen = Reopen::new(clock.now());
     let mut buf = vec![0u8; 4096];
     loop {
         // 1. transmit
@@ -137,7 +136,7 @@ async fn run_radio(
                 tracing::warn!(%device, %e, "radio write failed");
                 link = None;
                 radio.handle_port_lost(clock.now());
-                reopen_at = Some(clock.now() + backoff.delay());
+                reopen.lost(clock.now());
             }
         }
         // 2. events
@@ -158,7 +157,11 @@ async fn run_radio(
         // 4. timeout
         let deadline = [
             radio.poll_timeout(),
-            if link.is_none() { reopen_at } else { None },
+            if link.is_none() {
+                reopen.deadline()
+            } else {
+                None
+            },
         ]
         .into_iter()
         .flatten()
@@ -184,23 +187,22 @@ async fn run_radio(
                     tracing::warn!(%device, ?other, "radio link lost");
                     link = None;
                     radio.handle_port_lost(clock.now());
-                    reopen_at = Some(clock.now() + backoff.delay());
+                    reopen.lost(clock.now());
                 }
             },
             () = sleep_until(wake) => {
                 let now = clock.now();
-                if link.is_none() && reopen_at.is_some_and(|t| t <= now) {
+                if link.is_none() && reopen.due(now) {
                     match open(&cfg).await {
                         Ok(l) => {
                             tracing::info!(%device, "radio link open");
                             link = Some(l);
-                            reopen_at = None;
-                            backoff.reset();
+                            reopen.opened();
                             radio.handle_port_opened(clock.now());
                         }
                         Err(e) => {
                             radio.handle_open_failed(now, &e);
-                            reopen_at = Some(clock.now() + backoff.failed());
+                            reopen.failed(clock.now());
                         }
                     }
                 }

@@ -8,9 +8,12 @@
 //! - [`sim`]: a speaker as a state machine: checks the stream, decodes the audio, reports.
 //! - [`udp`]: the simulated speaker on a real UDP socket.
 //! - [`config`]: the driver's configuration as the daemon's config file gives it.
+//! - [`local`]: the same programmes through this gateway's own sound card (rodio on ALSA
+//!   behind the `audio-local` feature; an in-memory card otherwise and in tests).
 
 pub mod config;
 pub mod io;
+pub mod local;
 pub mod proto;
 pub mod sim;
 pub mod udp;

@@ -161,6 +161,66 @@ impl Announcement {
             spoken,
         }
     }
+
+    /// The programme to render for this announcement: siren and speech, `repeat` times
+    /// with `pause` between. The RTP driver and the local sound card build it alike.
+    pub fn job(self, repeat: u32, pause: Duration) -> RenderJob {
+        RenderJob::Programme {
+            grade: self.grade,
+            text: self.spoken,
+            exercise: self.exercise,
+            repeat,
+            pause,
+        }
+    }
+}
+
+/// Whether a programme of grade `incoming` stops one of grade `playing` on the same
+/// output: only red does, and only a lower grade (a red alert never cuts another red).
+/// The interrupted programme waits and plays again from its start.
+pub fn interrupts(incoming: Grade, playing: Grade) -> bool {
+    incoming == Grade::Red && playing < Grade::Red
+}
+
+/// The programmes waiting for one output (an RTP group, the local sound card): highest
+/// grade first, then in order of arrival.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lineup {
+    /// (grade, arrival order, programme), kept sorted.
+    waiting: Vec<(Grade, u64, ProgrammeId)>,
+}
+
+impl Lineup {
+    /// Puts a programme in its place: behind every higher or equal grade that came first.
+    pub fn insert(&mut self, grade: Grade, order: u64, id: ProgrammeId) {
+        let at = self
+            .waiting
+            .partition_point(|&(g, o, _)| g > grade || (g == grade && o <= order));
+        self.waiting.insert(at, (grade, order, id));
+    }
+
+    /// Takes a programme out (cancelled).
+    pub fn remove(&mut self, id: ProgrammeId) {
+        self.waiting.retain(|&(_, _, w)| w != id);
+    }
+
+    /// The programme to play next, taken out of the line.
+    pub fn pop(&mut self) -> Option<ProgrammeId> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        Some(self.waiting.remove(0).2)
+    }
+
+    /// Nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// The waiting programmes, next first.
+    pub fn ids(&self) -> impl Iterator<Item = ProgrammeId> + '_ {
+        self.waiting.iter().map(|&(_, _, id)| id)
+    }
 }
 
 /// What one speaker reported about one stream.
@@ -300,8 +360,8 @@ struct Group {
     rtcp: SocketAddr,
     speakers: Vec<String>,
     playing: Option<Stream>,
-    /// (grade, arrival order, programme), played highest grade first, then in order.
-    waiting: Vec<(Grade, u64, ProgrammeId)>,
+    /// Programmes waiting for this group.
+    waiting: Lineup,
 }
 
 /// Evidence kept per stream until its report is out.
@@ -349,7 +409,7 @@ impl Speakers {
                 rtcp: g.rtcp_addr(),
                 speakers: g.speakers.clone(),
                 playing: None,
-                waiting: Vec::new(),
+                waiting: Lineup::default(),
             })
             .collect();
         Speakers {
@@ -488,22 +548,17 @@ impl Speakers {
         self.events.push_back(DriverEvent::Accepted {
             attempt: out.attempt,
         });
+        let (grade, exercise) = (a.grade, a.exercise);
         self.renders.push_back(RenderRequest {
             id,
-            job: RenderJob::Programme {
-                grade: a.grade,
-                text: a.spoken,
-                exercise: a.exercise,
-                repeat: self.cfg.repeat,
-                pause: self.cfg.pause(),
-            },
+            job: a.job(self.cfg.repeat, self.cfg.pause()),
         });
         self.programmes.insert(
             id,
             Programme {
                 attempt: Some(out.attempt),
-                grade: a.grade,
-                exercise: a.exercise,
+                grade,
+                exercise,
                 phase: Phase::Rendering,
                 audio: Arc::new(Vec::new()),
                 remaining: groups.iter().copied().collect(),
@@ -529,7 +584,7 @@ impl Speakers {
             return;
         };
         for g in &mut self.groups {
-            g.waiting.retain(|(_, _, w)| *w != id);
+            g.waiting.remove(id);
         }
         let mut was_playing = Vec::new();
         for gi in 0..self.groups.len() {
@@ -656,7 +711,7 @@ impl Speakers {
             None => {
                 self.start_stream(now, gi, id);
             }
-            Some(pg) if grade == Grade::Red && pg < Grade::Red => {
+            Some(pg) if interrupts(grade, pg) => {
                 // Interrupt: the lower grade plays again, from its start, afterwards.
                 let interrupted = self
                     .groups
@@ -678,18 +733,17 @@ impl Speakers {
 
     fn insert_waiting(&mut self, gi: usize, grade: Grade, order: u64, id: ProgrammeId) {
         if let Some(g) = self.groups.get_mut(gi) {
-            g.waiting.push((grade, order, id));
-            g.waiting.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            g.waiting.insert(grade, order, id);
         }
     }
 
     fn start_next(&mut self, now: Timestamp, gi: usize) {
         let up = self.health.up;
         let next = self.groups.get_mut(gi).and_then(|g| {
-            if !up || g.playing.is_some() || g.waiting.is_empty() {
+            if !up || g.playing.is_some() {
                 None
             } else {
-                Some(g.waiting.remove(0).2)
+                g.waiting.pop()
             }
         });
         if let Some(id) = next {

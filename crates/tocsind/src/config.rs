@@ -220,6 +220,9 @@ pub enum DeviceConfig {
     Sip(tocsin_sip::config::SipConfig),
     /// Village loudspeakers: RTP G.711 streams, one per speaker group.
     Speaker(tocsin_speaker::config::SpeakerConfig),
+    /// This gateway's own sound card feeding a village amplifier: one speaker group
+    /// (plays only when tocsind is built with the `audio-local` feature).
+    LocalAudio(tocsin_speaker::local::config::LocalAudioConfig),
 }
 
 impl DeviceConfig {
@@ -250,6 +253,13 @@ impl DeviceConfig {
                 .filter(|a| a.port() != 0)
                 .map(|a| format!("udp:{a}"))
                 .collect(),
+            // Two devices on one card would talk over each other.
+            DeviceConfig::LocalAudio(c) => {
+                vec![format!(
+                    "sound card:{}",
+                    c.card.as_deref().unwrap_or("default")
+                )]
+            }
         }
     }
 }
@@ -396,6 +406,7 @@ impl Config {
                 DeviceConfig::Meshtastic(m) => m.validate().map_err(|e| e.to_string()),
                 DeviceConfig::Sip(c) => c.validate().map_err(|e| e.to_string()),
                 DeviceConfig::Speaker(c) => c.validate().map_err(|e| e.to_string()),
+                DeviceConfig::LocalAudio(c) => c.validate().map_err(|e| e.to_string()),
             };
             if let DeviceConfig::AtModem(m) = dev {
                 let voice_name = format!("{name}-voice");
@@ -604,6 +615,38 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "error for {key} does not name it: {err}");
             assert!(err.contains("line"), "error for {key} has no line: {err}");
+        }
+    }
+
+    #[test]
+    fn local_audio_devices_parse_and_share_no_sound_card() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let with = |extra: &str| format!("{text}\n{extra}");
+        let horn = "[devices.horn-T05-V03]\ntype = \"local_audio\"\ngroup = \"T05-V03\"\n";
+        let cfg = Config::parse(&with(horn), Path::new("example.toml"), Path::new(".")).unwrap();
+        let Some(DeviceConfig::LocalAudio(c)) = cfg.devices.get("horn-T05-V03") else {
+            panic!("local_audio device expected")
+        };
+        assert_eq!(c.group, "T05-V03");
+        assert_eq!(c.repeat, 3);
+        for (extra, wanted) in [
+            (
+                format!("{horn}[devices.horn-2]\ntype = \"local_audio\"\ngroup = \"T05-V04\"\n"),
+                "sound card:default is already used",
+            ),
+            (
+                "[devices.horn]\ntype = \"local_audio\"\ngroup = \"*\"\n".to_owned(),
+                "devices.horn",
+            ),
+            (
+                "[devices.horn]\ntype = \"local_audio\"\ngroup = \"v\"\nrepeats = 2\n".to_owned(),
+                "repeats",
+            ),
+        ] {
+            let err = Config::parse(&with(&extra), Path::new("example.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wanted), "{wanted}: {err}");
         }
     }
 }

@@ -215,6 +215,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 events,
                 cancel,
             ),
+            DeviceConfig::LocalAudio(c) => tocsin_speaker::local::io::spawn_local_audio(
+                id.clone(),
+                c.clone(),
+                speech.clone() as Arc<dyn tocsin_speaker::io::Renderer>,
+                sound_card(name),
+                events,
+                cancel,
+            ),
             DeviceConfig::Sip(c) => tocsin_sip::io::spawn_sip_with_prompts(
                 id.clone(),
                 c.clone(),
@@ -312,4 +320,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         node: cfg.node.name.clone(),
         prompts,
     })
+}
+
+/// The sound card a `local_audio` device plays on: the system's (rodio on ALSA) in a
+/// build with the `audio-local` feature.
+#[cfg(feature = "audio-local")]
+fn sound_card(_device: &str) -> Arc<dyn tocsin_speaker::local::sink::SoundCard> {
+    Arc::new(tocsin_speaker::local::alsa::AlsaCard)
+}
+
+/// Without the `audio-local` feature there is no sound card: the device says so at start
+/// (here and as its health) and its sends fail as retryable, so the router reaches the
+/// village another way.
+#[cfg(not(feature = "audio-local"))]
+fn sound_card(device: &str) -> Arc<dyn tocsin_speaker::local::sink::SoundCard> {
+    let notice = format!(
+        "device {device} (local_audio): {}",
+        tocsin_speaker::local::sink::SinkError::NotBuilt
+    );
+    eprintln!("tocsind: {notice}");
+    tracing::warn!(%notice, "no local loudspeaker output");
+    Arc::new(tocsin_speaker::local::sink::NoSoundCard)
 }

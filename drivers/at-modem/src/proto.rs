@@ -1253,9 +1253,12 @@ impl Modem {
                             call.record.ringing_at.get_or_insert(now);
                         }
                     }
-                    CallStat::Released => {
+                    // Before ATD's own answer a release is the previous call's notice (it
+                    // follows that call's hang-up OK), not news about this one.
+                    CallStat::Released if call.dial_confirmed => {
                         self.call_ended(now, "released by the network".to_owned(), None);
                     }
+                    CallStat::Released => {}
                     CallStat::Other(_) => {}
                 }
             }
@@ -1265,7 +1268,7 @@ impl Modem {
                 }
             }
             CallUrc::End(duration) => {
-                if self.call.is_some() {
+                if self.call.as_ref().is_some_and(|c| c.dial_confirmed) {
                     self.call_ended(now, format!("call ended (duration {duration})"), None);
                 }
             }

@@ -1,0 +1,588 @@
+//! Voice call-out end to end: the real `tocsind` binary drives one simulated Quectel modem
+//! with voice — AT commands on one pseudo-terminal, the call's PCM on a second (the audio
+//! port) — run in this test process, with the real HTTP API and the real SQLite log.
+//!
+//! A red alert for one village: an SMS and a call go to each of four leads in parallel.
+//! v1 answers the call and presses 1 (acked by voice). v2 lets the call ring and answers
+//! the SMS with the code meanwhile (acked by SMS; the router cancels the call and the
+//! driver hangs it up). v3 never answers the phone nor the SMS, and v4's line is busy on
+//! every dial and v4 never replies: each gets three dials, retried, then is escalated to
+//! the town official t1 at the 5-minute deadline.
+//!
+//! The simulator runs in real time (it measures the call audio against a real playout
+//! clock); the daemon's clock runs [`SPEED`] times faster, so the 5-minute red window and
+//! the 30-second retry back-off shrink while the modem's ring timeout and key wait, set in
+//! real seconds, stay short. Waiting is event-driven: the test follows `/v1/events`.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tocsin_at_modem::pty::SimHandle;
+use tocsin_at_modem::quirks::Family;
+use tocsin_at_modem::sim::{
+    CallBehaviour, CallScript, PhoneScript, ReplyBehaviour, SimCall, SimConfig,
+};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "voice-issuer-token-0123456789";
+/// The daemon's clock runs this much faster than real time: the 300 s red window passes
+/// in 25 s, the 30 s retry back-off in 2.5 s.
+const SPEED: f64 = 12.0;
+/// Generous upper bound for the whole campaign (it takes about 26 s).
+const PATIENCE: Duration = Duration::from_secs(90);
+
+const V1: &str = "+8619900000101";
+const V2: &str = "+8619900000102";
+const V3: &str = "+8619900000103";
+const V4: &str = "+8619900000104";
+const T1: &str = "+8619900000002";
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tocsin-voice-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One town, one village with four leads, the town official above them.
+fn write_district(dir: &Path) {
+    let areas = json!({
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {"id": "t-1", "kind": "town", "name": "石门镇", "town": ""},
+             "geometry": {"type": "Polygon", "coordinates": [[[116.0,40.0],[116.3,40.0],[116.3,40.3],[116.0,40.3],[116.0,40.0]]]}},
+            {"type": "Feature", "properties": {"id": "v-1", "kind": "village", "name": "王家沟村", "town": "石门镇"},
+             "geometry": {"type": "Polygon", "coordinates": [[[116.05,40.05],[116.1,40.05],[116.1,40.1],[116.05,40.1],[116.05,40.05]]]}}
+        ]
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("areas.geojson"),
+        serde_json::to_string_pretty(&areas).unwrap(),
+    )
+    .unwrap();
+    let people = format!(
+        "\
+id,name,role,supervisor,areas,lon,lat,town,phones
+d1,赵区长,district_official,,,116.5,40.5,区政府,+8619900000001
+t1,钱镇长,town_official,d1,,116.15,40.15,石门镇,{T1}
+v1,孙一,village_head,t1,v-1,116.07,40.07,石门镇,{V1}
+v2,李二,grid_lead,t1,v-1,116.07,40.07,石门镇,{V2}
+v3,周三,hazard_warden,t1,v-1,116.07,40.07,石门镇,{V3}
+v4,吴四,grid_lead,t1,v-1,116.07,40.07,石门镇,{V4}
+"
+    );
+    std::fs::write(dir.join("people.csv"), people).unwrap();
+}
+
+/// The modem and the people behind it.
+///
+/// The modem sends SMS only between calls, and places the calls one at a time in the
+/// order the router handed them over (v1 to v4); the warning SMS go just before or just
+/// after v1's call (about 1.2 s). So v2's call is dialled 1.5 to 2 s after the alert and
+/// rings until the driver's 8 s ring timeout, and v2's reply, 4 to 5 s after v2's SMS,
+/// lands while it rings, with seconds to spare either side.
+fn start_sim(dir: &Path, cancel: CancellationToken) -> SimHandle {
+    let call = |number: &str, behaviour: CallBehaviour| CallScript {
+        number: number.into(),
+        behaviour,
+    };
+    let cfg = SimConfig {
+        per_message_latency_ms: 100,
+        status_report_delay_ms: 200,
+        // Nobody answers an SMS except v2; nobody answers a call except v1.
+        default_script: ReplyBehaviour::Never,
+        phones: vec![PhoneScript {
+            number: V2.into(),
+            behaviour: ReplyBehaviour::Reply {
+                min_secs: 4.0,
+                max_secs: 5.0,
+            },
+        }],
+        family: Family::Quectel,
+        calls: vec![
+            call(
+                V1,
+                CallBehaviour::Press {
+                    answer_after_secs: 0.5,
+                    digit: '1',
+                    press_after_secs: 0.6,
+                },
+            ),
+            // Would answer only after the driver has given up ringing.
+            call(
+                V2,
+                CallBehaviour::Answer {
+                    answer_after_secs: 30.0,
+                },
+            ),
+            call(V3, CallBehaviour::Never),
+            call(V4, CallBehaviour::Busy),
+        ],
+        default_call: CallBehaviour::Never,
+        // An unanswered call is given up by the network after 2.5 s (before the
+        // driver's own ring timeout), so each of v3's dials is short.
+        network_ring_secs: 2.5,
+        ..SimConfig::default()
+    };
+    // Real time: the simulator checks the call audio against a real playout clock.
+    tocsin_at_modem::pty::spawn_voice_sim(
+        dir.join("modem0"),
+        dir.join("modem0-audio"),
+        cfg,
+        7,
+        1.0,
+        cancel,
+    )
+    .expect("GSM simulator with voice on two ptys")
+}
+
+fn write_config(dir: &Path, sim: &SimHandle) -> PathBuf {
+    let cfg = format!(
+        r#"
+[node]
+name = "voice"
+data_dir = "data"
+clock_speed = {SPEED}
+
+[directory]
+path = "district"
+
+[ack]
+key = "voice-secret-key-0123456789"
+
+[api]
+listen = "127.0.0.1:0"
+
+[[api.tokens]]
+name = "voice-operator"
+token = "{TOKEN}"
+role = "issuer"
+
+# No synthesizer: calls play the attention tone (about 1.1 s), no espeak-ng needed.
+[speech]
+synthesizer = "none"
+
+# Budgets high enough that the router hands every send over at once; the modem itself
+# serialises them (one call at a time, SMS between calls).
+[devices.modem-0]
+type = "at_modem"
+path = {path:?}
+per_minute = 600
+voice = true
+family = "quectel"
+audio_path = {audio:?}
+voice_per_minute = 600
+# Real seconds, whatever the clock speed; longer than the simulated network's 2.5 s of
+# ringing and its BUSY after 2 s, so those are what ends v3's and v4's calls, while v2's
+# call rings long enough for v2's SMS reply to come in meanwhile.
+ring_timeout_secs = 8
+digit_wait_secs = 1
+"#,
+        path = sim.path.to_string_lossy(),
+        audio = sim.audio_path.as_ref().unwrap().to_string_lossy(),
+    );
+    let path = dir.join("tocsin.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsind"))
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // VOICE_TEST_LOG=tocsin_at_modem=debug shows each call's end when debugging.
+            .env(
+                "TOCSIN_LOG",
+                std::env::var("VOICE_TEST_LOG").unwrap_or("warn".into()),
+            )
+            .spawn()
+            .expect("start tocsind");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("tocsind exited before serving")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("tocsind: serving on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                eprintln!("[tocsind] {l}")
+            }
+        });
+        Daemon { child, base }
+    }
+
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "tocsind exited with {status}");
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    let r = client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+fn by_person(deliveries: &Value) -> BTreeMap<String, Value> {
+    deliveries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["person"].as_str().unwrap().to_owned(), d.clone()))
+        .collect()
+}
+
+/// The daemon's `/v1/events` stream, followed from before the alert is issued so that
+/// every record of the campaign is seen.
+struct Watch {
+    base: String,
+    id: String,
+    events: reqwest::Response,
+    stream: String,
+}
+
+impl Watch {
+    async fn subscribe(base: &str) -> Watch {
+        let events = client()
+            .get(format!("{base}/v1/events"))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .unwrap();
+        assert!(events.status().is_success());
+        Watch {
+            base: base.to_owned(),
+            id: String::new(),
+            events,
+            stream: String::new(),
+        }
+    }
+
+    /// Every record the stream carried so far.
+    fn records(&self) -> Vec<Value> {
+        self.stream
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect()
+    }
+
+    /// Waits for the daemon to report changes until `done(summary, deliveries)` holds.
+    async fn until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&Value, &BTreeMap<String, Value>) -> bool,
+    ) -> (Value, BTreeMap<String, Value>) {
+        let last = std::sync::Mutex::new(Value::Null);
+        let fut = async {
+            loop {
+                let s = get(&self.base, &format!("/v1/alerts/{}", self.id)).await;
+                let d = by_person(
+                    &get(&self.base, &format!("/v1/alerts/{}/deliveries", self.id)).await,
+                );
+                if done(&s, &d) {
+                    return (s, d);
+                }
+                *last.lock().unwrap() = json!({"summary": s, "deliveries": d});
+                // Block until the daemon reports any change.
+                match self.events.chunk().await {
+                    Ok(Some(bytes)) => self.stream.push_str(&String::from_utf8_lossy(&bytes)),
+                    other => panic!("event stream ended: {other:?}"),
+                }
+            }
+        };
+        match tokio::time::timeout(PATIENCE, fut).await {
+            Ok(r) => r,
+            Err(_) => panic!(
+                "timed out waiting for {what}; last seen: {:#}",
+                last.lock().unwrap()
+            ),
+        }
+    }
+}
+
+async fn issue(base: &str) -> String {
+    let body = json!({
+        "grade": "red", "kind": "flood", "headline": "山洪红色预警",
+        "text": "沟道上游强降雨，请立即转移",
+        "area": {"type": "Polygon", "coordinates": [[[116.04,40.04],[116.12,40.04],[116.12,40.12],[116.04,40.12],[116.04,40.04]]]}
+    });
+    let r = client()
+        .post(format!("{base}/v1/alerts"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["people"], 4, "the four leads of 王家沟村: {v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The attempts on `bearer` addressed to `number` (a record's attempts also list its
+/// door-knock sends to the supervisor).
+fn sends_to<'a>(d: &'a Value, bearer: &str, number: &str) -> Vec<&'a Value> {
+    d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["bearer"] == bearer && a["to"]["value"] == number)
+        .collect()
+}
+
+fn outcome(a: &Value) -> &str {
+    a["outcome"].as_str().unwrap_or("")
+}
+
+fn calls_to(sim: &SimHandle, number: &str) -> Vec<SimCall> {
+    sim.calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.number == number)
+        .cloned()
+        .collect()
+}
+
+/// The records of `kind` about `attempt`.
+fn about<'a>(records: &'a [Value], kind: &str, attempt: &Value) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["kind"] == kind && r["data"]["attempt"] == *attempt)
+        .collect()
+}
+
+/// The driver's final word on `attempt` (delivered or failed), as recorded.
+fn ends<'a>(records: &'a [Value], attempt: &Value) -> Vec<&'a Value> {
+    about(records, "attempt_outcome", attempt)
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r["data"]["outcome"]["kind"].as_str(),
+                Some("delivered" | "failed")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_alert_by_voice_key_1_sms_while_ringing_no_answer_and_busy_escalate() {
+    let dir = tempdir("red");
+    write_district(&dir.join("district"));
+    let cancel = CancellationToken::new();
+    let sim = start_sim(&dir, cancel.clone());
+    let config = write_config(&dir, &sim);
+    let daemon = Daemon::start(&config);
+    let mut watch = Watch::subscribe(&daemon.base).await;
+    watch.id = issue(&daemon.base).await;
+
+    // Done when v1 and v2 are acknowledged (and v2's cancelled call is hung up), and v3
+    // and v4 are escalated with their three dials over.
+    let (s, d) = watch
+        .until("the acks and the escalations", |_, d| {
+            d["v1"]["state"] == "acknowledged"
+                && d["v2"]["state"] == "acknowledged"
+                && calls_to(&sim, V2).len() == 1
+                && [("v3", V3), ("v4", V4)].iter().all(|(p, n)| {
+                    let calls = sends_to(&d[*p], "voice", n);
+                    d[*p]["escalated_to"] == "t1"
+                        && calls.len() == 3
+                        && calls.iter().all(|a| outcome(a).starts_with("failed"))
+                })
+        })
+        .await;
+    let records = watch.records();
+    let reply_from = |n: &str| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "reply" && r["data"]["from"]["value"] == n)
+            .collect()
+    };
+
+    // v1: the ack is the key 1 in v1's own call, over the sender-authenticated voice
+    // device. The delivery view names the device and the bare "1"; the reply record keeps
+    // the driver's evidence, the DTMF notice.
+    let v1 = &d["v1"];
+    assert_eq!(v1["state"], "acknowledged", "{v1}");
+    assert_eq!(v1["late"], false);
+    assert_eq!(
+        v1["ack_evidence"],
+        format!("{V1} via modem-0-voice: 1"),
+        "{v1}"
+    );
+    let v1_calls = sends_to(v1, "voice", V1);
+    assert_eq!(v1_calls.len(), 1, "{v1}");
+    assert!(outcome(v1_calls[0]).starts_with("delivered"), "{v1}");
+    let v1_reply = reply_from(V1);
+    assert_eq!(v1_reply.len(), 1, "{v1_reply:?}");
+    assert_eq!(v1_reply[0]["data"]["device"], "modem-0-voice");
+    assert_eq!(v1_reply[0]["data"]["text"], "1");
+    assert_eq!(v1_reply[0]["data"]["verdict"]["verdict"], "ack");
+    let evidence = v1_reply[0]["data"]["evidence"].to_string();
+    assert!(
+        evidence.contains("DTMF 1 (+QTONEDET: 49) in call-"),
+        "{evidence}"
+    );
+    let heard = calls_to(&sim, V1);
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].answered_at.is_some());
+    assert_eq!(heard[0].digits, "1");
+    assert_eq!(heard[0].ended_by, "gateway hung up");
+    assert!(
+        heard[0].audio.frames > 0 && !heard[0].audio.is_silence(),
+        "v1 heard the prompt: {:?}",
+        heard[0].audio
+    );
+
+    // v2: acked by SMS while the call rang; the router cancelled the call and the driver
+    // hung it up unanswered.
+    let v2 = &d["v2"];
+    assert_eq!(v2["state"], "acknowledged", "{v2}");
+    assert_eq!(
+        v2["ack_evidence"],
+        format!("{V2} via modem-0: 1 {}", v2["code"].as_str().unwrap()),
+        "{v2}"
+    );
+    let v2_calls = sends_to(v2, "voice", V2);
+    assert_eq!(v2_calls.len(), 1, "one call, not retried: {v2}");
+    assert_eq!(outcome(v2_calls[0]), "cancelled: acknowledged", "{v2}");
+    let cancelled = about(&records, "attempt_cancelled", &v2_calls[0]["attempt"]);
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    assert_eq!(cancelled[0]["data"]["device"], "modem-0-voice");
+    assert_eq!(cancelled[0]["data"]["reason"], "acknowledged");
+    let v2_reply = reply_from(V2);
+    assert_eq!(v2_reply.len(), 1, "{v2_reply:?}");
+    assert_eq!(v2_reply[0]["data"]["device"], "modem-0");
+    assert_eq!(v2_reply[0]["data"]["verdict"]["verdict"], "ack");
+    assert!(
+        v2_reply[0]["at"].as_i64() > v2_calls[0]["started_at"].as_i64()
+            && v2_reply[0]["at"].as_i64() <= cancelled[0]["at"].as_i64(),
+        "the reply came while the call was on"
+    );
+    // The driver's own outcome follows the cancel: hung up, failed for good.
+    let ended = ends(&records, &v2_calls[0]["attempt"]);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(ended[0]["at"].as_i64() >= cancelled[0]["at"].as_i64());
+    assert_eq!(ended[0]["data"]["outcome"]["kind"], "failed", "{ended:?}");
+    assert_eq!(ended[0]["data"]["outcome"]["retryable"], false, "{ended:?}");
+    let reason = ended[0]["data"]["outcome"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cancelled;") && reason.contains("cancelled by the gateway"),
+        "{reason}"
+    );
+    // The phone was ringing (the network's alerting had come) and nobody had answered.
+    assert!(
+        reason.contains("ringing +") && reason.contains("answered -"),
+        "{reason}"
+    );
+    let rang = calls_to(&sim, V2);
+    assert_eq!(rang[0].answered_at, None);
+    assert_eq!(rang[0].ended_by, "gateway hung up");
+    assert!(
+        rang[0].ended_at.since(rang[0].dialled_at) > Duration::from_millis(500),
+        "hung up after the network's alerting: {rang:?}"
+    );
+    assert_eq!(
+        rang[0].audio.frames, 0,
+        "nothing played into an unanswered call"
+    );
+
+    // v3 (never answers) and v4 (busy): three dials each, every one failed and retried,
+    // then the escalation to t1 at the 5-minute deadline, after the third dial.
+    for (p, number, name, failure, ended_by) in [
+        (
+            "v3",
+            V3,
+            "周三",
+            "failed: no answer (NO ANSWER)",
+            "network: no answer",
+        ),
+        ("v4", V4, "吴四", "failed: busy (BUSY)", "busy"),
+    ] {
+        let dp = &d[p];
+        assert_eq!(dp["state"], "escalated", "{dp}");
+        assert_eq!(dp["escalated_to"], "t1", "{dp}");
+        assert_eq!(dp["ack_evidence"], Value::Null, "{dp}");
+        let calls = sends_to(dp, "voice", number);
+        assert_eq!(calls.len(), 3, "three dials: {dp}");
+        for a in &calls {
+            assert!(outcome(a).starts_with(failure), "{p}: {a}");
+        }
+        let last_dial_over = calls
+            .iter()
+            .flat_map(|a| ends(&records, &a["attempt"]))
+            .map(|r| r["at"].as_i64().unwrap())
+            .max()
+            .unwrap();
+        let escalated: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["kind"] == "escalated" && r["data"]["person"] == p)
+            .collect();
+        assert_eq!(escalated.len(), 1, "{escalated:?}");
+        assert!(
+            escalated[0]["at"].as_i64().unwrap() > last_dial_over,
+            "{p} is escalated after the third dial"
+        );
+        let task = &escalated[0]["data"]["task"];
+        assert_eq!(task["assignee"], "t1");
+        let text = task["text"].as_str().unwrap();
+        assert!(text.contains("叫应升级") && text.contains(name), "{text}");
+        let rang = calls_to(&sim, number);
+        assert_eq!(rang.len(), 3, "{rang:?}");
+        assert!(
+            rang.iter()
+                .all(|c| c.answered_at.is_none() && c.ended_by == ended_by && c.audio.frames == 0),
+            "{rang:?}"
+        );
+    }
+
+    assert_eq!(s["counts"]["by_state"]["acknowledged"], 2, "{s}");
+    assert_eq!(s["counts"]["by_state"]["escalated"], 2, "{s}");
+    assert_eq!(s["counts"]["escalated"], 2, "{s}");
+    daemon.stop();
+    cancel.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -216,11 +216,6 @@ impl Lineup {
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
-
-    /// The waiting programmes, next first.
-    pub fn ids(&self) -> impl Iterator<Item = ProgrammeId> + '_ {
-        self.waiting.iter().map(|&(_, _, id)| id)
-    }
 }
 
 /// What one speaker reported about one stream.

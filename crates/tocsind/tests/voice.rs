@@ -309,6 +309,27 @@ impl Watch {
             .collect()
     }
 
+    /// Reads the stream until the records it carried satisfy `done`: the API's views can
+    /// be a chunk ahead of the stream, so records of changes already seen are waited for.
+    async fn records_until(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let fut = async {
+            loop {
+                let records = self.records();
+                if done(&records) {
+                    return records;
+                }
+                match self.events.chunk().await {
+                    Ok(Some(bytes)) => self.stream.push_str(&String::from_utf8_lossy(&bytes)),
+                    other => panic!("event stream ended: {other:?}"),
+                }
+            }
+        };
+        match tokio::time::timeout(PATIENCE, fut).await {
+            Ok(r) => r,
+            Err(_) => panic!("timed out waiting for the records of {what}"),
+        }
+    }
+
     /// Waits for the daemon to report changes until `done(summary, deliveries)` holds.
     async fn until(
         &mut self,
@@ -434,7 +455,23 @@ async fn red_alert_by_voice_key_1_sms_while_ringing_no_answer_and_busy_escalate(
                 })
         })
         .await;
-    let records = watch.records();
+    // Every attempt of the four leads has its driver's final word in the stream, and both
+    // escalations are there.
+    let attempt_ids: Vec<Value> = [("v1", V1), ("v2", V2), ("v3", V3), ("v4", V4)]
+        .iter()
+        .flat_map(|(p, n)| sends_to(&d[*p], "voice", n))
+        .map(|a| a["attempt"].clone())
+        .collect();
+    let records = watch
+        .records_until("the calls and escalations", |records| {
+            attempt_ids.iter().all(|a| !ends(records, a).is_empty())
+                && ["v3", "v4"].iter().all(|p| {
+                    records
+                        .iter()
+                        .any(|r| r["kind"] == "escalated" && r["data"]["person"] == *p)
+                })
+        })
+        .await;
     let reply_from = |n: &str| -> Vec<&Value> {
         records
             .iter()

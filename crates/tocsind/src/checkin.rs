@@ -8,8 +8,11 @@
 //! 叫应 machinery as any warning. A crew heard again later has its clock reset; it is
 //! reported again only after its next full silence.
 //!
-//! [`CheckIns`] is the sans-IO state machine (time is an argument). The thin task at the
-//! bottom, [`forward_crew_radios`], turns a radio's node table into heard facts.
+//! [`CheckIns`] is the sans-IO state machine (time is an argument). The thin task
+//! [`forward_radio_nodes`] turns a radio's node table into news about every node in it;
+//! the engine hands crews' news to [`CheckIns`] and everyone's to [`HeardNodes`], which
+//! says whose node has not been heard lately, so that [`stale_mesh_to_leave_out`] can
+//! have such a person tried on their BeiDou card or SBD modem first.
 //!
 //! Positions and clocks are soft state: nothing here is persisted beyond the alert
 //! records a miss produces. After a restart every crew's clock starts again at the
@@ -18,10 +21,9 @@
 
 use crate::config::{CheckinsConfig, CrewCheckin};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 use tocsin_core::directory::Directory;
-use tocsin_core::{Address, Alert, AlertId, AreaSpec, Grade, PersonId, Role, Timestamp};
+use tocsin_core::{Address, Alert, AlertId, AreaSpec, Bearer, Grade, PersonId, Role, Timestamp};
 use tocsin_meshtastic::proto::MeshNode;
 use tocsin_router::plan::NamedAreaRef;
 use tocsin_router::{AlertPlan, Contact, Target, TargetReason};
@@ -432,29 +434,37 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
-/// A crew radio heard, as the forwarder reports it: how long ago in real time, so that
-/// the engine can place it on its own (possibly sped-up) clock.
+/// A mesh node heard, as a radio's forwarder reports it: how long ago in real time (so
+/// that the engine can place it on its own, possibly sped-up, clock), how many hops away
+/// and where.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RadioHeard {
-    /// The crew member carrying the radio (one radio may serve several).
-    pub person: PersonId,
-    /// How long ago, in real time, the radio was last heard; `None` if never.
+pub struct NodeHeard {
+    /// The node number.
+    pub num: u32,
+    /// How long ago, in real time, the radio last heard the node; `None` if never.
     pub ago: Option<Duration>,
+    /// Hops away it was last heard, when the radio knows.
+    pub hops: Option<u32>,
     /// `[lon, lat]`, when known.
     pub position: Option<[f64; 2]>,
 }
 
-impl RadioHeard {
-    /// The heard fact on the gateway's clock, which runs `speed` times real time.
-    pub fn at(&self, now: Timestamp, speed: f64) -> Heard {
-        let heard_at = self.ago.map(|ago| {
+impl NodeHeard {
+    /// When the node was last heard on the gateway's clock, which runs `speed` times real
+    /// time; `None` if never.
+    pub fn heard_at(&self, now: Timestamp, speed: f64) -> Option<Timestamp> {
+        self.ago.map(|ago| {
             let ms = ago.as_secs_f64() * 1000.0 * speed;
             // Casts saturate; an absurd age lands far in the past, which is what it is.
             Timestamp(now.0.saturating_sub(ms as i64))
-        });
+        })
+    }
+
+    /// The check-in fact this is for a crew member carrying the node.
+    pub fn for_crew(&self, person: PersonId, now: Timestamp, speed: f64) -> Heard {
         Heard {
-            person: self.person.clone(),
-            heard_at,
+            person,
+            heard_at: self.heard_at(now, speed),
             position: self.position,
         }
     }
@@ -463,35 +473,34 @@ impl RadioHeard {
 /// Crew members by the node number of the radio they carry.
 pub type CrewRadios = BTreeMap<u32, Vec<PersonId>>;
 
-/// What a radio's node table says that is new since `seen` (last heard time and position
-/// per node): one fact per crew member on a node whose entry changed. `now` and the
-/// table's `last_heard` are on the driver's real-time clock.
-pub fn crew_radio_news(
+/// What one node's table entry said when last reported: last heard, hops, position.
+pub type NodeEntry = (Option<Timestamp>, Option<u32>, Option<[f64; 2]>);
+
+/// What a radio's node table says that is new since `seen`: one fact per node whose entry
+/// (last heard, hops, position) changed, for every node in the table, crews or not. `now`
+/// and the table's `last_heard` are on the driver's real-time clock.
+pub fn node_news(
     table: &[MeshNode],
-    crews: &CrewRadios,
-    seen: &mut HashMap<u32, (Option<Timestamp>, Option<[f64; 2]>)>,
+    seen: &mut HashMap<u32, NodeEntry>,
     now: Timestamp,
-) -> Vec<RadioHeard> {
+) -> Vec<NodeHeard> {
     let mut news = Vec::new();
     for node in table {
-        let Some(people) = crews.get(&node.num) else {
-            continue;
-        };
         let position = node
             .position
             .map(|p| [p.longitude, p.latitude])
             .filter(|&pos| tocsin_core::area::validate_position(pos, String::new).is_ok());
-        let entry = (node.last_heard, position);
+        let entry = (node.last_heard, node.hops_away, position);
         if seen.get(&node.num) == Some(&entry) {
             continue;
         }
         seen.insert(node.num, entry);
-        let ago = node.last_heard.map(|t| now.since(t));
-        news.extend(people.iter().map(|person| RadioHeard {
-            person: person.clone(),
-            ago,
+        news.push(NodeHeard {
+            num: node.num,
+            ago: node.last_heard.map(|t| now.since(t)),
+            hops: node.hops_away,
             position,
-        }));
+        });
     }
     news
 }
@@ -500,12 +509,12 @@ pub fn crew_radio_news(
 /// delays a forwarder; the node table it watches keeps the latest state meanwhile.
 pub const RADIO_HEARD_QUEUE: usize = 64;
 
-/// Follows one radio's node table and sends the engine what is new about crew radios,
-/// until `cancel` fires, the radio's task ends or the engine stops listening.
-pub async fn forward_crew_radios(
+/// Follows one radio's node table and sends the engine what is new about every node in
+/// it, until `cancel` fires, the radio's task ends or the engine stops listening. An
+/// empty table (the radio not connected yet) sends nothing.
+pub async fn forward_radio_nodes(
     mut nodes: watch::Receiver<Vec<MeshNode>>,
-    crews: Arc<CrewRadios>,
-    out: mpsc::Sender<Vec<RadioHeard>>,
+    out: mpsc::Sender<Vec<NodeHeard>>,
     cancel: CancellationToken,
 ) {
     // The driver's clock: its `last_heard` values are on it.
@@ -514,7 +523,7 @@ pub async fn forward_crew_radios(
     loop {
         let news = {
             let table = nodes.borrow_and_update();
-            crew_radio_news(&table, &crews, &mut seen, clock.now())
+            node_news(&table, &mut seen, clock.now())
         };
         if !news.is_empty() && out.send(news).await.is_err() {
             return;
@@ -523,6 +532,161 @@ pub async fn forward_crew_radios(
             _ = cancel.cancelled() => return,
             changed = nodes.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// What the gateway knows of one mesh node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    /// Latest time any radio heard it, on the gateway's clock; `None`: in a table, never
+    /// heard.
+    pub last_heard: Option<Timestamp>,
+    /// Hops away when last heard (as reported with the latest news).
+    pub hops: Option<u32>,
+}
+
+/// Whether a node is worth trying first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// No radio has handed over a node table yet: the gateway knows nothing and judges
+    /// nothing (the mesh is tried as the policy says).
+    Unknown,
+    /// Heard within the stale time.
+    Fresh,
+    /// Not heard within the stale time, or never: in no radio's table, or in one with no
+    /// time heard.
+    Stale,
+}
+
+/// Last heard and hops of every mesh node the radios' tables hold (soft state, never
+/// persisted), and the rule that says which nodes are stale.
+///
+/// Decision on "never heard": once any radio has handed over its node table, a node in
+/// no table (or in one without a time heard) counts as stale. A Meshtastic radio keeps
+/// every node it has heard in its database, across its own reboots, so a node absent
+/// from it has not been in range of this gateway; before the first table the gateway
+/// knows nothing and leaves the mesh where the policy puts it. Ages are the radios':
+/// a node heard two hours before the daemon started is two hours old (reachability is
+/// about the air, not about this process). Times from several radios keep the latest.
+#[derive(Clone, Debug)]
+pub struct HeardNodes {
+    stale_after: Duration,
+    table_received: bool,
+    nodes: BTreeMap<u32, NodeState>,
+}
+
+impl HeardNodes {
+    /// Nothing heard yet; a node silent for longer than `stale_after` is stale.
+    pub fn new(stale_after: Duration) -> HeardNodes {
+        HeardNodes {
+            stale_after,
+            table_received: false,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Takes one node's news from a radio's table: `heard_at` on the gateway's clock (a
+    /// time in the future is taken as `now`). An older time than one already known
+    /// (another radio, or a database replayed at a reconnect) keeps the newer one; hops
+    /// follow the newest time.
+    pub fn handle_heard(
+        &mut self,
+        now: Timestamp,
+        num: u32,
+        heard_at: Option<Timestamp>,
+        hops: Option<u32>,
+    ) {
+        self.table_received = true;
+        let heard_at = heard_at.map(|t| t.min(now));
+        let state = self.nodes.entry(num).or_insert(NodeState {
+            last_heard: None,
+            hops: None,
+        });
+        match (state.last_heard, heard_at) {
+            (Some(known), Some(at)) if at < known => {}
+            (Some(_), None) => {}
+            _ => {
+                state.last_heard = heard_at.or(state.last_heard);
+                if hops.is_some() {
+                    state.hops = hops;
+                }
+            }
+        }
+    }
+
+    /// What is known of a node.
+    pub fn node(&self, num: u32) -> Option<NodeState> {
+        self.nodes.get(&num).copied()
+    }
+
+    /// Whether the node is worth trying first at `now` (see the type's docs).
+    pub fn freshness(&self, num: u32, now: Timestamp) -> Freshness {
+        if !self.table_received {
+            return Freshness::Unknown;
+        }
+        match self.nodes.get(&num).and_then(|s| s.last_heard) {
+            Some(t) if now.since(t) <= self.stale_after => Freshness::Fresh,
+            _ => Freshness::Stale,
+        }
+    }
+}
+
+/// The stale mesh nodes to leave out of one person's contact addresses, so that the
+/// router tries them on another bearer first; empty when nothing would change for the
+/// better.
+///
+/// The router's `best_of` picks the first bearer in the *policy's* order for which the
+/// person has an address and the gateway a device; the order of a person's addresses
+/// does not matter. So the one honest lever the plan has is the address list itself:
+/// - stale nodes are left out when the person also has a fresh node (mesh is still
+///   tried, on the node that is heard);
+/// - otherwise they are left out only when `best_of` would pick the mesh and, without
+///   it, would pick BeiDou or SBD instead (the person has that address, the gateway that
+///   device);
+/// - a person whose mesh node is their only off-grid way keeps it (still tried); mesh in
+///   `parallel` is tried alongside the rest anyway and is kept too; so is every node
+///   while no radio has handed over its table.
+///
+/// What leaving a node out costs: that alert never tries it (it is not in its fallbacks
+/// either), and a reply sent from it later is not recognised as this person's for that
+/// alert (recorded as from an unknown sender) unless another open alert lists the node.
+pub fn stale_mesh_to_leave_out(
+    addresses: &[Address],
+    policy: &tocsin_router::policy::ResolvedPolicy,
+    has_device: impl Fn(Bearer) -> bool,
+    freshness: impl Fn(u32) -> Freshness,
+) -> Vec<u32> {
+    if !has_device(Bearer::Mesh) || policy.parallel.contains(&Bearer::Mesh) {
+        return Vec::new();
+    }
+    let (stale, fresh): (Vec<u32>, Vec<u32>) = addresses
+        .iter()
+        .filter_map(|a| match a {
+            Address::MeshNode(n) => Some(*n),
+            _ => None,
+        })
+        .partition(|n| freshness(*n) == Freshness::Stale);
+    if stale.is_empty() {
+        return Vec::new();
+    }
+    if !fresh.is_empty() {
+        return stale;
+    }
+    let usable = |b: Bearer, with_mesh: bool| {
+        (with_mesh || b != Bearer::Mesh) && has_device(b) && addresses.iter().any(|a| a.serves(b))
+    };
+    // As the router does: bearers already tried in parallel are not picked again.
+    let pick = |with_mesh: bool| {
+        policy
+            .best_of
+            .iter()
+            .copied()
+            .filter(|b| !(policy.parallel.contains(b) && usable(*b, with_mesh)))
+            .find(|b| usable(*b, with_mesh))
+    };
+    match (pick(true), pick(false)) {
+        (Some(Bearer::Mesh), Some(Bearer::Beidou | Bearer::Sbd)) => stale,
+        _ => Vec::new(),
     }
 }
 
@@ -868,33 +1032,141 @@ mod tests {
     }
 
     #[test]
-    fn the_node_table_yields_news_about_crew_radios_only_when_it_changes() {
-        let mut crews = CrewRadios::new();
-        crews.insert(7, vec![PersonId::from("F1"), PersonId::from("F1b")]);
+    fn the_node_table_yields_news_about_every_node_only_when_it_changes() {
         let mut seen = HashMap::new();
         let now = Timestamp(100_000);
-        let table = vec![
-            node(7, Some(40_000), Some((40.5, 116.2))),
-            node(99, Some(99_000), None),
-        ];
-        let news = crew_radio_news(&table, &crews, &mut seen, now);
-        assert_eq!(news.len(), 2, "both people on node 7, nobody for node 99");
+        let mut far = node(99, Some(99_000), None);
+        far.hops_away = Some(2);
+        let table = vec![node(7, Some(40_000), Some((40.5, 116.2))), far.clone()];
+        let news = node_news(&table, &mut seen, now);
+        assert_eq!(news.len(), 2, "crews or not, every node is news");
+        assert_eq!(news[0].num, 7);
         assert_eq!(news[0].ago, Some(Duration::from_secs(60)));
         assert_eq!(news[0].position, Some([116.2, 40.5]));
-        assert!(crew_radio_news(&table, &crews, &mut seen, now).is_empty());
+        assert_eq!((news[1].num, news[1].hops), (99, Some(2)));
+        assert_eq!(news[1].ago, Some(Duration::from_secs(1)));
+        assert!(node_news(&table, &mut seen, now).is_empty());
+        // Only the hops changed: still news (the mesh around the node moved).
+        far.hops_away = Some(0);
+        let news = node_news(&[far], &mut seen, now);
+        assert_eq!((news.len(), news[0].hops), (1, Some(0)));
         // A fresh packet, no fix (an impossible position is dropped).
         let table = vec![node(7, Some(100_000), Some((95.0, 116.2)))];
-        let news = crew_radio_news(&table, &crews, &mut seen, now);
+        let news = node_news(&table, &mut seen, now);
         assert_eq!(news[0].ago, Some(Duration::ZERO));
         assert_eq!(news[0].position, None);
         // On a clock 60 times real time, one real minute ago is an hour ago.
-        let h = news[0].at(Timestamp(10_000_000), 60.0);
+        let h = news[0].for_crew(PersonId::from("F1"), Timestamp(10_000_000), 60.0);
         assert_eq!(h.heard_at, Some(Timestamp(10_000_000)));
-        let h = RadioHeard {
+        let minute_ago = NodeHeard {
             ago: Some(Duration::from_secs(60)),
             ..news[0].clone()
-        }
-        .at(Timestamp(10_000_000), 60.0);
-        assert_eq!(h.heard_at, Some(Timestamp(10_000_000 - 3_600_000)));
+        };
+        assert_eq!(
+            minute_ago.heard_at(Timestamp(10_000_000), 60.0),
+            Some(Timestamp(10_000_000 - 3_600_000))
+        );
+        let never = NodeHeard {
+            ago: None,
+            ..minute_ago
+        };
+        assert_eq!(never.heard_at(Timestamp(10_000_000), 60.0), None);
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn nodes_are_stale_after_the_stale_time_or_never_heard_once_a_table_came() {
+        let mut n = HeardNodes::new(HOUR);
+        // No table yet: nothing is judged.
+        assert_eq!(n.freshness(7, at(0)), Freshness::Unknown);
+        n.handle_heard(at(20), 7, Some(at(20)), Some(1));
+        n.handle_heard(at(20), 8, None, None);
+        assert_eq!(
+            n.node(8),
+            Some(NodeState {
+                last_heard: None,
+                hops: None
+            })
+        );
+        assert_eq!(n.freshness(7, at(80)), Freshness::Fresh);
+        assert_eq!(n.freshness(7, at(81)), Freshness::Stale);
+        // In a table but never heard, or in no table at all.
+        assert_eq!(n.freshness(8, at(21)), Freshness::Stale);
+        assert_eq!(n.freshness(9, at(21)), Freshness::Stale);
+        // An older time (another radio, a replayed database) keeps the newer one and
+        // its hops; a newer one moves both; a future time counts as now.
+        n.handle_heard(at(70), 7, Some(at(10)), Some(3));
+        assert_eq!(
+            n.node(7),
+            Some(NodeState {
+                last_heard: Some(at(20)),
+                hops: Some(1)
+            })
+        );
+        n.handle_heard(at(70), 7, Some(at(500)), Some(2));
+        assert_eq!(
+            n.node(7),
+            Some(NodeState {
+                last_heard: Some(at(70)),
+                hops: Some(2)
+            })
+        );
+        n.handle_heard(at(80), 7, None, None);
+        assert_eq!(n.node(7).and_then(|s| s.last_heard), Some(at(70)));
+        assert_eq!(n.freshness(7, at(130)), Freshness::Fresh);
+    }
+
+    fn red() -> tocsin_router::policy::ResolvedPolicy {
+        let mut p = tocsin_router::Policies::default();
+        p.red.best_of = vec![Bearer::Mesh, Bearer::Beidou, Bearer::Sbd];
+        p.resolve(Grade::Red, Role::GridLead)
+    }
+
+    #[test]
+    fn a_stale_node_is_left_out_only_when_another_off_grid_bearer_takes_its_turn() {
+        let card = Address::BeidouCard("9900001".into());
+        let phone = Address::Phone(PhoneNumber::parse("+8619900000001", "86").unwrap());
+        let all = |_: Bearer| true;
+        let stale7 = |n: u32| {
+            if n == 7 {
+                Freshness::Stale
+            } else {
+                Freshness::Fresh
+            }
+        };
+        let pol = red();
+        // Mesh first in best_of, a BeiDou card too: the card takes the turn.
+        let both = [phone.clone(), Address::MeshNode(7), card.clone()];
+        assert_eq!(stale_mesh_to_leave_out(&both, &pol, all, stale7), vec![7]);
+        // Heard lately, or nothing known yet: kept.
+        assert!(stale_mesh_to_leave_out(&both, &pol, all, |_| Freshness::Fresh).is_empty());
+        assert!(stale_mesh_to_leave_out(&both, &pol, all, |_| Freshness::Unknown).is_empty());
+        // Mesh the only off-grid way (SMS and voice run in parallel anyway): kept.
+        let mesh_only = [phone.clone(), Address::MeshNode(7)];
+        assert!(stale_mesh_to_leave_out(&mesh_only, &pol, all, stale7).is_empty());
+        // A card but no BeiDou terminal: kept.
+        let no_beidou = |b: Bearer| b != Bearer::Beidou;
+        assert!(stale_mesh_to_leave_out(&both, &pol, no_beidou, stale7).is_empty());
+        // A second node that is heard: the stale one goes, mesh stays on the fresh one.
+        let two = [Address::MeshNode(7), Address::MeshNode(8)];
+        assert_eq!(stale_mesh_to_leave_out(&two, &pol, all, stale7), vec![7]);
+        // The default red tries BeiDou before the mesh already: nothing to change, and
+        // the node stays so that a reply from it is still recognised.
+        let default_red = tocsin_router::Policies::default().resolve(Grade::Red, Role::GridLead);
+        assert!(stale_mesh_to_leave_out(&both, &default_red, all, stale7).is_empty());
+        // Mesh in parallel is tried alongside the rest: kept.
+        let mut parallel = red();
+        parallel.parallel.push(Bearer::Mesh);
+        assert!(stale_mesh_to_leave_out(&both, &parallel, all, stale7).is_empty());
+        // No mesh device at all: nothing to judge.
+        let no_mesh = |b: Bearer| b != Bearer::Mesh;
+        assert!(stale_mesh_to_leave_out(&both, &pol, no_mesh, stale7).is_empty());
+        // SBD counts as off-grid too.
+        let kit = [
+            Address::MeshNode(7),
+            Address::SbdImei("300234010753370".into()),
+        ];
+        assert_eq!(stale_mesh_to_leave_out(&kit, &pol, all, stale7), vec![7]);
     }
 }

@@ -35,7 +35,38 @@ pub struct Config {
     /// Field-crew check-ins over the mesh; optional, every key has a default.
     #[serde(default)]
     pub checkins: CheckinsConfig,
+    /// How the mesh radios' node tables steer bearer choice; optional, every key has a
+    /// default.
+    #[serde(default)]
+    pub mesh: MeshSection,
 }
+
+/// `[mesh]`: what the gateway makes of what its Meshtastic radios hear.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// A node not heard by any radio for longer than this (seconds, 60 to 604800) is
+    /// stale: a person whose policy would try their mesh node first, and who has a BeiDou
+    /// card or SBD modem as well, is tried on that instead (see `checkin::HeardNodes`).
+    #[serde(default = "default_mesh_stale_after")]
+    pub stale_after_secs: u64,
+}
+
+impl Default for MeshSection {
+    fn default() -> Self {
+        MeshSection {
+            stale_after_secs: default_mesh_stale_after(),
+        }
+    }
+}
+
+fn default_mesh_stale_after() -> u64 {
+    3600
+}
+
+/// Bounds of `mesh.stale_after_secs`: a minute (radios report every few minutes at best)
+/// to a week.
+const MESH_STALE_AFTER_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
 
 /// Field-crew check-ins: a crew (role `field_crew` with a mesh node in the directory)
 /// silent for longer than `period_secs + grace_secs` raises an alert to its supervisor.
@@ -443,6 +474,15 @@ impl Config {
             }
         }
         validate_checkins(&cfg.checkins).map_err(|(key, message)| invalid(&key, message))?;
+        if !MESH_STALE_AFTER_SECS.contains(&cfg.mesh.stale_after_secs) {
+            return Err(invalid(
+                "mesh.stale_after_secs",
+                format!(
+                    "{} is not between 60 and 604800 seconds",
+                    cfg.mesh.stale_after_secs
+                ),
+            ));
+        }
         Ok(cfg)
     }
 }
@@ -609,6 +649,35 @@ mod tests {
                 "[[checkins.crews]]\nperson = \"F01-1\"\n[[checkins.crews]]\nperson = \"F01-1\"\n",
                 "checkins.crews[1].person",
             ),
+        ] {
+            let err = Config::parse(&with(section), Path::new("example.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+            assert!(err.contains("line"), "error for {key} has no line: {err}");
+        }
+    }
+
+    #[test]
+    fn mesh_staleness_has_a_default_and_bad_values_name_their_key() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let cfg = Config::parse(&text, Path::new("example.toml"), Path::new(".")).unwrap();
+        assert_eq!(cfg.mesh.stale_after_secs, 3600);
+        let with = |section: &str| format!("{text}\n{section}");
+        let cfg = Config::parse(
+            &with("[mesh]\nstale_after_secs = 900\n"),
+            Path::new("example.toml"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(cfg.mesh.stale_after_secs, 900);
+        for (section, key) in [
+            ("[mesh]\nstale_after_secs = 10\n", "mesh.stale_after_secs"),
+            (
+                "[mesh]\nstale_after_secs = 9999999\n",
+                "mesh.stale_after_secs",
+            ),
+            ("[mesh]\nstale_after = 900\n", "stale_after"),
         ] {
             let err = Config::parse(&with(section), Path::new("example.toml"), Path::new("."))
                 .unwrap_err()

@@ -256,27 +256,36 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         clock,
         events,
     );
-    // Crews check in over the mesh; without a mesh radio they never could, so they are
-    // not watched (a miss would only be the gateway's own deafness).
-    if cfg.checkins.enabled && !mesh_nodes.is_empty() {
-        let (checkins, radios, problems) =
-            crate::checkin::watch_crews(&cfg.checkins, &directory, clock.now());
-        for p in &problems {
-            eprintln!("tocsind: check-ins: {p}");
-            tracing::warn!(problem = %p, "check-ins");
+    // Every mesh radio's node table feeds the engine: last heard and hops of every node
+    // (a stale node lets another off-grid bearer go first) and crews' check-ins.
+    if !mesh_nodes.is_empty() {
+        let (heard_tx, heard_rx) = mpsc::channel(crate::checkin::RADIO_HEARD_QUEUE);
+        for nodes in mesh_nodes {
+            tokio::spawn(crate::checkin::forward_radio_nodes(
+                nodes,
+                heard_tx.clone(),
+                shutdown.child_token(),
+            ));
         }
-        if !checkins.is_empty() {
-            let radios = Arc::new(radios);
-            let (heard_tx, heard_rx) = mpsc::channel(crate::checkin::RADIO_HEARD_QUEUE);
-            for nodes in mesh_nodes {
-                tokio::spawn(crate::checkin::forward_crew_radios(
-                    nodes,
-                    radios.clone(),
-                    heard_tx.clone(),
-                    shutdown.child_token(),
-                ));
+        engine = engine.with_mesh_nodes(
+            crate::checkin::HeardNodes::new(std::time::Duration::from_secs(
+                cfg.mesh.stale_after_secs,
+            )),
+            cfg.policies.clone(),
+            heard_rx,
+        );
+        // Crews check in over the mesh; without a mesh radio they never could, so they
+        // are not watched (a miss would only be the gateway's own deafness).
+        if cfg.checkins.enabled {
+            let (checkins, radios, problems) =
+                crate::checkin::watch_crews(&cfg.checkins, &directory, clock.now());
+            for p in &problems {
+                eprintln!("tocsind: check-ins: {p}");
+                tracing::warn!(problem = %p, "check-ins");
             }
-            engine = engine.with_check_ins(checkins, cfg.checkins.grade, heard_rx);
+            if !checkins.is_empty() {
+                engine = engine.with_check_ins(checkins, radios, cfg.checkins.grade);
+            }
         }
     }
     let engine_shutdown = shutdown.clone();

@@ -367,6 +367,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         policies: demo_policies(),
         speech: tocsin_voice::SpeechConfig::default(),
         checkins: crate::config::CheckinsConfig::default(),
+        mesh: crate::config::MeshSection::default(),
     };
     let running = daemon::start(cfg).await?;
     println!(

@@ -12,7 +12,7 @@
 //! timer fires again. A crash after 3 is repaired by the router's restore, which re-issues
 //! attempts that have no outcome yet.
 
-use crate::checkin::{CHECKIN_KIND, CheckIns, RadioHeard};
+use crate::checkin::{CHECKIN_KIND, CheckIns, CrewRadios, HeardNodes, NodeHeard};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -22,7 +22,9 @@ use tocsin_api::{
 };
 use tocsin_channel::{DeviceEvent, DriverCommand, DriverEvent, DriverHandle};
 use tocsin_core::directory::Directory;
-use tocsin_core::{Address, Alert, AlertId, AreaSpec, DeviceId, Grade, PersonId, Timestamp};
+use tocsin_core::{
+    Address, Alert, AlertId, AreaSpec, Bearer, DeviceId, Grade, PersonId, Timestamp,
+};
 use tocsin_router::plan::NamedAreaRef;
 use tocsin_router::{
     AlertPlan, AlertSummary, Contact, DeliveryState, DeliveryView, Output, Preview, Record, Router,
@@ -99,15 +101,34 @@ pub struct Engine {
     store_ok: bool,
     /// Field-crew check-ins and positions, when crews are watched.
     crews: Option<CrewWatch>,
-    /// What the mesh radios hear from crew radios; taken by `run`.
-    crew_radios: Option<mpsc::Receiver<Vec<RadioHeard>>>,
+    /// What the mesh radios hear, when the gateway has any.
+    mesh: Option<MeshWatch>,
+    /// News from the mesh radios' node tables; taken by `run`.
+    radio_news: Option<mpsc::Receiver<Vec<NodeHeard>>>,
 }
 
 /// The engine's field-crew state: check-in clocks and latest positions (soft state,
 /// never persisted; only the alerts a miss raises are).
 struct CrewWatch {
     checkins: CheckIns,
+    /// Crew members by the node they carry.
+    radios: CrewRadios,
     grade: Grade,
+}
+
+/// Last heard and hops of every mesh node (soft state), and the policies that say
+/// whether leaving a stale node out of a plan lets another bearer go first.
+struct MeshWatch {
+    nodes: HeardNodes,
+    policies: tocsin_router::Policies,
+}
+
+/// A stale mesh node left out of a person's contact in a plan (for the log).
+struct LeftOut {
+    person: PersonId,
+    node: u32,
+    last_heard: Option<Timestamp>,
+    hops: Option<u32>,
 }
 
 impl Engine {
@@ -132,21 +153,41 @@ impl Engine {
             synthetic: VecDeque::new(),
             store_ok: true,
             crews: None,
-            crew_radios: None,
+            mesh: None,
+            radio_news: None,
         }
     }
 
-    /// Watches field crews: `checkins` holds their clocks, `radios` brings what the mesh
-    /// radios hear from them, and a missed check-in raises an alert of `grade` to the
-    /// crew's supervisor. Crews' latest positions also join geofenced alerts.
+    /// Listens to the mesh radios: `news` brings what their node tables say about every
+    /// node, `nodes` keeps it and says which nodes are stale. A plan then leaves a
+    /// person's stale node out when `policies` would try the mesh before the BeiDou card
+    /// or SBD modem they also have (see [`crate::checkin::stale_mesh_to_leave_out`]).
+    pub fn with_mesh_nodes(
+        mut self,
+        nodes: HeardNodes,
+        policies: tocsin_router::Policies,
+        news: mpsc::Receiver<Vec<NodeHeard>>,
+    ) -> Engine {
+        self.mesh = Some(MeshWatch { nodes, policies });
+        self.radio_news = Some(news);
+        self
+    }
+
+    /// Watches field crews: `checkins` holds their clocks, `radios` says which node each
+    /// carries (the mesh news set up by [`Engine::with_mesh_nodes`] brings what is heard
+    /// from them), and a missed check-in raises an alert of `grade` to the crew's
+    /// supervisor. Crews' latest positions also join geofenced alerts.
     pub fn with_check_ins(
         mut self,
         checkins: CheckIns,
+        radios: CrewRadios,
         grade: Grade,
-        radios: mpsc::Receiver<Vec<RadioHeard>>,
     ) -> Engine {
-        self.crews = Some(CrewWatch { checkins, grade });
-        self.crew_radios = Some(radios);
+        self.crews = Some(CrewWatch {
+            checkins,
+            radios,
+            grade,
+        });
         self
     }
 
@@ -160,7 +201,7 @@ impl Engine {
     ) -> anyhow::Result<()> {
         // Outputs of the restore (re-issued attempts) are committed and dispatched first.
         self.flush(Vec::new()).await?;
-        let mut radios = self.crew_radios.take();
+        let mut radios = self.radio_news.take();
         loop {
             let mut deferred = Vec::new();
             // The earliest of the router's and the check-ins' deadlines.
@@ -235,15 +276,73 @@ impl Engine {
         self.router.handle_device_event(now, ev);
     }
 
-    /// Crew radios heard: check-ins and positions, placed on the gateway's clock.
-    fn handle_radio_heard(&mut self, batch: Vec<RadioHeard>) {
-        let Some(w) = self.crews.as_mut() else {
-            return;
-        };
-        let now = self.clock.now();
+    /// Mesh nodes heard, placed on the gateway's clock: every node's last heard and hops,
+    /// and crews' check-ins and positions.
+    fn handle_radio_heard(&mut self, batch: Vec<NodeHeard>) {
+        let (now, speed) = (self.clock.now(), self.clock.speed());
         for heard in batch {
-            w.checkins
-                .handle_heard(now, heard.at(now, self.clock.speed()));
+            if let Some(m) = self.mesh.as_mut() {
+                m.nodes
+                    .handle_heard(now, heard.num, heard.heard_at(now, speed), heard.hops);
+            }
+            if let Some(w) = self.crews.as_mut() {
+                for person in w.radios.get(&heard.num).into_iter().flatten() {
+                    w.checkins
+                        .handle_heard(now, heard.for_crew(person.clone(), now, speed));
+                }
+            }
+        }
+    }
+
+    /// Leaves stale mesh nodes out of the plan's contacts where that lets another
+    /// off-grid bearer go first (the rule and its cost: see
+    /// [`crate::checkin::stale_mesh_to_leave_out`]); returns what was left out. The
+    /// delivery view then simply shows those people's attempts on BeiDou or SBD.
+    fn leave_out_stale_mesh(&self, plan: &mut AlertPlan) -> Vec<LeftOut> {
+        let Some(m) = self.mesh.as_ref() else {
+            return Vec::new();
+        };
+        // Staleness is judged now, also when an update re-plans an older alert.
+        let now = self.clock.now();
+        let has_device = |b: Bearer| self.drivers.values().any(|d| d.caps.bearer == b);
+        let mut left = Vec::new();
+        for c in &mut plan.contacts {
+            let policy = m.policies.resolve(plan.alert.grade, c.role);
+            let out =
+                crate::checkin::stale_mesh_to_leave_out(&c.addresses, &policy, has_device, |n| {
+                    m.nodes.freshness(n, now)
+                });
+            if out.is_empty() {
+                continue;
+            }
+            c.addresses
+                .retain(|a| !matches!(a, Address::MeshNode(n) if out.contains(n)));
+            for node in out {
+                let known = m.nodes.node(node);
+                left.push(LeftOut {
+                    person: c.person.clone(),
+                    node,
+                    last_heard: known.and_then(|s| s.last_heard),
+                    hops: known.and_then(|s| s.hops),
+                });
+            }
+        }
+        left
+    }
+
+    /// Logs who is tried on another bearer because their mesh node is stale.
+    fn log_left_out(&self, alert: &AlertId, left: &[LeftOut]) {
+        let now = self.clock.now();
+        for l in left {
+            let silent_secs = l.last_heard.map(|t| now.since(t).as_secs());
+            tracing::info!(
+                %alert,
+                person = %l.person,
+                node = %format!("!{:08x}", l.node),
+                silent_secs = ?silent_secs,
+                hops = ?l.hops,
+                "mesh node not heard lately: tried on the next off-grid bearer first"
+            );
         }
     }
 
@@ -254,18 +353,27 @@ impl Engine {
         let Some(w) = self.crews.as_mut() else {
             return;
         };
+        let grade = w.grade;
+        let missed: Vec<_> = std::iter::from_fn(|| w.checkins.poll_missed()).collect();
         let now = self.clock.now();
-        while let Some(missed) = w.checkins.poll_missed() {
+        for missed in missed {
             let id = AlertId(uuid::Uuid::now_v7().to_string());
             let plan =
-                crate::checkin::missed_alert(&self.directory, &missed, w.grade, id.clone(), now);
-            match plan.map(|p| self.router.handle_alert(now, p)) {
-                Ok(Ok(())) => tracing::warn!(
-                    person = %missed.person,
-                    alert = %id,
-                    "field crew missed its check-in; supervisor alerted"
-                ),
-                Ok(Err(e)) => tracing::error!(
+                crate::checkin::missed_alert(&self.directory, &missed, grade, id.clone(), now);
+            let plan = plan.map(|mut p| {
+                let left = self.leave_out_stale_mesh(&mut p);
+                (p, left)
+            });
+            match plan.map(|(p, left)| (self.router.handle_alert(now, p), left)) {
+                Ok((Ok(()), left)) => {
+                    tracing::warn!(
+                        person = %missed.person,
+                        alert = %id,
+                        "field crew missed its check-in; supervisor alerted"
+                    );
+                    self.log_left_out(&id, &left);
+                }
+                Ok((Err(e), _)) => tracing::error!(
                     person = %missed.person,
                     error = %e,
                     "field crew missed its check-in; the alert was refused"
@@ -285,7 +393,7 @@ impl Engine {
             Request::Submit(new, issuer, reply) => {
                 let id = AlertId(uuid::Uuid::now_v7().to_string());
                 match self.plan(id.clone(), &new, &issuer, now) {
-                    Ok(plan) => {
+                    Ok((plan, left)) => {
                         let accepted = Accepted {
                             id: id.clone(),
                             people: plan.targets.len() as u32,
@@ -301,7 +409,10 @@ impl Engine {
                                 .count() as u32,
                         };
                         match self.router.handle_alert(now, plan) {
-                            Ok(()) => deferred.push(Deferred::Accepted(reply, accepted)),
+                            Ok(()) => {
+                                self.log_left_out(&id, &left);
+                                deferred.push(Deferred::Accepted(reply, accepted));
+                            }
                             Err(e) => {
                                 let _ = reply.send(Err(GatewayError::Conflict(e.to_string())));
                             }
@@ -316,7 +427,7 @@ impl Engine {
                 let id = AlertId("preview".into());
                 let _ = reply.send(
                     self.plan(id, &new, "preview", now)
-                        .map(|p| self.router.preview(&p)),
+                        .map(|(p, _)| self.router.preview(&p)),
                 );
             }
             Request::Alerts(reply) => {
@@ -364,8 +475,11 @@ impl Engine {
                     .validate()
                     .and_then(|()| self.plan(id.clone(), &new, &by, a.accepted_at));
                 match result {
-                    Ok(plan) => match self.router.handle_update(now, plan) {
-                        Ok(()) => deferred.push(Deferred::Summary(reply, id)),
+                    Ok((plan, left)) => match self.router.handle_update(now, plan) {
+                        Ok(()) => {
+                            self.log_left_out(&id, &left);
+                            deferred.push(Deferred::Summary(reply, id));
+                        }
                         Err(e) => {
                             let _ = reply.send(Err(router_error(&id, e)));
                         }
@@ -412,14 +526,16 @@ impl Engine {
         }
     }
 
-    /// Resolves an alert's area to its targets and the contacts escalation may need.
+    /// Resolves an alert's area to its targets and the contacts escalation may need,
+    /// leaving out stale mesh nodes where another off-grid bearer can go first (returned
+    /// for the log).
     fn plan(
         &self,
         id: AlertId,
         new: &NewAlert,
         issuer: &str,
         accepted_at: Timestamp,
-    ) -> Result<AlertPlan, GatewayError> {
+    ) -> Result<(AlertPlan, Vec<LeftOut>), GatewayError> {
         new.validate()?;
         let resolution = self
             .directory
@@ -487,7 +603,7 @@ impl Engine {
                 address: Address::Speaker(s.group.clone()),
             })
             .collect();
-        Ok(AlertPlan {
+        let mut plan = AlertPlan {
             alert: Alert {
                 id,
                 grade: new.grade,
@@ -503,7 +619,9 @@ impl Engine {
             contacts,
             areas,
             speakers,
-        })
+        };
+        let left = self.leave_out_stale_mesh(&mut plan);
+        Ok((plan, left))
     }
 
     /// Crew members whose latest reported position lies inside `area`, wherever the

@@ -85,6 +85,10 @@ pub enum DriverEvent {
         sent_at: Option<Timestamp>,
         /// Release this once committed; `None` when the device keeps nothing.
         receipt: Option<InboundReceipt>,
+        /// The attempt this message answers, when the bearer knows it — a key pressed during
+        /// the call placed for that attempt.
+        #[serde(default)]
+        in_reply_to: Option<AttemptId>,
     },
     /// The device's health changed.
     Health(Health),

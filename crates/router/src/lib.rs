@@ -93,8 +93,14 @@
 //! exactly one person counts for that person's most urgent open record (highest grade,
 //! then the most recently opened; a door-knock task opens when escalated), even when they
 //! have several. An address shared by several people (a village terminal) keeps the strict
-//! rule, and SMS, whose caller id can be forged, always does. A door-knock task is acked the
-//! same way by any supervisor it was sent to,
+//! rule, and SMS, whose caller id can be forged, always does. When the bearer says which
+//! attempt a reply answers (`DriverEvent::Inbound::in_reply_to`: key 1 pressed in the call
+//! placed for that attempt), a bare ack, or a code of that record, goes to THAT attempt's
+//! record (the person's warning or a door-knock task) whatever else is open, provided the
+//! attempt was placed on the same device to the sender's address and the sender owns the
+//! record; if that record has closed meanwhile the verdict is about it (duplicate, late,
+//! closed), never about another. The reply record keeps `in_reply_to`. A door-knock task
+//! is acked the same way by any supervisor it was sent to,
 //! with the task code: `AckCode::derive(key, alert, "{person}/door")` (see [`door_code`]).
 //! A bare ack from someone with nothing open is judged the same way against their records
 //! that closed without their ack (`unreached`, or `confirmed` by a door knock): it counts as

@@ -427,6 +427,11 @@ pub enum Record {
         sent_at: Option<Timestamp>,
         /// The receipt released once this is committed.
         receipt: Option<InboundReceipt>,
+        /// The attempt the bearer says this answers (a key pressed in the call placed for
+        /// it): the verdict went to that attempt's record. Absent in logs written before
+        /// bearers said so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<AttemptId>,
         /// Verdict.
         verdict: Verdict,
     },
@@ -612,6 +617,7 @@ mod tests {
             evidence: "raw".into(),
             sent_at: None,
             receipt: Some(InboundReceipt("3".into())),
+            in_reply_to: None,
             verdict: Verdict::Rejected {
                 rejection: Rejection::Ambiguous { open: 2 },
                 alerts: vec![AlertId::from("a")],
@@ -621,9 +627,45 @@ mod tests {
         assert_eq!(j["type"], "reply");
         assert_eq!(j["verdict"]["verdict"], "rejected");
         assert_eq!(j["verdict"]["reason"], "ambiguous");
+        // Written only when a bearer named the attempt, so older logs look the same.
+        assert!(j.get("in_reply_to").is_none(), "{j}");
         assert_eq!(serde_json::from_value::<Record>(j).unwrap(), r);
         assert_eq!(r.kind(), "reply");
         assert_eq!(r.alert().map(|a| a.as_str()), Some("a"));
         assert_eq!(r.at(), Timestamp(5));
+    }
+
+    #[test]
+    fn a_reply_keeps_the_attempt_it_answers_and_older_logs_still_read() {
+        let r = Record::Reply {
+            at: Timestamp(9),
+            device: DeviceId::from("modem-0-voice"),
+            from: Address::MeshNode(7),
+            text: "1".into(),
+            evidence: "DTMF 1 (+QTONEDET: 49) in call-3 at +2.0 s".into(),
+            sent_at: None,
+            receipt: None,
+            in_reply_to: Some(AttemptId(42)),
+            verdict: Verdict::Duplicate {
+                alert: AlertId::from("a"),
+                person: PersonId::from("p"),
+            },
+        };
+        let mut j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["in_reply_to"], 42);
+        assert_eq!(serde_json::from_value::<Record>(j.clone()).unwrap(), r);
+        // A log line from before the field existed.
+        j.as_object_mut().unwrap().remove("in_reply_to");
+        let old = serde_json::from_value::<Record>(j).unwrap();
+        assert!(
+            matches!(
+                old,
+                Record::Reply {
+                    in_reply_to: None,
+                    ..
+                }
+            ),
+            "{old:?}"
+        );
     }
 }

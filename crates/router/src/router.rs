@@ -108,6 +108,9 @@ impl Router {
             state
                 .intervals
                 .insert(dev.id.clone(), interval_us(dev.caps.per_minute));
+            if dev.caps.sender_authenticated {
+                state.authenticated.insert(dev.id.clone());
+            }
         }
         Router {
             config,
@@ -363,8 +366,9 @@ impl Router {
                 evidence,
                 sent_at,
                 receipt,
+                in_reply_to,
             } => {
-                let verdict = self.judge(now, &device, &from, &text);
+                let verdict = self.judge(now, &device, &from, &text, in_reply_to);
                 self.emit(Record::Reply {
                     at: now,
                     device: device.clone(),
@@ -373,6 +377,7 @@ impl Router {
                     evidence,
                     sent_at,
                     receipt: receipt.clone(),
+                    in_reply_to,
                     verdict,
                 });
                 if let Some(receipt) = receipt {
@@ -1042,7 +1047,14 @@ impl Router {
     }
 
     /// Judges a reply against the ack rule (see the crate docs).
-    fn judge(&self, now: Timestamp, device: &DeviceId, from: &Address, text: &str) -> Verdict {
+    fn judge(
+        &self,
+        now: Timestamp,
+        device: &DeviceId,
+        from: &Address,
+        text: &str,
+        in_reply_to: Option<AttemptId>,
+    ) -> Verdict {
         let empty = BTreeSet::new();
         let people = self.state.address_people.get(from).unwrap_or(&empty);
         let reject = |rejection: Rejection| Verdict::Rejected {
@@ -1052,7 +1064,22 @@ impl Router {
         if people.is_empty() {
             return reject(Rejection::UnknownSender);
         }
-        match read_reply(text) {
+        let form = read_reply(text);
+        // The bearer knows which attempt this answers (a key pressed in the call placed
+        // for it): the answer is for that attempt's record, whatever else the sender has
+        // open — not for their most urgent record, which may be another task entirely.
+        if let Some((r, by)) = in_reply_to.and_then(|id| self.answered(id, device, from, people)) {
+            let code = self.code_of(r);
+            let for_it = match &form {
+                ReplyForm::Bare => true,
+                ReplyForm::Codes(codes) => codes.contains(&code),
+                ReplyForm::Other => false,
+            };
+            if for_it {
+                return self.verdict_for(now, r, code, by, &reject);
+            }
+        }
+        match form {
             ReplyForm::Codes(codes) => {
                 let mut first_rejection = None;
                 for code in codes {
@@ -1147,6 +1174,45 @@ impl Router {
             }
             ReplyForm::Other => reject(Rejection::NotAnAck),
         }
+    }
+
+    /// The record an answer to `attempt` is for, and who of `people` answers it: the
+    /// attempt's record (the person's warning, or a door-knock task) when it was placed on
+    /// `device` to `from` and one of `people` owns that record. A warning record that needs
+    /// no ack, a notice, or an attempt the router does not know gives `None` (the ordinary
+    /// rules judge the reply). The record may have closed since: the verdict then says
+    /// duplicate, late or closed for THAT record rather than spending the key press on
+    /// another.
+    fn answered(
+        &self,
+        attempt: AttemptId,
+        device: &DeviceId,
+        from: &Address,
+        people: &BTreeSet<PersonId>,
+    ) -> Option<(CodeRef, PersonId)> {
+        let entry = self.state.attempts.get(&attempt)?;
+        if &entry.device != device || &entry.to != from {
+            return None;
+        }
+        let lane = entry.lane;
+        let r = match self.state.lane(lane).kind {
+            LaneKind::Alert => CodeRef {
+                a: lane.a,
+                d: lane.d,
+                task: false,
+            },
+            LaneKind::Task(_) => CodeRef {
+                a: lane.a,
+                d: lane.d,
+                task: true,
+            },
+            LaneKind::Notice(..) => return None,
+        };
+        if !r.task && !self.state.delivery(r.a, r.d).plan.ack_required {
+            return None;
+        }
+        let by = self.owner_among(r, people)?;
+        Some((r, by))
     }
 
     /// Whether `device` authenticates the sender of what it receives.

@@ -249,6 +249,9 @@ pub(crate) struct State {
     pub assignee_tasks: HashMap<PersonId, Vec<(u32, u32)>>,
     /// Send interval per device in microseconds (from the config, not the log).
     pub intervals: HashMap<DeviceId, i64>,
+    /// Devices whose bearer vouches for the sender (from the config, not the log): an ack
+    /// over one keeps the driver's evidence in the record's `ack_evidence`.
+    pub authenticated: BTreeSet<DeviceId>,
     /// Records whose progress may call for a follow-up record (scratch, not state).
     pub touched: Vec<(u32, u32)>,
     /// Announcement attempts: attempt -> (alert, announcement, is the cancellation notice).
@@ -275,6 +278,27 @@ impl State {
 
     fn delivery_mut(&mut self, a: u32, d: u32) -> &mut Delivery {
         &mut self.alerts[a as usize].deliveries[d as usize]
+    }
+
+    /// What the driver saw, appended to an ack's evidence when its device vouches for the
+    /// sender: there the driver's account (the DTMF notice and the call it came in, the
+    /// BeiDou sentence) is what shows the ack is the person's. Elsewhere it is a raw PDU
+    /// that says nothing more to an operator. Bounded, on one line.
+    fn ack_said(&self, device: &DeviceId, evidence: &str) -> String {
+        const MAX_CHARS: usize = 160;
+        let evidence = evidence.trim();
+        if evidence.is_empty() || !self.authenticated.contains(device) {
+            return String::new();
+        }
+        let mut said: String = evidence
+            .chars()
+            .take(MAX_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if evidence.chars().nth(MAX_CHARS).is_some() {
+            said.push('…');
+        }
+        format!(" — {said}")
     }
 
     pub fn lane(&self, r: LaneRef) -> &Lane {
@@ -1205,6 +1229,7 @@ impl State {
                 device,
                 from,
                 text,
+                evidence,
                 verdict,
                 ..
             } => match verdict {
@@ -1214,9 +1239,10 @@ impl State {
                     late,
                 } => {
                     let (a, d) = self.find(alert, person)?;
+                    let said = self.ack_said(device, evidence);
                     let del = self.delivery_mut(a, d);
                     del.acked_at = Some(*at);
-                    del.ack_evidence = Some(format!("{from} via {device}: {text}"));
+                    del.ack_evidence = Some(format!("{from} via {device}: {text}{said}"));
                     del.late = *late;
                     del.reached = true;
                     self.close(a, d, DeliveryState::Acknowledged, *at);
@@ -1228,10 +1254,11 @@ impl State {
                     late,
                 } => {
                     let (a, d) = self.find(alert, person)?;
+                    let said = self.ack_said(device, evidence);
                     let del = self.delivery_mut(a, d);
                     del.acked_at = Some(*at);
                     del.ack_evidence = Some(format!(
-                        "door knock confirmed by {by}, {from} via {device}: {text}"
+                        "door knock confirmed by {by}, {from} via {device}: {text}{said}"
                     ));
                     del.late = *late;
                     self.close(a, d, DeliveryState::Confirmed, *at);

@@ -122,6 +122,7 @@ impl Drive {
                 evidence: "pdu".into(),
                 sent_at: None,
                 receipt: None,
+                in_reply_to: None,
             },
         );
         self.drain();

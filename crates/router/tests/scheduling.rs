@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use tocsin_core::{Address, AlertId, Bearer, Grade, PersonId, Role, Timestamp};
+use tocsin_channel::DriverEvent;
+use tocsin_core::{Address, AlertId, AttemptId, Bearer, Grade, PersonId, Role, Timestamp};
 use tocsin_router::{
     AlertState, Contact, DeliveryState, Purpose, Record, Rejection, Router, Target, TargetReason,
     Verdict,
@@ -514,4 +515,217 @@ fn a_late_bare_ack_after_the_door_knock_still_counts() {
     let views = sim.router.deliveries(&AlertId::from(a), None).unwrap();
     assert_eq!(views[0].state, DeliveryState::Acknowledged);
     assert!(views[0].late);
+}
+
+/// A supervisor holds two open door-knock tasks (red-1's for p1, then red-2's for p2) and
+/// presses 1 in the call placed for the OLDER one. The key answers that call's task, not
+/// the most urgent one; the other task stays open and its call still goes out.
+#[test]
+fn a_key_pressed_in_a_call_answers_that_calls_task() {
+    let contacts = district();
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("red-1", Grade::Red, "山洪红色预警"),
+                &["p1"],
+                &contacts,
+            )),
+        ),
+        (
+            secs(40),
+            Script::Alert(plan(
+                alert("red-2", Grade::Red, "泥石流红色预警"),
+                &["p2"],
+                &contacts,
+            )),
+        ),
+    ];
+    let mut voice = device("voice-1", Bearer::Voice, 1.0);
+    // The call's far end is the number dialled: the bearer vouches for who pressed the key.
+    voice.caps.sender_authenticated = true;
+    let mut sim = Sim::new(
+        config(vec![device("gsm-1", Bearer::Sms, 60.0), voice]),
+        script,
+    );
+    sim.verbose = false;
+    // Calls last two minutes: the key comes while the call is up.
+    sim.delays.insert(Bearer::Voice, (20_000, 120_000));
+    let escalated_at = |sim: &Sim, who: &str| {
+        sim.records.iter().find_map(|r| match r {
+            Record::Escalated { at, person, .. } if person.as_str() == who => Some(*at),
+            _ => None,
+        })
+    };
+    let task_calls = |sim: &Sim, who: &str| -> Vec<AttemptId> {
+        sim.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::AttemptStarted {
+                    person,
+                    attempt,
+                    purpose: Purpose::DoorKnock { .. },
+                    bearer: Bearer::Voice,
+                    ..
+                } if person.as_str() == who => Some(*attempt),
+                _ => None,
+            })
+            .collect()
+    };
+    // Run until both tasks are open and p1's task call is placed.
+    let mut t = 0;
+    while (escalated_at(&sim, "p2").is_none() || task_calls(&sim, "p1").is_empty()) && t < 900 {
+        t += 5;
+        sim.run(secs(t));
+    }
+    let older = escalated_at(&sim, "p1").expect("p1's record escalated");
+    let newer = escalated_at(&sim, "p2").expect("p2's record escalated");
+    assert!(older < newer, "{older:?} {newer:?}");
+    let call = task_calls(&sim, "p1")[0];
+    // p2's task call waits for the line (one call a minute).
+    let p2_calls_before = task_calls(&sim, "p2").len();
+    assert_eq!(p2_calls_before, 0);
+    let t1_phone = phone(10);
+
+    sim.device_event(
+        "voice-1",
+        DriverEvent::Inbound {
+            from: t1_phone.clone(),
+            text: "1".into(),
+            evidence: "DTMF 1 (+QTONEDET: 49) in call-7 at +3.0 s".into(),
+            sent_at: None,
+            receipt: None,
+            in_reply_to: Some(call),
+        },
+    );
+    sim.run(secs(t + 1));
+
+    let reply = sim.records.iter().rev().find_map(|r| match r {
+        Record::Reply {
+            verdict,
+            in_reply_to,
+            ..
+        } => Some((verdict.clone(), *in_reply_to)),
+        _ => None,
+    });
+    let Some((verdict, in_reply_to)) = reply else {
+        panic!("no reply recorded")
+    };
+    assert_eq!(
+        in_reply_to,
+        Some(call),
+        "the reply record keeps the attempt"
+    );
+    assert!(
+        matches!(
+            &verdict,
+            Verdict::DoorKnockConfirmed { alert, person, by, late: false }
+                if alert.as_str() == "red-1" && person.as_str() == "p1" && by.as_str() == "t1"
+        ),
+        "{verdict:?}"
+    );
+    let view =
+        |sim: &Sim, a: &str| sim.router.deliveries(&AlertId::from(a), None).unwrap()[0].clone();
+    assert_eq!(view(&sim, "red-1").state, DeliveryState::Confirmed);
+    assert_eq!(
+        view(&sim, "red-1").ack_evidence.as_deref(),
+        Some(
+            "door knock confirmed by t1, +8613800000010 via voice-1: 1 — \
+             DTMF 1 (+QTONEDET: 49) in call-7 at +3.0 s"
+        )
+    );
+    assert_eq!(view(&sim, "red-2").state, DeliveryState::Escalated);
+    // Nothing of p2's record was cancelled; its task call still goes out.
+    let cancelled_p2 = sim
+        .records
+        .iter()
+        .any(|r| matches!(r, Record::AttemptCancelled { person, .. } if person.as_str() == "p2"));
+    assert!(!cancelled_p2);
+    sim.run(secs(t + 180));
+    assert!(
+        task_calls(&sim, "p2").len() > p2_calls_before,
+        "p2's task call was placed after the key press"
+    );
+    assert_eq!(view(&sim, "red-2").state, DeliveryState::Escalated);
+
+    // The same key press with no attempt named goes by the old rule, to the most urgent
+    // open record: p2's task now (the only one), so the rule still holds there.
+    sim.device_event(
+        "voice-1",
+        DriverEvent::Inbound {
+            from: t1_phone,
+            text: "1".into(),
+            evidence: "DTMF 1".into(),
+            sent_at: None,
+            receipt: None,
+            in_reply_to: None,
+        },
+    );
+    sim.run(secs(t + 181));
+    assert_eq!(view(&sim, "red-2").state, DeliveryState::Confirmed);
+
+    // The log replays to the same views.
+    let restored = Router::restore(
+        config(vec![device("gsm-1", Bearer::Sms, 60.0), {
+            let mut v = device("voice-1", Bearer::Voice, 1.0);
+            v.caps.sender_authenticated = true;
+            v
+        }]),
+        sim.records.clone(),
+        sim.now,
+    )
+    .unwrap();
+    for a in ["red-1", "red-2"] {
+        let back = restored.deliveries(&AlertId::from(a), None).unwrap();
+        assert_eq!(back[0], view(&sim, a), "{a}");
+    }
+}
+
+/// A key press naming an attempt that was not placed to the sender (a confused or forged
+/// report) does not pick a record: the ordinary rules judge it.
+#[test]
+fn a_key_press_naming_someone_elses_call_goes_by_the_ordinary_rules() {
+    let contacts = district();
+    let script = vec![(
+        secs(0),
+        Script::Alert(plan(
+            alert("red-1", Grade::Red, "山洪红色预警"),
+            &["p1", "p2"],
+            &contacts,
+        )),
+    )];
+    let mut voice = device("voice-1", Bearer::Voice, 60.0);
+    voice.caps.sender_authenticated = true;
+    let mut sim = Sim::new(
+        config(vec![device("gsm-1", Bearer::Sms, 60.0), voice]),
+        script,
+    );
+    sim.verbose = false;
+    sim.run(secs(10));
+    let p2_call = sim
+        .sends
+        .iter()
+        .find(|(_, d, _, to, _)| d.as_str() == "voice-1" && *to == phone(2))
+        .map(|s| s.2)
+        .expect("p2 was called");
+    sim.device_event(
+        "voice-1",
+        DriverEvent::Inbound {
+            from: phone(1),
+            text: "1".into(),
+            evidence: "DTMF 1".into(),
+            sent_at: None,
+            receipt: None,
+            in_reply_to: Some(p2_call),
+        },
+    );
+    sim.run(secs(11));
+    let views = sim
+        .router
+        .deliveries(&AlertId::from("red-1"), None)
+        .unwrap();
+    let state = |p: &str| views.iter().find(|v| v.person.as_str() == p).unwrap().state;
+    // p1's own single open record takes the bare ack; p2's stays open.
+    assert_eq!(state("p1"), DeliveryState::Acknowledged);
+    assert_ne!(state("p2"), DeliveryState::Acknowledged);
 }

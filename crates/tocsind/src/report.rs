@@ -26,9 +26,11 @@ pub fn device_bearers(deliveries: &[DeliveryView]) -> BTreeMap<DeviceId, Bearer>
 
 /// The bearer an acknowledged record's counted ack came from.
 ///
-/// The router records the ack's evidence as `{from} via {device}: {text}`; the device
-/// names the bearer (every device serves one). When no attempt went through that device,
-/// the sender's address says it for the bearers whose addresses are their own.
+/// The router records the ack's evidence as `{from} via {device}: {text}`, followed over a
+/// sender-authenticated device by ` — {the driver's evidence}` (e.g. the DTMF notice and
+/// its call); the device names the bearer (every device serves one). When no attempt went
+/// through that device, the sender's address says it for the bearers whose addresses are
+/// their own.
 pub fn ack_bearer(d: &DeliveryView, devices: &BTreeMap<DeviceId, Bearer>) -> Option<Bearer> {
     if d.state != DeliveryState::Acknowledged {
         return None;
@@ -271,4 +273,44 @@ pub fn render_speakers(speakers: &[tocsin_router::SpeakerView]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_core::{AckCode, PersonId, Role, Timestamp};
+
+    fn acked(evidence: &str) -> DeliveryView {
+        DeliveryView {
+            person: PersonId::from("v1"),
+            name: "v1".into(),
+            role: Role::VillageHead,
+            town: "town".into(),
+            state: DeliveryState::Acknowledged,
+            code: AckCode::try_from("K7XY".to_owned()).unwrap_or_else(|_| panic!("fixture")),
+            attempts: Vec::new(),
+            acked_at: Some(Timestamp(1)),
+            ack_evidence: Some(evidence.to_owned()),
+            late: false,
+            escalated_to: None,
+            since: Timestamp(1),
+        }
+    }
+
+    #[test]
+    fn the_ack_bearer_is_read_with_or_without_the_drivers_evidence() {
+        let devices = BTreeMap::from([
+            (DeviceId::from("modem-0-voice"), Bearer::Voice),
+            (DeviceId::from("modem-0"), Bearer::Sms),
+        ]);
+        let key = acked(
+            "+8613800000001 via modem-0-voice: 1 — DTMF 1 (+QTONEDET: 49) in call-3 at +2.0 s",
+        );
+        assert_eq!(ack_bearer(&key, &devices), Some(Bearer::Voice));
+        let sms = acked("+8613800000002 via modem-0: 1 K7XY");
+        assert_eq!(ack_bearer(&sms, &devices), Some(Bearer::Sms));
+        // A device no attempt went through: the card address says BeiDou.
+        let card = acked("bd:0412345 via beidou-0: 收到1 — $BDTXR,1,0412345,2,,A4CAD5B5BD31*3A");
+        assert_eq!(ack_bearer(&card, &devices), Some(Bearer::Beidou));
+    }
 }

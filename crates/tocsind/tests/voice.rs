@@ -480,14 +480,16 @@ async fn red_alert_by_voice_key_1_sms_while_ringing_no_answer_and_busy_escalate(
     };
 
     // v1: the ack is the key 1 in v1's own call, over the sender-authenticated voice
-    // device. The delivery view names the device and the bare "1"; the reply record keeps
-    // the driver's evidence, the DTMF notice.
+    // device. The delivery view names the device, the bare "1" and the driver's evidence
+    // (the DTMF notice and its call); the reply record keeps it too, and the call's attempt.
     let v1 = &d["v1"];
     assert_eq!(v1["state"], "acknowledged", "{v1}");
     assert_eq!(v1["late"], false);
-    assert_eq!(
-        v1["ack_evidence"],
-        format!("{V1} via modem-0-voice: 1"),
+    let v1_via = v1["ack_evidence"].as_str().unwrap_or("");
+    assert!(
+        v1_via.starts_with(&format!(
+            "{V1} via modem-0-voice: 1 — DTMF 1 (+QTONEDET: 49) in call-"
+        )),
         "{v1}"
     );
     let v1_calls = sends_to(v1, "voice", V1);
@@ -498,6 +500,10 @@ async fn red_alert_by_voice_key_1_sms_while_ringing_no_answer_and_busy_escalate(
     assert_eq!(v1_reply[0]["data"]["device"], "modem-0-voice");
     assert_eq!(v1_reply[0]["data"]["text"], "1");
     assert_eq!(v1_reply[0]["data"]["verdict"]["verdict"], "ack");
+    assert_eq!(
+        v1_reply[0]["data"]["in_reply_to"], v1_calls[0]["attempt"],
+        "the key answers the call's own attempt: {v1_reply:?}"
+    );
     let evidence = v1_reply[0]["data"]["evidence"].to_string();
     assert!(
         evidence.contains("DTMF 1 (+QTONEDET: 49) in call-"),

@@ -1448,6 +1448,9 @@ impl Modem {
             evidence: format!("DTMF 1 ({raw}) in call-{} at +{at:.1} s", call.record.seq),
             sent_at: Some(now),
             receipt: None,
+            // The key answers the warning this call was placed for, not whichever of the
+            // callee's records happens to be most urgent.
+            in_reply_to: Some(call.out.attempt),
         };
         self.health.received += 1;
         self.voice_events.push_back(event);
@@ -1698,6 +1701,7 @@ impl Modem {
             evidence: evidence.join(" "),
             sent_at,
             receipt,
+            in_reply_to: None,
         });
     }
 }
@@ -2407,19 +2411,22 @@ mod tests {
                 attempt: AttemptId(9),
                 reference: "call-1".into()
             }));
-            let (from, text, evidence) = ev
+            let (from, text, evidence, in_reply_to) = ev
                 .iter()
                 .find_map(|e| match e {
                     DriverEvent::Inbound {
                         from,
                         text,
                         evidence,
+                        in_reply_to,
                         ..
-                    } => Some((from.clone(), text.clone(), evidence.clone())),
+                    } => Some((from.clone(), text.clone(), evidence.clone(), *in_reply_to)),
                     _ => None,
                 })
                 .unwrap();
             assert_eq!((from, text.as_str()), (phone(CALLEE), "1"));
+            // The key answers the attempt the call was placed for.
+            assert_eq!(in_reply_to, Some(AttemptId(9)));
             assert!(evidence.starts_with("DTMF 1 ("), "{evidence}");
             // Generic modems are polled, so the answer may be seen up to a second late.
             assert!(evidence.contains("in call-1 at +"), "{evidence}");

@@ -852,6 +852,7 @@ impl Terminal {
             evidence: s.to_text(),
             sent_at: None,
             receipt: None,
+            in_reply_to: None,
         });
     }
 
@@ -1074,6 +1075,7 @@ mod tests {
                 evidence: "$BDTXR,1,0242286,2,,A4CAD5B5BD31*3A".into(),
                 sent_at: None,
                 receipt: None,
+                in_reply_to: None,
             }]
         );
         // The real BDS-3 trace: coding 2, binary hex data kept as hex text.

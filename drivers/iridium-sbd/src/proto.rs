@@ -964,6 +964,7 @@ impl Sbd {
                         ),
                         sent_at: Some(batch.time_of(ack)),
                         receipt: None,
+                        in_reply_to: None,
                     })
                     .collect()
             }
@@ -976,6 +977,7 @@ impl Sbd {
                         evidence: format!("{tag} text frame {raw}"),
                         sent_at: None,
                         receipt: None,
+                        in_reply_to: None,
                     }]
                 }
                 None => vec![DriverEvent::Unrecognized {
@@ -1309,6 +1311,7 @@ mod tests {
             evidence,
             sent_at,
             receipt,
+            in_reply_to,
         }) = ev
             .into_iter()
             .find(|e| matches!(e, DriverEvent::Inbound { .. }))
@@ -1316,6 +1319,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(from, Address::SbdImei(KIT.into()));
+        assert_eq!(in_reply_to, None, "a message answers no particular attempt");
         assert_eq!(text, "1 K7XT");
         assert!(evidence.contains("person=crew-1"), "{evidence}");
         assert!(sent_at.is_some());

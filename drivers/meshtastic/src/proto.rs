@@ -864,6 +864,7 @@ impl Radio {
             evidence: describe(p, body),
             sent_at: (p.rx_time > 0).then(|| Timestamp::from_millis(i64::from(p.rx_time) * 1000)),
             receipt: None,
+            in_reply_to: None,
         });
     }
 

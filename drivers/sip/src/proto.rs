@@ -980,6 +980,9 @@ impl Trunk {
                 evidence: format!("DTMF 1 ({how}) in call {} at +{at:.1} s", call.call_id),
                 sent_at: Some(now),
                 receipt: None,
+                // The key answers the warning this call was placed for, not whichever of
+                // the callee's records happens to be most urgent.
+                in_reply_to: Some(call.attempt),
             });
             if call.state == State::Confirmed {
                 self.send_bye(now, call, "ended by us after the key 1 ack");
@@ -1709,12 +1712,15 @@ mod tests {
             text,
             evidence,
             receipt,
+            in_reply_to,
             ..
         } = &b.events[3]
         else {
             unreachable!()
         };
         assert_eq!((from, text.as_str(), receipt), (&phone(1), "1", &None));
+        // The key answers the attempt the call was placed for.
+        assert_eq!(in_reply_to, &Some(AttemptId(1)));
         assert!(
             evidence.starts_with(&format!("DTMF 1 (RFC 4733) in call {reference} at +2.0 s")),
             "{evidence}"

@@ -580,6 +580,7 @@ impl Run {
             evidence: "bench".into(),
             sent_at: None,
             receipt: None,
+            in_reply_to: None,
         };
         self.push(at, DeviceEvent { device, at, event });
     }

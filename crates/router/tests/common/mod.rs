@@ -210,6 +210,19 @@ impl Sim {
         sim
     }
 
+    /// A driver reports `event` from `device` now (after what is already due now); for
+    /// events that name attempts only known once the campaign runs, e.g. a key pressed in
+    /// a call.
+    pub fn device_event(&mut self, device: &str, event: DriverEvent) {
+        let ev = DeviceEvent {
+            device: DeviceId::from(device),
+            at: self.now,
+            event,
+        };
+        let now = self.now;
+        self.push(now, Pending::Driver(ev));
+    }
+
     fn push(&mut self, at: Timestamp, p: Pending) {
         self.seq += 1;
         self.pending.insert((at, self.seq), p);
@@ -289,6 +302,7 @@ impl Sim {
                             evidence: "pdu".into(),
                             sent_at: None,
                             receipt: Some(InboundReceipt(format!("sim-{}", self.receipts))),
+                            in_reply_to: None,
                         };
                         let ev = DeviceEvent {
                             device: DeviceId::from(device.as_str()),

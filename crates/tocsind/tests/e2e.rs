@@ -10,44 +10,29 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
+mod common;
+
+use common::{Api, Node};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tocsin_at_modem::sim::{PhoneScript, ReplyBehaviour, SimConfig};
 
-const TOKEN: &str = "e2e-issuer-token-0123456789";
 /// The daemon's clock runs this much faster: the 5-minute red deadline passes in 5 s.
 const SPEED: f64 = 60.0;
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tocsin-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+const NODE: Node = Node {
+    name: "e2e",
+    speed: SPEED,
+};
 
 /// A tiny district: one town, one village with six leads and a resident, a town official
 /// who supervises the leads, and a district official above.
 fn write_district(dir: &Path) {
-    let areas = json!({
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "properties": {"id": "t-1", "kind": "town", "name": "石门镇", "town": ""},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.0,40.0],[116.3,40.0],[116.3,40.3],[116.0,40.3],[116.0,40.0]]]}},
-            {"type": "Feature", "properties": {"id": "v-1", "kind": "village", "name": "王家沟村", "town": "石门镇"},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.05,40.05],[116.1,40.05],[116.1,40.1],[116.05,40.1],[116.05,40.05]]]}},
-            {"type": "Feature", "properties": {"id": "v-2", "kind": "village", "name": "李家台村", "town": "石门镇"},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.2,40.2],[116.25,40.2],[116.25,40.25],[116.2,40.25],[116.2,40.2]]]}}
-        ]
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("areas.geojson"),
-        serde_json::to_string_pretty(&areas).unwrap(),
-    )
-    .unwrap();
+    let v2 = json!(
+        {"type": "Feature", "properties": {"id": "v-2", "kind": "village", "name": "李家台村", "town": "石门镇"},
+         "geometry": {"type": "Polygon", "coordinates": [[[116.2,40.2],[116.25,40.2],[116.25,40.25],[116.2,40.25],[116.2,40.2]]]}}
+    );
     let people = "\
 id,name,role,supervisor,areas,lon,lat,town,phones
 d1,赵区长,district_official,,,116.5,40.5,区政府,+8619900000001
@@ -61,7 +46,7 @@ v6,王六,grid_lead,t1,v-1,116.07,40.07,石门镇,+8619900000106
 r1,冯七,resident,,,116.08,40.08,石门镇,+8619900000107
 x1,陈八,village_head,t1,v-2,116.22,40.22,石门镇,+8619900000201
 ";
-    std::fs::write(dir.join("people.csv"), people).unwrap();
+    common::write_district(dir, &[v2], people);
 }
 
 fn reply(min_secs: f64, max_secs: f64) -> ReplyBehaviour {
@@ -129,123 +114,11 @@ fn write_config(dir: &Path, modem_paths: &[String]) -> PathBuf {
             "[devices.modem-{i}]\ntype = \"at_modem\"\npath = {p:?}\nper_minute = 30\n\n"
         ));
     }
-    let cfg = format!(
-        r#"
-[node]
-name = "e2e"
-data_dir = "data"
-clock_speed = {SPEED}
-
-[directory]
-path = "district"
-
-[ack]
-key = "e2e-secret-key-0123456789"
-
-[api]
-listen = "127.0.0.1:0"
-
-[[api.tokens]]
-name = "e2e-operator"
-token = "{TOKEN}"
-role = "issuer"
-
-{devices}"#
-    );
-    let path = dir.join("tocsin.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
+    NODE.write_config(dir, &devices)
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsind"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("TOCSIN_LOG", "warn")
-            .spawn()
-            .expect("start tocsind");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("tocsind exited before serving")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("tocsind: serving on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                eprintln!("[tocsind] {l}")
-            }
-        });
-        Daemon { child, base }
-    }
-
-    fn kill(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let _ = self.child.wait();
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "tocsind exited with {status}");
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    let r = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
-async fn issue(base: &str) -> String {
-    let body = json!({
-        "grade": "red", "kind": "flood", "headline": "山洪红色预警",
-        "text": "沟道上游强降雨，请立即转移",
-        "area": {"type": "Polygon", "coordinates": [[[116.04,40.04],[116.12,40.04],[116.12,40.12],[116.04,40.12],[116.04,40.04]]]}
-    });
-    let r = client()
-        .post(format!("{base}/v1/alerts"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    let v: Value = r.json().await.unwrap();
+async fn issue(api: &Api) -> String {
+    let v = api.issue(&common::red_flood()).await;
     assert_eq!(
         v["people"], 7,
         "six leads of 王家沟村 and the resident located there: {v}"
@@ -254,59 +127,33 @@ async fn issue(base: &str) -> String {
 }
 
 /// Follows `/v1/events` and returns the alert's summary once `done(summary)` holds.
-async fn wait_until(base: &str, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let fut = async {
-        let mut events = client()
-            .get(format!("{base}/v1/events"))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .unwrap();
-        loop {
-            let s = get(base, &format!("/v1/alerts/{id}")).await;
-            if done(&s) {
-                return s;
-            }
-            // Block until the daemon reports any change.
-            match events.chunk().await {
-                Ok(Some(_)) => {}
-                other => panic!("event stream ended: {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(limit, fut)
-        .await
-        .expect("the campaign did not reach the expected state in time")
+async fn wait_until(api: &Api, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    common::follow(api, limit, "the campaign's expected state", async || {
+        let s = api.get(&format!("/v1/alerts/{id}")).await;
+        done(&s).then_some(s)
+    })
+    .await
 }
 
 fn count(summary: &Value, state: &str) -> u64 {
     summary["counts"]["by_state"][state].as_u64().unwrap_or(0)
 }
 
-fn by_person(deliveries: &Value) -> std::collections::BTreeMap<String, Value> {
-    deliveries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| (d["person"].as_str().unwrap().to_owned(), d.clone()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_alert_reaches_people_by_sms_counts_acks_rejects_forgeries_and_escalates() {
-    let dir = tempdir("red");
+    let dir = NODE.tempdir("red");
     write_district(&dir.join("district"));
     let sim = start_sim(&dir, phones(false), 1);
     let config = write_config(&dir, &[sim.path.to_string_lossy().into_owned()]);
-    let daemon = Daemon::start(&config);
-    let id = issue(&daemon.base).await;
+    let daemon = NODE.start(&config);
+    let api = &daemon.api;
+    let id = issue(api).await;
 
-    let s = wait_until(&daemon.base, &id, Duration::from_secs(120), |s| {
+    let s = wait_until(api, &id, Duration::from_secs(120), |s| {
         s["state"] != "active"
     })
     .await;
-    let d = by_person(&get(&daemon.base, &format!("/v1/alerts/{id}/deliveries")).await);
+    let d = api.deliveries(&id).await;
 
     for p in ["v1", "v2", "v3"] {
         assert_eq!(d[p]["state"], "acknowledged", "{p}: {}", d[p]);
@@ -360,28 +207,31 @@ async fn red_alert_reaches_people_by_sms_counts_acks_rejects_forgeries_and_escal
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_campaign_loses_nothing_and_the_campaign_finishes() {
-    let dir = tempdir("kill");
+    let dir = NODE.tempdir("kill");
     write_district(&dir.join("district"));
     let sim = start_sim(&dir, phones(true), 2);
     let config = write_config(&dir, &[sim.path.to_string_lossy().into_owned()]);
-    let daemon = Daemon::start(&config);
-    let id = issue(&daemon.base).await;
+    let daemon = NODE.start(&config);
+    let api = &daemon.api;
+    let id = issue(api).await;
 
     // Kill as soon as the first acks are committed, with attempts and replies in flight.
-    let before = wait_until(&daemon.base, &id, Duration::from_secs(60), |s| {
+    let before = wait_until(api, &id, Duration::from_secs(60), |s| {
         count(s, "acknowledged") >= 1
     })
     .await;
-    let acked_before: Vec<String> =
-        by_person(&get(&daemon.base, &format!("/v1/alerts/{id}/deliveries")).await)
-            .into_iter()
-            .filter(|(_, d)| d["state"] == "acknowledged")
-            .map(|(p, _)| p)
-            .collect();
+    let acked_before: Vec<String> = api
+        .deliveries(&id)
+        .await
+        .into_iter()
+        .filter(|(_, d)| d["state"] == "acknowledged")
+        .map(|(p, _)| p)
+        .collect();
     daemon.kill();
 
-    let daemon = Daemon::start(&config);
-    let after = get(&daemon.base, &format!("/v1/alerts/{id}")).await;
+    let daemon = NODE.start(&config);
+    let api = &daemon.api;
+    let after = api.get(&format!("/v1/alerts/{id}")).await;
     assert_eq!(
         after["counts"]["targets"], before["counts"]["targets"],
         "no planned delivery lost"
@@ -390,11 +240,11 @@ async fn sigkill_mid_campaign_loses_nothing_and_the_campaign_finishes() {
         count(&after, "acknowledged") >= count(&before, "acknowledged"),
         "no ack lost: {after}"
     );
-    let s = wait_until(&daemon.base, &id, Duration::from_secs(120), |s| {
+    let s = wait_until(api, &id, Duration::from_secs(120), |s| {
         s["state"] != "active"
     })
     .await;
-    let d = by_person(&get(&daemon.base, &format!("/v1/alerts/{id}/deliveries")).await);
+    let d = api.deliveries(&id).await;
     for p in &acked_before {
         assert_eq!(
             d[p]["state"], "acknowledged",

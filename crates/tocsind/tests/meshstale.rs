@@ -15,17 +15,22 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use serde_json::{Value, json};
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
+mod common;
+
+use common::{Api, Node};
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "meshstale-issuer-token-0123456789";
 /// The daemon's clock and every simulator run this much faster than real time.
 const SPEED: f64 = 60.0;
+const NODE: Node = Node {
+    name: "meshstale",
+    speed: SPEED,
+};
 /// Lead A's mesh node: last heard ten hours ago.
 const A_NODE: u32 = 0x0000_a11a;
 /// Lead B's mesh node: heard just now.
@@ -33,30 +38,8 @@ const B_NODE: u32 = 0x0000_b22b;
 const A_CARD: &str = "9900011";
 const B_CARD: &str = "9900012";
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tocsin-meshstale-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// One town, one village with two leads who each have a mesh radio and a BeiDou card.
 fn write_district(dir: &Path) {
-    let areas = json!({
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "properties": {"id": "t-1", "kind": "town", "name": "石门镇", "town": ""},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.0,40.0],[116.3,40.0],[116.3,40.3],[116.0,40.3],[116.0,40.0]]]}},
-            {"type": "Feature", "properties": {"id": "v-1", "kind": "village", "name": "王家沟村", "town": "石门镇"},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.05,40.05],[116.1,40.05],[116.1,40.1],[116.05,40.1],[116.05,40.05]]]}}
-        ]
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("areas.geojson"),
-        serde_json::to_string_pretty(&areas).unwrap(),
-    )
-    .unwrap();
     let people = format!(
         "\
 id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app
@@ -66,7 +49,7 @@ A,孙一,grid_lead,t1,v-1,116.07,40.07,石门镇,,{A_CARD},!{A_NODE:08x},,
 B,李二,grid_lead,t1,v-1,116.07,40.07,石门镇,,{B_CARD},!{B_NODE:08x},,
 "
     );
-    std::fs::write(dir.join("people.csv"), people).unwrap();
+    common::write_district(dir, &[], &people);
 }
 
 /// The simulators; the handles keep them running.
@@ -78,11 +61,7 @@ struct Sims {
 
 fn start_sims(dir: &Path) -> Sims {
     let cancel = CancellationToken::new();
-    use tocsin_beidou::sim::{CardScript, ReplyBehaviour as Bd, SimDialect, TerminalConfig};
-    let mut terminal = TerminalConfig::new("4207733");
-    terminal.dialect = SimDialect::Bds3;
-    // The driver paces in real time from the card's period: one "minute" of gateway time.
-    terminal.frequency_secs = 1;
+    use tocsin_beidou::sim::{CardScript, ReplyBehaviour as Bd};
     let answer = |card: &str| CardScript {
         card: card.into(),
         behaviour: Bd::ReplyOne {
@@ -90,49 +69,23 @@ fn start_sims(dir: &Path) -> Sims {
             max_secs: 40.0,
         },
     };
-    let beidou = tocsin_beidou::pty::spawn_sim(
-        vec![dir.join("bd0")],
-        vec![terminal],
-        tocsin_beidou::sim::SimConfig {
-            latency_min_ms: 1_000,
-            latency_max_ms: 3_000,
-            cards: vec![answer(A_CARD), answer(B_CARD)],
-            default_script: Bd::Never,
-            ..tocsin_beidou::sim::SimConfig::default()
-        },
-        2,
-        SPEED,
-        cancel.child_token(),
-    )
-    .expect("BeiDou simulator on a pty");
+    let beidou = common::start_beidou(dir, vec![answer(A_CARD), answer(B_CARD)], SPEED, &cancel);
 
-    use tocsin_meshtastic::sim::{NodeScript, ReplyBehaviour as Mr};
-    let node = |num: u32, name: &str, heard_ago_secs: u64| NodeScript {
-        num,
-        long_name: name.into(),
-        short_name: name.chars().take(2).collect(),
-        hops: 2,
-        loss: 0.0,
-        nak: None,
+    use tocsin_meshtastic::sim::ReplyBehaviour as Mr;
+    let node = |num: u32, name: &str, heard_ago_secs: u64| {
         // Both would answer over the mesh if a text reached them.
-        behaviour: Mr::Reply {
+        let reply = Mr::Reply {
             min_secs: 20.0,
             max_secs: 40.0,
-        },
-        position: None,
-        heard_ago_secs,
+        };
+        let short: String = name.chars().take(2).collect();
+        common::mesh_node(num, (name, &short), 2, reply, heard_ago_secs)
     };
-    let mesh = tocsin_meshtastic::runner::spawn_tcp_sim(
-        0,
-        tocsin_meshtastic::sim::SimConfig {
-            nodes: vec![node(A_NODE, "孙一", 36_000), node(B_NODE, "李二", 10)],
-            ..tocsin_meshtastic::sim::SimConfig::default()
-        },
-        3,
+    let mesh = common::start_mesh(
+        vec![node(A_NODE, "孙一", 36_000), node(B_NODE, "李二", 10)],
         SPEED,
-        cancel.child_token(),
-    )
-    .expect("Meshtastic simulator on loopback TCP");
+        &cancel,
+    );
     Sims {
         beidou,
         mesh,
@@ -141,28 +94,8 @@ fn start_sims(dir: &Path) -> Sims {
 }
 
 fn write_config(dir: &Path, sims: &Sims) -> PathBuf {
-    let cfg = format!(
-        r#"
-[node]
-name = "meshstale"
-data_dir = "data"
-clock_speed = {SPEED}
-
-[directory]
-path = "district"
-
-[ack]
-key = "meshstale-secret-key-0123456789"
-
-[api]
-listen = "127.0.0.1:0"
-
-[[api.tokens]]
-name = "meshstale-operator"
-token = "{TOKEN}"
-role = "issuer"
-
-[speech]
+    let rest = format!(
+        r#"[speech]
 synthesizer = "none"
 
 # Half an hour without a packet and a node is stale.
@@ -199,127 +132,12 @@ ack_timeout_secs = 5
         beidou = sims.beidou.paths[0].to_string_lossy(),
         mesh = sims.mesh.address(),
     );
-    let path = dir.join("tocsin.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsind"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("TOCSIN_LOG", "warn")
-            .spawn()
-            .expect("start tocsind");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("tocsind exited before serving")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("tocsind: serving on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                eprintln!("[tocsind] {l}")
-            }
-        });
-        Daemon { child, base }
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "tocsind exited with {status}");
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    let r = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
-async fn post(base: &str, path: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn by_person(deliveries: &Value) -> BTreeMap<String, Value> {
-    deliveries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| (d["person"].as_str().unwrap().to_owned(), d.clone()))
-        .collect()
-}
-
-/// Follows `/v1/events`, calling `check` first and after every chunk, until it yields.
-async fn follow<T>(
-    base: &str,
-    limit: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let fut = async {
-        let mut events = client()
-            .get(format!("{base}/v1/events"))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .unwrap();
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            match events.chunk().await {
-                Ok(Some(_)) => {}
-                other => panic!("event stream ended: {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not reached in time"))
+    NODE.write_config(dir, &rest)
 }
 
 /// First attempts planned per bearer by a preview of `body`.
-async fn preview_load(base: &str, body: &Value) -> BTreeMap<String, u64> {
-    let r = post(base, "/v1/alerts/preview", body).await;
+async fn preview_load(api: &Api, body: &Value) -> BTreeMap<String, u64> {
+    let r = api.post("/v1/alerts/preview", body).await;
     assert!(r.status().is_success(), "preview: {}", r.status());
     let v: Value = r.json().await.unwrap();
     v["bearers"]
@@ -347,23 +165,19 @@ fn bearers(d: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_whose_mesh_node_went_quiet_is_tried_on_beidou_first() {
-    let dir = tempdir("red");
+    let dir = NODE.tempdir("red");
     write_district(&dir.join("district"));
     let sims = start_sims(&dir);
     let config = write_config(&dir, &sims);
-    let daemon = Daemon::start(&config);
-    let base = daemon.base.clone();
+    let daemon = NODE.start(&config);
+    let api = &daemon.api;
 
-    let body = json!({
-        "grade": "red", "kind": "flood", "headline": "山洪红色预警",
-        "text": "沟道上游强降雨，请立即转移",
-        "area": {"type": "Polygon", "coordinates": [[[116.04,40.04],[116.12,40.04],[116.12,40.12],[116.04,40.12],[116.04,40.04]]]}
-    });
+    let body = common::red_flood();
 
     // Until the radio hands over its node table the gateway judges no node: both leads
     // would be tried on the mesh. Once it has, A's node (ten hours silent) is stale.
-    let load = follow(&base, Duration::from_secs(10), "node table", async || {
-        let load = preview_load(&base, &body).await;
+    let load = common::follow(api, Duration::from_secs(10), "node table", async || {
+        let load = preview_load(api, &body).await;
         (load.get("beidou") == Some(&1)).then_some(load)
     })
     .await;
@@ -373,15 +187,13 @@ async fn a_lead_whose_mesh_node_went_quiet_is_tried_on_beidou_first() {
         "A on BeiDou, B on the mesh"
     );
 
-    let r = post(&base, "/v1/alerts", &body).await;
-    assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    let v: Value = r.json().await.unwrap();
+    let v = api.issue(&body).await;
     assert_eq!(v["people"], 2, "the two leads of 王家沟村: {v}");
     let id = v["id"].as_str().unwrap().to_owned();
 
     // Done when both leads have acknowledged (within red's 5 minutes: 5 s here).
-    let d = follow(&base, Duration::from_secs(15), "both acks", async || {
-        let d = by_person(&get(&base, &format!("/v1/alerts/{id}/deliveries")).await);
+    let d = common::follow(api, Duration::from_secs(15), "both acks", async || {
+        let d = api.deliveries(&id).await;
         ["A", "B"]
             .iter()
             .all(|p| d.get(*p).is_some_and(|x| x["state"] == "acknowledged"))

@@ -16,54 +16,39 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
+mod common;
+
+use common::{Api, Node};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tocsin_speaker::sim::{Faults, SimConfig};
 use tocsin_speaker::udp::{SimSpeakerHandle, spawn_sim_speaker};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "speakers-issuer-token-0123456789";
 /// The daemon's clock runs this much faster than real time, so red's default 300 s
 /// "no evidence" window passes in 3 s. The speakers' RTP is paced in real time.
 const SPEED: f64 = 100.0;
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tocsin-speakers-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+const NODE: Node = Node {
+    name: "speakers",
+    speed: SPEED,
+};
 
 /// One town with two villages side by side; a district official far from both (nobody
 /// is inside the alert: this test is about the speakers); three speakers.
 fn write_district(dir: &Path) {
-    let areas = json!({
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "properties": {"id": "t-1", "kind": "town", "name": "石门镇", "town": ""},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.0,40.0],[116.3,40.0],[116.3,40.3],[116.0,40.3],[116.0,40.0]]]}},
-            {"type": "Feature", "properties": {"id": "v-1", "kind": "village", "name": "王家沟村", "town": "石门镇"},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.05,40.05],[116.1,40.05],[116.1,40.1],[116.05,40.1],[116.05,40.05]]]}},
-            {"type": "Feature", "properties": {"id": "v-2", "kind": "village", "name": "李家庄村", "town": "石门镇"},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.2,40.05],[116.25,40.05],[116.25,40.1],[116.2,40.1],[116.2,40.05]]]}}
-        ]
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("areas.geojson"),
-        serde_json::to_string_pretty(&areas).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("people.csv"),
+    let v2 = json!(
+        {"type": "Feature", "properties": {"id": "v-2", "kind": "village", "name": "李家庄村", "town": "石门镇"},
+         "geometry": {"type": "Polygon", "coordinates": [[[116.2,40.05],[116.25,40.05],[116.25,40.1],[116.2,40.1],[116.2,40.05]]]}}
+    );
+    common::write_district(
+        dir,
+        &[v2],
         "id,name,role,supervisor,areas,lon,lat,town,phones\n\
          d1,赵区长,district_official,,,116.5,40.5,区政府,+8619900000001\n",
-    )
-    .unwrap();
+    );
     std::fs::write(
         dir.join("speakers.csv"),
         "id,name,town,lon,lat,areas,device,group\n\
@@ -119,28 +104,8 @@ fn write_config(dir: &Path, sims: &Sims) -> PathBuf {
             s.rtp, s.rtcp
         )
     };
-    let cfg = format!(
-        r#"
-[node]
-name = "speakers"
-data_dir = "data"
-clock_speed = {SPEED}
-
-[directory]
-path = "district"
-
-[ack]
-key = "speakers-secret-key-0123456789"
-
-[api]
-listen = "127.0.0.1:0"
-
-[[api.tokens]]
-name = "speakers-operator"
-token = "{TOKEN}"
-role = "issuer"
-
-# No synthesizer: the programme is the red siren, and the test does not depend on espeak-ng.
+    let rest = format!(
+        r#"# No synthesizer: the programme is the red siren, and the test does not depend on espeak-ng.
 [speech]
 synthesizer = "none"
 
@@ -160,75 +125,7 @@ report_grace_secs = 1
         group("v-1-b", &sims.silent),
         group("v-2", &sims.outside),
     );
-    let path = dir.join("tocsin.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsind"))
-            .arg("--config")
-            .arg(config)
-            .current_dir(config.parent().unwrap())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("TOCSIN_LOG", "warn")
-            .spawn()
-            .expect("start tocsind");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("tocsind exited before serving")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("tocsind: serving on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-            eprintln!("[tocsind] {line}");
-        };
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                eprintln!("[tocsind] {l}")
-            }
-        });
-        Daemon { child, base }
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "tocsind exited with {status}");
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    let r = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
+    NODE.write_config(dir, &rest)
 }
 
 /// The alert's speaker views by speaker id.
@@ -243,63 +140,36 @@ fn by_speaker(views: &Value) -> BTreeMap<String, Value> {
 
 /// Follows `/v1/events` until `done(speakers)` holds for the alert's speaker views.
 async fn wait_until(
-    base: &str,
+    api: &Api,
     id: &str,
     limit: Duration,
     done: impl Fn(&BTreeMap<String, Value>) -> bool,
 ) -> BTreeMap<String, Value> {
-    let fut = async {
-        let mut events = client()
-            .get(format!("{base}/v1/events"))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .unwrap();
-        loop {
-            let views = by_speaker(&get(base, &format!("/v1/alerts/{id}/speakers")).await);
-            if done(&views) {
-                return views;
-            }
-            match events.chunk().await {
-                Ok(Some(_)) => {}
-                other => panic!("event stream ended: {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(limit, fut)
-        .await
-        .expect("the speakers did not reach the expected state in time")
+    common::follow(api, limit, "the speakers' expected state", async || {
+        let views = by_speaker(&api.get(&format!("/v1/alerts/{id}/speakers")).await);
+        done(&views).then_some(views)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_alert_plays_on_the_speakers_inside_the_polygon_and_on_no_other() {
-    let dir = tempdir("red");
+    let dir = NODE.tempdir("red");
     write_district(&dir.join("district"));
     let sims = start_sims().await;
     let config = write_config(&dir, &sims);
-    let daemon = Daemon::start(&config);
+    let daemon = NODE.start_with(&config, |cmd| {
+        cmd.current_dir(config.parent().unwrap());
+    });
+    let api = &daemon.api;
 
     // Around 王家沟村 only; 李家庄村 is 0.1° further east.
-    let body = json!({
-        "grade": "red", "kind": "flood", "headline": "山洪红色预警",
-        "text": "沟道上游强降雨，请立即转移",
-        "area": {"type": "Polygon", "coordinates": [[[116.04,40.04],[116.12,40.04],[116.12,40.12],[116.04,40.12],[116.04,40.04]]]}
-    });
-    let r = client()
-        .post(format!("{}/v1/alerts", daemon.base))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    let v: Value = r.json().await.unwrap();
+    let v = api.issue(&common::red_flood()).await;
     let id = v["id"].as_str().unwrap().to_owned();
 
     // Done when every announcement is final and the reporting speaker has been reached
     // (a report arriving after the window would still turn no_evidence into reached).
-    let views = wait_until(&daemon.base, &id, Duration::from_secs(20), |v| {
+    let views = wait_until(api, &id, Duration::from_secs(20), |v| {
         v.values()
             .all(|s| !matches!(s["state"].as_str(), Some("planned" | "playing")))
             && v.get("sp-v1-a").is_some_and(|s| s["state"] == "reached")
@@ -333,7 +203,7 @@ async fn red_alert_plays_on_the_speakers_inside_the_polygon_and_on_no_other() {
     );
 
     // The alert's summary counts them the same way.
-    let summary = get(&daemon.base, &format!("/v1/alerts/{id}")).await;
+    let summary = api.get(&format!("/v1/alerts/{id}")).await;
     assert_eq!(summary["speakers"]["speakers"], 2, "{summary}");
     assert_eq!(summary["speakers"]["reached"], 1, "{summary}");
     assert_eq!(summary["speakers"]["no_evidence"], 1, "{summary}");

@@ -19,11 +19,13 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
+mod common;
+
+use common::{Api, Events, Node};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tocsin_at_modem::pty::SimHandle;
 use tocsin_at_modem::quirks::Family;
@@ -32,10 +34,13 @@ use tocsin_at_modem::sim::{
 };
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "voice-issuer-token-0123456789";
 /// The daemon's clock runs this much faster than real time: the 300 s red window passes
 /// in 25 s, the 30 s retry back-off in 2.5 s.
 const SPEED: f64 = 12.0;
+const NODE: Node = Node {
+    name: "voice",
+    speed: SPEED,
+};
 /// Generous upper bound for the whole campaign (it takes about 26 s).
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -45,30 +50,8 @@ const V3: &str = "+8619900000103";
 const V4: &str = "+8619900000104";
 const T1: &str = "+8619900000002";
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tocsin-voice-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// One town, one village with four leads, the town official above them.
 fn write_district(dir: &Path) {
-    let areas = json!({
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "properties": {"id": "t-1", "kind": "town", "name": "石门镇", "town": ""},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.0,40.0],[116.3,40.0],[116.3,40.3],[116.0,40.3],[116.0,40.0]]]}},
-            {"type": "Feature", "properties": {"id": "v-1", "kind": "village", "name": "王家沟村", "town": "石门镇"},
-             "geometry": {"type": "Polygon", "coordinates": [[[116.05,40.05],[116.1,40.05],[116.1,40.1],[116.05,40.1],[116.05,40.05]]]}}
-        ]
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("areas.geojson"),
-        serde_json::to_string_pretty(&areas).unwrap(),
-    )
-    .unwrap();
     let people = format!(
         "\
 id,name,role,supervisor,areas,lon,lat,town,phones
@@ -80,7 +63,7 @@ v3,周三,hazard_warden,t1,v-1,116.07,40.07,石门镇,{V3}
 v4,吴四,grid_lead,t1,v-1,116.07,40.07,石门镇,{V4}
 "
     );
-    std::fs::write(dir.join("people.csv"), people).unwrap();
+    common::write_district(dir, &[], &people);
 }
 
 /// The modem and the people behind it.
@@ -146,28 +129,8 @@ fn start_sim(dir: &Path, cancel: CancellationToken) -> SimHandle {
 }
 
 fn write_config(dir: &Path, sim: &SimHandle) -> PathBuf {
-    let cfg = format!(
-        r#"
-[node]
-name = "voice"
-data_dir = "data"
-clock_speed = {SPEED}
-
-[directory]
-path = "district"
-
-[ack]
-key = "voice-secret-key-0123456789"
-
-[api]
-listen = "127.0.0.1:0"
-
-[[api.tokens]]
-name = "voice-operator"
-token = "{TOKEN}"
-role = "issuer"
-
-# No synthesizer: calls play the attention tone (about 1.1 s), no espeak-ng needed.
+    let rest = format!(
+        r#"# No synthesizer: calls play the attention tone (about 1.1 s), no espeak-ng needed.
 [speech]
 synthesizer = "none"
 
@@ -190,144 +153,29 @@ digit_wait_secs = 1
         path = sim.path.to_string_lossy(),
         audio = sim.audio_path.as_ref().unwrap().to_string_lossy(),
     );
-    let path = dir.join("tocsin.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsind"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // VOICE_TEST_LOG=tocsin_at_modem=debug shows each call's end when debugging.
-            .env(
-                "TOCSIN_LOG",
-                std::env::var("VOICE_TEST_LOG").unwrap_or("warn".into()),
-            )
-            .spawn()
-            .expect("start tocsind");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("tocsind exited before serving")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("tocsind: serving on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                eprintln!("[tocsind] {l}")
-            }
-        });
-        Daemon { child, base }
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "tocsind exited with {status}");
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    let r = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
-fn by_person(deliveries: &Value) -> BTreeMap<String, Value> {
-    deliveries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| (d["person"].as_str().unwrap().to_owned(), d.clone()))
-        .collect()
+    NODE.write_config(dir, &rest)
 }
 
 /// The daemon's `/v1/events` stream, followed from before the alert is issued so that
 /// every record of the campaign is seen.
 struct Watch {
-    base: String,
+    api: Api,
     id: String,
-    events: reqwest::Response,
-    stream: String,
+    events: Events,
 }
 
 impl Watch {
-    async fn subscribe(base: &str) -> Watch {
-        let events = client()
-            .get(format!("{base}/v1/events"))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .unwrap();
-        assert!(events.status().is_success());
+    async fn subscribe(api: &Api) -> Watch {
         Watch {
-            base: base.to_owned(),
+            api: api.clone(),
             id: String::new(),
-            events,
-            stream: String::new(),
+            events: Events::subscribe(api).await,
         }
     }
 
-    /// Every record the stream carried so far.
-    fn records(&self) -> Vec<Value> {
-        self.stream
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|l| serde_json::from_str(l.trim()).ok())
-            .collect()
-    }
-
-    /// Reads the stream until the records it carried satisfy `done`: the API's views can
-    /// be a chunk ahead of the stream, so records of changes already seen are waited for.
+    /// Reads the stream until the records it carried satisfy `done`.
     async fn records_until(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let fut = async {
-            loop {
-                let records = self.records();
-                if done(&records) {
-                    return records;
-                }
-                match self.events.chunk().await {
-                    Ok(Some(bytes)) => self.stream.push_str(&String::from_utf8_lossy(&bytes)),
-                    other => panic!("event stream ended: {other:?}"),
-                }
-            }
-        };
-        match tokio::time::timeout(PATIENCE, fut).await {
-            Ok(r) => r,
-            Err(_) => panic!("timed out waiting for the records of {what}"),
-        }
+        self.events.records_until(PATIENCE, what, done).await
     }
 
     /// Waits for the daemon to report changes until `done(summary, deliveries)` holds.
@@ -337,24 +185,20 @@ impl Watch {
         done: impl Fn(&Value, &BTreeMap<String, Value>) -> bool,
     ) -> (Value, BTreeMap<String, Value>) {
         let last = std::sync::Mutex::new(Value::Null);
-        let fut = async {
-            loop {
-                let s = get(&self.base, &format!("/v1/alerts/{}", self.id)).await;
-                let d = by_person(
-                    &get(&self.base, &format!("/v1/alerts/{}/deliveries", self.id)).await,
-                );
+        let (api, id) = (&self.api, &self.id);
+        let found = self
+            .events
+            .within(PATIENCE, async || {
+                let s = api.get(&format!("/v1/alerts/{id}")).await;
+                let d = api.deliveries(id).await;
                 if done(&s, &d) {
-                    return (s, d);
+                    return Some((s, d));
                 }
                 *last.lock().unwrap() = json!({"summary": s, "deliveries": d});
-                // Block until the daemon reports any change.
-                match self.events.chunk().await {
-                    Ok(Some(bytes)) => self.stream.push_str(&String::from_utf8_lossy(&bytes)),
-                    other => panic!("event stream ended: {other:?}"),
-                }
-            }
-        };
-        match tokio::time::timeout(PATIENCE, fut).await {
+                None
+            })
+            .await;
+        match found {
             Ok(r) => r,
             Err(_) => panic!(
                 "timed out waiting for {what}; last seen: {:#}",
@@ -364,21 +208,8 @@ impl Watch {
     }
 }
 
-async fn issue(base: &str) -> String {
-    let body = json!({
-        "grade": "red", "kind": "flood", "headline": "山洪红色预警",
-        "text": "沟道上游强降雨，请立即转移",
-        "area": {"type": "Polygon", "coordinates": [[[116.04,40.04],[116.12,40.04],[116.12,40.12],[116.04,40.12],[116.04,40.04]]]}
-    });
-    let r = client()
-        .post(format!("{base}/v1/alerts"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    let v: Value = r.json().await.unwrap();
+async fn issue(api: &Api) -> String {
+    let v = api.issue(&common::red_flood()).await;
     assert_eq!(v["people"], 4, "the four leads of 王家沟村: {v}");
     v["id"].as_str().unwrap().to_owned()
 }
@@ -431,14 +262,20 @@ fn ends<'a>(records: &'a [Value], attempt: &Value) -> Vec<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_alert_by_voice_key_1_sms_while_ringing_no_answer_and_busy_escalate() {
-    let dir = tempdir("red");
+    let dir = NODE.tempdir("red");
     write_district(&dir.join("district"));
     let cancel = CancellationToken::new();
     let sim = start_sim(&dir, cancel.clone());
     let config = write_config(&dir, &sim);
-    let daemon = Daemon::start(&config);
-    let mut watch = Watch::subscribe(&daemon.base).await;
-    watch.id = issue(&daemon.base).await;
+    let daemon = NODE.start_with(&config, |cmd| {
+        // VOICE_TEST_LOG=tocsin_at_modem=debug shows each call's end when debugging.
+        cmd.env(
+            "TOCSIN_LOG",
+            std::env::var("VOICE_TEST_LOG").unwrap_or("warn".into()),
+        );
+    });
+    let mut watch = Watch::subscribe(&daemon.api).await;
+    watch.id = issue(&daemon.api).await;
 
     // Done when v1 and v2 are acknowledged (and v2's cancelled call is hung up), and v3
     // and v4 are escalated with their three dials over.

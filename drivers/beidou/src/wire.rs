@@ -177,8 +177,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Sentence, usize)>, Malformed> {
             reason: MalformedReason::Truncated,
         });
     }
-    // Take the `\n` of a `\r\n` along when it is there already (a lone one left behind is
-    // skipped as a leading line end next time).
+    // A `\r` as the last byte so far: wait for the next byte to know whether it is a
+    // `\r\n`, so that how the bytes were split never changes what a frame consumed
+    // (terminals end sentences with `\r\n`; a lone `\n` left over is skipped as a
+    // leading line end next time).
+    if window.get(end) == Some(&b'\r') && window.get(end + 1).is_none() && rest.len() <= end + 1 {
+        return Ok(None);
+    }
     let crlf = window.get(end) == Some(&b'\r') && window.get(end + 1) == Some(&b'\n');
     let consumed = start + end + 1 + usize::from(crlf);
     check_line(line)

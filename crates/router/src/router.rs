@@ -677,8 +677,12 @@ impl Router {
         {
             first.push(r);
         }
+        // The other off-grid candidates come first among the fallbacks: when the best
+        // off-grid bearer fails for good (a mesh NAK, a dead card), the next one the
+        // person has an address and the gateway a device for is tried, then the
+        // policy's own fallbacks.
         let mut fallback: Vec<Route> = Vec::new();
-        for &b in &pol.fallback {
+        for &b in pol.best_of.iter().chain(&pol.fallback) {
             if first.iter().chain(&fallback).all(|r| r.bearer != b)
                 && let Some(r) = self.route(contact, b)
             {

@@ -71,8 +71,13 @@ pub(crate) struct Lane {
     pub current: Option<AttemptId>,
     pub status: LaneStatus,
     pub delivered: bool,
-    /// Some attempt on this lane was taken by the network.
+    /// Some attempt on this lane was taken by the network and has not failed since
+    /// (`ok_count > 0`; kept as a flag for the readers).
     pub ever_ok: bool,
+    /// Attempts on this lane that are sent or delivered and did not fail afterwards. A
+    /// mesh text "sent" (queued by the radio) and then NAKed did not get through, so
+    /// it must not keep the lane from falling back to the next bearer.
+    pub ok_count: u32,
     /// Prefer another device for the next attempt (the last one failed on this).
     pub avoid: Option<DeviceId>,
     /// The next attempt re-sends one that may have gone out.
@@ -176,6 +181,8 @@ pub(crate) struct AttemptEntry {
     pub done: bool,
     /// The router cancelled it (its record became final); later outcomes change nothing.
     pub cancelled: bool,
+    /// Counted in its lane's `ok_count` (sent or delivered, not failed since).
+    pub ok: bool,
 }
 
 /// Which record a code opens: the person's own, or its door-knock task.
@@ -381,6 +388,7 @@ impl State {
             status: LaneStatus::Active,
             delivered: false,
             ever_ok: false,
+            ok_count: 0,
             avoid: None,
             dup_next: false,
         };
@@ -957,6 +965,7 @@ impl State {
                         never_out: false,
                         done: false,
                         cancelled: false,
+                        ok: false,
                     },
                 );
                 let del = self.delivery_mut(a, d);
@@ -1037,12 +1046,17 @@ impl State {
                             entry.outcome = "sent".into();
                         }
                         entry.settled = true;
-                        self.lane_mut(r).ever_ok = true;
+                        let newly = !std::mem::replace(&mut entry.ok, true);
+                        let lane = self.lane_mut(r);
+                        lane.ok_count += u32::from(newly);
+                        lane.ever_ok = true;
                     }
                     Outcome::Delivered { .. } => {
                         entry.outcome = "delivered".into();
                         entry.settled = true;
+                        let newly = !std::mem::replace(&mut entry.ok, true);
                         let lane = self.lane_mut(r);
+                        lane.ok_count += u32::from(newly);
                         lane.ever_ok = true;
                         lane.delivered = true;
                         let is_alert = lane.kind == LaneKind::Alert;
@@ -1061,6 +1075,13 @@ impl State {
                     Outcome::Failed { retryable, reason } => {
                         entry.outcome = format!("failed: {reason}");
                         entry.settled = true;
+                        // Sent and then failed (a NAK, a permanent status report, a call
+                        // cut off): that attempt did not get through after all.
+                        if std::mem::replace(&mut entry.ok, false) {
+                            let lane = self.lane_mut(r);
+                            lane.ok_count = lane.ok_count.saturating_sub(1);
+                            lane.ever_ok = lane.ok_count > 0 || lane.delivered;
+                        }
                         let lane = self.lane(r);
                         if lane.current == Some(*attempt) && lane.status == LaneStatus::Active {
                             if *retryable && lane.used < lane.limit {

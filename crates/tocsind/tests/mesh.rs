@@ -9,11 +9,9 @@
 //! Meanwhile a node registered to nobody sends `1`: recorded as a rejected reply (unknown
 //! sender) that counts for no one.
 //!
-//! After the NAKs the router should move N on to BeiDou, where N answers from the card.
-//! It does not yet: the radio's "queued" report counts as the network having taken the
-//! text, and a lane that was ever taken opens no fallback when its last attempt fails, so
-//! N waits for the ack deadline and is escalated. The test of that expectation is ignored
-//! until the router (or the mesh driver's reports) changes.
+//! After the NAKs the router moves N on to BeiDou, the next off-grid bearer, where N
+//! answers from the card: a text the radio reported queued and then NAKed did not get
+//! through, so it does not keep the mesh lane from falling back.
 //!
 //! Waiting is event-driven: the test follows `/v1/events` and re-checks on every change.
 
@@ -356,7 +354,6 @@ async fn a_bare_1_from_a_leads_node_is_acked_a_nak_fails_the_attempt_and_a_stran
 
 /// Issue 5: "one node NAKs and the router falls back to the next bearer".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the router opens no fallback after a NAK once the radio reported the text queued (lane ever_ok)"]
 async fn a_lead_whose_node_naks_is_moved_on_to_beidou_and_acks_there() {
     let (sims, daemon) = start("nak").await;
     let api = &daemon.api;

@@ -761,11 +761,11 @@ async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 }
 
 fn router_error(id: &AlertId, e: tocsin_router::RouterError) -> GatewayError {
-    let msg = e.to_string();
-    if msg.contains("unknown") || msg.contains("not found") {
-        GatewayError::NotFound(format!("alert {id}"))
-    } else {
-        GatewayError::Conflict(msg)
+    match e {
+        tocsin_router::RouterError::UnknownAlert(_) => {
+            GatewayError::NotFound(format!("alert {id}"))
+        }
+        other => GatewayError::Conflict(other.to_string()),
     }
 }
 

@@ -249,6 +249,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut kit: Option<(String, String)> = None;
     for p in directory.people() {
         let c = conduct(p.role, &mut rng);
+        // The crew lead carrying the SBD kit is out in the field beyond the cell network
+        // and the card's coverage: only the kit's uplink answers for them.
+        let c = if p.addresses.iter().any(|a| matches!(a, Address::SbdImei(_))) {
+            Conduct::Never
+        } else {
+            c
+        };
         for a in &p.addresses {
             match a {
                 Address::Phone(n) => {

@@ -1249,4 +1249,26 @@ mod tests {
             let _ = Frame::decode(&bytes);
         }
     }
+
+    /// Found by the `decode` fuzz target: "GBK" text with a GB18030 four-byte code among
+    /// ASCII decoded, then re-encoded as UCS2 past [`MAX_FRAME`].
+    #[test]
+    fn gbk_text_that_would_not_re_encode_is_refused() {
+        let mut bytes = vec![0x15, 0x00, 0x90, 0x30, 0x81, 0x30];
+        bytes.extend(std::iter::repeat_n(b'a', 1500));
+        assert_eq!(
+            Frame::decode(&bytes),
+            Err(DecodeError::Text(TextEncoding::Gbk))
+        );
+        let crash = [0x15, 0x00, b'h', b'=', 0x90, 0x30, 0x81, 0x30];
+        assert_eq!(
+            Frame::decode(&crash),
+            Err(DecodeError::Text(TextEncoding::Gbk))
+        );
+        // Canonical GBK still reads.
+        let ok = Frame::Text(TextFrame {
+            text: "暴雨红色预警 aḿ℉".into(),
+        });
+        assert_eq!(Frame::decode(&ok.encode().unwrap()), Ok(ok));
+    }
 }

@@ -35,9 +35,15 @@ pub fn encode_text(text: &str) -> (TextEncoding, Vec<u8>) {
 /// Decodes text bytes; `None` if they are not valid in the given encoding.
 pub fn decode_text(encoding: TextEncoding, bytes: &[u8]) -> Option<String> {
     match encoding {
-        TextEncoding::Gbk => GBK
-            .decode_without_bom_handling_and_without_replacement(bytes)
-            .map(|s| s.into_owned()),
+        TextEncoding::Gbk => {
+            let text = GBK.decode_without_bom_handling_and_without_replacement(bytes)?;
+            // The decoder also takes GB18030 four-byte codes (90 30 81 30 is U+10000), which
+            // the GBK encoder cannot write: such text would go back out as UCS2, up to twice
+            // as long, and a full frame would no longer re-encode. Only the bytes
+            // `encode_text` itself would write are accepted.
+            let (again, _, had_errors) = GBK.encode(&text);
+            (!had_errors && again.as_ref() == bytes).then(|| text.into_owned())
+        }
         TextEncoding::Ucs2 => {
             if !bytes.len().is_multiple_of(2) {
                 return None;

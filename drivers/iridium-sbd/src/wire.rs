@@ -429,6 +429,11 @@ impl Decoder {
 
     /// The next frame from the modem in `mode`, if complete.
     pub fn next_frame(&mut self, mode: Mode) -> Option<Result<Frame, Malformed>> {
+        // Line ends between frames carry nothing (a block never starts with one): drop them
+        // first, so the length a malformed line reports does not depend on whether they
+        // arrived with it or were buffered, and cleared, before it.
+        let eols = self.buf.iter().take_while(|b| is_eol(**b)).count();
+        self.buf.drain(..eols);
         let r = parse(&self.buf, mode);
         self.take(r)
     }
@@ -703,5 +708,20 @@ AT+SBDRB\r\x00\x05hello\x02\x14\r\nOK\r\nSBDRING\r\n\r\n+CSQ:4\r\n\r\nOK\r\n";
             d.push(&bytes);
             while d.next_dte_frame(binary).is_some() {}
         }
+    }
+
+    /// Found by the `wire` fuzz target: a malformed line after `+S\r` reported 27 bytes
+    /// when its leading `\n` came with it and 26 when the `\n` had been buffered alone.
+    #[test]
+    fn a_malformed_line_reports_the_same_length_whole_and_split() {
+        let input: &[u8] = b"+S\r\nSB\x17\0\0\0\0\0\0\0DIX: 5\xd7\xdf-1, 5,\0\n";
+        let whole = frames_of(&[input]);
+        let (a, b) = input.split_at(4);
+        assert_eq!(frames_of(&[a, b]), whole);
+        assert_eq!(whole.len(), 2);
+        let Some(Err(m)) = whole.get(1) else {
+            panic!("expected a malformed line, got {whole:?}");
+        };
+        assert_eq!((m.len, m.reason), (26, MalformedReason::NotUtf8));
     }
 }

@@ -205,10 +205,22 @@ async fn red_alert_reaches_people_by_sms_counts_acks_rejects_forgeries_and_escal
     // An operator's mistakes get the right answer from the real engine, not a 500.
     let unknown = "01900000-0000-7000-8000-000000000000";
     for (method, path, want) in [
-        (reqwest::Method::POST, format!("/v1/alerts/{unknown}/cancel"), 404),
+        (
+            reqwest::Method::POST,
+            format!("/v1/alerts/{unknown}/cancel"),
+            404,
+        ),
         (reqwest::Method::GET, format!("/v1/alerts/{unknown}"), 404),
-        (reqwest::Method::POST, format!("/v1/alerts/{id}/cancel"), 200),
-        (reqwest::Method::POST, format!("/v1/alerts/{id}/cancel"), 409),
+        (
+            reqwest::Method::POST,
+            format!("/v1/alerts/{id}/cancel"),
+            200,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/alerts/{id}/cancel"),
+            409,
+        ),
     ] {
         let r = daemon.api.request(method, &path).send().await.unwrap();
         assert_eq!(r.status().as_u16(), want, "{path}");

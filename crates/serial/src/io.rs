@@ -109,11 +109,14 @@ pub struct SerialPort {
     pub kind: &'static str,
 }
 
-/// Exponential backoff between reopen attempts: [`REOPEN_MIN`] doubling to
-/// [`REOPEN_MAX`], back to the minimum once a port opens.
+/// Exponential backoff between attempts (reopening a port, re-initialising a device):
+/// a minimum doubling to a maximum, back to the minimum after a success. [`Backoff::new`]
+/// uses [`REOPEN_MIN`] and [`REOPEN_MAX`]; [`Backoff::between`] takes other bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     current: Duration,
+    min: Duration,
+    max: Duration,
 }
 
 impl Default for Backoff {
@@ -123,10 +126,17 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// A backoff at its minimum.
+    /// A backoff at its minimum, for reopening a port.
     pub fn new() -> Self {
+        Backoff::between(REOPEN_MIN, REOPEN_MAX)
+    }
+
+    /// A backoff from `min` doubling to `max` (a `max` below `min` is taken as `min`).
+    pub fn between(min: Duration, max: Duration) -> Self {
         Backoff {
-            current: REOPEN_MIN,
+            current: min,
+            min,
+            max: max.max(min),
         }
     }
 
@@ -138,13 +148,13 @@ impl Backoff {
     /// An attempt failed: the wait before the next one, doubling the one after.
     pub fn failed(&mut self) -> Duration {
         let wait = self.current;
-        self.current = (self.current * 2).min(REOPEN_MAX);
+        self.current = (self.current * 2).min(self.max);
         wait
     }
 
     /// The port opened: the next loss waits the minimum again.
     pub fn reset(&mut self) {
-        self.current = REOPEN_MIN;
+        self.current = self.min;
     }
 }
 
@@ -328,6 +338,21 @@ mod tests {
         assert_eq!(b.delay(), REOPEN_MIN);
         // A loss after an open waits without doubling.
         assert_eq!(b.delay(), REOPEN_MIN);
+    }
+
+    #[test]
+    fn backoff_between_other_bounds_doubles_to_its_own_cap() {
+        let mut b = Backoff::between(Duration::from_secs(5), Duration::from_secs(60));
+        let secs: Vec<_> = (0..6).map(|_| b.failed().as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 60, 60]);
+        b.reset();
+        assert_eq!(b.delay(), Duration::from_secs(5));
+        // A cap below the floor is the floor.
+        let mut flat = Backoff::between(Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(
+            (flat.failed(), flat.failed()),
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
     }
 
     /// A device that greets on open and reports every line it reads.

@@ -284,7 +284,7 @@ pub struct Modem {
     last_health: Option<Health>,
     creg: bool,
     cereg: bool,
-    backoff: Duration,
+    backoff: tocsin_serial::io::Backoff,
     concat_ref: u16,
     /// The init sequence: the SMS steps, then the family's voice setup.
     init: Vec<Command>,
@@ -342,7 +342,7 @@ impl Modem {
             last_health: None,
             creg: false,
             cereg: false,
-            backoff: BACKOFF_MIN,
+            backoff: tocsin_serial::io::Backoff::between(BACKOFF_MIN, BACKOFF_MAX),
             concat_ref: 0,
             init,
             quirks,
@@ -1106,8 +1106,8 @@ impl Modem {
         tracing::warn!(%why, "modem initialisation failed");
         self.current = None;
         self.link = Link::Backoff;
-        self.set_timer(Timer::Reinit, now + self.backoff);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.failed();
+        self.set_timer(Timer::Reinit, now + wait);
         self.health.up = false;
         self.health.last_error = Some(why);
         self.note_health();
@@ -1115,7 +1115,7 @@ impl Modem {
 
     fn init_done(&mut self, now: Timestamp) {
         self.link = Link::Ready;
-        self.backoff = BACKOFF_MIN;
+        self.backoff.reset();
         self.health.up = true;
         self.set_timer(Timer::Health, now + self.cfg.health_interval());
         self.note_health();

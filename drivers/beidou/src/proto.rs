@@ -149,7 +149,7 @@ pub struct Terminal {
     health: Health,
     last_health: Option<Health>,
     stats: Stats,
-    backoff: Duration,
+    backoff: tocsin_serial::io::Backoff,
 }
 
 impl Terminal {
@@ -172,7 +172,7 @@ impl Terminal {
             health: Health::default(),
             last_health: None,
             stats: Stats::default(),
-            backoff: BACKOFF_MIN,
+            backoff: tocsin_serial::io::Backoff::between(BACKOFF_MIN, BACKOFF_MAX),
         }
     }
 
@@ -597,7 +597,7 @@ impl Terminal {
         if matches!(self.link, Link::Identifying(_) | Link::Backoff) {
             self.timers[Timer::Response as usize] = None;
             self.timers[Timer::Reinit as usize] = None;
-            self.backoff = BACKOFF_MIN;
+            self.backoff.reset();
             self.link = Link::Ready;
             if self.dialect == Some(Dialect::Bds2) {
                 self.send_message(&Message::OutputControl(OutputControl {
@@ -799,8 +799,8 @@ impl Terminal {
             Link::Identifying(_) => {
                 tracing::warn!("BeiDou terminal does not answer the card query");
                 self.link = Link::Backoff;
-                self.set_timer(Timer::Reinit, now + self.backoff);
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                let wait = self.backoff.failed();
+                self.set_timer(Timer::Reinit, now + wait);
                 self.health.up = false;
                 self.health.registered = false;
                 self.health.last_error = Some("terminal does not answer the card query".to_owned());

@@ -234,7 +234,7 @@ pub struct Sbd {
     last_health: Option<Health>,
     service: Option<bool>,
     imei: Option<String>,
-    backoff: Duration,
+    backoff: tocsin_serial::io::Backoff,
 }
 
 impl Sbd {
@@ -264,7 +264,7 @@ impl Sbd {
             last_health: None,
             service: None,
             imei: None,
-            backoff: BACKOFF_MIN,
+            backoff: tocsin_serial::io::Backoff::between(BACKOFF_MIN, BACKOFF_MAX),
         }
     }
 
@@ -1049,8 +1049,8 @@ impl Sbd {
         tracing::warn!(%why, "SBD modem initialisation failed");
         self.current = None;
         self.link = Link::Backoff;
-        self.set_timer(Timer::Reinit, now + self.backoff);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.failed();
+        self.set_timer(Timer::Reinit, now + wait);
         self.health.up = false;
         self.health.last_error = Some(why);
         self.note_health();
@@ -1058,7 +1058,7 @@ impl Sbd {
 
     fn init_done(&mut self, now: Timestamp) {
         self.link = Link::Ready;
-        self.backoff = BACKOFF_MIN;
+        self.backoff.reset();
         self.health.up = true;
         self.update_registered();
         self.set_timer(

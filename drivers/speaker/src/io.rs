@@ -147,7 +147,7 @@ pub async fn run_speaker(
         mpsc::channel::<(ProgrammeId, Result<(Pcm, Vec<String>), String>)>(cfg.queue_limit.max(1));
     let mut sockets: Option<Sockets> = None;
     let mut reopen_at = Some(clock.now());
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = tocsin_serial::io::Backoff::between(REOPEN_MIN, REOPEN_MAX);
     let mut buf = vec![0u8; 2048];
     loop {
         // 1. renders
@@ -241,13 +241,12 @@ pub async fn run_speaker(
                             tracing::info!(%device, rtp = ?s.rtp.local_addr().ok(), rtcp = ?s.rtcp.local_addr().ok(), "speaker sockets open");
                             sockets = Some(s);
                             reopen_at = None;
-                            backoff = REOPEN_MIN;
+                            backoff.reset();
                             sp.handle_sockets_opened(now);
                         }
                         Err(e) => {
                             sp.handle_socket_failed(now, &e.to_string());
-                            reopen_at = Some(now + backoff);
-                            backoff = (backoff * 2).min(REOPEN_MAX);
+                            reopen_at = Some(now + backoff.failed());
                         }
                     }
                 }

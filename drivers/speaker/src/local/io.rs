@@ -91,7 +91,7 @@ pub async fn run_local_audio(
         mpsc::channel::<(ProgrammeId, Result<(Pcm, Vec<String>), String>)>(cfg.queue_limit.max(1));
     let mut sink: Option<Box<dyn AudioSink>> = None;
     let mut reopen_at: Option<Timestamp> = Some(clock.now());
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = tocsin_serial::io::Backoff::between(REOPEN_MIN, REOPEN_MAX);
     let mut last_error: Option<SinkError> = None;
     loop {
         // 1. renders
@@ -121,8 +121,7 @@ pub async fn run_local_audio(
                 sink = None;
                 la.handle_card_failed(now, &e);
                 last_error = Some(e);
-                reopen_at = Some(now + backoff);
-                backoff = (backoff * 2).min(REOPEN_MAX);
+                reopen_at = Some(now + backoff.failed());
             }
         }
         // 3. events
@@ -168,7 +167,7 @@ pub async fn run_local_audio(
                             la.handle_card_opened(now, s.name());
                             sink = Some(s);
                             reopen_at = None;
-                            backoff = REOPEN_MIN;
+                            backoff.reset();
                             last_error = None;
                         }
                         Err(e) => {
@@ -178,8 +177,7 @@ pub async fn run_local_audio(
                                 la.handle_card_failed(now, &e);
                                 last_error = Some(e);
                             }
-                            reopen_at = Some(now + backoff);
-                            backoff = (backoff * 2).min(REOPEN_MAX);
+                            reopen_at = Some(now + backoff.failed());
                         }
                     }
                 }

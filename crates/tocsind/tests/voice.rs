@@ -189,8 +189,10 @@ impl Watch {
         let found = self
             .events
             .within(PATIENCE, async || {
-                let s = api.get(&format!("/v1/alerts/{id}")).await;
+                // Deliveries first, then the summary: the summary is then at least as
+                // new as the deliveries the predicate judged (it may not lag behind them).
                 let d = api.deliveries(id).await;
+                let s = api.get(&format!("/v1/alerts/{id}")).await;
                 if done(&s, &d) {
                     return Some((s, d));
                 }

@@ -16,6 +16,10 @@ pub mod voice;
 pub enum DriverCommand {
     /// Deliver a message to one address.
     Send(Outbound),
+    /// Deliver a compact binary frame (`tocsin-compact`) to another Tocsin node: a field
+    /// kit's uplink over SBD or BeiDou. Only drivers whose bearer carries bytes take it;
+    /// the others fail the attempt for good ([`FrameOut::refused`]).
+    SendFrame(FrameOut),
     /// Stop an attempt that has not gone out yet (the alert was cancelled or answered).
     /// A driver that already handed it to the network reports the attempt as usual.
     Cancel(AttemptId),
@@ -36,6 +40,28 @@ pub struct Outbound {
     pub text: String,
     /// Ask the network for a delivery report where the bearer can.
     pub want_report: bool,
+}
+
+/// One compact frame to one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameOut {
+    /// The attempt this send belongs to; every event about it names it.
+    pub attempt: AttemptId,
+    /// Where to (the other node's card, modem or radio).
+    pub to: Address,
+    /// The frame, sent as it is: one message on the bearer, never split.
+    pub bytes: Vec<u8>,
+}
+
+impl FrameOut {
+    /// What a driver whose bearer carries only text reports for a frame.
+    pub fn refused(&self) -> DriverEvent {
+        DriverEvent::Failed {
+            attempt: self.attempt,
+            retryable: false,
+            reason: "this bearer carries no compact frames".to_owned(),
+        }
+    }
 }
 
 /// A handle on an inbound message still held by the device.
@@ -89,6 +115,18 @@ pub enum DriverEvent {
         /// the call placed for that attempt.
         #[serde(default)]
         in_reply_to: Option<AttemptId>,
+    },
+    /// A compact binary frame from another Tocsin node (a field kit's ack batch, or the
+    /// district's alert to a kit), undecoded: the daemon decodes and judges it.
+    Frame {
+        /// Who sent it, as the network says (card id, IMEI, node).
+        from: Address,
+        /// The frame's bytes, exactly as received.
+        bytes: Vec<u8>,
+        /// Raw evidence (the sentence, the MT message in hex).
+        evidence: String,
+        /// Release this once committed; `None` when the device keeps nothing.
+        receipt: Option<InboundReceipt>,
     },
     /// The device's health changed.
     Health(Health),

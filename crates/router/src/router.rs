@@ -403,7 +403,8 @@ impl Router {
                     }
                 }
             }
-            DriverEvent::Unrecognized { .. } => {}
+            // Frames between Tocsin nodes are decoded by the daemon before the router.
+            DriverEvent::Unrecognized { .. } | DriverEvent::Frame { .. } => {}
         }
         self.settle(now);
         self.pump(now);

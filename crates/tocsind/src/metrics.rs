@@ -40,6 +40,7 @@ impl Metrics {
             DriverEvent::Inbound { .. } => "inbound",
             DriverEvent::Health(_) => "health",
             DriverEvent::Unrecognized { .. } => "unrecognized",
+            DriverEvent::Frame { .. } => "frame",
         };
         *self
             .device_events

@@ -423,6 +423,7 @@ impl Modem {
             }
             // A call leaves nothing on the device to release.
             DriverCommand::Release(_) => {}
+            DriverCommand::SendFrame(f) => self.voice_events.push_back(f.refused()),
         }
         self.pump(now);
     }
@@ -554,6 +555,7 @@ impl Modem {
                 }
                 // Already handed to the modem: it is reported as usual.
             }
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(receipt) => {
                 for idx in parse_receipt(&receipt) {
                     self.reported.remove(&idx);

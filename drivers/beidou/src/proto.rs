@@ -308,6 +308,7 @@ impl Terminal {
                 // Already handed to the terminal: reported as usual.
             }
             // The terminal keeps no inbox the driver manages: nothing to release.
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
         self.pump(now);

@@ -380,6 +380,7 @@ impl Sbd {
                 }
             }
             DriverCommand::Cancel(attempt) => self.cancel(attempt),
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(receipt) => {
                 if self.held_mt.as_ref() == Some(&receipt) {
                     self.held_mt = None;

@@ -354,6 +354,7 @@ impl Radio {
                 // Already handed to the radio: it is reported as usual.
             }
             // The radio keeps no inbound messages: nothing to release.
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
         self.pump(now);

@@ -380,6 +380,7 @@ impl Trunk {
                 }
             }
             // Key presses are not stored on the trunk: nothing to release.
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
     }
@@ -1698,6 +1699,7 @@ mod tests {
                 DriverEvent::Delivered { .. } => "delivered",
                 DriverEvent::Failed { .. } => "failed",
                 DriverEvent::Unrecognized { .. } => "unrecognized",
+                DriverEvent::Frame { .. } => "frame",
             })
             .collect();
         assert_eq!(

@@ -480,6 +480,7 @@ impl Speakers {
             DriverCommand::Send(out) => self.on_send(now, out),
             DriverCommand::Cancel(attempt) => self.on_cancel(now, attempt),
             // Speakers hold no inbound messages.
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
     }

@@ -523,7 +523,7 @@ impl Run {
                     self.cancelled.insert(attempt);
                 }
             }
-            DriverCommand::Release(_) => {}
+            DriverCommand::Release(_) | DriverCommand::SendFrame(_) => {}
         }
     }
 

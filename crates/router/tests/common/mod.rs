@@ -450,6 +450,12 @@ impl Sim {
                 }
             }
             DriverCommand::Release(r) => self.line(format!("  → {device}: release {}", r.0)),
+            DriverCommand::SendFrame(f) => self.line(format!(
+                "  → {device}: frame {} to {} ({} bytes)",
+                f.attempt,
+                f.to,
+                f.bytes.len()
+            )),
         }
     }
 

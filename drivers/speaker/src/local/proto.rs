@@ -213,6 +213,7 @@ impl LocalAudio {
             DriverCommand::Send(out) => self.on_send(out),
             DriverCommand::Cancel(attempt) => self.on_cancel(now, attempt),
             // A loudspeaker holds no inbound messages.
+            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
     }

@@ -22,11 +22,18 @@
 //! never comes is `Failed` retryable with a reason saying the message may have gone out.
 //! Every sentence received has its checksum checked; a bad one is counted and reported as
 //! `Unrecognized`, never acted on.
+//!
+//! Compact frames (`DriverCommand::SendFrame`, a field kit's uplink) travel as one message in
+//! mixed mode, `A4` + the frame's bytes in hex, through the same queue, pacing and feedback
+//! as text; a frame longer than the card's capacity fails for good (a frame is never split).
+//! Received mixed content that is a compact frame (first byte `0x11`–`0x15`, accepted by
+//! `tocsin_compact::Frame::decode`) is reported as `DriverEvent::Frame` with its bytes
+//! exactly; anything else stays text.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tocsin_channel::{DriverCommand, DriverEvent, Health, Outbound};
+use tocsin_channel::{DriverCommand, DriverEvent, FrameOut, Health, Outbound};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
 use crate::config::{BeidouConfig, CodeCoding, payload_bytes};
@@ -111,10 +118,47 @@ enum Link {
     Ready,
 }
 
+/// What one send carries.
+#[derive(Clone, Debug, PartialEq)]
+enum Body {
+    /// A text for a person's card, encoded as GB2312 when it goes out.
+    Text(String),
+    /// A compact frame for another Tocsin node, sent byte for byte.
+    Frame(Vec<u8>),
+}
+
+/// One send the driver holds: a text or a frame to one address.
+#[derive(Clone, Debug, PartialEq)]
+struct Job {
+    attempt: AttemptId,
+    to: Address,
+    body: Body,
+}
+
+impl From<Outbound> for Job {
+    fn from(out: Outbound) -> Self {
+        Job {
+            attempt: out.attempt,
+            to: out.to,
+            body: Body::Text(out.text),
+        }
+    }
+}
+
+impl From<FrameOut> for Job {
+    fn from(f: FrameOut) -> Self {
+        Job {
+            attempt: f.attempt,
+            to: f.to,
+            body: Body::Frame(f.bytes),
+        }
+    }
+}
+
 /// A send handed to the terminal, awaiting its feedback.
 #[derive(Debug)]
 struct InFlight {
-    out: Outbound,
+    out: Job,
     dest: String,
     replaced: usize,
     dialect: Dialect,
@@ -138,7 +182,7 @@ pub struct Terminal {
     dialect: Option<Dialect>,
     card: Option<Card>,
     decoder: wire::Decoder,
-    queue: VecDeque<(Outbound, u8)>,
+    queue: VecDeque<(Job, u8)>,
     inflight: Option<(InFlight, u8)>,
     next_send_at: Timestamp,
     signal: Signal,
@@ -295,7 +339,8 @@ impl Terminal {
     /// A command from the router.
     pub fn submit(&mut self, now: Timestamp, cmd: DriverCommand) {
         match cmd {
-            DriverCommand::Send(out) => self.on_send(out),
+            DriverCommand::Send(out) => self.on_send(out.into()),
+            DriverCommand::SendFrame(f) => self.on_send(f.into()),
             DriverCommand::Cancel(attempt) => {
                 if let Some(pos) = self.queue.iter().position(|(o, _)| o.attempt == attempt) {
                     self.queue.remove(pos);
@@ -308,7 +353,6 @@ impl Terminal {
                 // Already handed to the terminal: reported as usual.
             }
             // The terminal keeps no inbox the driver manages: nothing to release.
-            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
         self.pump(now);
@@ -384,7 +428,7 @@ impl Terminal {
         self.set_timer(Timer::Response, now + self.cfg.feedback_timeout());
     }
 
-    fn on_send(&mut self, out: Outbound) {
+    fn on_send(&mut self, out: Job) {
         let refuse = |reason: String| DriverEvent::Failed {
             attempt: out.attempt,
             retryable: false,
@@ -400,7 +444,7 @@ impl Terminal {
                 .push_back(refuse(format!("{card:?} is not a BeiDou card number")));
             return;
         }
-        if let Err(reason) = self.check_text(&out.text) {
+        if let Err(reason) = self.check_body(&out.body) {
             self.events.push_back(refuse(reason));
             return;
         }
@@ -418,18 +462,31 @@ impl Terminal {
         self.queue.push_back((out, 0));
     }
 
-    /// Refuses a text the card cannot carry in one message (never truncated silently).
-    fn check_text(&self, text: &str) -> Result<text::Encoded, String> {
-        if text.is_empty() {
-            return Err("nothing to send".to_owned());
-        }
-        let enc = text::encode(text, self.cfg.allow_gbk);
+    /// The bytes one message carries for `body` and how many characters were replaced;
+    /// refuses what the card cannot carry in one message (never truncated or split).
+    fn check_body(&self, body: &Body) -> Result<text::Encoded, String> {
+        let (enc, what) = match body {
+            Body::Text(t) if t.is_empty() => return Err("nothing to send".to_owned()),
+            Body::Text(t) => (text::encode(t, self.cfg.allow_gbk), "text needs"),
+            Body::Frame(b) if b.is_empty() => return Err("empty frame: nothing to send".to_owned()),
+            Body::Frame(b) => (
+                text::Encoded {
+                    bytes: b.clone(),
+                    replaced: 0,
+                },
+                "compact frame (never split) needs",
+            ),
+        };
         if let Some(cap) = self.capacity_bytes()
             && enc.bytes.len() > cap
         {
             let level = self.card.as_ref().map(|c| c.level).unwrap_or(0);
+            let unit = match body {
+                Body::Text(_) => " of GB2312",
+                Body::Frame(_) => "",
+            };
             return Err(format!(
-                "text needs {} bytes of GB2312; this card (level {level}) carries {cap} per message",
+                "{what} {} bytes{unit}; this card (level {level}) carries {cap} per message",
                 enc.bytes.len()
             ));
         }
@@ -453,7 +510,7 @@ impl Terminal {
             let Some((out, reschedules)) = self.queue.pop_front() else {
                 return;
             };
-            let enc = match self.check_text(&out.text) {
+            let enc = match self.check_body(&out.body) {
                 Ok(enc) => enc,
                 Err(reason) => {
                     self.events.push_back(DriverEvent::Failed {
@@ -819,6 +876,9 @@ impl Terminal {
     }
 
     fn on_receive2(&mut self, r: Receive2, s: &wire::Sentence) {
+        if r.mode == 2 && self.frame_in(&r.sender, &r.content, s) {
+            return;
+        }
         let text = match r.mode {
             2 => text::decode_mixed(&r.content),
             0 => Some(text::decode(&r.content)),
@@ -829,6 +889,9 @@ impl Terminal {
     }
 
     fn on_receive3(&mut self, r: Receive3, s: &wire::Sentence) {
+        if r.coding == 3 && self.frame_in(&r.sender, &r.data, s) {
+            return;
+        }
         let text = match r.coding {
             3 => text::decode_mixed(&r.data),
             1 => text::from_hex(&r.data).map(|b| text::decode(&b)),
@@ -839,6 +902,27 @@ impl Terminal {
         }
         .unwrap_or_else(|| String::from_utf8_lossy(&r.data).into_owned());
         self.inbound(&r.sender, text, s);
+    }
+
+    /// Mixed content that is a compact frame from another Tocsin node becomes a `Frame`
+    /// event with its bytes exactly; returns false (and does nothing) for anything else,
+    /// which stays text.
+    fn frame_in(&mut self, sender: &str, content: &[u8], s: &wire::Sentence) -> bool {
+        let Some(bytes) = compact_frame(content) else {
+            return false;
+        };
+        let Some(card) = canonical_card(sender) else {
+            self.unrecognized(format!("frame from a non-card sender: {}", s.to_text()));
+            return true;
+        };
+        self.health.received += 1;
+        self.events.push_back(DriverEvent::Frame {
+            from: Address::BeidouCard(card),
+            bytes,
+            evidence: s.to_text(),
+            receipt: None,
+        });
+        true
     }
 
     fn inbound(&mut self, sender: &str, text: String, s: &wire::Sentence) {
@@ -877,6 +961,17 @@ impl Terminal {
         }
         self.unrecognized(s.to_text());
     }
+}
+
+/// The compact frame in mixed content (`A4` + hex; the marker is optional, as for text):
+/// the bytes when the first is a compact header (`0x11`–`0x15`) and
+/// `tocsin_compact::Frame::decode` accepts them, else `None` (the content is text).
+pub fn compact_frame(content: &[u8]) -> Option<Vec<u8>> {
+    let bytes = text::from_hex(content)?;
+    let body = bytes.strip_prefix(&[text::MIXED_MARKER]).unwrap_or(&bytes);
+    let first = *body.first()?;
+    ((0x11..=0x15).contains(&first) && tocsin_compact::Frame::decode(body).is_ok())
+        .then(|| body.to_vec())
 }
 
 /// A card id in canonical form: digits only, leading zeros dropped, then zero-padded to 7
@@ -1284,6 +1379,258 @@ mod tests {
             &drain_events(&mut t)[..],
             [DriverEvent::Unrecognized { .. }]
         ));
+    }
+
+    /// The red flash-flood alert of docs/compact-encoding.md (21 bytes).
+    const ALERT: [u8; 21] = [
+        0x11, 0x00, 0xA1, 0xB2, 0xC7, 0x02, 0x0F, 0x42, 0x40, 0x04, 0x56, 0x30, 0x32, 0x33, 0x00,
+        0xB9, 0xBD, 0xC9, 0xBD, 0xBA, 0xE9,
+    ];
+
+    fn frame(attempt: u64, card: &str, bytes: &[u8]) -> DriverCommand {
+        DriverCommand::SendFrame(FrameOut {
+            attempt: AttemptId(attempt),
+            to: Address::BeidouCard(card.to_owned()),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    fn ready_bds3() -> Terminal {
+        let mut cfg = BeidouConfig::new("x");
+        cfg.dialect = crate::config::DialectSetting::Bds3;
+        let mut t = Terminal::new(cfg, T0);
+        t.handle_port_opened(T0);
+        assert_eq!(drain_tx(&mut t), "$CCICR,0,00*68\r\n");
+        t.handle_rx(T0, b"$BDICP,4207733,0,1,3,0,N,1,Y,1,0,0,3,1,60,3*64\r\n");
+        assert!(t.is_ready());
+        drain_events(&mut t);
+        t
+    }
+
+    #[test]
+    fn a_frame_goes_out_as_one_mixed_message_in_both_dialects() {
+        let mut t = ready_bds2();
+        drain_events(&mut t);
+        t.submit(T0, frame(1, "242286", &ALERT));
+        assert_eq!(
+            drain_tx(&mut t),
+            "$CCTXA,0242286,1,2,A41100A1B2C7020F4240045630323300B9BDC9BDBAE9*7A\r\n"
+        );
+        t.handle_rx(T0, b"$BDFKI,TXA,Y,Y,0,0000*13\r\n");
+        let ev = drain_events(&mut t);
+        assert_eq!(
+            ev[0],
+            DriverEvent::Accepted {
+                attempt: AttemptId(1)
+            }
+        );
+        assert!(
+            matches!(&ev[1], DriverEvent::Sent { attempt: AttemptId(1), reference } if reference.contains("to 0242286") && !reference.contains("GB2312")),
+            "{ev:?}"
+        );
+        assert_eq!(t.health.sent, 1);
+
+        let mut t = ready_bds3();
+        t.submit(T0, frame(2, "4207733", &ALERT));
+        assert_eq!(
+            drain_tx(&mut t),
+            "$CCTCQ,4207733,2,1,3,A41100A1B2C7020F4240045630323300B9BDC9BDBAE9,0*7C\r\n"
+        );
+    }
+
+    #[test]
+    fn a_frame_waits_for_the_service_frequency_and_is_rescheduled_like_text() {
+        let mut t = ready_bds3();
+        t.submit(T0, send(1, "4207733", "收到1"));
+        assert!(drain_tx(&mut t).starts_with("$CCTCQ"));
+        t.handle_rx(T0, b"$BDFKI,080432,TCQ,Y,0,0*7C\r\n");
+        t.submit(T0, frame(2, "4207733", &ALERT));
+        assert_eq!(drain_tx(&mut t), "", "paced: 60 s between messages");
+        assert_eq!(t.poll_timeout(), Some(T0 + Duration::from_secs(60)));
+        let t1 = T0 + Duration::from_secs(60);
+        t.handle_timeout(t1);
+        let sentence = "$CCTCQ,4207733,2,1,3,A41100A1B2C7020F4240045630323300B9BDC9BDBAE9,0*7C\r\n";
+        assert_eq!(drain_tx(&mut t), sentence);
+        // The terminal's clock disagrees: the frame goes back to the head of the queue.
+        t.handle_rx(t1, b"$BDFKI,080432,TCQ,N,1,0045*5B\r\n");
+        assert!(
+            !drain_events(&mut t)
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Failed { .. }))
+        );
+        assert_eq!(t.queued(), 1);
+        t.handle_timeout(t1 + Duration::from_secs(45));
+        assert_eq!(drain_tx(&mut t), sentence);
+        t.handle_rx(t1, b"$BDFKI,080517,TCQ,Y,0,0*7A\r\n");
+        assert!(matches!(
+            drain_events(&mut t).last(),
+            Some(DriverEvent::Sent {
+                attempt: AttemptId(2),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_frame_is_held_without_signal_and_its_missing_feedback_fails_retryable() {
+        let mut t = ready_bds2();
+        drain_events(&mut t);
+        t.handle_rx(T0, &beams(0));
+        t.submit(T0, frame(1, "0242286", &ALERT));
+        assert_eq!(drain_tx(&mut t), "", "no send without signal");
+        t.handle_rx(T0, &beams(3));
+        assert!(drain_tx(&mut t).starts_with("$CCTXA,0242286,1,2,A411"));
+        drain_events(&mut t);
+        t.handle_timeout(T0 + Duration::from_secs(10));
+        assert!(matches!(
+            &drain_events(&mut t)[..],
+            [DriverEvent::Failed { attempt: AttemptId(1), retryable: true, reason }] if reason.contains("may have gone out")
+        ));
+    }
+
+    #[test]
+    fn a_frame_over_the_card_capacity_fails_for_good_and_is_never_split() {
+        let mut t = ready_bds2();
+        drain_events(&mut t);
+        let mut big = ALERT.to_vec();
+        big.resize(78, 0xB0); // level 3 carries 77
+        t.submit(T0, frame(1, "0242286", &big));
+        let ev = drain_events(&mut t);
+        assert!(
+            matches!(&ev[..], [DriverEvent::Failed { attempt: AttemptId(1), retryable: false, reason }]
+                if reason.contains("78 bytes") && reason.contains("77") && reason.contains("never split")),
+            "{ev:?}"
+        );
+        assert_eq!(drain_tx(&mut t), "");
+        // Exactly the capacity goes, as one message of 77 bytes.
+        big.truncate(77);
+        t.submit(T0, frame(2, "0242286", &big));
+        let tx = drain_tx(&mut t);
+        let content = tx
+            .split(',')
+            .nth(4)
+            .and_then(|c| c.split('*').next())
+            .unwrap();
+        assert_eq!(content.len(), 2 + 77 * 2);
+        // Empty frames and wrong addresses are refused for good too.
+        t.submit(T0, frame(3, "0242286", &[]));
+        t.submit(
+            T0,
+            DriverCommand::SendFrame(FrameOut {
+                attempt: AttemptId(4),
+                to: Address::SbdImei("300234010753370".into()),
+                bytes: ALERT.to_vec(),
+            }),
+        );
+        let ev = drain_events(&mut t);
+        let failed: Vec<AttemptId> = ev
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Failed {
+                    attempt,
+                    retryable: false,
+                    ..
+                } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, [AttemptId(3), AttemptId(4)], "{ev:?}");
+    }
+
+    #[test]
+    fn a_frame_that_fits_only_once_the_card_is_read_is_checked_at_send_time() {
+        // Before the card is read the capacity is unknown: the frame is queued, then
+        // refused for good when the card says it cannot carry it.
+        let mut t = Terminal::new(BeidouConfig::new("x"), T0);
+        t.handle_port_opened(T0);
+        drain_tx(&mut t);
+        t.submit(T0, frame(1, "0242286", &[0x15; 100]));
+        assert!(matches!(
+            &drain_events(&mut t)[..],
+            [DriverEvent::Accepted { .. }]
+        ));
+        t.handle_rx(T0, b"$BDICI,0242286,00242286,0000011,6,60,3,N,0*38\r\n");
+        assert!(
+            drain_events(&mut t).iter().any(|e| matches!(
+                e,
+                DriverEvent::Failed { attempt: AttemptId(1), retryable: false, reason } if reason.contains("100 bytes")
+            ))
+        );
+        assert!(!drain_tx(&mut t).contains("CCTXA"));
+    }
+
+    #[test]
+    fn received_frames_become_frame_events_with_the_exact_bytes() {
+        let mut t = ready_bds2();
+        drain_events(&mut t);
+        t.handle_rx(
+            T0,
+            b"$BDTXR,1,0242286,2,,A41100A1B2C7020F4240045630323300B9BDC9BDBAE9*43\r\n",
+        );
+        assert_eq!(
+            drain_events(&mut t),
+            vec![DriverEvent::Frame {
+                from: Address::BeidouCard("0242286".into()),
+                bytes: ALERT.to_vec(),
+                evidence: "$BDTXR,1,0242286,2,,A41100A1B2C7020F4240045630323300B9BDC9BDBAE9*43"
+                    .into(),
+                receipt: None,
+            }]
+        );
+        // The ack-batch example, from a kit's card.
+        t.handle_rx(
+            T0,
+            b"$BDTXR,1,0242286,2,,A4120101110FAD8F795A039387000200A1B200B9BDAC020370313700A1B20000000003703138*38\r\n",
+        );
+        let ev = drain_events(&mut t);
+        let [DriverEvent::Frame { bytes, .. }] = &ev[..] else {
+            panic!("{ev:?}")
+        };
+        assert!(matches!(
+            tocsin_compact::Frame::decode(bytes),
+            Ok(tocsin_compact::Frame::Acks(b)) if b.acks.len() == 2
+        ));
+        // BDS-3, sender zero-padded to 8 digits.
+        t.handle_rx(
+            T0,
+            b"$BDTCI,04207733,0242286,2,142204,3,0,A41100A1B2C7020F4240045630323300B9BDC9BDBAE9*76\r\n",
+        );
+        assert!(matches!(
+            &drain_events(&mut t)[..],
+            [DriverEvent::Frame { from: Address::BeidouCard(c), bytes, receipt: None, .. }]
+                if c == "4207733" && bytes[..] == ALERT[..]
+        ));
+        assert_eq!(t.health.received, 3);
+    }
+
+    #[test]
+    fn content_that_is_not_a_frame_stays_text() {
+        let mut t = ready_bds2();
+        drain_events(&mut t);
+        // A compact header whose body does not decode.
+        t.handle_rx(T0, b"$BDTXR,1,0242286,2,,A411FFFF*3A\r\n");
+        let ev = drain_events(&mut t);
+        assert!(
+            matches!(&ev[..], [DriverEvent::Inbound { from: Address::BeidouCard(c), .. }] if c == "0242286"),
+            "{ev:?}"
+        );
+        // An ordinary reply, and code-mode content, stay text.
+        t.handle_rx(T0, b"$BDTXR,1,0242286,2,,A4CAD5B5BD31*3A\r\n");
+        assert!(matches!(
+            &drain_events(&mut t)[..],
+            [DriverEvent::Inbound { text, .. }] if text == "收到1"
+        ));
+        assert_eq!(compact_frame(b"A4CAD5B5BD31"), None);
+        assert_eq!(compact_frame(b"A415"), None, "a header alone is no frame");
+        assert_eq!(compact_frame(b"A41500"), Some(vec![0x15, 0x00]));
+        assert_eq!(
+            compact_frame(b"1500"),
+            Some(vec![0x15, 0x00]),
+            "marker optional"
+        );
+        assert_eq!(compact_frame(b"A41"), None);
+        assert_eq!(compact_frame(b""), None);
+        assert_eq!(compact_frame(b"A4"), None);
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! text, nothing, or the reply from another card. Replies travel back through the network
 //! with the same latency and loss.
 //!
+//! Mixed content is carried as bytes, exactly as sent (never decoded as GB2312 and
+//! re-encoded), so compact frames between two Tocsin nodes on simulated terminals arrive
+//! byte for byte; a person's card shows whatever it got as text.
+//!
 //! Faults, all seeded: corrupted checksums, garbage between sentences, and feedback that
 //! never comes (the message still goes out, as when a feedback is lost on the wire).
 
@@ -239,8 +243,10 @@ pub struct SubmitRecord {
     pub from: String,
     /// The destination card as written in the sentence.
     pub to: String,
-    /// The decoded text.
+    /// The decoded text (GB2312, lossily: a compact frame reads as garbage here).
     pub text: String,
+    /// The message's bytes exactly as carried (the mixed content after `A4`).
+    pub bytes: Vec<u8>,
     /// The dialect it was sent in.
     pub dialect: Dialect,
     /// When the terminal took it.
@@ -252,11 +258,11 @@ pub struct SubmitRecord {
 /// Something the network does later.
 #[derive(Clone, Debug)]
 enum Action {
-    /// A message arrives at a card.
+    /// A message arrives at a card: its bytes exactly (GB2312 text or a compact frame).
     Arrive {
         to: String,
         from: String,
-        text: String,
+        bytes: Vec<u8>,
     },
     /// A terminal's periodic status report.
     Status(usize),
@@ -326,7 +332,7 @@ impl SimNetwork {
 
     /// A person's card sends `text` to card `to` now (it arrives after the latency).
     pub fn send_from_card(&mut self, now: Timestamp, from: &str, to: &str, text: &str) {
-        self.carry(now, from, to, text);
+        self.carry(now, from, to, &text::encode(text, true).bytes);
     }
 
     /// Terminal `idx`'s port was reopened: half-read input and unsent output are gone.
@@ -375,7 +381,7 @@ impl SimNetwork {
             // Act at the instant it was due, so a late wake-up does not shift what follows.
             let (at, _, action) = self.scheduled.swap_remove(i);
             match action {
-                Action::Arrive { to, from, text } => self.arrive(at, &to, &from, &text),
+                Action::Arrive { to, from, bytes } => self.arrive(at, &to, &from, &bytes),
                 Action::Status(idx) => {
                     self.emit_status(idx);
                     let next = self.terminals.get(idx).and_then(|t| {
@@ -520,23 +526,17 @@ impl SimNetwork {
                     }
                 }
             }
+            // Mixed content is carried as bytes, never decoded and re-encoded: a compact
+            // frame between Tocsin nodes must arrive byte for byte.
             Message::Send2(s) if cfg.dialect.speaks(Dialect::Bds2) => {
-                let content = (s.mode == 2)
-                    .then(|| text::decode_mixed(&s.content))
-                    .flatten();
-                let bytes = content
-                    .as_deref()
-                    .map(|c| text::encode(c, true).bytes.len());
-                self.on_send(now, idx, Dialect::Bds2, &s.dest, content, bytes);
+                let bytes = (s.mode == 2).then(|| mixed_bytes(&s.content)).flatten();
+                self.on_send(now, idx, Dialect::Bds2, &s.dest, bytes);
             }
             Message::Send3(s) if cfg.dialect.speaks(Dialect::Bds3) => {
-                let content = (s.coding == 3)
-                    .then(|| text::decode_mixed(s.data.as_bytes()))
+                let bytes = (s.coding == 3)
+                    .then(|| mixed_bytes(s.data.as_bytes()))
                     .flatten();
-                let bytes = content
-                    .as_deref()
-                    .map(|c| text::encode(c, true).bytes.len());
-                self.on_send(now, idx, Dialect::Bds3, &s.dest, content, bytes);
+                self.on_send(now, idx, Dialect::Bds3, &s.dest, bytes);
             }
             _ => {}
         }
@@ -576,8 +576,7 @@ impl SimNetwork {
         idx: usize,
         d: Dialect,
         dest: &str,
-        content: Option<String>,
-        bytes: Option<usize>,
+        bytes: Option<Vec<u8>>,
     ) {
         let Some(t) = self.terminals.get(idx) else {
             return;
@@ -608,11 +607,11 @@ impl SimNetwork {
                 payload_bytes(bits)
             }
         };
-        let (Some(content), Some(bytes)) = (content, bytes) else {
+        let Some(bytes) = bytes else {
             self.feedback(now, idx, d, false, 0, 0);
             return;
         };
-        if bytes > capacity {
+        if bytes.len() > capacity {
             self.feedback(now, idx, d, false, 0, 0);
             return;
         }
@@ -622,11 +621,12 @@ impl SimNetwork {
         if !self.chance(cfg.faults.lost_feedback_rate) {
             self.feedback(now, idx, d, true, 0, 0);
         }
-        let lost = self.carry(now, &cfg.card, dest, &content);
+        let lost = self.carry(now, &cfg.card, dest, &bytes);
         self.submits.push(SubmitRecord {
             from: cfg.card.clone(),
             to: dest.to_owned(),
-            text: content,
+            text: text::decode(&bytes),
+            bytes,
             dialect: d,
             at: now,
             lost,
@@ -634,7 +634,7 @@ impl SimNetwork {
     }
 
     /// Puts a message on the network; returns whether it was lost.
-    fn carry(&mut self, now: Timestamp, from: &str, to: &str, text: &str) -> bool {
+    fn carry(&mut self, now: Timestamp, from: &str, to: &str, bytes: &[u8]) -> bool {
         if self.chance(self.cfg.loss_rate) {
             return true;
         }
@@ -644,25 +644,26 @@ impl SimNetwork {
             Action::Arrive {
                 to: to.to_owned(),
                 from: from.to_owned(),
-                text: text.to_owned(),
+                bytes: bytes.to_vec(),
             },
         );
         false
     }
 
-    fn arrive(&mut self, now: Timestamp, to: &str, from: &str, text: &str) {
+    fn arrive(&mut self, now: Timestamp, to: &str, from: &str, bytes: &[u8]) {
         let target = self
             .terminals
             .iter()
             .position(|t| same_card(&t.cfg.card, to));
         let Some(idx) = target else {
-            self.person_replies(now, to, from, text);
+            // A person's card shows what it got as text; a frame reads as garbage.
+            self.person_replies(now, to, from, &text::decode(bytes));
             return;
         };
         let Some(t) = self.terminals.get(idx) else {
             return;
         };
-        let content = text::mixed(&text::encode(text, true).bytes).into_bytes();
+        let content = text::mixed(bytes).into_bytes();
         let m = if t.cfg.dialect == SimDialect::Bds2 {
             Message::Receive2(Receive2 {
                 class: 1,
@@ -737,6 +738,7 @@ impl SimNetwork {
         } else {
             lo
         };
+        let reply = text::encode(&reply, true).bytes;
         self.carry(now + Duration::from_secs_f64(secs), &sender, from, &reply);
     }
 
@@ -748,6 +750,16 @@ impl SimNetwork {
         };
         Duration::from_millis(ms)
     }
+}
+
+/// The bytes of mixed content (`A4` + hex; the marker optional, as terminals vary);
+/// `None` when it is not hex.
+fn mixed_bytes(content: &[u8]) -> Option<Vec<u8>> {
+    let bytes = text::from_hex(content)?;
+    Some(match bytes.strip_prefix(&[text::MIXED_MARKER]) {
+        Some(body) => body.to_vec(),
+        None => bytes,
+    })
 }
 
 /// Whether two card ids are the same number (zero padding aside).
@@ -908,6 +920,72 @@ mod tests {
         drain(&mut net, a);
         net.handle_timeout(t4 + Duration::from_secs(14));
         assert!(drain(&mut net, a).starts_with("$BDTXR,1,0399999,2,,"));
+    }
+
+    #[test]
+    fn binary_mixed_content_is_carried_byte_for_byte() {
+        let cfg = SimConfig {
+            latency_min_ms: 1_000,
+            latency_max_ms: 1_000,
+            cards: vec![CardScript {
+                card: "0300001".into(),
+                behaviour: ReplyBehaviour::ReplyCode {
+                    min_secs: 5.0,
+                    max_secs: 5.0,
+                },
+            }],
+            ..SimConfig::default()
+        };
+        let mut net = SimNetwork::new(cfg, 5);
+        let a = net.add_terminal(T0, TerminalConfig::new("0242286"));
+        let mut bcfg = TerminalConfig::new("4207733");
+        bcfg.dialect = SimDialect::Bds3;
+        bcfg.pwi_interval_ms = 3_600_000;
+        let b = net.add_terminal(T0, bcfg);
+        // Not GB2312 text: NUL, lone lead bytes, 0x80, 0xFF. Decoding and re-encoding it
+        // as text would change it.
+        let bytes = vec![0x12, 0x00, 0x80, 0xFF, 0xB0, 0x41, 0xC9, 0x00, 0xFE];
+        let content = text::mixed(&bytes);
+        let tcq = Message::Send3(wire::Send3 {
+            dest: "0242286".into(),
+            freq_point: 2,
+            receipt: false,
+            coding: 3,
+            data: content.clone(),
+            repeat: 0,
+        })
+        .to_bytes();
+        net.handle_rx(T0, b, &tcq);
+        assert!(drain(&mut net, b).starts_with("$BDFKI,"));
+        assert_eq!(net.submits()[0].bytes, bytes);
+        net.handle_timeout(T0 + Duration::from_secs(1));
+        let got = drain(&mut net, a);
+        let (s, _) = wire::parse(got.as_bytes()).unwrap().unwrap();
+        let Ok(Message::Receive2(r)) = Message::parse(&s) else {
+            panic!("{got}")
+        };
+        assert_eq!(r.sender, "4207733");
+        assert_eq!(String::from_utf8(r.content).unwrap(), content);
+
+        // The same bytes to a person's card: the handset shows garbage and the person
+        // answers what they can (a bare 1); nothing breaks.
+        let t1 = T0 + Duration::from_secs(120);
+        let txa = Message::Send2(wire::Send2 {
+            dest: "0300001".into(),
+            express: false,
+            mode: 2,
+            content: content.into_bytes(),
+        })
+        .to_bytes();
+        net.handle_rx(t1, a, &txa);
+        assert!(drain(&mut net, a).starts_with("$BDFKI,TXA,Y"));
+        net.handle_timeout(t1 + Duration::from_secs(7));
+        let reply = drain(&mut net, a);
+        let (s, _) = wire::parse(reply.as_bytes()).unwrap().unwrap();
+        let Ok(Message::Receive2(r)) = Message::parse(&s) else {
+            panic!("{reply}")
+        };
+        assert_eq!(text::decode_mixed(&r.content).as_deref(), Some("1"));
     }
 
     #[test]

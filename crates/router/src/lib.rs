@@ -134,6 +134,7 @@
 pub mod plan;
 pub mod policy;
 pub mod record;
+pub mod relays;
 pub mod reply;
 mod router;
 mod speakers;
@@ -142,11 +143,15 @@ pub mod text;
 pub mod view;
 mod views;
 
-pub use plan::{AlertPlan, Contact, NamedAreaRef, SpeakerTarget, Target, TargetReason};
+pub use plan::{
+    AlertPlan, Contact, KitTarget, NamedAreaRef, SpeakerTarget, Target, TargetReason, Uplink,
+};
 pub use policy::{GradePolicy, Policies, PolicyError, RoleOverride};
 pub use record::{
-    DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, Route, Verdict,
+    DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, RelayFrame,
+    Route, Verdict,
 };
+pub use relays::{RelayState, RelayView, RelayedAck};
 pub use router::{DeviceInfo, Output, Router, RouterConfig, RouterError, door_code};
 pub use view::{
     AlertState, AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView,

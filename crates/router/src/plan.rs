@@ -60,6 +60,46 @@ pub struct AlertPlan {
     /// so (`GradePolicy::speakers`). Absent in logs written before speakers existed.
     #[serde(default)]
     pub speakers: Vec<SpeakerTarget>,
+    /// Field kits serving some of the targets: each gets the alert as one compact frame
+    /// and relays its people's acks back. Absent in logs written before kits existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kits: Vec<KitTarget>,
+    /// Set on a field kit's node for an alert that came down its uplink: acks of this
+    /// alert go back to the district in compact batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<Uplink>,
+}
+
+/// A field kit (a Tocsin node behind a satellite link) that serves some of an alert's
+/// targets, copied into the plan like a [`Contact`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KitTarget {
+    /// The kit's name in the district's config.
+    pub kit: String,
+    /// The device that reaches it (a BeiDou terminal, an SBD modem).
+    pub device: DeviceId,
+    /// Its card id or IMEI.
+    pub address: Address,
+    /// The named area the frame carries, which the kit resolves against its own
+    /// directory; `None`: everyone the kit serves.
+    pub area: Option<AreaId>,
+    /// The targets it serves: the only people whose acks it may relay for this alert.
+    pub people: Vec<PersonId>,
+    /// Largest frame its link carries in one message, in bytes.
+    pub max_bytes: usize,
+}
+
+/// Where a field kit's node sends the acks of an alert that came down its uplink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Uplink {
+    /// The kit's own device on the link.
+    pub device: DeviceId,
+    /// The district node's card id or IMEI.
+    pub to: Address,
+    /// The district's short id of the alert (what the ack batches name).
+    pub short_id: u32,
+    /// Largest frame the link carries in one message, in bytes.
+    pub max_bytes: usize,
 }
 
 /// A loudspeaker to announce the alert on, copied into the plan like a [`Contact`].

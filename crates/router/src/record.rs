@@ -178,6 +178,14 @@ pub enum Rejection {
     NothingOpen,
     /// Neither a code nor a bare ack.
     NotAnAck,
+    /// A field kit relayed an ack for an alert it was not sent, or for someone it does
+    /// not serve in that alert.
+    NotRelayed {
+        /// The kit's name, or its address when it is no configured kit.
+        kit: String,
+        /// The person the kit named.
+        person: PersonId,
+    },
 }
 
 /// What a reply was taken as.
@@ -219,6 +227,18 @@ pub enum Verdict {
         /// Alerts the reply concerns (for per-alert counts of rejected replies).
         alerts: Vec<AlertId>,
     },
+}
+
+/// Which compact frame a relay carried to a field kit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayFrame {
+    /// The alert.
+    Alert,
+    /// Its revision.
+    Update,
+    /// Its withdrawal.
+    Cancel,
 }
 
 /// One state change of the router. Serialized with a `type` tag in snake_case.
@@ -504,6 +524,84 @@ pub enum Record {
         /// Why, for operators.
         reason: String,
     },
+    /// A compact frame for a field kit was handed to the device that reaches it: the
+    /// alert itself, its update, or its cancellation.
+    RelayStarted {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Kit.
+        kit: String,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device.
+        device: DeviceId,
+        /// The kit's address.
+        to: Address,
+        /// Which frame.
+        frame: RelayFrame,
+        /// The frame's bytes in hex, as sent.
+        bytes: String,
+    },
+    /// The device reported on a relay attempt; `delivered` when the kit itself answered
+    /// (an ack batch naming the alert).
+    RelayOutcome {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Kit.
+        kit: String,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device that reported it.
+        device: DeviceId,
+        /// What happened.
+        outcome: Outcome,
+    },
+    /// A relay gave up: the device failed it for good, or every retry failed.
+    RelayFailed {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Kit.
+        kit: String,
+        /// Why, for operators.
+        reason: String,
+    },
+    /// On a field kit's node: a batch of acks went up to the district (handed to the
+    /// uplink device).
+    UplinkStarted {
+        /// When.
+        at: Timestamp,
+        /// Alert (the kit's own id for it).
+        alert: AlertId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device.
+        device: DeviceId,
+        /// The district's address.
+        to: Address,
+        /// Whose acks the batch carries.
+        people: Vec<PersonId>,
+        /// The frame's bytes in hex, as sent.
+        bytes: String,
+    },
+    /// The uplink device reported on a batch.
+    UplinkOutcome {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Device.
+        device: DeviceId,
+        /// What happened.
+        outcome: Outcome,
+    },
     /// A device went down or came back up.
     DeviceHealth {
         /// When.
@@ -541,6 +639,11 @@ impl Record {
             Record::AnnouncementStarted { .. } => "announcement_started",
             Record::AnnouncementOutcome { .. } => "announcement_outcome",
             Record::AnnouncementClosed { .. } => "announcement_closed",
+            Record::RelayStarted { .. } => "relay_started",
+            Record::RelayOutcome { .. } => "relay_outcome",
+            Record::RelayFailed { .. } => "relay_failed",
+            Record::UplinkStarted { .. } => "uplink_started",
+            Record::UplinkOutcome { .. } => "uplink_outcome",
         }
     }
 
@@ -565,7 +668,12 @@ impl Record {
             | Record::AnnouncementPlanned { alert, .. }
             | Record::AnnouncementStarted { alert, .. }
             | Record::AnnouncementOutcome { alert, .. }
-            | Record::AnnouncementClosed { alert, .. } => Some(alert),
+            | Record::AnnouncementClosed { alert, .. }
+            | Record::RelayStarted { alert, .. }
+            | Record::RelayOutcome { alert, .. }
+            | Record::RelayFailed { alert, .. }
+            | Record::UplinkStarted { alert, .. }
+            | Record::UplinkOutcome { alert, .. } => Some(alert),
             Record::Reply { verdict, .. } => match verdict {
                 Verdict::Ack { alert, .. }
                 | Verdict::DoorKnockConfirmed { alert, .. }
@@ -598,7 +706,12 @@ impl Record {
             | Record::AnnouncementPlanned { at, .. }
             | Record::AnnouncementStarted { at, .. }
             | Record::AnnouncementOutcome { at, .. }
-            | Record::AnnouncementClosed { at, .. } => *at,
+            | Record::AnnouncementClosed { at, .. }
+            | Record::RelayStarted { at, .. }
+            | Record::RelayOutcome { at, .. }
+            | Record::RelayFailed { at, .. }
+            | Record::UplinkStarted { at, .. }
+            | Record::UplinkOutcome { at, .. } => *at,
         }
     }
 }

@@ -142,6 +142,7 @@ impl Router {
         // Announcements handed over but never started by the driver are handed over
         // again (the driver forgot them in the restart); planned ones go out now.
         r.resume_announcements(now);
+        r.resume_relays();
         let mut lost: Vec<AttemptId> = r
             .state
             .attempts
@@ -430,6 +431,7 @@ impl Router {
             self.state.speaker_timers.remove(&first);
             self.announcement_window_over(now, first.1, first.2);
         }
+        self.relay_timers_due(now);
         self.settle(now);
         self.pump(now);
     }
@@ -445,6 +447,9 @@ impl Router {
         let mut t = self.state.timers.first().map(|e| e.0);
         if let Some(s) = self.state.speaker_timers.first() {
             t = Some(t.map_or(s.0, |t| t.min(s.0)));
+        }
+        if let Some(s) = self.relay_timeout() {
+            t = Some(t.map_or(s, |t| t.min(s)));
         }
         for (bearer, devs) in &self.bearer_devices {
             let Some(queue) = self.state.queues.get(bearer) else {
@@ -556,6 +561,8 @@ impl Router {
                 device: device.clone(),
                 outcome,
             });
+        } else {
+            self.relay_outcome(now, device, attempt, outcome);
         }
     }
 
@@ -880,7 +887,7 @@ impl Router {
 
     /// Follow-ups that the records just applied call for: closing reached no-ack records,
     /// escalating (or closing) records whose every route failed.
-    fn settle(&mut self, now: Timestamp) {
+    pub(crate) fn settle(&mut self, now: Timestamp) {
         let mut touched = std::mem::take(&mut self.state.touched);
         touched.sort_unstable();
         touched.dedup();
@@ -949,7 +956,7 @@ impl Router {
     }
 
     /// Hands queued sends to every device whose budget allows, highest grade first.
-    fn pump(&mut self, now: Timestamp) {
+    pub(crate) fn pump(&mut self, now: Timestamp) {
         for bi in 0..self.bearer_devices.len() {
             let (bearer, devs) = self.bearer_devices[bi].clone();
             loop {
@@ -969,6 +976,9 @@ impl Router {
                 let max_chars = self.config.devices[i].caps.max_chars;
                 self.dispatch(now, lref, device, max_chars);
             }
+        }
+        if !self.state.relay_alerts.is_empty() {
+            self.pump_relays(now);
         }
     }
 
@@ -1241,7 +1251,7 @@ impl Router {
         (del.plan.grade, opened, r.a, r.task)
     }
 
-    fn code_of(&self, r: CodeRef) -> AckCode {
+    pub(crate) fn code_of(&self, r: CodeRef) -> AckCode {
         let del = self.state.delivery(r.a, r.d);
         match (r.task, del.tasks.first()) {
             (true, Some(t)) => t.code,
@@ -1264,7 +1274,7 @@ impl Router {
         }
     }
 
-    fn verdict_for(
+    pub(crate) fn verdict_for(
         &self,
         now: Timestamp,
         r: CodeRef,
@@ -1442,6 +1452,8 @@ mod tests {
             }],
             areas: vec![],
             speakers: vec![],
+            kits: vec![],
+            uplink: None,
         }
     }
 

@@ -158,6 +158,10 @@ pub(crate) struct AlertEntry {
     pub rejected: u32,
     pub announcements: Vec<Announcement>,
     pub by_speaker: HashMap<SpeakerId, u32>,
+    /// Field kits the alert is relayed to (district side).
+    pub relays: Vec<crate::relays::Relay>,
+    /// Acks going up to the district (a kit's side, for an uplinked alert).
+    pub uplink: crate::relays::UplinkState,
 }
 
 #[derive(Clone, Debug)]
@@ -265,6 +269,16 @@ pub(crate) struct State {
     pub announce_attempts: HashMap<AttemptId, (u32, u32, bool)>,
     /// "No evidence" deadlines of announcements: (when, alert, announcement).
     pub speaker_timers: BTreeSet<(Timestamp, u32, u32)>,
+    /// Relay attempts: attempt -> (alert, relay).
+    pub relay_attempts: HashMap<AttemptId, (u32, u32)>,
+    /// Relay retries: (when, alert, relay).
+    pub relay_timers: BTreeSet<(Timestamp, u32, u32)>,
+    /// Uplink batches: attempt -> alert.
+    pub uplink_attempts: HashMap<AttemptId, u32>,
+    /// Uplink retries: (when, alert).
+    pub uplink_timers: BTreeSet<(Timestamp, u32)>,
+    /// Alerts with field-kit relays or an uplink (the only ones the relay pump visits).
+    pub relay_alerts: BTreeSet<u32>,
 }
 
 /// How many door-knock levels an escalation climbs before the record is unreached.
@@ -797,9 +811,12 @@ impl State {
                     rejected: 0,
                     announcements: Vec::new(),
                     by_speaker: HashMap::new(),
+                    relays: Vec::new(),
+                    uplink: Default::default(),
                 });
                 self.alert_ix.insert(plan.alert.id.clone(), a);
                 self.index_contacts(a);
+                self.add_relays(a, plan.alert.accepted_at);
                 // An alert with nobody to reach is done at once.
                 if plan.targets.is_empty() {
                     let entry = &mut self.alerts[a as usize];
@@ -807,13 +824,14 @@ impl State {
                     entry.finished_at = Some(plan.alert.accepted_at);
                 }
             }
-            Record::AlertUpdated { plan, .. } => {
+            Record::AlertUpdated { at, plan, .. } => {
                 let a = *self
                     .alert_ix
                     .get(&plan.alert.id)
                     .ok_or("update of an unknown alert")?;
                 self.alerts[a as usize].plan = plan.clone();
                 self.index_contacts(a);
+                self.relays_updated(a, *at);
             }
             Record::AlertCancelled { at, alert, .. } => {
                 let a = *self
@@ -837,6 +855,7 @@ impl State {
                         self.speaker_deadline(a, s, None);
                     }
                 }
+                self.relays_cancelled(a, *at);
                 let entry = &mut self.alerts[a as usize];
                 entry.state = AlertState::Cancelled;
                 entry.finished_at = Some(*at);
@@ -1267,6 +1286,7 @@ impl State {
                     del.late = *late;
                     del.reached = true;
                     self.close(a, d, DeliveryState::Acknowledged, *at);
+                    self.uplink_acked(a, d);
                 }
                 Verdict::DoorKnockConfirmed {
                     alert,
@@ -1297,6 +1317,11 @@ impl State {
             | Record::AnnouncementStarted { .. }
             | Record::AnnouncementOutcome { .. }
             | Record::AnnouncementClosed { .. } => self.apply_announcement(rec)?,
+            Record::RelayStarted { .. }
+            | Record::RelayOutcome { .. }
+            | Record::RelayFailed { .. }
+            | Record::UplinkStarted { .. }
+            | Record::UplinkOutcome { .. } => self.apply_relay(rec)?,
             Record::DeviceHealth { device, up, .. } => {
                 if *up {
                     self.down.remove(device);

@@ -245,7 +245,7 @@ pub fn watch_crews(
     let mut problems = Vec::new();
     let overrides: HashMap<&str, &CrewCheckin> =
         cfg.crews.iter().map(|c| (c.person.as_str(), c)).collect();
-    for p in directory.people() {
+    for p in directory.people().with_role(Role::FieldCrew) {
         if p.role != Role::FieldCrew {
             continue;
         }
@@ -353,11 +353,11 @@ pub fn missed_alert(
         (None, Some(a)) => vec![AreaSpec::Named { id: a.id.clone() }],
         (None, None) => Vec::new(),
     };
-    let mut contacts = vec![contact(supervisor)];
+    let mut contacts = vec![contact(&supervisor)];
     contacts.extend(
         directory
             .supervisor_chain(&supervisor.id)
-            .into_iter()
+            .iter()
             .map(contact),
     );
     let name: String = crew.name.chars().take(HEADLINE_NAME_CHARS).collect();
@@ -380,6 +380,8 @@ pub fn missed_alert(
         contacts,
         areas: first_area.map(NamedAreaRef::from).into_iter().collect(),
         speakers: Vec::new(),
+        kits: Vec::new(),
+        uplink: None,
     })
 }
 

@@ -39,6 +39,80 @@ pub struct Config {
     /// default.
     #[serde(default)]
     pub mesh: MeshSection,
+    /// On a district node: the field kits it relays alerts to, by name.
+    #[serde(default)]
+    pub kits: BTreeMap<String, KitConfig>,
+    /// On a field kit's node: the satellite link to the district it takes alerts from.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+}
+
+/// `[kits.NAME]`: a field kit (a Tocsin node with a BeiDou terminal or an SBD modem)
+/// that serves some of the district's people. Alerts whose targets include them go to the
+/// kit as one compact frame; the kit alerts them itself and relays their acks back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KitConfig {
+    /// The district's device that reaches the kit: a `beidou` or `iridium_sbd` device.
+    pub device: String,
+    /// The kit's BeiDou card id or SBD modem IMEI.
+    pub address: String,
+    /// The named areas the kit serves: people located inside them or responsible for
+    /// them are the kit's (at least one).
+    pub areas: Vec<String>,
+    /// Largest frame the link carries in one message (bytes). Default: 77 for BeiDou (a
+    /// BDS-2 level-3 card), 270 for SBD (the mobile-terminated limit).
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+}
+
+/// `[uplink]`: on a field kit's node, the link to the district. Alert, update and cancel
+/// frames from `district` over `device` become local alerts; acks of those go back up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The kit's own `beidou` or `iridium_sbd` device.
+    pub device: String,
+    /// The district node's BeiDou card id or SBD modem IMEI: frames from anyone else are
+    /// not taken as alerts.
+    pub district: String,
+    /// The named areas this kit serves: a frame that names no area alerts all of them.
+    pub areas: Vec<String>,
+    /// Largest frame the link carries in one message (bytes); defaults as for kits.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+}
+
+/// A link device's address for `id` and its default frame size, or why it cannot be one.
+pub fn link_address(
+    devices: &BTreeMap<String, DeviceConfig>,
+    device: &str,
+    id: &str,
+) -> Result<(tocsin_core::Address, usize), String> {
+    match devices.get(device) {
+        Some(DeviceConfig::Beidou(_)) => {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) || id.len() > 10 {
+                return Err(format!("{id:?} is not a BeiDou card id (digits)"));
+            }
+            Ok((
+                tocsin_core::Address::BeidouCard(id.to_owned()),
+                tocsin_compact::BDS2_LEVEL3_BYTES,
+            ))
+        }
+        Some(DeviceConfig::IridiumSbd(_)) => {
+            if tocsin_compact::Imei::parse(id).is_none() {
+                return Err(format!("{id:?} is not an IMEI (15 digits)"));
+            }
+            Ok((
+                tocsin_core::Address::SbdImei(id.to_owned()),
+                tocsin_compact::SBD_MT_BYTES,
+            ))
+        }
+        Some(_) => Err(format!(
+            "device {device:?} is neither a beidou nor an iridium_sbd device"
+        )),
+        None => Err(format!("no device {device:?} is configured")),
+    }
 }
 
 /// `[mesh]`: what the gateway makes of what its Meshtastic radios hear.
@@ -474,6 +548,35 @@ impl Config {
             }
         }
         validate_checkins(&cfg.checkins).map_err(|(key, message)| invalid(&key, message))?;
+        for (name, kit) in &cfg.kits {
+            let key = format!("kits.{name}");
+            link_address(&cfg.devices, &kit.device, &kit.address).map_err(|e| invalid(&key, e))?;
+            if kit.areas.is_empty() {
+                return Err(invalid(&key, "`areas` must name at least one area".into()));
+            }
+            if kit.max_bytes.is_some_and(|b| !(16..=340).contains(&b)) {
+                return Err(invalid(
+                    &key,
+                    "`max_bytes` must be between 16 and 340".into(),
+                ));
+            }
+        }
+        if let Some(up) = &cfg.uplink {
+            link_address(&cfg.devices, &up.device, &up.district)
+                .map_err(|e| invalid("uplink", e))?;
+            if up.areas.is_empty() {
+                return Err(invalid(
+                    "uplink",
+                    "`areas` must name at least one area".into(),
+                ));
+            }
+            if up.max_bytes.is_some_and(|b| !(16..=340).contains(&b)) {
+                return Err(invalid(
+                    "uplink",
+                    "`max_bytes` must be between 16 and 340".into(),
+                ));
+            }
+        }
         if !MESH_STALE_AFTER_SECS.contains(&cfg.mesh.stale_after_secs) {
             return Err(invalid(
                 "mesh.stale_after_secs",

@@ -248,6 +248,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (req_tx, req_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let (events, _) = broadcast::channel(EVENT_BROADCAST);
     let handle = GatewayHandle::new(req_tx, events.clone());
+    let links = crate::uplink::Links::from_config(&cfg, &directory)?;
+    for k in &links.kits {
+        tracing::info!(kit = %k.name, device = %k.device, address = %k.address, people = k.people.len(), "field kit");
+    }
     let mut engine = Engine::new(
         router,
         store.clone(),
@@ -255,7 +259,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         drivers,
         clock,
         events,
-    );
+    )
+    .with_links(links);
     // Every mesh radio's node table feeds the engine: last heard and hops of every node
     // (a stale node lets another off-grid bearer go first) and crews' check-ins.
     if !mesh_nodes.is_empty() {

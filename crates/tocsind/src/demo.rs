@@ -372,6 +372,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         devices,
         policies: demo_policies(),
+        kits: Default::default(),
+        uplink: None,
         speech: tocsin_voice::SpeechConfig::default(),
         checkins: crate::config::CheckinsConfig::default(),
         mesh: crate::config::MeshSection::default(),

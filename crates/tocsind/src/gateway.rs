@@ -15,6 +15,7 @@
 use crate::checkin::{CHECKIN_KIND, CheckIns, CrewRadios, HeardNodes, NodeHeard};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::uplink::{FrameAction, Links};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use tocsin_api::{
@@ -105,6 +106,10 @@ pub struct Engine {
     mesh: Option<MeshWatch>,
     /// News from the mesh radios' node tables; taken by `run`.
     radio_news: Option<mpsc::Receiver<Vec<NodeHeard>>>,
+    /// Field kits this node relays to, and the uplink it takes alerts from.
+    links: Arc<Links>,
+    /// Receipts of frames the engine judged itself, released after the next commit.
+    releases: Vec<(DeviceId, tocsin_channel::InboundReceipt)>,
 }
 
 /// The engine's field-crew state: check-in clocks and latest positions (soft state,
@@ -155,7 +160,16 @@ impl Engine {
             crews: None,
             mesh: None,
             radio_news: None,
+            links: Arc::new(Links::default()),
+            releases: Vec::new(),
         }
+    }
+
+    /// Relays alerts to field kits (`[kits]`) and takes alerts from the district over a
+    /// kit's uplink (`[uplink]`).
+    pub fn with_links(mut self, links: Links) -> Engine {
+        self.links = Arc::new(links);
+        self
     }
 
     /// Listens to the mesh radios: `news` brings what their node tables say about every
@@ -273,7 +287,123 @@ impl Engine {
         ev.at = self.clock.now();
         self.metrics.device_event(&ev);
         let now = ev.at;
-        self.router.handle_device_event(now, ev);
+        match ev.event {
+            DriverEvent::Frame {
+                from,
+                bytes,
+                evidence,
+                receipt,
+            } => self.handle_frame(now, ev.device, from, &bytes, &evidence, receipt),
+            _ => self.router.handle_device_event(now, ev),
+        }
+    }
+
+    /// A compact frame from another Tocsin node: relayed acks, an ordinary reply, or (on
+    /// a kit) an alert from the district. Its receipt is released after the commit.
+    fn handle_frame(
+        &mut self,
+        now: Timestamp,
+        device: DeviceId,
+        from: Address,
+        bytes: &[u8],
+        evidence: &str,
+        receipt: Option<tocsin_channel::InboundReceipt>,
+    ) {
+        if let Some(r) = receipt {
+            self.releases.push((device.clone(), r));
+        }
+        match self.links.judge(&device, &from, bytes, evidence) {
+            FrameAction::Relayed(acks) => {
+                tracing::info!(%device, %from, acks = acks.len(), "acks relayed by a field kit");
+                self.router.handle_relayed_acks(now, &device, &from, acks);
+            }
+            FrameAction::Replies(events) => {
+                for event in events {
+                    self.router.handle_device_event(
+                        now,
+                        DeviceEvent {
+                            device: device.clone(),
+                            at: now,
+                            event,
+                        },
+                    );
+                }
+            }
+            FrameAction::Alert { id, new, uplink } => {
+                if self.router.summary(&id).is_some() {
+                    tracing::info!(alert = %id, %from, "district alert frame again: already taken");
+                    return;
+                }
+                let planned = new
+                    .validate()
+                    .and_then(|()| self.plan(id.clone(), &new, &format!("district {from}"), now));
+                match planned {
+                    Ok((mut plan, left)) => {
+                        plan.uplink = Some(uplink);
+                        let people = plan.targets.len();
+                        match self.router.handle_alert(now, plan) {
+                            Ok(()) => {
+                                tracing::warn!(alert = %id, %from, people, "alert from the district over the uplink");
+                                self.log_left_out(&id, &left);
+                            }
+                            Err(e) => {
+                                tracing::error!(alert = %id, error = %e, "district alert refused")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(alert = %id, error = %e, "district alert cannot be planned")
+                    }
+                }
+            }
+            FrameAction::Update { replaces, new } => {
+                let Some(id) = self.router.uplinked_alert(&from, replaces) else {
+                    tracing::warn!(%from, short = replaces, "update of a district alert this kit never got");
+                    return;
+                };
+                let Some(current) = self.router.summary(&id) else {
+                    return;
+                };
+                let planned = new.validate().and_then(|()| {
+                    self.plan(
+                        id.clone(),
+                        &new,
+                        &format!("district {from}"),
+                        current.alert.accepted_at,
+                    )
+                });
+                match planned {
+                    Ok((mut plan, left)) => {
+                        plan.uplink = self.router.uplink_of(&id);
+                        match self.router.handle_update(now, plan) {
+                            Ok(()) => self.log_left_out(&id, &left),
+                            Err(e) => {
+                                tracing::error!(alert = %id, error = %e, "district update refused")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(alert = %id, error = %e, "district update cannot be planned")
+                    }
+                }
+            }
+            FrameAction::Cancel { short } => {
+                let Some(id) = self.router.uplinked_alert(&from, short) else {
+                    tracing::warn!(%from, short, "cancel of a district alert this kit never got");
+                    return;
+                };
+                match self
+                    .router
+                    .handle_cancel(now, &id, &format!("district {from}"))
+                {
+                    Ok(()) => tracing::warn!(alert = %id, "district cancelled the alert"),
+                    Err(e) => {
+                        tracing::info!(alert = %id, error = %e, "district cancel not applied")
+                    }
+                }
+            }
+            FrameAction::Ignore(why) => tracing::warn!(%device, %from, "frame ignored: {why}"),
+        }
     }
 
     /// Mesh nodes heard, placed on the gateway's clock: every node's last heard and hops,
@@ -619,7 +749,10 @@ impl Engine {
             contacts,
             areas,
             speakers,
+            kits: Vec::new(),
+            uplink: None,
         };
+        plan.kits = self.links.kit_targets(&plan.targets);
         let left = self.leave_out_stale_mesh(&mut plan);
         Ok((plan, left))
     }
@@ -698,6 +831,9 @@ impl Engine {
         }
         for (device, command) in commands {
             self.dispatch(device, command);
+        }
+        for (device, receipt) in std::mem::take(&mut self.releases) {
+            self.dispatch(device, DriverCommand::Release(receipt));
         }
         for d in deferred {
             match d {

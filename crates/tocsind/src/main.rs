@@ -18,6 +18,7 @@ mod gateway;
 mod metrics;
 mod report;
 mod speech;
+mod uplink;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -227,6 +227,8 @@ pub(crate) fn plan(
         contacts,
         areas: vec![],
         speakers: vec![],
+        kits: vec![],
+        uplink: None,
     }
 }
 

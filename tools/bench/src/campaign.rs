@@ -207,6 +207,8 @@ fn district(args: &CampaignArgs) -> Result<District> {
             contacts,
             areas: vec![],
             speakers: vec![],
+            kits: vec![],
+            uplink: None,
         },
         people,
     })

@@ -102,6 +102,8 @@ pub fn plan(alert: Alert, targets: &[&str], contacts: &[Contact]) -> AlertPlan {
         contacts: contacts.to_vec(),
         areas: vec![],
         speakers: vec![],
+        kits: vec![],
+        uplink: None,
     }
 }
 

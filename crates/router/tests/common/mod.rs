@@ -699,6 +699,30 @@ pub fn describe(r: &Record) -> String {
             reason,
             ..
         } => format!("announcement_closed {speaker} {state:?} ({reason})"),
+        Record::RelayStarted {
+            kit,
+            attempt,
+            device,
+            frame,
+            bytes,
+            ..
+        } => format!("relay_started {kit} {attempt} on {device} {frame:?} {bytes}"),
+        Record::RelayOutcome {
+            kit,
+            attempt,
+            outcome,
+            ..
+        } => format!("relay_outcome {kit} {attempt} {outcome:?}"),
+        Record::RelayFailed { kit, reason, .. } => format!("relay_failed {kit} ({reason})"),
+        Record::UplinkStarted {
+            attempt,
+            people,
+            bytes,
+            ..
+        } => format!("uplink_started {attempt} {people:?} {bytes}"),
+        Record::UplinkOutcome {
+            attempt, outcome, ..
+        } => format!("uplink_outcome {attempt} {outcome:?}"),
     }
 }
 

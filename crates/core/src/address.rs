@@ -121,7 +121,33 @@ impl PhoneNumber {
     pub fn digits(&self) -> &str {
         &self.0[1..]
     }
+
+    /// The number in 8 bytes for the directory's columns: the digit count above bit 50,
+    /// the digits as a number below (15 digits need 50 bits). Never 0. `None` for a
+    /// number that is not `+` and 7 to 15 ASCII digits (a default country code with
+    /// other characters could make one), which the directory keeps as it is.
+    pub(crate) fn pack(&self) -> Option<u64> {
+        let digits = self.0.strip_prefix('+')?;
+        if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let value: u64 = digits.parse().ok()?;
+        Some(((digits.len() as u64) << PACK_SHIFT) | value)
+    }
+
+    /// The number [`PhoneNumber::pack`] packed; `None` for 0 or anything it never makes.
+    pub(crate) fn unpack(packed: u64) -> Option<PhoneNumber> {
+        let len = usize::try_from(packed >> PACK_SHIFT).ok()?;
+        let value = packed & ((1 << PACK_SHIFT) - 1);
+        if !(7..=15).contains(&len) || value >= 10u64.pow(len as u32) {
+            return None;
+        }
+        Some(PhoneNumber(format!("+{value:0len$}")))
+    }
 }
+
+/// Bits of a packed phone number that hold its digits (10^15 < 2^50).
+const PACK_SHIFT: u32 = 50;
 
 impl TryFrom<String> for PhoneNumber {
     type Error = PhoneError;
@@ -232,6 +258,34 @@ mod tests {
             PhoneNumber::parse("+12", "86"),
             Err(PhoneError::BadLength(_))
         ));
+    }
+
+    #[test]
+    fn phone_numbers_pack_into_eight_bytes_and_back() {
+        for s in [
+            "+8613800138000",
+            "+0000000",
+            "+1234567",
+            "+999999999999999",
+            "+000000000000001",
+            "+8618800000000",
+        ] {
+            let p = PhoneNumber(s.to_owned());
+            let packed = p.pack().unwrap();
+            assert_ne!(packed, 0);
+            assert_eq!(PhoneNumber::unpack(packed), Some(p), "{s}");
+        }
+        // Leading zeros are kept apart by the digit count.
+        let a = PhoneNumber("+0012345".to_owned()).pack();
+        let b = PhoneNumber("+00012345".to_owned()).pack();
+        assert_ne!(a, b);
+        // What parse could never make does not pack.
+        assert_eq!(PhoneNumber("+86a1234567".to_owned()).pack(), None);
+        assert_eq!(PhoneNumber("8613800138000".to_owned()).pack(), None);
+        assert_eq!(PhoneNumber::unpack(0), None);
+        assert_eq!(PhoneNumber::unpack(7 << PACK_SHIFT | 10_000_000), None);
+        assert_eq!(PhoneNumber::unpack(16 << PACK_SHIFT), None);
+        assert_eq!(PhoneNumber::unpack(u64::MAX), None);
     }
 
     #[test]

@@ -68,6 +68,7 @@ use crate::geofence::GeoIndex;
 use crate::ids::{AreaId, PersonId};
 use crate::ids::{DeviceId, SpeakerId};
 use crate::person::{Person, Role};
+use crate::roster::{Roster, RosterFull, Row};
 use crate::speaker::Speaker;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -176,6 +177,12 @@ pub enum DirectoryError {
         /// What is wrong with the location.
         source: AreaError,
     },
+    /// More people, or more text in their ids, names or area lists, than the
+    /// directory's 4-byte offsets can hold (about four billion people or 4 GB of text).
+    #[error(
+        "the directory cannot hold more than about four billion people or 4 GB of ids, names or area lists"
+    )]
+    TooLarge,
     /// A directory file could not be read.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -233,9 +240,13 @@ impl Resolution {
 }
 
 /// The district's people and named areas, indexed for area resolution.
+///
+/// People are kept column by column (a resident costs about 60 bytes rather than the
+/// 350 of a [`Person`] record) and built into a [`Person`] when asked for:
+/// [`Directory::person`] and [`Directory::people`] return owned values.
 #[derive(Debug)]
 pub struct Directory {
-    people: Vec<Person>,
+    people: Roster,
     areas: Vec<NamedArea>,
     /// Person id -> position in `people`. Holds positions only, not copies of the ids: a
     /// district of a million people would otherwise keep every id twice.
@@ -258,15 +269,35 @@ impl Directory {
     /// geometries and person locations, supervisors that exist and form no cycle, and
     /// area assignments that exist.
     pub fn new(people: Vec<Person>, areas: Vec<NamedArea>) -> Result<Directory, DirectoryError> {
-        Directory::with_index(people, areas, None)
+        let mut roster = Roster::default();
+        let mut person_at = PersonIndex::with_capacity(people.len());
+        for p in &people {
+            if let Some(loc) = p.location {
+                validate_position(loc, || "location".to_owned()).map_err(|source| {
+                    DirectoryError::BadLocation {
+                        person: p.id.clone(),
+                        source,
+                    }
+                })?;
+            }
+            let at = roster
+                .push(Row::of(p))
+                .map_err(|RosterFull| DirectoryError::TooLarge)?;
+            if person_at.insert(&roster, at).is_some() {
+                return Err(DirectoryError::DuplicatePerson { id: p.id.clone() });
+            }
+        }
+        drop(people);
+        roster.finish();
+        Directory::build(roster, areas, person_at)
     }
 
-    /// [`Directory::new`], reusing an index of exactly these people (same order) when the
-    /// loader already built one: a million-person district then hashes every id once.
-    fn with_index(
-        people: Vec<Person>,
+    /// Indexes people already stored (with valid locations and unique ids, `person_at`
+    /// indexing exactly them) and the areas, checking every reference.
+    fn build(
+        people: Roster,
         areas: Vec<NamedArea>,
-        index: Option<PersonIndex>,
+        person_at: PersonIndex,
     ) -> Result<Directory, DirectoryError> {
         let mut area_at = HashMap::with_capacity(areas.len());
         let mut regions = Vec::with_capacity(areas.len());
@@ -294,39 +325,36 @@ impl Directory {
             regions.push((index_u32(i), region));
         }
 
-        let prebuilt = index.filter(|ix| ix.len() == people.len());
-        let fresh = prebuilt.is_none();
-        let mut person_at = prebuilt.unwrap_or_else(|| PersonIndex::with_capacity(people.len()));
-        for (i, p) in people.iter().enumerate() {
-            if fresh && person_at.insert(&people, i).is_some() {
-                return Err(DirectoryError::DuplicatePerson { id: p.id.clone() });
-            }
-            if let Some(loc) = p.location {
-                validate_position(loc, || "location".to_owned()).map_err(|source| {
-                    DirectoryError::BadLocation {
-                        person: p.id.clone(),
-                        source,
-                    }
-                })?;
-            }
-        }
-
-        let mut responsible_by_area = vec![Vec::new(); areas.len()];
-        for (i, p) in people.iter().enumerate() {
-            if let Some(s) = &p.supervisor
-                && person_at.get(&people, s.as_str()).is_none()
-            {
+        let id_of = |i: usize| PersonId::from(people.id(i).unwrap_or(""));
+        for (i, s) in people.supervised() {
+            if person_at.get(&people, s.as_str()).is_none() {
                 return Err(DirectoryError::UnknownSupervisor {
-                    person: p.id.clone(),
+                    person: id_of(i),
                     supervisor: s.clone(),
                 });
             }
-            for a in &p.areas {
-                let at = *area_at.get(a).ok_or_else(|| DirectoryError::UnknownArea {
-                    person: p.id.clone(),
-                    area: a.clone(),
-                })?;
-                if p.role.is_responsible()
+        }
+        // The roster interns area ids: resolve each distinct one once.
+        let area_of: Vec<Option<usize>> = people
+            .area_ids()
+            .iter()
+            .map(|a| area_at.get(a).copied())
+            .collect();
+        let mut responsible_by_area = vec![Vec::new(); areas.len()];
+        for i in 0..people.len() {
+            let responsible = people.role(i).is_some_and(Role::is_responsible);
+            for &a in people.areas(i) {
+                let Some(at) = area_of.get(a as usize).copied().flatten() else {
+                    return Err(DirectoryError::UnknownArea {
+                        person: id_of(i),
+                        area: people
+                            .area_ids()
+                            .get(a as usize)
+                            .cloned()
+                            .unwrap_or_else(|| AreaId::from("")),
+                    });
+                };
+                if responsible
                     && let Some(list) = responsible_by_area.get_mut(at)
                     && list.last() != Some(&i)
                 {
@@ -336,11 +364,7 @@ impl Directory {
         }
         check_supervisor_cycles(&people, &person_at)?;
 
-        let points = people
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.location.map(|loc| (index_u32(i), loc)));
-        let index = GeoIndex::new(points, regions);
+        let index = GeoIndex::new(people.located(), regions);
         let speakers_by_area = vec![Vec::new(); areas.len()];
         Ok(Directory {
             people,
@@ -466,7 +490,7 @@ impl Directory {
             .into_iter()
             .map(|p| p as usize)
             .filter(|p| !responsible.contains_key(p))
-            .filter_map(|p| self.people.get(p).map(|x| x.id.clone()))
+            .filter_map(|p| self.people.id(p).map(PersonId::from))
             .collect();
         located.sort();
         located.dedup();
@@ -474,7 +498,7 @@ impl Directory {
             .into_iter()
             .filter_map(|(p, a)| {
                 Some((
-                    self.people.get(p)?.id.clone(),
+                    PersonId::from(self.people.id(p)?),
                     self.areas.get(a)?.id.clone(),
                 ))
             })
@@ -508,11 +532,18 @@ impl Directory {
         (rank, a.map(|a| &a.id))
     }
 
-    /// The person with this id.
-    pub fn person(&self, id: &PersonId) -> Option<&Person> {
+    /// The person with this id, built from the directory's columns (an owned copy:
+    /// people are not stored as [`Person`] records). [`Directory::contains`] answers
+    /// "is this person known" without building one.
+    pub fn person(&self, id: &PersonId) -> Option<Person> {
         self.person_at
             .get(&self.people, id.as_str())
             .and_then(|i| self.people.get(i))
+    }
+
+    /// Whether a person with this id is in the directory.
+    pub fn contains(&self, id: &PersonId) -> bool {
+        self.person_at.get(&self.people, id.as_str()).is_some()
     }
 
     /// The named area with this id.
@@ -527,9 +558,12 @@ impl Directory {
             .and_then(|&i| self.index.area(index_u32(i)))
     }
 
-    /// Everyone, in file order.
-    pub fn people(&self) -> &[Person] {
-        &self.people
+    /// Everyone, in file order: a view that counts them, finds them by position, and
+    /// builds each [`Person`] as it is iterated.
+    pub fn people(&self) -> People<'_> {
+        People {
+            roster: &self.people,
+        }
     }
 
     /// Every named area, in file order.
@@ -555,22 +589,123 @@ impl Directory {
 
     /// The person's supervisor, their supervisor, and so on up to the top (the person
     /// themself not included). Empty for an unknown id.
-    pub fn supervisor_chain(&self, id: &PersonId) -> Vec<&Person> {
+    pub fn supervisor_chain(&self, id: &PersonId) -> Vec<Person> {
         let mut chain = Vec::new();
-        let mut current = self.person(id);
+        let mut current = self.person_at.get(&self.people, id.as_str());
         // Cycles are refused in `new`; the bound is a second guard.
-        while let Some(p) = current {
+        while let Some(i) = current {
             if chain.len() >= self.people.len() {
                 break;
             }
-            current = p.supervisor.as_ref().and_then(|s| self.person(s));
-            if let Some(s) = current {
+            current = self
+                .people
+                .supervisor(i)
+                .and_then(|s| self.person_at.get(&self.people, s.as_str()));
+            if let Some(s) = current.and_then(|s| self.people.get(s)) {
                 chain.push(s);
             }
         }
         chain
     }
 }
+
+/// Everyone in a [`Directory`], in file order ([`Directory::people`]). Iterating builds
+/// each [`Person`] from the directory's columns.
+#[derive(Clone, Copy, Debug)]
+pub struct People<'a> {
+    roster: &'a Roster,
+}
+
+impl<'a> People<'a> {
+    /// Number of people.
+    pub fn len(&self) -> usize {
+        self.roster.len()
+    }
+
+    /// Whether the directory has nobody.
+    pub fn is_empty(&self) -> bool {
+        self.roster.len() == 0
+    }
+
+    /// The person at this position (file order; also the point ids of
+    /// [`Directory::index`]).
+    pub fn get(&self, at: usize) -> Option<Person> {
+        self.roster.get(at)
+    }
+
+    /// The id of the person at this position, without building the person.
+    pub fn id(&self, at: usize) -> Option<&'a str> {
+        self.roster.id(at)
+    }
+
+    /// Everyone, built one by one.
+    pub fn iter(&self) -> PeopleIter<'a> {
+        PeopleIter {
+            roster: self.roster,
+            next: 0,
+            end: self.roster.len(),
+        }
+    }
+
+    /// The people with this role, built one by one; the others are skipped without
+    /// being built (a field-crew scan of a million residents builds only the crews).
+    pub fn with_role(&self, role: Role) -> impl Iterator<Item = Person> + 'a {
+        let roster = self.roster;
+        (0..roster.len())
+            .filter(move |&i| roster.role(i) == Some(role))
+            .filter_map(move |i| roster.get(i))
+    }
+}
+
+impl<'a> IntoIterator for People<'a> {
+    type Item = Person;
+    type IntoIter = PeopleIter<'a>;
+    fn into_iter(self) -> PeopleIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`People`], building each [`Person`].
+#[derive(Clone, Debug)]
+pub struct PeopleIter<'a> {
+    roster: &'a Roster,
+    next: usize,
+    end: usize,
+}
+
+impl Iterator for PeopleIter<'_> {
+    type Item = Person;
+    fn next(&mut self) -> Option<Person> {
+        while self.next < self.end {
+            let at = self.next;
+            self.next += 1;
+            // Every position below `len` materializes; the loop only guards the type.
+            if let Some(p) = self.roster.get(at) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end.saturating_sub(self.next);
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for PeopleIter<'_> {
+    fn next_back(&mut self) -> Option<Person> {
+        while self.end > self.next {
+            self.end -= 1;
+            if let Some(p) = self.roster.get(self.end) {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+impl ExactSizeIterator for PeopleIter<'_> {}
 
 /// Finds people by id through their position in the people list. It stores 4 bytes per
 /// person instead of a copy of the id (a `HashMap<PersonId, usize>` costs about 70 bytes
@@ -596,34 +731,27 @@ impl PersonIndex {
         }
     }
 
-    /// How many people are indexed.
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-
     /// The position of the person with this id.
-    fn get(&self, people: &[Person], id: &str) -> Option<usize> {
+    fn get(&self, people: &Roster, id: &str) -> Option<usize> {
         use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(id);
         self.table
-            .find(hash, |&i| {
-                people.get(i as usize).is_some_and(|p| p.id.as_str() == id)
-            })
+            .find(hash, |&i| people.id(i as usize) == Some(id))
             .map(|&i| i as usize)
     }
 
-    /// Indexes `people[at]`; if its id is already indexed, returns the earlier position
-    /// and indexes nothing.
-    fn insert(&mut self, people: &[Person], at: usize) -> Option<usize> {
+    /// Indexes person `at`; if their id is already indexed, returns the earlier
+    /// position and indexes nothing.
+    fn insert(&mut self, people: &Roster, at: usize) -> Option<usize> {
         use std::hash::BuildHasher;
-        let id = people.get(at)?.id.as_str();
+        let id = people.id(at)?;
         if let Some(first) = self.get(people, id) {
             return Some(first);
         }
         let hash = self.hasher.hash_one(id);
         let hasher = &self.hasher;
         self.table.insert_unique(hash, index_u32(at), |&i| {
-            hasher.hash_one(people.get(i as usize).map_or("", |p| p.id.as_str()))
+            hasher.hash_one(people.id(i as usize).unwrap_or(""))
         });
         None
     }
@@ -633,13 +761,12 @@ fn index_u32(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
-fn check_supervisor_cycles(
-    people: &[Person],
-    person_at: &PersonIndex,
-) -> Result<(), DirectoryError> {
-    // 0 = not seen, 1 = on the current walk, 2 = known to reach the top.
+fn check_supervisor_cycles(people: &Roster, person_at: &PersonIndex) -> Result<(), DirectoryError> {
+    let id_of = |i: usize| PersonId::from(people.id(i).unwrap_or(""));
+    // 0 = not seen, 1 = on the current walk, 2 = known to reach the top. Only people
+    // with a supervisor can be on a loop: the walks start from them.
     let mut state = vec![0u8; people.len()];
-    for start in 0..people.len() {
+    for (start, _) in people.supervised() {
         let mut path = Vec::new();
         let mut cur = Some(start);
         while let Some(i) = cur {
@@ -647,9 +774,8 @@ fn check_supervisor_cycles(
                 Some(0) => {
                     state[i] = 1;
                     path.push(i);
-                    cur = people[i]
-                        .supervisor
-                        .as_ref()
+                    cur = people
+                        .supervisor(i)
                         .and_then(|s| person_at.get(people, s.as_str()));
                 }
                 Some(1) => {
@@ -658,9 +784,9 @@ fn check_supervisor_cycles(
                         .get(from..)
                         .unwrap_or(&[])
                         .iter()
-                        .map(|&p| people[p].id.clone())
+                        .map(|&p| id_of(p))
                         .collect();
-                    cycle.push(people[i].id.clone());
+                    cycle.push(id_of(i));
                     return Err(DirectoryError::SupervisorCycle { cycle });
                 }
                 _ => break,
@@ -680,6 +806,7 @@ pub fn load_people_csv<R: std::io::Read>(
     default_country: &str,
 ) -> (Vec<Person>, Vec<RejectedRow>) {
     let (people, _lines, rejected, _index) = load_people_csv_lines(reader, default_country);
+    let people = (0..people.len()).filter_map(|i| people.get(i)).collect();
     (people, rejected)
 }
 
@@ -702,7 +829,7 @@ struct Columns {
 
 /// The people, the line each came from (same order), the rejected rows, and the people
 /// indexed by id (positions in the people list).
-type LoadedPeople = (Vec<Person>, Vec<usize>, Vec<RejectedRow>, PersonIndex);
+type LoadedPeople = (Roster, Vec<u32>, Vec<RejectedRow>, PersonIndex);
 
 fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> LoadedPeople {
     let mut rejected = Vec::new();
@@ -722,7 +849,7 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
                 kept: false,
             });
             return (
-                Vec::new(),
+                Roster::default(),
                 Vec::new(),
                 rejected,
                 PersonIndex::with_capacity(0),
@@ -741,7 +868,7 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
             kept: false,
         });
         return (
-            Vec::new(),
+            Roster::default(),
             Vec::new(),
             rejected,
             PersonIndex::with_capacity(0),
@@ -763,10 +890,10 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
         app: col("app"),
     };
 
-    // People and their lines in two lists: the people list is what the directory keeps,
-    // so it is never copied; the index finds duplicates without copying ids.
-    let mut people: Vec<Person> = Vec::new();
-    let mut lines: Vec<usize> = Vec::new();
+    // People go straight into the columns the directory keeps (never copied), their
+    // lines into a list of their own; the index finds duplicates without copying ids.
+    let mut people = Roster::default();
+    let mut lines: Vec<u32> = Vec::new();
     let mut seen = PersonIndex::with_capacity(0);
     let mut record = csv::StringRecord::new();
     let mut fallback_line = 1;
@@ -780,33 +907,37 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
                     .map(|p| p.line() as usize)
                     .unwrap_or(fallback_line);
                 match parse_person(&record, &cols, default_country) {
-                    Ok(person) => {
-                        let first = seen
-                            .get(&people, person.id.as_str())
-                            .and_then(|i| lines.get(i));
+                    Ok(row) => {
+                        let first = seen.get(&people, row.id).and_then(|i| lines.get(i));
                         if let Some(first) = first {
                             rejected.push(RejectedRow {
                                 line,
-                                reason: format!(
-                                    "duplicate id {} (first on line {first})",
-                                    person.id
-                                ),
+                                reason: format!("duplicate id {} (first on line {first})", row.id),
                                 kept: false,
                             });
-                        } else {
-                            if person.addresses.is_empty() {
-                                rejected.push(RejectedRow {
-                                    line,
-                                    reason: format!(
-                                        "person {}: no address: cannot be reached",
-                                        person.id
-                                    ),
-                                    kept: true,
-                                });
+                            continue;
+                        }
+                        let id = row.id;
+                        let unreachable = row.addresses.is_empty();
+                        match people.push(row) {
+                            Ok(at) => {
+                                if unreachable {
+                                    rejected.push(RejectedRow {
+                                        line,
+                                        reason: format!(
+                                            "person {id}: no address: cannot be reached"
+                                        ),
+                                        kept: true,
+                                    });
+                                }
+                                lines.push(index_u32(line));
+                                seen.insert(&people, at);
                             }
-                            people.push(person);
-                            lines.push(line);
-                            seen.insert(&people, people.len() - 1);
+                            Err(RosterFull) => rejected.push(RejectedRow {
+                                line,
+                                reason: format!("person {id}: {}", DirectoryError::TooLarge),
+                                kept: false,
+                            }),
                         }
                     }
                     Err(reason) => rejected.push(RejectedRow {
@@ -836,16 +967,16 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
             }
         }
     }
-    people.shrink_to_fit();
+    people.finish();
     lines.shrink_to_fit();
     (people, lines, rejected, seen)
 }
 
-fn parse_person(
-    record: &csv::StringRecord,
+fn parse_person<'r>(
+    record: &'r csv::StringRecord,
     cols: &Columns,
     default_country: &str,
-) -> Result<Person, String> {
+) -> Result<Row<'r>, String> {
     let field = |i: usize| record.get(i).unwrap_or("").trim();
     let opt = |i: Option<usize>| i.map(field).unwrap_or("");
 
@@ -861,14 +992,11 @@ fn parse_person(
             names.join(", ")
         )
     })?;
-    let supervisor = Some(opt(cols.supervisor))
-        .filter(|s| !s.is_empty())
-        .map(PersonId::from);
-    let areas: Vec<AreaId> = opt(cols.areas)
+    let supervisor = Some(opt(cols.supervisor)).filter(|s| !s.is_empty());
+    let areas: Vec<&str> = opt(cols.areas)
         .split(';')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(AreaId::from)
         .collect();
 
     let (lon, lat) = (opt(cols.lon), opt(cols.lat));
@@ -918,19 +1046,14 @@ fn parse_person(
         }
     }
 
-    // Exact capacities: a pushed-to Vec keeps room for four, and a district holds a
-    // million of these.
-    addresses.shrink_to_fit();
-    let mut areas = areas;
-    areas.shrink_to_fit();
-    Ok(Person {
-        id: PersonId::from(id),
-        name: field(cols.name).to_owned(),
+    Ok(Row {
+        id,
+        name: field(cols.name),
         role,
         supervisor,
         areas,
         location,
-        town: opt(cols.town).to_owned(),
+        town: opt(cols.town),
         addresses,
     })
 }
@@ -1333,42 +1456,37 @@ pub fn load_from_dir_with(
         load_people_csv_lines(std::io::BufReader::new(file), default_country);
 
     let area_ids: HashSet<&AreaId> = areas.iter().map(|a| &a.id).collect();
-    // Which supervisors are missing is decided first, while the people are only read.
-    let unknown_supervisor: Vec<bool> = people
-        .iter()
-        .map(|p| {
-            p.supervisor
-                .as_ref()
-                .is_some_and(|s| person_ids.get(&people, s.as_str()).is_none())
-        })
+    // Which supervisors are missing is decided against the index, which the roster
+    // cannot lend while it is being changed: first the verdicts, then the removal.
+    let known_supervisors: Vec<bool> = people
+        .supervised()
+        .map(|(_, s)| person_ids.get(&people, s.as_str()).is_some())
         .collect();
-    for ((p, &line), unknown) in people.iter_mut().zip(&lines).zip(unknown_supervisor) {
-        if unknown && let Some(s) = &p.supervisor {
-            rejected.push(RejectedRow {
-                line,
-                reason: format!(
-                    "person {}: supervisor {s} is not in the directory; kept without a supervisor",
-                    p.id
-                ),
-                kept: true,
-            });
-            p.supervisor = None;
-        }
-        let (known, unknown): (Vec<AreaId>, Vec<AreaId>) =
-            p.areas.drain(..).partition(|a| area_ids.contains(a));
-        for a in unknown {
-            rejected.push(RejectedRow {
-                line,
-                reason: format!(
-                    "person {}: area {a} is not in areas.geojson; kept without it",
-                    p.id
-                ),
-                kept: true,
-            });
-        }
-        p.areas = known;
-        p.areas.shrink_to_fit();
+    let no_supervisor = people.retain_supervisors(&known_supervisors);
+    let no_area = people.retain_areas(|a| area_ids.contains(a));
+    let line_of = |i: usize| lines.get(i).map_or(0, |&l| l as usize);
+    let id_of = |i: usize| people.id(i).unwrap_or("");
+    for (i, s) in no_supervisor {
+        rejected.push(RejectedRow {
+            line: line_of(i),
+            reason: format!(
+                "person {}: supervisor {s} is not in the directory; kept without a supervisor",
+                id_of(i)
+            ),
+            kept: true,
+        });
     }
+    for (i, a) in no_area {
+        rejected.push(RejectedRow {
+            line: line_of(i),
+            reason: format!(
+                "person {}: area {a} is not in areas.geojson; kept without it",
+                id_of(i)
+            ),
+            kept: true,
+        });
+    }
+    // Stable: a person's supervisor comes before their areas, as pushed.
     rejected.sort_by_key(|r| r.line);
 
     // Speakers are optional; their rejections follow the people's.
@@ -1413,8 +1531,7 @@ pub fn load_from_dir_with(
         }
     }
     // Only references were changed above, never ids or order: the index still holds.
-    let directory =
-        Directory::with_index(people, areas, Some(person_ids))?.with_speakers(speakers)?;
+    let directory = Directory::build(people, areas, person_ids)?.with_speakers(speakers)?;
     Ok((directory, rejected))
 }
 
@@ -1739,10 +1856,10 @@ s7,,镇,,,v9,spk-2,g7
     #[test]
     fn supervisor_chain_walks_to_the_top() {
         let d = sample();
-        let chain: Vec<&str> = d
+        let chain: Vec<String> = d
             .supervisor_chain(&"w1".into())
-            .iter()
-            .map(|p| p.id.as_str())
+            .into_iter()
+            .map(|p| p.id.0)
             .collect();
         assert_eq!(chain, vec!["h1", "t1", "d1"]);
         assert!(d.supervisor_chain(&"d1".into()).is_empty());

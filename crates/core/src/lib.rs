@@ -12,6 +12,7 @@ pub mod directory;
 pub mod geofence;
 pub mod ids;
 pub mod person;
+mod roster;
 pub mod speaker;
 pub mod time;
 
@@ -19,7 +20,7 @@ pub use ackcode::{AckCode, AckKey};
 pub use address::{Address, Bearer, PhoneNumber};
 pub use alert::{Alert, Grade};
 pub use area::{AreaError, AreaKind, AreaSpec, NamedArea, Region, RegionShape};
-pub use directory::{Directory, DirectoryError, RejectedRow, Resolution};
+pub use directory::{Directory, DirectoryError, People, RejectedRow, Resolution};
 pub use geofence::GeoIndex;
 pub use ids::{AlertId, AreaId, AttemptId, DeviceId, PersonId, SpeakerId};
 pub use person::{Person, Role};

@@ -1001,7 +1001,7 @@ fn reach_summary(
     let dir = Directory::new(people, areas)?.with_speakers(speakers)?;
     let serves = |p: &Person, b: Bearer| p.addresses.iter().any(|a| a.serves(b));
     let no_phone = |p: &Person| !serves(p, Bearer::Sms);
-    let by_bearer = |people: &[&Person]| -> String {
+    let by_bearer = |people: &[Person]| -> String {
         [
             Bearer::Sms,
             Bearer::Beidou,
@@ -1014,7 +1014,7 @@ fn reach_summary(
         .collect::<Vec<_>>()
         .join(", ")
     };
-    let everyone: Vec<&Person> = dir.people().iter().collect();
+    let everyone: Vec<Person> = dir.people().iter().collect();
     let mut lines = vec![
         format!("reachable by: {}", by_bearer(&everyone)),
         format!(
@@ -1024,7 +1024,7 @@ fn reach_summary(
     ];
     let valley: AreaSpec = serde_json::from_str(valley_geojson)?;
     let r = dir.resolve(&[valley])?;
-    let responsible: Vec<&Person> = r
+    let responsible: Vec<Person> = r
         .responsible
         .iter()
         .filter_map(|(p, _)| dir.person(p))
@@ -1212,7 +1212,7 @@ mod tests {
         );
         // The valley alert must need the off-grid bearers: responsible persons there
         // with no phone, and the field crew with its satellite kit.
-        let responsible: Vec<&Person> = r
+        let responsible: Vec<Person> = r
             .responsible
             .iter()
             .map(|(p, _)| dir.person(p).unwrap())

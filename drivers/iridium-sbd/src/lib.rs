@@ -6,14 +6,18 @@
 //! - [`proto`]: the modem conversation as a sans-IO state machine.
 //! - [`io`]: the tokio task that runs `proto` on a serial port.
 //! - [`sim`]: the modem and the Iridium network behind it, with seeded faults.
-//! - [`pty`]: the simulator on a pseudo-terminal, for integration tests and `tocsin-sim`.
+//! - [`network`]: several simulated modems on one simulated gateway, which routes MO
+//!   messages between them by their routing prefix.
+//! - [`pty`]: the simulators on pseudo-terminals, for integration tests and `tocsin-sim`.
 //! - [`config`]: the modem's configuration as the daemon's config file gives it.
 //!
 //! The payloads are `tocsin-compact` frames: the driver sends the router's text as a plain
-//! text frame and turns ack batches received from field kits into one `Inbound` per ack.
+//! text frame and a `SendFrame`'s frame as it is; received text frames are `Inbound`, every
+//! other frame (a kit's ack batch, the district's alert) is a `Frame` event for the daemon.
 
 pub mod config;
 pub mod io;
+pub mod network;
 pub mod proto;
 pub mod pty;
 pub mod sim;

@@ -10,7 +10,8 @@
 //! restart is not sent again by the next mailbox check), `AT+CSQ`, and `AT+SBDRB` so an MT
 //! message received before a restart and never released is reported again.
 //!
-//! A send: the router's text becomes a compact text frame; `AT+SBDWB=<n>`, `READY`, the
+//! A send: the router's text becomes a compact text frame (a `SendFrame`'s compact frame
+//! goes as it is, after the peer's routing prefix like a text); `AT+SBDWB=<n>`, `READY`, the
 //! bytes and the checksum, `0`; then a session, `AT+SBDIX` (or `AT+SBDIXA` when answering a
 //! `SBDRING`). MO status 0–4 is `Sent` (reference: the MOMSN) and the MO buffer is cleared so
 //! a mailbox check never re-sends it; 12/14/16 are `Failed` for good; anything else is
@@ -20,14 +21,17 @@
 //!
 //! Every session is also a mailbox check. Sessions without a message run on a schedule,
 //! when a ring arrives, and while the gateway says more MT messages are queued. An MT
-//! message is read with `AT+SBDRB`, checked, decoded with `tocsin-compact`, and reported;
+//! message is read with `AT+SBDRB`, checked, decoded with `tocsin-compact`, and reported: a
+//! text frame as `Inbound` from the single configured peer; any other frame (a kit's ack
+//! batch, the district's alert, cancel or update) as `Frame` with its exact bytes, from the
+//! batch's origin IMEI when it carries one, else the single peer, else `Unrecognized`;
 //! the modem has one MT buffer, which the next session overwrites, so no session starts
 //! until the message is released (`AT+SBDD1`) or `mt_hold_secs` have passed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tocsin_channel::{DriverCommand, DriverEvent, Health, InboundReceipt, Outbound};
+use tocsin_channel::{DriverCommand, DriverEvent, FrameOut, Health, InboundReceipt, Outbound};
 use tocsin_compact::{Frame as Compact, TextFrame};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
@@ -192,10 +196,47 @@ enum Stage {
     Session,
 }
 
+/// What one send carries.
+#[derive(Clone, Debug, PartialEq)]
+enum Body {
+    /// The router's text for a kit: wrapped in a compact text frame.
+    Text(String),
+    /// A compact frame for another Tocsin node: sent as it is.
+    Frame(Vec<u8>),
+}
+
+/// One send the driver holds: a text or a frame to one modem.
+#[derive(Clone, Debug, PartialEq)]
+struct Job {
+    attempt: AttemptId,
+    to: Address,
+    body: Body,
+}
+
+impl From<Outbound> for Job {
+    fn from(out: Outbound) -> Self {
+        Job {
+            attempt: out.attempt,
+            to: out.to,
+            body: Body::Text(out.text),
+        }
+    }
+}
+
+impl From<FrameOut> for Job {
+    fn from(f: FrameOut) -> Self {
+        Job {
+            attempt: f.attempt,
+            to: f.to,
+            body: Body::Frame(f.bytes),
+        }
+    }
+}
+
 /// The send being worked on.
 #[derive(Debug)]
 struct ActiveSend {
-    out: Outbound,
+    out: Job,
     payload: Vec<u8>,
     stage: Stage,
     sessions: u32,
@@ -218,7 +259,7 @@ pub struct Sbd {
     mode: Mode,
     current: Option<InFlight>,
     internal: VecDeque<Command>,
-    queue: VecDeque<Outbound>,
+    queue: VecDeque<Job>,
     active: Option<ActiveSend>,
     ring_pending: bool,
     mailbox_due: bool,
@@ -365,22 +406,9 @@ impl Sbd {
     /// A command from the router.
     pub fn submit(&mut self, now: Timestamp, cmd: DriverCommand) {
         match cmd {
-            DriverCommand::Send(out) => {
-                if self.queue.len() >= self.cfg.queue_limit {
-                    self.events.push_back(DriverEvent::Failed {
-                        attempt: out.attempt,
-                        retryable: true,
-                        reason: format!("SBD queue full ({} waiting)", self.queue.len()),
-                    });
-                } else {
-                    self.events.push_back(DriverEvent::Accepted {
-                        attempt: out.attempt,
-                    });
-                    self.queue.push_back(out);
-                }
-            }
+            DriverCommand::Send(out) => self.enqueue(out.into()),
+            DriverCommand::SendFrame(f) => self.enqueue(f.into()),
             DriverCommand::Cancel(attempt) => self.cancel(attempt),
-            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(receipt) => {
                 if self.held_mt.as_ref() == Some(&receipt) {
                     self.held_mt = None;
@@ -390,6 +418,21 @@ impl Sbd {
             }
         }
         self.pump(now);
+    }
+
+    fn enqueue(&mut self, out: Job) {
+        if self.queue.len() >= self.cfg.queue_limit {
+            self.events.push_back(DriverEvent::Failed {
+                attempt: out.attempt,
+                retryable: true,
+                reason: format!("SBD queue full ({} waiting)", self.queue.len()),
+            });
+        } else {
+            self.events.push_back(DriverEvent::Accepted {
+                attempt: out.attempt,
+            });
+            self.queue.push_back(out);
+        }
     }
 
     fn cancel(&mut self, attempt: AttemptId) {
@@ -555,8 +598,9 @@ impl Sbd {
         None
     }
 
-    /// The bytes of one MO message: the routing prefix of its peer and a compact text frame.
-    fn encode(&self, out: &Outbound) -> Result<Vec<u8>, String> {
+    /// The bytes of one MO message: the routing prefix of its peer, then a compact text
+    /// frame of the router's text, or the compact frame handed over, as it is.
+    fn encode(&self, out: &Job) -> Result<Vec<u8>, String> {
         let Address::SbdImei(imei) = &out.to else {
             return Err(format!("{} is not an SBD modem IMEI", out.to));
         };
@@ -568,15 +612,25 @@ impl Sbd {
                 None => return Err(format!("no route to {imei}: not a configured peer")),
             }
         };
-        let frame = Compact::Text(TextFrame {
-            text: out.text.clone(),
-        })
-        .encode()
-        .map_err(|e| format!("cannot encode a compact frame: {e}"))?;
-        payload.extend_from_slice(&frame);
+        let what = match &out.body {
+            Body::Text(text) => {
+                let frame = Compact::Text(TextFrame { text: text.clone() })
+                    .encode()
+                    .map_err(|e| format!("cannot encode a compact frame: {e}"))?;
+                payload.extend_from_slice(&frame);
+                "message"
+            }
+            Body::Frame(bytes) if bytes.is_empty() => {
+                return Err("empty frame: nothing to send".to_owned());
+            }
+            Body::Frame(bytes) => {
+                payload.extend_from_slice(bytes);
+                "compact frame (never split)"
+            }
+        };
         if payload.len() > self.cfg.mo_max {
             return Err(format!(
-                "message of {} bytes exceeds the {}-byte SBD MO limit",
+                "{what} of {} bytes exceeds the {}-byte SBD MO limit",
                 payload.len(),
                 self.cfg.mo_max
             ));
@@ -915,7 +969,9 @@ impl Sbd {
         // Only the last report carries the receipt: the gateway commits events in order,
         // so releasing after the last means all of them are on disk.
         let last = events.iter_mut().rev().find_map(|e| match e {
-            DriverEvent::Inbound { receipt, .. } => Some(receipt),
+            DriverEvent::Inbound { receipt, .. } | DriverEvent::Frame { receipt, .. } => {
+                Some(receipt)
+            }
             _ => None,
         });
         match last {
@@ -941,34 +997,6 @@ impl Sbd {
             _ => None,
         };
         match Compact::decode(payload) {
-            Ok(Compact::Acks(batch)) => {
-                let origin = batch.origin.map(|i| i.to_string()).or(single_peer);
-                let Some(from) = origin else {
-                    return vec![DriverEvent::Unrecognized {
-                        raw: format!(
-                            "{tag}: ack batch without origin and no single peer configured: {raw}"
-                        ),
-                    }];
-                };
-                self.health.received += batch.acks.len() as u64;
-                batch
-                    .acks
-                    .iter()
-                    .map(|ack| DriverEvent::Inbound {
-                        from: Address::SbdImei(from.clone()),
-                        text: format!("1 {}", ack.code),
-                        evidence: format!(
-                            "{tag} ack alert={} person={} at={}; frame {raw}",
-                            ack.alert,
-                            ack.person,
-                            batch.time_of(ack).as_millis()
-                        ),
-                        sent_at: Some(batch.time_of(ack)),
-                        receipt: None,
-                        in_reply_to: None,
-                    })
-                    .collect()
-            }
             Ok(Compact::Text(t)) => match single_peer {
                 Some(from) => {
                     self.health.received += 1;
@@ -985,17 +1013,33 @@ impl Sbd {
                     raw: format!("{tag}: text from an unknown kit ({}): {raw}", t.text),
                 }],
             },
-            Ok(other) => vec![DriverEvent::Unrecognized {
-                raw: format!(
-                    "{tag}: compact {} frame for the field-kit uplink: {raw}",
-                    match other {
-                        Compact::Alert(_) => "alert",
-                        Compact::Cancel(_) => "cancel",
-                        Compact::Update(_) => "update",
-                        _ => "other",
+            // Every other frame is for the daemon to judge, undecoded: an ack batch from a
+            // kit, or an alert, cancel or update from the district.
+            Ok(frame) => {
+                let (origin, kind) = match &frame {
+                    Compact::Acks(batch) => (batch.origin.map(|i| i.to_string()), "ack batch"),
+                    Compact::Alert(_) => (None, "alert"),
+                    Compact::Cancel(_) => (None, "cancel"),
+                    Compact::Update(_) => (None, "update"),
+                    Compact::Text(_) => (None, "text"),
+                };
+                match origin.or(single_peer) {
+                    Some(from) => {
+                        self.health.received += 1;
+                        vec![DriverEvent::Frame {
+                            from: Address::SbdImei(from),
+                            bytes: payload.to_vec(),
+                            evidence: format!("{tag} {kind} frame {raw}"),
+                            receipt: None,
+                        }]
                     }
-                ),
-            }],
+                    None => vec![DriverEvent::Unrecognized {
+                        raw: format!(
+                            "{tag}: {kind} frame without origin and no single peer configured: {raw}"
+                        ),
+                    }],
+                }
+            }
             Err(e) => vec![DriverEvent::Unrecognized {
                 raw: format!("{tag}: undecodable ({e}): {raw}"),
             }],
@@ -1225,8 +1269,10 @@ mod tests {
         }
     }
 
+    /// A message from a kit: a text (`Inbound`) or a compact frame (`Frame`).
     fn inbound(e: &[DriverEvent]) -> bool {
-        e.iter().any(|e| matches!(e, DriverEvent::Inbound { .. }))
+        e.iter()
+            .any(|e| matches!(e, DriverEvent::Inbound { .. } | DriverEvent::Frame { .. }))
     }
 
     fn outcome(e: &[DriverEvent]) -> bool {
@@ -1306,24 +1352,29 @@ mod tests {
         b.run_until(inbound, 120);
         assert!(b.sim.commands().iter().any(|c| c == "AT+SBDIXA"));
         let ev = b.take();
-        let Some(DriverEvent::Inbound {
+        // The kit's ack batch is a frame for the daemon, with the MT's exact bytes.
+        let Some(DriverEvent::Frame {
             from,
-            text,
+            bytes,
             evidence,
-            sent_at,
             receipt,
-            in_reply_to,
         }) = ev
             .into_iter()
-            .find(|e| matches!(e, DriverEvent::Inbound { .. }))
+            .find(|e| matches!(e, DriverEvent::Frame { .. }))
         else {
             unreachable!()
         };
         assert_eq!(from, Address::SbdImei(KIT.into()));
-        assert_eq!(in_reply_to, None, "a message answers no particular attempt");
-        assert_eq!(text, "1 K7XT");
-        assert!(evidence.contains("person=crew-1"), "{evidence}");
-        assert!(sent_at.is_some());
+        assert_eq!(bytes, b.sim.mt_buffer());
+        let Ok(Compact::Acks(batch)) = Compact::decode(&bytes) else {
+            panic!("{bytes:02X?}")
+        };
+        assert_eq!(batch.acks[0].person, "crew-1");
+        assert_eq!(batch.acks[0].code.to_string(), "K7XT");
+        assert_eq!(
+            evidence,
+            format!("sbd-mt:1 ack batch frame {}", hex(&bytes))
+        );
         let receipt = receipt.expect("the MT is held until released");
         assert!(b.sbd.mt_held());
 
@@ -1335,13 +1386,10 @@ mod tests {
         assert!(b.sim.mt_buffer().is_empty());
     }
 
-    #[test]
-    fn an_ack_batch_becomes_one_inbound_per_ack_with_the_receipt_on_the_last() {
-        let mut b = Bench::new(quiet_kit());
-        b.take();
+    fn ack_batch(origin: Option<&str>) -> Vec<u8> {
         let code = |s| AckCode::parse(s).unwrap();
-        let batch = Compact::Acks(AckBatch {
-            origin: Imei::parse(KIT),
+        Compact::Acks(AckBatch {
+            origin: origin.and_then(Imei::parse),
             base_secs: 60_000_000,
             acks: ["K7XT", "AAAA", "CCCC"]
                 .iter()
@@ -1355,40 +1403,126 @@ mod tests {
                 .collect(),
         })
         .encode()
-        .unwrap();
-        b.sim.queue_mt(batch);
+        .unwrap()
+    }
+
+    fn frames(ev: &[DriverEvent]) -> Vec<(Address, Vec<u8>, bool)> {
+        ev.iter()
+            .filter_map(|e| match e {
+                DriverEvent::Frame {
+                    from,
+                    bytes,
+                    receipt,
+                    ..
+                } => Some((from.clone(), bytes.clone(), receipt.is_some())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_batch_becomes_one_frame_event_from_its_origin_with_the_receipt() {
+        let mut b = Bench::new(quiet_kit());
+        b.take();
+        let batch = ack_batch(Some("300234010000001"));
+        b.sim.queue_mt(batch.clone());
+        b.run_until(inbound, 60);
+        let ev = b.take();
+        assert_eq!(
+            frames(&ev),
+            [(Address::SbdImei("300234010000001".into()), batch, true)]
+        );
+        assert!(
+            !ev.iter().any(|e| matches!(e, DriverEvent::Inbound { .. })),
+            "no Inbound per ack any more: the daemon reads the batch"
+        );
+        assert!(b.sbd.mt_held());
+    }
+
+    #[test]
+    fn an_ack_batch_without_origin_is_from_the_single_peer_or_unrecognized() {
+        // No origin and no peers: nobody to attribute it to.
+        let mut b = Bench::new(quiet_kit());
+        b.take();
+        b.sim.queue_mt(ack_batch(None));
         b.run_until(
             |e| {
                 e.iter()
-                    .filter(|e| matches!(e, DriverEvent::Inbound { .. }))
-                    .count()
-                    == 3
+                    .any(|e| matches!(e, DriverEvent::Unrecognized { raw } if raw.contains("ack batch frame without origin")))
             },
             60,
         );
-        let acks: Vec<(String, Option<Timestamp>, bool)> = b
-            .take()
-            .into_iter()
-            .filter_map(|e| match e {
-                DriverEvent::Inbound {
-                    text,
-                    sent_at,
-                    receipt,
-                    ..
-                } => Some((text, sent_at, receipt.is_some())),
+        assert!(frames(&b.take()).is_empty());
+        assert!(!b.sbd.mt_held(), "nothing to release: the MT is cleared");
+
+        // One peer: it is from the peer.
+        let mut cfg = SbdConfig::new("/dev/sim");
+        cfg.peers.push(crate::config::Peer {
+            imei: KIT.into(),
+            prefix: String::new(),
+        });
+        let mut b = Bench::with(cfg, quiet_kit());
+        b.take();
+        let batch = ack_batch(None);
+        b.sim.queue_mt(batch.clone());
+        b.run_until(inbound, 60);
+        assert_eq!(
+            frames(&b.take()),
+            [(Address::SbdImei(KIT.into()), batch, true)]
+        );
+    }
+
+    #[test]
+    fn alerts_cancels_and_updates_from_the_district_are_frames_and_text_stays_inbound() {
+        let mut cfg = SbdConfig::new("/dev/sim");
+        cfg.peers.push(crate::config::Peer {
+            imei: KIT.into(),
+            prefix: String::new(),
+        });
+        let mut b = Bench::with(cfg, quiet_kit());
+        b.take();
+        let cancel = vec![0x13, 0x00, 0x00, 0x05, 0x20, 0xBD, 0xE2, 0xB3, 0xFD];
+        let alert = vec![
+            0x11, 0x00, 0xA1, 0xB2, 0xC7, 0x02, 0x0F, 0x42, 0x40, 0x04, 0x56, 0x30, 0x32, 0x33,
+            0x00, 0xB9, 0xBD, 0xC9, 0xBD, 0xBA, 0xE9,
+        ];
+        let mut update = vec![0x14, 0x00, 0x00, 0x07];
+        update.extend_from_slice(&alert[1..]);
+        for f in [&alert, &cancel, &update] {
+            b.sim.queue_mt(f.clone());
+            b.run_until(inbound, 120);
+            let ev = b.take();
+            assert_eq!(
+                frames(&ev),
+                [(Address::SbdImei(KIT.into()), f.clone(), true)],
+                "{ev:?}"
+            );
+            let Some((_, _, _)) = frames(&ev).first().cloned() else {
+                unreachable!()
+            };
+            let receipt = ev.iter().find_map(|e| match e {
+                DriverEvent::Frame { receipt, .. } => receipt.clone(),
                 _ => None,
-            })
-            .collect();
-        assert_eq!(
-            acks.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
-            ["1 K7XT", "1 AAAA", "1 CCCC"]
+            });
+            b.submit(DriverCommand::Release(receipt.unwrap()));
+        }
+        // A text frame stays a text from the peer.
+        b.sim.queue_mt(b"\x15\x00hi".to_vec());
+        b.run_until(inbound, 120);
+        assert!(matches!(
+            &b.take().iter().filter(|e| matches!(e, DriverEvent::Inbound { .. } | DriverEvent::Frame { .. })).collect::<Vec<_>>()[..],
+            [DriverEvent::Inbound { from: Address::SbdImei(k), text, .. }] if k == KIT && text == "hi"
+        ));
+        // Garbage stays unrecognized.
+        b.sim.queue_mt(vec![0x42, 0x00, 0x01]);
+        b.run_until(
+            |e| {
+                e.iter()
+                    .any(|e| matches!(e, DriverEvent::Unrecognized { raw } if raw.contains("undecodable")))
+            },
+            120,
         );
-        assert_eq!(
-            acks.iter().map(|a| a.2).collect::<Vec<_>>(),
-            [false, false, true]
-        );
-        let epoch = tocsin_compact::frame::EPOCH.as_millis();
-        assert_eq!(acks[1].1, Some(Timestamp(epoch + 60_000_060_000)));
+        assert!(!inbound(&b.take()));
     }
 
     #[test]
@@ -1550,6 +1684,127 @@ mod tests {
         assert_eq!(b.sim.mo_log()[0].payload, b"RB\x15\x00hi");
     }
 
+    fn frame(attempt: u64, imei: &str, bytes: &[u8]) -> DriverCommand {
+        DriverCommand::SendFrame(FrameOut {
+            attempt: AttemptId(attempt),
+            to: Address::SbdImei(imei.to_owned()),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_frame_goes_out_as_it_is_after_the_peers_prefix() {
+        let mut cfg = SbdConfig::new("/dev/sim");
+        cfg.peers.push(crate::config::Peer {
+            imei: KIT.into(),
+            prefix: "5242".into(),
+        });
+        let mut b = Bench::with(cfg, quiet_kit());
+        b.take();
+        let cancel = [0x13, 0x00, 0x00, 0x05, 0x20, 0xBD, 0xE2, 0xB3, 0xFD];
+        let before = b.sim.commands().len();
+        b.submit(frame(1, KIT, &cancel));
+        b.run_until(outcome, 60);
+        let ev = b.take();
+        assert_eq!(
+            ev[..2],
+            [
+                DriverEvent::Accepted {
+                    attempt: AttemptId(1)
+                },
+                DriverEvent::Sent {
+                    attempt: AttemptId(1),
+                    reference: "MOMSN 1".into()
+                }
+            ]
+        );
+        // Exactly the prefix and the frame: not wrapped in a text frame.
+        assert_eq!(
+            b.sim.mo_log()[0].payload,
+            b"RB\x13\x00\x00\x05\x20\xBD\xE2\xB3\xFD"
+        );
+        assert_eq!(
+            b.sim.commands()[before..before + 2],
+            ["AT+SBDWB=11", "AT+SBDIX"]
+        );
+        assert_eq!(b.sbd.health.sent, 1);
+    }
+
+    #[test]
+    fn a_frame_over_the_mo_limit_fails_for_good_and_is_never_split() {
+        let mut cfg = SbdConfig::new("/dev/sim");
+        cfg.peers.push(crate::config::Peer {
+            imei: KIT.into(),
+            prefix: "5242".into(),
+        });
+        let mut b = Bench::with(cfg, quiet_kit());
+        b.take();
+        // 339 bytes and the 2-byte prefix: one over 340.
+        let mut big = vec![0x15, 0x00];
+        big.resize(339, b'a');
+        b.submit(frame(1, KIT, &big));
+        b.submit(frame(2, KIT, &[]));
+        b.submit(frame(3, "300234010000000", &big[..10]));
+        b.submit(DriverCommand::SendFrame(FrameOut {
+            attempt: AttemptId(4),
+            to: Address::BeidouCard("0242286".into()),
+            bytes: big[..10].to_vec(),
+        }));
+        let ev = b.take();
+        let failed: Vec<(AttemptId, &str)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Failed {
+                    attempt,
+                    retryable: false,
+                    reason,
+                } => Some((*attempt, reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 4, "{ev:?}");
+        assert_eq!(failed[0].0, AttemptId(1));
+        assert!(
+            failed[0]
+                .1
+                .contains("compact frame (never split) of 341 bytes exceeds the 340-byte"),
+            "{}",
+            failed[0].1
+        );
+        assert!(failed[1].1.contains("empty frame"));
+        assert!(failed[2].1.contains("no route"));
+        assert!(failed[3].1.contains("not an SBD modem IMEI"));
+        assert!(!b.sim.commands().iter().any(|c| c.starts_with("AT+SBDWB")));
+        // One byte less goes.
+        big.truncate(338);
+        b.submit(frame(5, KIT, &big));
+        b.run_until(outcome, 60);
+        assert!(b.take().iter().any(|e| matches!(
+            e,
+            DriverEvent::Sent {
+                attempt: AttemptId(5),
+                ..
+            }
+        )));
+        assert_eq!(b.sim.mo_log()[0].payload.len(), 340);
+    }
+
+    #[test]
+    fn a_frame_that_finds_no_network_is_retried_like_text_then_fails_retryable() {
+        let mut b = Bench::new(quiet_kit());
+        b.take();
+        b.sim.set_faults(Faults {
+            no_network: true,
+            ..Faults::default()
+        });
+        b.submit(frame(1, KIT, b"\x15\x00hi"));
+        b.run_until(outcome, 1200);
+        assert!(b.take().iter().any(|e| matches!(
+            e,
+            DriverEvent::Failed { attempt: AttemptId(1), retryable: true, reason } if reason.contains("5 sessions")
+        )));
+    }
+
     #[test]
     fn a_corrupted_mt_is_read_again_and_garbage_is_skipped_byte_by_byte() {
         let mut b = Bench::new(SimConfig {
@@ -1569,10 +1824,12 @@ mod tests {
         b.submit(send(1, WARNING));
         b.run_until(inbound, 300);
         let ev = b.take();
-        assert!(
-            ev.iter()
-                .any(|e| matches!(e, DriverEvent::Inbound { text, .. } if text == "1 K7XT"))
-        );
+        // The batch arrives intact: its checksum was checked and it decodes.
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            DriverEvent::Frame { bytes, .. }
+                if matches!(Compact::decode(bytes), Ok(Compact::Acks(a)) if a.acks[0].code.to_string() == "K7XT")
+        )));
         assert!(
             ev.iter()
                 .any(|e| matches!(e, DriverEvent::Unrecognized { .. }))
@@ -1609,11 +1866,11 @@ mod tests {
         assert!(!b.sim.commands().iter().any(|c| c == "AT+SBDIXA"));
         // Idle: one mailbox check per interval, nothing else.
         let ev = b.take();
-        let Some(DriverEvent::Inbound {
+        let Some(DriverEvent::Frame {
             receipt: Some(r), ..
         }) = ev
             .into_iter()
-            .find(|e| matches!(e, DriverEvent::Inbound { .. }))
+            .find(|e| matches!(e, DriverEvent::Frame { .. }))
         else {
             panic!()
         };
@@ -1824,13 +2081,13 @@ mod tests {
         b.sbd.handle_port_opened(b.now);
         b.run_until(inbound, 60);
         let again = b.take().into_iter().find_map(|e| match e {
-            DriverEvent::Inbound { text, receipt, .. } => Some((text, receipt)),
+            DriverEvent::Frame { bytes, receipt, .. } => Some((bytes, receipt)),
             _ => None,
         });
         assert_eq!(
             again,
             Some((
-                "1 K7XT".to_owned(),
+                b.sim.mt_buffer().to_vec(),
                 Some(InboundReceipt("sbd-mt:buffer".into()))
             ))
         );

@@ -10,7 +10,9 @@
 //!
 //! The field kit at the other end is scripted: a while after each MO message it answers
 //! with a compact ack batch carrying the ack code found in the message (or the wrong code,
-//! or nothing), which comes back as an MT message.
+//! or nothing), which comes back as an MT message. On a network of simulated modems
+//! ([`crate::network`]), an MO message whose routing prefix ([`route_prefix`]) names
+//! another modem goes to that modem instead (prefix stripped, as the gateway does).
 //!
 //! Faults, all seeded: session failures with chosen MO statuses, no network, commands never
 //! answered, garbage before a response, corrupted SBDRB checksums, SBDWB checksum errors.
@@ -211,6 +213,10 @@ pub struct SimSbd {
     out: VecDeque<Vec<u8>>,
     mo_log: Vec<MoRecord>,
     commands: Vec<String>,
+    /// IMEIs of other modems on the same simulated network (see [`crate::network`]).
+    routes: Vec<String>,
+    /// MO messages routed to one of them: (IMEI, payload with the prefix stripped).
+    routed: VecDeque<(String, Vec<u8>)>,
 }
 
 impl SimSbd {
@@ -236,7 +242,26 @@ impl SimSbd {
             out: VecDeque::new(),
             mo_log: Vec::new(),
             commands: Vec::new(),
+            routes: Vec::new(),
+            routed: VecDeque::new(),
         }
+    }
+
+    /// The modem's IMEI.
+    pub fn imei(&self) -> &str {
+        &self.cfg.imei
+    }
+
+    /// The IMEIs of other modems the gateway can deliver to: an MO message whose routing
+    /// prefix ([`route_prefix`]) names one of them goes to it instead of the scripted kit.
+    pub fn set_routes(&mut self, imeis: Vec<String>) {
+        self.routes = imeis;
+    }
+
+    /// The next MO message routed to another modem: its IMEI and the payload as the
+    /// gateway delivers it (prefix stripped).
+    pub fn poll_routed(&mut self) -> Option<(String, Vec<u8>)> {
+        self.routed.pop_front()
     }
 
     /// Replaces the faults (e.g. lose the network mid-test).
@@ -577,7 +602,10 @@ impl SimSbd {
                         momsn: self.momsn,
                         at: now,
                     });
-                    self.kit_receives(now, &payload);
+                    match route(&payload, &self.routes) {
+                        Some((imei, body)) => self.routed.push_back((imei, body.to_vec())),
+                        None => self.kit_receives(now, &payload),
+                    }
                 } else {
                     mo_status = 0;
                 }
@@ -645,6 +673,27 @@ impl SimSbd {
             Err(e) => tracing::warn!(%e, "simulated kit cannot encode its ack"),
         }
     }
+}
+
+/// The routing prefix the simulated gateway reads in front of an MO message, as hex (the
+/// form of [`crate::config::Peer::prefix`]): `RB` and the destination modem's 15 IMEI
+/// digits, in ASCII. Real providers each have their own form **[U]** (RockBLOCK's
+/// cross-delivery names the destination's serial number); the driver only needs the bytes.
+pub fn route_prefix(imei: &str) -> String {
+    format!("RB{imei}")
+        .bytes()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// The destination and the rest of an MO message that starts with the routing prefix of
+/// one of `imeis`.
+fn route<'a>(payload: &'a [u8], imeis: &[String]) -> Option<(String, &'a [u8])> {
+    let rest = payload.strip_prefix(b"RB")?;
+    imeis.iter().find_map(|imei| {
+        rest.strip_prefix(imei.as_bytes())
+            .map(|body| (imei.clone(), body))
+    })
 }
 
 /// The alert and ack code a message carries: an alert frame's code, or in a text the

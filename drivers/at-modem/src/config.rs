@@ -86,6 +86,27 @@ pub struct ModemConfig {
     /// Overrides whether the model supports SMS status reports.
     #[serde(default)]
     pub status_reports: Option<bool>,
+    /// Overrides whether the model takes several commands on one line (V.250
+    /// concatenation); `false` deletes stored messages one `AT+CMGD` per line.
+    #[serde(default)]
+    pub concatenation: Option<bool>,
+    /// Most stored messages deleted on one command line (`AT+CMGD=3;+CMGD=4;...`). A line
+    /// of 10 is about 100 characters, well within what modems buffer; 1 means one per line.
+    #[serde(default = "default_delete_batch")]
+    pub delete_batch: usize,
+    /// How long one announced reply (`+CMTI`) waits for others before it is read on its
+    /// own, in milliseconds; two or more waiting are listed at once with `AT+CMGL=0`.
+    #[serde(default = "default_inbound_batch_ms")]
+    pub inbound_batch_ms: u64,
+}
+
+/// 10 deletions per line: about 100 characters.
+pub fn default_delete_batch() -> usize {
+    10
+}
+/// 5 ms: nothing to a person waiting on an ack, enough for a burst's next `+CMTI`.
+pub fn default_inbound_batch_ms() -> u64 {
+    5
 }
 
 /// 1.5 calls a minute: a call with a 20 s prompt takes 30–60 s.
@@ -168,6 +189,12 @@ pub enum ConfigError {
     /// `queue_limit` is zero.
     #[error("queue_limit: must be at least 1")]
     ZeroQueue,
+    /// `delete_batch` is zero.
+    #[error("delete_batch: must be at least 1")]
+    ZeroDeleteBatch,
+    /// `inbound_batch_ms` is longer than a second: a reply would wait for nothing.
+    #[error("inbound_batch_ms: must be at most 1000")]
+    LongInboundBatch,
     /// `default_country` is not 1 to 3 digits.
     #[error("default_country: {0:?} is not a country calling code")]
     BadCountry(String),
@@ -213,6 +240,9 @@ impl ModemConfig {
             dial_prefix: None,
             dtmf_reports: None,
             status_reports: None,
+            concatenation: None,
+            delete_batch: default_delete_batch(),
+            inbound_batch_ms: default_inbound_batch_ms(),
         }
     }
 
@@ -233,6 +263,9 @@ impl ModemConfig {
         }
         if let Some(r) = self.ring_timeout_secs {
             q.ring_timeout_secs = r;
+        }
+        if let Some(c) = self.concatenation {
+            q.concatenation = c;
         }
         q
     }
@@ -278,6 +311,12 @@ impl ModemConfig {
         }
         if self.queue_limit == 0 {
             return Err(ConfigError::ZeroQueue);
+        }
+        if self.delete_batch == 0 {
+            return Err(ConfigError::ZeroDeleteBatch);
+        }
+        if self.inbound_batch_ms > 1000 {
+            return Err(ConfigError::LongInboundBatch);
         }
         let c = &self.default_country;
         if c.is_empty() || c.len() > 3 || !c.bytes().all(|b| b.is_ascii_digit()) {
@@ -348,6 +387,20 @@ impl ModemConfig {
     pub fn health_interval(&self) -> Duration {
         Duration::from_secs(self.health_interval_secs)
     }
+
+    /// How long a lone announced reply waits for others before it is read on its own.
+    pub fn inbound_batch(&self) -> Duration {
+        Duration::from_millis(self.inbound_batch_ms)
+    }
+
+    /// Most deletions on one command line: 1 when the model does not concatenate.
+    pub fn deletes_per_line(&self) -> usize {
+        if self.quirks().concatenation {
+            self.delete_batch.max(1)
+        } else {
+            1
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +430,23 @@ mod tests {
                 .to_string()
                 .starts_with("cmgs_timeout_secs")
         );
+    }
+
+    #[test]
+    fn storage_batching_defaults_and_limits() {
+        let c: ModemConfig = toml::from_str("path = \"/dev/ttyUSB2\"").unwrap();
+        assert_eq!((c.delete_batch, c.inbound_batch_ms), (10, 5));
+        assert_eq!(c.deletes_per_line(), 10);
+        assert_eq!(c.inbound_batch(), Duration::from_millis(5));
+        let c: ModemConfig =
+            toml::from_str("path = \"/dev/x\"\nconcatenation = false\ndelete_batch = 4").unwrap();
+        assert_eq!(c.deletes_per_line(), 1);
+        let mut bad = ModemConfig::new("/dev/x");
+        bad.delete_batch = 0;
+        assert_eq!(bad.validate(), Err(ConfigError::ZeroDeleteBatch));
+        bad.delete_batch = 1;
+        bad.inbound_batch_ms = 5_000;
+        assert_eq!(bad.validate(), Err(ConfigError::LongInboundBatch));
     }
 
     #[test]

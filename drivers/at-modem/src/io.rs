@@ -5,6 +5,9 @@
 //! then **events** (stamp and forward to the gateway), then **timeout** (sleep until the
 //! next deadline). Real time enters only here; the state machine only sees `now`.
 //!
+//! Router commands already waiting are taken together ([`Modem::submit_all`]): the
+//! releases of one commit then go out as one concatenated `AT+CMGD` line.
+//!
 //! When the port disappears (read error, EOF, hang-up, a failed write), the modem is told,
 //! reports itself down, and the task reopens the same path with exponential backoff
 //! (0.5 s doubling to 30 s). Commands keep being accepted meanwhile and queued sends go
@@ -38,6 +41,9 @@ use crate::voice::{PromptSource, ToneSource};
 
 /// PCM frames buffered towards the audio port: one second.
 const AUDIO_QUEUE: usize = 50;
+
+/// Most router commands taken in one turn of the loop.
+const COMMAND_BATCH: usize = 256;
 
 pub use tocsin_serial::Clock;
 
@@ -290,7 +296,18 @@ async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             cmd = recv_or_pending(&mut commands) => match cmd {
-                Some(cmd) => modem.submit(clock.now(), cmd),
+                Some(cmd) => {
+                    // Take whatever else the router queued (a commit's releases come
+                    // together) so it goes out batched: one AT+CMGD line, not one each.
+                    let mut batch = vec![cmd];
+                    while batch.len() < COMMAND_BATCH {
+                        match commands.as_mut().map(mpsc::Receiver::try_recv) {
+                            Some(Ok(cmd)) => batch.push(cmd),
+                            _ => break,
+                        }
+                    }
+                    modem.submit_all(clock.now(), batch);
+                }
                 None => commands = None,
             },
             cmd = recv_or_pending(&mut voice_commands) => match cmd {

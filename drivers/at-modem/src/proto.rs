@@ -13,6 +13,24 @@
 //! send goes out part by part: `AT+CMGS=<len>`, the `> ` prompt, the hex PDU and Ctrl-Z,
 //! `+CMGS: <mr>`. Each part's TP-MR is remembered to match the status report later.
 //!
+//! Replies are stored by the modem and announced with `+CMTI`. Two or more announced are
+//! read with one `AT+CMGL=0` (the unread ones; a burst of 20 is one round trip, not 20
+//! `AT+CMGR`); a lone one waits `inbound_batch_ms` (5 ms) for company, then is read with
+//! `AT+CMGR`. An announced index the listing did not show (read already, by a read whose
+//! answer was lost) is read on its own; a listing that never answers is followed by
+//! `AT+CMGL=4`, which shows read ones too; a modem refusing `AT+CMGL=0` is listed with
+//! `AT+CMGL=4` from then on. A message is deleted only after the router's `Release` (its
+//! record is committed), never with the bulk `AT+CMGD=<i>,<flag>` (that would take messages
+//! read but not committed): the released indexes waiting go out together as one V.250
+//! concatenated line, `AT+CMGD=3;+CMGD=4;+CMGD=7`, at most `delete_batch` per line. A
+//! line that fails is sent again one deletion per line (the answer does not say which one
+//! failed; one already done answers `+CMS ERROR: 321`, taken as gone), and a bare `ERROR`
+//! (a syntax error, as from a modem without concatenation) means one per line for the rest
+//! of the session; models not known to concatenate (`Quirks::concatenation`) never do.
+//! Reads and deletions take turns so neither starves. Within a port session an index
+//! reported and not yet released is never reported again, even when re-announced; after
+//! a reopen the init's `AT+CMGL=4` reports everything not yet deleted.
+//!
 //! At-least-once, and honest about it: when the port is lost while a submit is in flight
 //! (or after some parts of a long text went out), the attempt is reported `Failed`
 //! retryable with a reason saying it may have gone out, and the router decides whether to
@@ -40,7 +58,7 @@
 //! driver holds them; it does not fail them). When both kinds wait, a call goes after at
 //! most [`SMS_PER_CALL`] messages so neither starves.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,10 +102,14 @@ pub enum Command {
     EpsRegistration,
     /// `AT+CMGL=4`: list every stored message.
     ListAll,
+    /// `AT+CMGL=0`: list the stored messages not read yet (the modem marks them read).
+    ListUnread,
     /// `AT+CMGR=<idx>`: read one stored message.
     Read(u32),
     /// `AT+CMGD=<idx>`: delete one stored message.
     Delete(u32),
+    /// `AT+CMGD=<a>;+CMGD=<b>;...`: delete several on one line (V.250 concatenation).
+    DeleteBatch(Vec<u32>),
     /// `AT+CMGS=<len>`: start a submit; the modem answers with the `> ` prompt.
     SubmitLength(usize),
     /// The hex PDU and Ctrl-Z after the prompt; the modem answers `+CMGS: <mr>`.
@@ -131,8 +153,19 @@ impl Command {
             Command::Registration => "AT+CREG?".to_owned(),
             Command::EpsRegistration => "AT+CEREG?".to_owned(),
             Command::ListAll => "AT+CMGL=4".to_owned(),
+            Command::ListUnread => "AT+CMGL=0".to_owned(),
             Command::Read(i) => format!("AT+CMGR={i}"),
             Command::Delete(i) => format!("AT+CMGD={i}"),
+            Command::DeleteBatch(idxs) => {
+                let mut line = "AT".to_owned();
+                for (n, i) in idxs.iter().enumerate() {
+                    if n > 0 {
+                        line.push(';');
+                    }
+                    line.push_str(&format!("+CMGD={i}"));
+                }
+                line
+            }
             Command::SubmitLength(n) => format!("AT+CMGS={n}"),
             Command::SubmitBody(hex) => {
                 let mut b = hex.clone().into_bytes();
@@ -154,7 +187,7 @@ impl Command {
             Command::Sync => Duration::from_secs(2),
             Command::SubmitBody(_) => cfg.cmgs_timeout(),
             // Listing a full storage over a slow line takes a while.
-            Command::ListAll => cfg.command_timeout() * 3,
+            Command::ListAll | Command::ListUnread => cfg.command_timeout() * 3,
             // Some modems answer ATD only once the call is answered.
             Command::Dial(_) => {
                 Duration::from_secs(cfg.quirks().ring_timeout_secs) + cfg.command_timeout()
@@ -170,7 +203,7 @@ impl Command {
             Command::Sync => 4,
             // Dialling twice could ring someone twice: never.
             Command::SubmitLength(_) | Command::SubmitBody(_) | Command::Dial(_) => 0,
-            Command::ListAll | Command::ListCalls => 1,
+            Command::ListAll | Command::ListUnread | Command::ListCalls => 1,
             _ => 2,
         }
     }
@@ -204,13 +237,16 @@ pub enum Timer {
     Reinit,
     /// A concatenated inbound text waits for its remaining parts.
     Reassembly,
+    /// A lone announced reply has waited long enough for others: read it.
+    InboundBatch,
 }
 
-const TIMERS: [Timer; 4] = [
+const TIMERS: [Timer; 5] = [
     Timer::Response,
     Timer::Health,
     Timer::Reinit,
     Timer::Reassembly,
+    Timer::InboundBatch,
 ];
 
 /// Where the conversation is.
@@ -233,6 +269,88 @@ struct InFlight {
     tries_left: u8,
     lines: Vec<String>,
     pdus: Vec<(String, String)>,
+    /// For a listing: the announced indexes it was sent for (it answers for them).
+    snapshot: Vec<u32>,
+}
+
+/// Reads of one stored message that may fail before it is left for the next session's
+/// `AT+CMGL=4`.
+const READ_TRIES: u8 = 3;
+
+/// What the driver knows of the modem's message storage in this port session: what was
+/// announced, reported, released, and is being deleted. The rules that keep a reply from
+/// being lost or reported twice live here:
+/// - a stored message is deleted only after the router released it (committed);
+/// - an index reported and not yet released is never reported again in the session, even
+///   when the modem re-announces it;
+/// - a listing reports nothing reported or released already.
+#[derive(Debug, Default)]
+struct Inbox {
+    /// Announced by `+CMTI`, not yet read, with when.
+    unread: BTreeMap<u32, Timestamp>,
+    /// To read one by one with `AT+CMGR`: announced, but a listing of unread messages did
+    /// not show them (read already, e.g. by an `AT+CMGR` whose answer was lost).
+    read_each: BTreeSet<u32>,
+    /// Failed reads by index (a `+CMS ERROR` other than an empty index).
+    read_failures: HashMap<u32, u8>,
+    /// Reported to the router, not yet released.
+    reported: HashSet<u32>,
+    /// Released (or ours to drop: status reports, operator notices), not yet confirmed
+    /// deleted.
+    released: HashSet<u32>,
+    /// Released indexes waiting for their `AT+CMGD`, in release order.
+    to_delete: VecDeque<u32>,
+    /// Indexes to delete one per line, because a concatenated line holding them failed.
+    delete_singles: VecDeque<u32>,
+    /// The modem answered a concatenated line with `ERROR`: one command per line.
+    concatenation_refused: bool,
+    /// The modem refused `AT+CMGL=0`: bursts are listed with `AT+CMGL=4`.
+    unread_listing_refused: bool,
+    /// Whether the last storage command was a read: reads and deletes take turns, so
+    /// neither a storm of replies nor of releases starves the other.
+    last_was_read: bool,
+}
+
+impl Inbox {
+    /// Forgets the port session (indexes mean nothing across a reopen: the listing at
+    /// init reports everything stored again). What the modem refused stays known.
+    fn reset(&mut self) {
+        *self = Inbox {
+            concatenation_refused: self.concatenation_refused,
+            unread_listing_refused: self.unread_listing_refused,
+            ..Inbox::default()
+        };
+    }
+
+    /// Whether `idx` waits for an `AT+CMGD` not yet sent.
+    fn delete_queued(&self, idx: u32) -> bool {
+        self.to_delete.contains(&idx) || self.delete_singles.contains(&idx)
+    }
+
+    /// Whether a listing or read may report the message at `idx`.
+    fn reportable(&self, idx: u32) -> bool {
+        !self.reported.contains(&idx) && !self.released.contains(&idx)
+    }
+
+    /// The message at `idx` was read (reported, or found to be none of ours, or gone).
+    fn read_done(&mut self, idx: u32) {
+        self.unread.remove(&idx);
+        self.read_each.remove(&idx);
+        self.read_failures.remove(&idx);
+    }
+}
+
+/// A lone announced reply waits for others: start nothing.
+struct Hold;
+
+/// What to do next about announced replies.
+enum ReadPlan {
+    /// Send this read or listing now.
+    Now(Command),
+    /// One reply waits for company until then.
+    Wait(Timestamp),
+    /// Nothing announced.
+    Idle,
 }
 
 /// A send whose parts are going out.
@@ -275,11 +393,13 @@ pub struct Modem {
     tracking: HashMap<AttemptId, Tracking>,
     reassembler: pdu::Reassembler,
     part_records: HashMap<(String, u16, u8), PartRecords>,
-    /// Storage indexes already reported since the port opened (not yet released).
-    reported: HashSet<u32>,
+    /// Stored messages: announced, reported, released, being deleted.
+    inbox: Inbox,
+    /// Commands are being taken in a batch ([`Self::submit_all`]): nothing starts yet.
+    taking: bool,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<DriverEvent>,
-    timers: [Option<Timestamp>; 4],
+    timers: [Option<Timestamp>; 5],
     health: Health,
     last_health: Option<Health>,
     creg: bool,
@@ -334,10 +454,11 @@ impl Modem {
             tracking: HashMap::new(),
             reassembler: pdu::Reassembler::default(),
             part_records: HashMap::new(),
-            reported: HashSet::new(),
+            inbox: Inbox::default(),
+            taking: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
-            timers: [None; 4],
+            timers: [None; 5],
             health: Health::default(),
             last_health: None,
             creg: false,
@@ -459,8 +580,8 @@ impl Modem {
         self.decoder.clear();
         self.current = None;
         self.internal.clear();
-        self.reported.clear();
-        self.timers = [None; 4];
+        self.inbox.reset();
+        self.timers = [None; 5];
         self.link = Link::Init(0);
         self.pump(now);
     }
@@ -493,8 +614,8 @@ impl Modem {
         self.link = Link::Down;
         self.internal.clear();
         self.decoder.clear();
-        self.timers = [None; 4];
-        self.reported.clear();
+        self.timers = [None; 5];
+        self.inbox.reset();
         self.part_records.clear();
         self.reassembler = pdu::Reassembler::default();
         self.health.up = false;
@@ -558,13 +679,29 @@ impl Modem {
             DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(receipt) => {
                 for idx in parse_receipt(&receipt) {
-                    self.reported.remove(&idx);
-                    if !self.internal.contains(&Command::Delete(idx)) {
-                        self.internal.push_back(Command::Delete(idx));
+                    if self.inbox.unread.contains_key(&idx) {
+                        // A new message was announced in that slot: the released one is
+                        // gone already, and this one is not committed.
+                        tracing::debug!(idx, "stale release for an index holding a new message");
+                        continue;
                     }
+                    self.release_index(idx);
                 }
             }
         }
+        self.pump(now);
+    }
+
+    /// Several commands from the router at once (what the io task found waiting): taken in
+    /// order, then the line is pumped once, so a burst of releases goes out as one
+    /// concatenated `AT+CMGD` line instead of one line for the first and one for the rest.
+    pub fn submit_all(&mut self, now: Timestamp, cmds: impl IntoIterator<Item = DriverCommand>) {
+        // `submit` pumps after each command; hold the line until all are in.
+        self.taking = true;
+        for cmd in cmds {
+            self.submit(now, cmd);
+        }
+        self.taking = false;
         self.pump(now);
     }
 
@@ -598,6 +735,8 @@ impl Modem {
                     }
                 }
                 Timer::Reassembly => self.expire_partials(now),
+                // The lone reply is read by the pump below.
+                Timer::InboundBatch => {}
             }
         }
         if let Some(t) = self.reassembler.poll_timeout() {
@@ -629,6 +768,9 @@ impl Modem {
 
     /// Starts the next command if none is in flight.
     fn pump(&mut self, now: Timestamp) {
+        if self.taking {
+            return;
+        }
         while self.current.is_none() {
             let next = match self.link {
                 Link::Down | Link::Backoff => return,
@@ -648,11 +790,18 @@ impl Modem {
         }
     }
 
-    /// Internal work first, then the call in progress (SMS wait while it is up), then the
-    /// next part of the send going out, then a new call or a new send.
+    /// Internal work first (sync, health polls), then reading and deleting stored
+    /// messages, then the call in progress (SMS wait while it is up), then the next part of
+    /// the send going out, then a new call or a new send.
     fn next_ready_command(&mut self, now: Timestamp) -> Option<Command> {
         if let Some(cmd) = self.internal.pop_front() {
             return Some(cmd);
+        }
+        match self.next_storage_command(now) {
+            Ok(Some(cmd)) => return Some(cmd),
+            // A lone reply waits a few ms for company; nothing long starts meanwhile.
+            Err(Hold) => return None,
+            Ok(None) => {}
         }
         if self.call.is_some() {
             return self.call_cmds.pop_front();
@@ -715,11 +864,23 @@ impl Modem {
         self.transmit
             .push_back(cmd.to_bytes(&self.cfg.storage, retry));
         self.set_timer(Timer::Response, now + cmd.timeout(&self.cfg));
+        let snapshot = match cmd {
+            Command::ListUnread => self.inbox.unread.keys().copied().collect(),
+            Command::ListAll => self
+                .inbox
+                .unread
+                .keys()
+                .chain(self.inbox.read_each.iter())
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
         self.current = Some(InFlight {
             cmd,
             tries_left,
             lines: Vec::new(),
             pdus: Vec::new(),
+            snapshot,
         });
     }
 
@@ -766,18 +927,13 @@ impl Modem {
             .strip_prefix("+CMTI:")
             .or_else(|| line.strip_prefix("+CDSI:"))
         {
-            // `+CMTI: "ME",3`: a message was stored; read it.
+            // `+CMTI: "ME",3`: a message was stored; read it (with the others waiting).
             match rest
                 .rsplit(',')
                 .next()
                 .and_then(|i| i.trim().parse::<u32>().ok())
             {
-                Some(idx) => {
-                    if !self.internal.contains(&Command::Read(idx)) && !self.reported.contains(&idx)
-                    {
-                        self.internal.push_back(Command::Read(idx));
-                    }
-                }
+                Some(idx) => self.on_announced(now, idx),
                 None => self
                     .events
                     .push_back(DriverEvent::Unrecognized { raw: line }),
@@ -820,7 +976,7 @@ impl Modem {
         if let Some(current) = &mut self.current {
             let wanted = match current.cmd {
                 Command::Read(_) => header.starts_with("+CMGR:"),
-                Command::ListAll => header.starts_with("+CMGL:"),
+                Command::ListAll | Command::ListUnread => header.starts_with("+CMGL:"),
                 _ => false,
             };
             if wanted {
@@ -839,7 +995,7 @@ impl Modem {
             if inflight.cmd.is_submit() {
                 return;
             }
-            self.absorb(now, &inflight, ok);
+            self.absorb(now, &inflight, result);
             // Only sync and PDU mode are essential; the rest degrade gracefully (e.g. an
             // older modem without `+CEREG`).
             let essential = matches!(inflight.cmd, Command::Sync | Command::PduMode);
@@ -872,6 +1028,10 @@ impl Modem {
                 }
             }
             Command::ListCalls => self.calls_listed(now, &inflight, ok),
+            Command::Delete(_) | Command::DeleteBatch(_) => self.deleted(&inflight.cmd, result),
+            Command::ListAll | Command::ListUnread | Command::Read(_) => {
+                self.stored_read(now, &inflight, result);
+            }
             Command::Setup(cmd) => {
                 if !ok {
                     tracing::warn!(%cmd, result = %wire::final_text(result), "voice command refused");
@@ -895,7 +1055,7 @@ impl Modem {
                 self.part_sent(mr);
             }
             _ => {
-                self.absorb(now, &inflight, ok);
+                self.absorb(now, &inflight, result);
                 if inflight.cmd == Command::EpsRegistration {
                     // End of a health round.
                     self.note_health();
@@ -905,7 +1065,8 @@ impl Modem {
     }
 
     /// Takes in the information a non-submit command returned.
-    fn absorb(&mut self, now: Timestamp, inflight: &InFlight, ok: bool) {
+    fn absorb(&mut self, now: Timestamp, inflight: &InFlight, result: FinalResult) {
+        let ok = result == FinalResult::Ok;
         match &inflight.cmd {
             Command::SignalQuality => {
                 let rssi = inflight
@@ -936,26 +1097,8 @@ impl Modem {
                 }
                 self.health.registered = self.creg || self.cereg;
             }
-            Command::ListAll | Command::Read(_) => {
-                for (header, hex) in &inflight.pdus {
-                    let idx = match &inflight.cmd {
-                        Command::Read(i) => Some(*i),
-                        _ => header
-                            .strip_prefix("+CMGL:")
-                            .and_then(|v| v.split(',').next())
-                            .and_then(|v| v.trim().parse::<u32>().ok()),
-                    };
-                    if let Some(idx) = idx {
-                        if self.reported.contains(&idx) {
-                            continue;
-                        }
-                        self.on_stored(now, Some(idx), hex);
-                    } else {
-                        self.events.push_back(DriverEvent::Unrecognized {
-                            raw: format!("{header} {hex}"),
-                        });
-                    }
-                }
+            Command::ListAll | Command::ListUnread | Command::Read(_) => {
+                self.stored_read(now, inflight, result);
             }
             _ => {}
         }
@@ -1090,12 +1233,22 @@ impl Modem {
                     }
                 }
                 self.health.last_error = Some(what);
-                // A read that never answered must not lose a reply: list everything
-                // stored once the modem is back in step.
-                if matches!(inflight.cmd, Command::Read(_))
+                // A read that never answered must not lose a reply (the modem may have
+                // marked it read): list everything stored once the modem is back in step.
+                if matches!(inflight.cmd, Command::Read(_) | Command::ListUnread)
                     && !self.internal.contains(&Command::ListAll)
                 {
                     self.internal.push_front(Command::ListAll);
+                }
+                // Deletions not confirmed go again (an index already gone answers 321).
+                match &inflight.cmd {
+                    Command::Delete(i) => self.inbox.delete_singles.push_front(*i),
+                    Command::DeleteBatch(idxs) => {
+                        for i in idxs.iter().rev() {
+                            self.inbox.to_delete.push_front(*i);
+                        }
+                    }
+                    _ => {}
                 }
                 // The modem may be stuck at the prompt or mid-response: resynchronise
                 // before anything else goes out.
@@ -1598,7 +1751,7 @@ impl Modem {
         match parsed.tpdu {
             Tpdu::Deliver(d) => {
                 if let Some(i) = idx {
-                    self.reported.insert(i);
+                    self.inbox.reported.insert(i);
                 }
                 let sent_at = d.scts.and_then(|s| s.to_timestamp());
                 let concat = d.user_data.concat.filter(|c| c.total > 1);
@@ -1638,11 +1791,234 @@ impl Modem {
             Tpdu::StatusReport(sr) => {
                 self.on_status_report(sr.mr, sr.status, hex);
                 if let Some(i) = idx {
-                    self.internal.push_back(Command::Delete(i));
+                    self.release_index(i);
                 }
             }
             // Our own outbox (or someone's drafts): not ours to report or delete.
             Tpdu::Submit(_) => {}
+        }
+    }
+
+    // ---- stored messages -------------------------------------------------------------
+
+    /// `+CMTI` (or `+CDSI`) announced a message stored at `idx`.
+    fn on_announced(&mut self, now: Timestamp, idx: u32) {
+        if self.inbox.reported.contains(&idx) {
+            // Re-announced while the router commits it: reported once is enough.
+            return;
+        }
+        if self.inbox.released.contains(&idx) {
+            if self.inbox.delete_queued(idx) {
+                // The released message, still there until its AT+CMGD.
+                return;
+            }
+            let deleting = match self.current.as_ref().map(|c| &c.cmd) {
+                Some(Command::Delete(i)) => *i == idx,
+                Some(Command::DeleteBatch(idxs)) => idxs.contains(&idx),
+                _ => false,
+            };
+            if !deleting {
+                // Its deletion failed for good, and the modem announces the slot again:
+                // read it (reported twice only because the modem said it twice).
+                self.inbox.released.remove(&idx);
+            }
+            // While its AT+CMGD is in flight the slot may have been freed and refilled:
+            // it is read after the deletion is confirmed.
+        }
+        self.inbox.unread.entry(idx).or_insert(now);
+    }
+
+    /// Marks `idx` for deletion: released by the router, or a stored message that is no
+    /// reply (a status report, an operator notice).
+    fn release_index(&mut self, idx: u32) {
+        self.inbox.reported.remove(&idx);
+        self.inbox.released.insert(idx);
+        if !self.inbox.delete_queued(idx) {
+            self.inbox.to_delete.push_back(idx);
+        }
+    }
+
+    /// What to read next: leftovers one by one, two or more announced in one listing of
+    /// unread messages, a lone one on its own once it has waited `inbound_batch_ms`.
+    fn read_plan(&self, now: Timestamp) -> ReadPlan {
+        if let Some(i) = self.inbox.read_each.first() {
+            return ReadPlan::Now(Command::Read(*i));
+        }
+        let mut waiting = self.inbox.unread.iter();
+        match (waiting.next(), waiting.next()) {
+            (None, _) => ReadPlan::Idle,
+            (Some(_), Some(_)) if self.inbox.unread_listing_refused => {
+                ReadPlan::Now(Command::ListAll)
+            }
+            (Some(_), Some(_)) => ReadPlan::Now(Command::ListUnread),
+            (Some((i, since)), None) => {
+                let due = *since + self.cfg.inbound_batch();
+                if due <= now {
+                    ReadPlan::Now(Command::Read(*i))
+                } else {
+                    ReadPlan::Wait(due)
+                }
+            }
+        }
+    }
+
+    /// The next deletion line: a single after a refused concatenation, else up to
+    /// `delete_batch` released indexes on one line.
+    fn delete_plan(&mut self) -> Option<Command> {
+        if let Some(i) = self.inbox.delete_singles.pop_front() {
+            return Some(Command::Delete(i));
+        }
+        let per_line = if self.inbox.concatenation_refused {
+            1
+        } else {
+            self.cfg.deletes_per_line()
+        };
+        let n = per_line.min(self.inbox.to_delete.len());
+        let batch: Vec<u32> = self.inbox.to_delete.drain(..n).collect();
+        match batch.as_slice() {
+            [] => None,
+            [i] => Some(Command::Delete(*i)),
+            _ => Some(Command::DeleteBatch(batch)),
+        }
+    }
+
+    /// The next read or deletion of stored messages; reads and deletions take turns when
+    /// both wait. `Err(Hold)` while a lone reply waits for others (the timer is set).
+    fn next_storage_command(&mut self, now: Timestamp) -> Result<Option<Command>, Hold> {
+        let read = self.read_plan(now);
+        let deletes = !self.inbox.delete_singles.is_empty() || !self.inbox.to_delete.is_empty();
+        match read {
+            ReadPlan::Now(cmd) if !(deletes && self.inbox.last_was_read) => {
+                self.inbox.last_was_read = true;
+                return Ok(Some(cmd));
+            }
+            ReadPlan::Wait(due) => self.set_timer(Timer::InboundBatch, due),
+            ReadPlan::Now(_) | ReadPlan::Idle => {}
+        }
+        if deletes {
+            self.inbox.last_was_read = false;
+            return Ok(self.delete_plan());
+        }
+        match read {
+            ReadPlan::Wait(_) => Err(Hold),
+            ReadPlan::Now(_) | ReadPlan::Idle => Ok(None),
+        }
+    }
+
+    /// A read or listing of stored messages answered: report what is new, and settle what
+    /// it was sent for.
+    fn stored_read(&mut self, now: Timestamp, inflight: &InFlight, result: FinalResult) {
+        let mut listed = Vec::new();
+        for (header, hex) in &inflight.pdus {
+            let idx = match &inflight.cmd {
+                Command::Read(i) => Some(*i),
+                _ => header
+                    .strip_prefix("+CMGL:")
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.trim().parse::<u32>().ok()),
+            };
+            let Some(idx) = idx else {
+                self.events.push_back(DriverEvent::Unrecognized {
+                    raw: format!("{header} {hex}"),
+                });
+                continue;
+            };
+            listed.push(idx);
+            self.inbox.read_done(idx);
+            if self.inbox.reportable(idx) {
+                self.on_stored(now, Some(idx), hex);
+            }
+        }
+        let ok = result == FinalResult::Ok;
+        match &inflight.cmd {
+            Command::Read(i) => {
+                let gone = ok || result == FinalResult::CmsError(321);
+                if gone {
+                    // Read, or nothing there any more (deleted, or never stored).
+                    self.inbox.read_done(*i);
+                } else {
+                    let fails = self.inbox.read_failures.entry(*i).or_insert(0);
+                    *fails += 1;
+                    let why = format!("AT+CMGR={i} refused: {}", wire::final_text(result));
+                    tracing::warn!(idx = i, tries = *fails, %why, "stored message not read");
+                    if *fails >= READ_TRIES {
+                        // Left in storage: the next session's AT+CMGL=4 reports it.
+                        self.inbox.read_done(*i);
+                    } else {
+                        self.inbox.unread.remove(i);
+                        self.inbox.read_each.insert(*i);
+                    }
+                    self.health.last_error = Some(why);
+                }
+            }
+            Command::ListUnread if !ok => {
+                // A modem without AT+CMGL=0 in PDU mode: list everything instead.
+                tracing::warn!(result = %wire::final_text(result), "AT+CMGL=0 refused; listing with AT+CMGL=4");
+                self.inbox.unread_listing_refused = true;
+            }
+            Command::ListUnread => {
+                // Announced but not among the unread: read already (an AT+CMGR whose
+                // answer was lost), so read each on its own.
+                for i in &inflight.snapshot {
+                    if self.inbox.unread.remove(i).is_some() && self.inbox.reportable(*i) {
+                        self.inbox.read_each.insert(*i);
+                    }
+                }
+            }
+            Command::ListAll if ok => {
+                // Everything stored was listed: what it was sent for and did not show is
+                // gone.
+                for i in &inflight.snapshot {
+                    self.inbox.read_done(*i);
+                }
+            }
+            Command::ListAll => {
+                tracing::warn!(result = %wire::final_text(result), "AT+CMGL=4 refused");
+                for i in &inflight.snapshot {
+                    if self.inbox.unread.remove(i).is_some() {
+                        self.inbox.read_each.insert(*i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A deletion line answered.
+    fn deleted(&mut self, cmd: &Command, result: FinalResult) {
+        match cmd {
+            Command::Delete(i) => {
+                // 321: nothing there, e.g. deleted by the part of a failed line that ran.
+                if matches!(result, FinalResult::Ok | FinalResult::CmsError(321)) {
+                    self.inbox.released.remove(i);
+                } else {
+                    // Stays released (never reported again this session); the next
+                    // session's listing reports it again, and the router knows it.
+                    let why = format!("AT+CMGD={i} refused: {}", wire::final_text(result));
+                    tracing::warn!(%why, "stored message not deleted");
+                    self.health.last_error = Some(why);
+                }
+            }
+            Command::DeleteBatch(idxs) => {
+                if result == FinalResult::Ok {
+                    for i in idxs {
+                        self.inbox.released.remove(i);
+                    }
+                    return;
+                }
+                // V.250: the commands before the failing one ran, the rest did not, and
+                // the answer does not say which failed: each goes again on its own line.
+                if result == FinalResult::Error && !self.inbox.concatenation_refused {
+                    // A bare ERROR is a syntax error (CMGD errors are +CMS ERROR with
+                    // AT+CMEE=1): this modem takes one command per line.
+                    tracing::warn!(
+                        "the modem refused a concatenated AT+CMGD line; deleting one per line"
+                    );
+                    self.inbox.concatenation_refused = true;
+                }
+                self.inbox.delete_singles.extend(idxs.iter().copied());
+            }
+            _ => {}
         }
     }
 
@@ -1684,7 +2060,7 @@ impl Modem {
                 raw: format!("SMS from non-number sender {from:?}: {text}"),
             });
             for i in idxs {
-                self.internal.push_back(Command::Delete(i));
+                self.release_index(i);
             }
             return;
         };
@@ -2330,6 +2706,397 @@ mod tests {
         assert!(m.is_ready());
         // Idle: the only deadline is the next health poll, exactly one interval away.
         assert_eq!(m.poll_timeout(), Some(T0 + Duration::from_secs(30)));
+    }
+
+    // ---- reply storms: stored messages read and deleted in batches ------------------
+
+    /// The command lines the driver wrote since `from` (a byte offset in `wire_out`).
+    fn lines_since(b: &Bench, from: usize) -> Vec<String> {
+        String::from_utf8_lossy(b.wire_out.get(from..).unwrap_or(&[]))
+            .split('\r')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every inbound (sender, text, receipt) among `events`.
+    fn inbound(events: &[DriverEvent]) -> Vec<(String, String, InboundReceipt)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Inbound {
+                    from: Address::Phone(p),
+                    text,
+                    receipt: Some(r),
+                    ..
+                } => Some((p.as_str().to_owned(), text.clone(), r.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count_inbound(n: usize) -> impl Fn(&[DriverEvent]) -> bool {
+        move |e| {
+            e.iter()
+                .filter(|e| matches!(e, DriverEvent::Inbound { .. }))
+                .count()
+                >= n
+        }
+    }
+
+    fn storm_sender(i: usize) -> String {
+        format!("+86139{i:08}")
+    }
+
+    /// Delivers `n` replies into the modem's storage at once (a burst of `+CMTI`).
+    fn storm(b: &mut Bench, first: usize, n: usize) {
+        for i in first..first + n {
+            b.sim
+                .deliver_sms(b.now, &storm_sender(i), &format!("1 K{i:03}"));
+        }
+    }
+
+    #[test]
+    fn a_burst_of_twenty_replies_is_one_listing_and_twenty_inbound() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        let mark = b.wire_out.len();
+        let lists_before = b.sim.lists_answered();
+        storm(&mut b, 0, 20);
+        b.run_until(count_inbound(20), 5);
+        let lines = lines_since(&b, mark);
+        assert_eq!(lines, ["AT+CMGL=0"], "one listing, no AT+CMGR");
+        assert_eq!(b.sim.lists_answered(), lists_before + 1);
+        let got = inbound(&b.take());
+        assert_eq!(got.len(), 20);
+        for (i, (from, text, receipt)) in got.iter().enumerate() {
+            assert_eq!(from, &storm_sender(i));
+            assert_eq!(text, &format!("1 K{i:03}"));
+            assert_eq!(receipt.0, i.to_string(), "its storage index");
+        }
+        // Nothing is deleted before its release.
+        assert_eq!(b.sim.stored_indexes().len(), 20);
+        assert_eq!(b.sim.deleted(), 0);
+    }
+
+    #[test]
+    fn a_lone_reply_waits_a_few_ms_for_company_then_is_read_on_its_own() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        let mark = b.wire_out.len();
+        let start = b.now;
+        storm(&mut b, 0, 1);
+        b.pump();
+        assert!(lines_since(&b, mark).is_empty(), "waiting for company");
+        assert_eq!(
+            b.modem.poll_timeout(),
+            Some(start + Duration::from_millis(5))
+        );
+        b.run_until(has_inbound, 1);
+        assert_eq!(b.now, start + Duration::from_millis(5));
+        assert_eq!(lines_since(&b, mark), ["AT+CMGR=0"]);
+        // A second one within the wait makes it a listing at once.
+        b.take();
+        let mark = b.wire_out.len();
+        let start = b.now;
+        storm(&mut b, 1, 1);
+        b.pump();
+        b.now = start + Duration::from_millis(2);
+        storm(&mut b, 2, 1);
+        b.run_until(count_inbound(2), 1);
+        assert_eq!(lines_since(&b, mark), ["AT+CMGL=0"]);
+        assert_eq!(b.now, start + Duration::from_millis(2));
+    }
+
+    #[test]
+    fn releases_go_out_as_concatenated_deletions_capped_per_line() {
+        let mut b = Bench::new(SimConfig::default());
+        storm(&mut b, 0, 23);
+        b.run_until(count_inbound(23), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        // One commit's releases arrive together (the io task takes them in one turn).
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        let lines = lines_since(&b, mark);
+        let line = |r: std::ops::Range<u32>| {
+            let cmds: Vec<String> = r.map(|i| format!("+CMGD={i}")).collect();
+            format!("AT{}", cmds.join(";"))
+        };
+        assert_eq!(lines, [line(0..10), line(10..20), line(20..23)]);
+        assert!(b.sim.stored_indexes().is_empty());
+        assert_eq!(b.sim.deleted(), 23);
+        // The cap is configurable; 1 is one per line.
+        let mut cfg = ModemConfig::new("/dev/sim");
+        cfg.delete_batch = 1;
+        let mut b = Bench::with(cfg, SimConfig::default());
+        storm(&mut b, 0, 3);
+        b.run_until(count_inbound(3), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        assert_eq!(
+            lines_since(&b, mark),
+            ["AT+CMGD=0", "AT+CMGD=1", "AT+CMGD=2"]
+        );
+    }
+
+    #[test]
+    fn releases_arriving_while_the_line_is_busy_share_the_next_line() {
+        let mut b = Bench::new(SimConfig::default());
+        storm(&mut b, 0, 6);
+        b.run_until(count_inbound(6), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        // The first release finds the line idle and goes at once; the rest arrive before
+        // its OK is read, and go together.
+        let mut receipts = receipts.into_iter();
+        b.modem
+            .submit(b.now, DriverCommand::Release(receipts.next().unwrap()));
+        for r in receipts {
+            b.modem.submit(b.now, DriverCommand::Release(r));
+        }
+        b.pump();
+        assert_eq!(
+            lines_since(&b, mark),
+            ["AT+CMGD=0", "AT+CMGD=1;+CMGD=2;+CMGD=3;+CMGD=4;+CMGD=5"]
+        );
+        assert!(b.sim.stored_indexes().is_empty());
+    }
+
+    #[test]
+    fn a_modem_refusing_concatenation_gets_one_deletion_per_line() {
+        let cfg = SimConfig {
+            faults: Faults {
+                refuse_concatenation: true,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = Bench::new(cfg);
+        storm(&mut b, 0, 4);
+        b.run_until(count_inbound(4), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        assert_eq!(
+            lines_since(&b, mark),
+            [
+                "AT+CMGD=0;+CMGD=1;+CMGD=2;+CMGD=3",
+                "AT+CMGD=0",
+                "AT+CMGD=1",
+                "AT+CMGD=2",
+                "AT+CMGD=3"
+            ],
+            "refused (ERROR, nothing done), then each on its own line"
+        );
+        assert!(b.sim.stored_indexes().is_empty());
+        // From then on, one per line straight away.
+        storm(&mut b, 4, 2);
+        b.run_until(count_inbound(2), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        assert_eq!(lines_since(&b, mark), ["AT+CMGD=0", "AT+CMGD=1"]);
+        assert!(
+            !b.take()
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Inbound { .. }))
+        );
+    }
+
+    #[test]
+    fn a_model_without_concatenation_deletes_one_per_line_from_the_start() {
+        let mut cfg = ModemConfig::new("/dev/sim");
+        cfg.model = Model::Tiantong;
+        assert_eq!(cfg.deletes_per_line(), 1);
+        cfg.concatenation = Some(true);
+        assert_eq!(cfg.deletes_per_line(), 10, "the config overrides the model");
+        cfg.concatenation = None;
+        let mut b = Bench::with(cfg, SimConfig::default());
+        storm(&mut b, 0, 2);
+        b.run_until(count_inbound(2), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        assert_eq!(lines_since(&b, mark), ["AT+CMGD=0", "AT+CMGD=1"]);
+    }
+
+    #[test]
+    fn a_failing_deletion_in_a_line_sends_each_again_and_nothing_is_lost() {
+        let mut b = Bench::new(SimConfig::default());
+        storm(&mut b, 0, 4);
+        b.run_until(count_inbound(4), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        // Index 1 vanishes behind the driver's back (someone else deleted it).
+        b.sim.handle_rx(b.now, b"AT+CMGD=1\r");
+        while b.sim.poll_transmit().is_some() {}
+        let mark = b.wire_out.len();
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        assert_eq!(
+            lines_since(&b, mark),
+            [
+                "AT+CMGD=0;+CMGD=1;+CMGD=2;+CMGD=3",
+                "AT+CMGD=0",
+                "AT+CMGD=1",
+                "AT+CMGD=2",
+                "AT+CMGD=3"
+            ],
+            "+CMS ERROR: 321 at the second: the first was done, each goes again"
+        );
+        assert!(b.sim.stored_indexes().is_empty());
+        // A +CMS ERROR is no refusal of concatenation: the next burst is one line again.
+        storm(&mut b, 4, 2);
+        b.run_until(count_inbound(2), 5);
+        let receipts: Vec<_> = inbound(&b.take()).into_iter().map(|(_, _, r)| r).collect();
+        let mark = b.wire_out.len();
+        b.modem
+            .submit_all(b.now, receipts.into_iter().map(DriverCommand::Release));
+        b.pump();
+        assert_eq!(lines_since(&b, mark), ["AT+CMGD=0;+CMGD=1"]);
+    }
+
+    #[test]
+    fn port_lost_between_report_and_release_reports_them_again_after_reopen() {
+        let mut b = Bench::new(SimConfig::default());
+        storm(&mut b, 0, 8);
+        b.run_until(count_inbound(8), 5);
+        let first = inbound(&b.take());
+        assert_eq!(first.len(), 8);
+        // Three committed and released before the crash; their deletion went out.
+        b.modem.submit_all(
+            b.now,
+            first
+                .iter()
+                .take(3)
+                .map(|(_, _, r)| DriverCommand::Release(r.clone())),
+        );
+        b.pump();
+        assert_eq!(b.sim.stored_indexes(), [3, 4, 5, 6, 7]);
+        // The port drops before the other five were released.
+        b.modem.handle_port_lost(b.now);
+        b.sim.handle_power_cycle(b.now);
+        b.take();
+        b.modem.handle_port_opened(b.now);
+        b.run_until(count_inbound(5), 60);
+        let again = inbound(&b.take());
+        let want: Vec<_> = first.iter().skip(3).cloned().collect();
+        assert_eq!(again, want, "everything not yet released, once each");
+        let mark = b.wire_out.len();
+        b.modem.submit_all(
+            b.now,
+            again
+                .iter()
+                .map(|(_, _, r)| DriverCommand::Release(r.clone())),
+        );
+        b.pump();
+        assert_eq!(
+            lines_since(&b, mark),
+            ["AT+CMGD=3;+CMGD=4;+CMGD=5;+CMGD=6;+CMGD=7"]
+        );
+        assert!(b.sim.stored_indexes().is_empty());
+        b.advance(60);
+        assert!(inbound(&b.take()).is_empty());
+    }
+
+    #[test]
+    fn a_storm_with_releases_interleaved_reports_each_reply_exactly_once() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        let mut seen: Vec<(String, String, InboundReceipt)> = Vec::new();
+        let mut next = 0;
+        // Waves of replies; each wave's releases come while the next wave arrives, so
+        // slots are freed and refilled and listings run with deletions pending.
+        for wave in 0..12 {
+            storm(&mut b, next, 17);
+            next += 17;
+            let pending: Vec<_> = inbound(&b.take());
+            for (_, _, r) in &pending {
+                b.modem.submit(b.now, DriverCommand::Release(r.clone()));
+            }
+            seen.extend(pending);
+            b.advance(1);
+            assert!(b.sim.stored_indexes().len() <= 34, "wave {wave}");
+        }
+        b.advance(1);
+        seen.extend(inbound(&b.take()));
+        assert_eq!(seen.len(), next, "every reply reported");
+        let mut senders: Vec<_> = seen.iter().map(|(f, _, _)| f.clone()).collect();
+        senders.sort();
+        senders.dedup();
+        assert_eq!(senders.len(), next, "none twice");
+        for (from, text, _) in &seen {
+            let i: usize = from[6..].parse().unwrap();
+            assert_eq!(text, &format!("1 K{i:03}"));
+        }
+    }
+
+    #[test]
+    fn a_re_announced_reply_is_not_reported_again_before_its_release() {
+        let mut b = Bench::new(SimConfig::default());
+        storm(&mut b, 0, 2);
+        b.run_until(count_inbound(2), 5);
+        b.take();
+        let mark = b.wire_out.len();
+        b.modem
+            .handle_rx(b.now, b"\r\n+CMTI: \"ME\",0\r\n+CMTI: \"ME\",1\r\n");
+        b.advance(1);
+        assert!(lines_since(&b, mark).is_empty());
+        assert!(inbound(&b.take()).is_empty());
+    }
+
+    #[test]
+    fn an_announced_reply_read_already_is_read_on_its_own_after_the_listing() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        storm(&mut b, 0, 3);
+        let mut announced = Vec::new();
+        while let Some(bytes) = b.sim.poll_transmit() {
+            announced.extend(bytes);
+        }
+        // Someone (an AT+CMGR whose answer was lost) read index 1 before the driver
+        // listed: AT+CMGL=0 does not show it.
+        b.sim.handle_rx(b.now, b"AT+CMGR=1\r");
+        while b.sim.poll_transmit().is_some() {}
+        let mark = b.wire_out.len();
+        b.modem.handle_rx(b.now, &announced);
+        b.run_until(count_inbound(3), 5);
+        assert_eq!(lines_since(&b, mark), ["AT+CMGL=0", "AT+CMGR=1"]);
+        let got = inbound(&b.take());
+        let mut idx: Vec<_> = got.iter().map(|(_, _, r)| r.0.clone()).collect();
+        idx.sort();
+        assert_eq!(idx, ["0", "1", "2"]);
+    }
+
+    #[test]
+    fn a_listing_that_never_answers_falls_back_to_listing_everything() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        b.sim.set_faults(Faults {
+            silence_rate: 1.0,
+            ..Faults::default()
+        });
+        storm(&mut b, 0, 3);
+        b.pump();
+        // Two tries of AT+CMGL=0 go unanswered (the modem may have marked them read).
+        b.advance(65);
+        b.sim.set_faults(Faults::default());
+        b.run_until(count_inbound(3), 120);
+        let wire = String::from_utf8_lossy(&b.wire_out).into_owned();
+        let after = wire.rsplit("AT+CMGL=0\r").next().unwrap_or("");
+        assert!(after.contains("AT+CMGL=4\r"), "{after:?}");
+        assert_eq!(inbound(&b.take()).len(), 3);
     }
 
     // ---- voice ---------------------------------------------------------------------

@@ -109,6 +109,9 @@ pub struct Quirks {
     pub dtmf_reports: bool,
     /// Whether the network returns SMS status reports.
     pub status_reports: bool,
+    /// Whether the modem takes several extended commands on one line (V.250
+    /// concatenation, `AT+CMGD=3;+CMGD=4`). Without it deletions go one per line.
+    pub concatenation: bool,
 }
 
 /// The model, for its quirks.
@@ -140,6 +143,7 @@ impl Model {
                 min_submit_timeout_secs: 0,
                 dtmf_reports: true,
                 status_reports: true,
+                concatenation: true,
             },
             // GEO: about 0.6 s of round trip each way; calls take long to set up.
             Model::Tiantong => Quirks {
@@ -149,6 +153,8 @@ impl Model {
                 min_submit_timeout_secs: 120,
                 dtmf_reports: false,
                 status_reports: false,
+                // Unconfirmed [U]; one command per line is always understood.
+                concatenation: false,
             },
             // The ISU reference documents PDU SMS and ATD/ATH, nothing about DTMF reports
             // or status reports; Iridium dials everything internationally with 00.
@@ -159,6 +165,8 @@ impl Model {
                 min_submit_timeout_secs: 120,
                 dtmf_reports: false,
                 status_reports: false,
+                // Unconfirmed [U] for the handsets' USB AT port; one per line is safe.
+                concatenation: false,
             },
         }
     }

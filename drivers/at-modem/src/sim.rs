@@ -5,7 +5,14 @@
 //! asked to send, and plays the network: a status report some time after each submit, and
 //! per destination number a scripted reply (the right ack code, a wrong one, a reply from
 //! another number, or silence) after a delay drawn from a seeded ChaCha RNG. Inbound
-//! messages are stored with indexes and announced with `+CMTI`; they stay until `AT+CMGD`.
+//! messages are stored with indexes and announced with `+CMTI`; they stay until `AT+CMGD`
+//! (an empty index is `+CMS ERROR: 321`). `AT+CMGL=<stat>` lists them (0 unread, 1 read,
+//! 4 all; listed unread ones become read, as `AT+CMGR` makes them).
+//!
+//! Several extended commands on one line (`AT+CMGD=3;+CMGD=4;+CMGD=7`, V.250 §5.2.1 and
+//! §5.4) run in order: their information responses in order, then one final `OK`, or the
+//! first failure's result code with the commands before it done and the rest not run. The
+//! `refuse_concatenation` fault makes it answer such a line `ERROR` and run nothing.
 //!
 //! Faults, all seeded: `+CMS ERROR` on submits, commands never answered, garbage bytes
 //! before a response, a hang-up after N submits (the runner closes the port), a slow
@@ -379,6 +386,10 @@ pub struct Faults {
     /// Store the parts of long inbound texts in reverse order.
     #[serde(default)]
     pub reorder_inbound: bool,
+    /// Refuse command lines holding several commands (`AT+CMGD=1;+CMGD=2`) with `ERROR`
+    /// and run none of them, like a modem without V.250 concatenation.
+    #[serde(default)]
+    pub refuse_concatenation: bool,
 }
 
 /// One message the simulated network was asked to deliver.
@@ -461,6 +472,10 @@ pub struct SimModem {
     calls: Vec<SimCall>,
     stray_audio: u64,
     sms_refused_in_call: u32,
+    /// `AT+CMGL` commands answered.
+    lists: u64,
+    /// Messages deleted by `AT+CMGD`.
+    deletes: u64,
 }
 
 /// Most messages the simulated storage holds, like a modem's `ME` memory.
@@ -492,6 +507,8 @@ impl SimModem {
             calls: Vec::new(),
             stray_audio: 0,
             sms_refused_in_call: 0,
+            lists: 0,
+            deletes: 0,
         }
     }
 
@@ -539,9 +556,19 @@ impl SimModem {
         self.storage.keys().copied().collect()
     }
 
-    /// How many command lines the modem has read.
+    /// How many command lines the modem has read (a concatenated line counts once).
     pub fn commands_seen(&self) -> u64 {
         self.commands_seen
+    }
+
+    /// How many `AT+CMGL` listings it answered.
+    pub fn lists_answered(&self) -> u64 {
+        self.lists
+    }
+
+    /// How many stored messages `AT+CMGD` deleted.
+    pub fn deleted(&self) -> u64 {
+        self.deletes
     }
 
     /// Whether the modem hung up since the last call (the runner then closes the port).
@@ -737,12 +764,69 @@ impl SimModem {
             return;
         }
         let upper = cmd.to_ascii_uppercase();
-        if let Some(frames) = self.on_voice_command(now, &upper) {
-            self.respond(frames);
+        let Some(parts) = split_concatenated(&upper) else {
+            let frames = self.answer(now, &upper);
+            // Empty: answered already (a hang-up and its notices).
+            if !frames.is_empty() {
+                self.respond(frames);
+            }
+            return;
+        };
+        if self.cfg.faults.refuse_concatenation {
+            // A modem whose parser takes one command per line: a syntax error, nothing done.
+            self.respond(vec![Frame::Final(FinalResult::Error)]);
             return;
         }
+        // V.250: the commands run in order; their information responses come in order,
+        // then one final `OK`, or the first failure's result code with the commands before
+        // it done and the rest not run.
+        let mut frames = Vec::new();
+        for part in parts {
+            let mut answer = self.answer(now, &format!("AT{part}"));
+            match answer.pop() {
+                Some(Frame::Final(FinalResult::Ok)) => frames.extend(answer),
+                Some(Frame::Final(err)) => {
+                    frames.extend(answer);
+                    frames.push(Frame::Final(err));
+                    self.respond(frames);
+                    return;
+                }
+                // A submit waits for its body alone on its line: not inside a concatenation.
+                Some(Frame::Prompt) => {
+                    self.prompt = None;
+                    frames.push(Frame::Final(FinalResult::Error));
+                    self.respond(frames);
+                    return;
+                }
+                Some(other) => {
+                    frames.extend(answer);
+                    frames.push(other);
+                    frames.push(Frame::Final(FinalResult::Error));
+                    self.respond(frames);
+                    return;
+                }
+                // Answered already (a hang-up): the rest of the line is dropped.
+                None => {
+                    if !frames.is_empty() {
+                        self.respond(frames);
+                    }
+                    return;
+                }
+            }
+        }
+        frames.push(Frame::Final(FinalResult::Ok));
+        self.respond(frames);
+    }
+
+    /// The answer to one command (`upper`, upper-cased, with its `AT`): information frames
+    /// then a final result, or the `> ` prompt, or nothing when the answer was already
+    /// written (a hang-up followed by the family's notices).
+    fn answer(&mut self, now: Timestamp, upper: &str) -> Vec<Frame> {
+        if let Some(frames) = self.on_voice_command(now, upper) {
+            return frames;
+        }
         let ok = Frame::Final(FinalResult::Ok);
-        let frames = match upper.as_str() {
+        match upper {
             "AT" | "AT+CMEE=1" | "AT+CMGF=0" => vec![ok],
             "ATE0" => {
                 self.echo = false;
@@ -755,21 +839,6 @@ impl SimModem {
             "AT+CSQ" => vec![Frame::Line("+CSQ: 21,99".into()), ok],
             "AT+CREG?" => vec![Frame::Line("+CREG: 0,1".into()), ok],
             "AT+CEREG?" => vec![Frame::Line("+CEREG: 0,1".into()), ok],
-            "AT+CMGL=4" => {
-                let mut frames: Vec<Frame> = self
-                    .storage
-                    .iter()
-                    .map(|(i, s)| Frame::Pdu {
-                        header: format!("+CMGL: {i},{},,{}", u8::from(!s.unread), s.tpdu_len),
-                        pdu: s.hex.clone(),
-                    })
-                    .collect();
-                for s in self.storage.values_mut() {
-                    s.unread = false;
-                }
-                frames.push(ok);
-                frames
-            }
             _ => {
                 if upper.starts_with("AT+CMGS=") && self.call.is_some() {
                     self.sms_refused_in_call += 1;
@@ -778,11 +847,12 @@ impl SimModem {
                     match n.trim().parse::<usize>() {
                         Ok(len) if (7..=164).contains(&len) => {
                             self.prompt = Some(len);
-                            self.respond(vec![Frame::Prompt]);
-                            return;
+                            vec![Frame::Prompt]
                         }
                         _ => vec![Frame::Final(FinalResult::CmsError(304))],
                     }
+                } else if let Some(stat) = upper.strip_prefix("AT+CMGL=") {
+                    self.list(stat)
                 } else if let Some(i) = upper.strip_prefix("AT+CMGR=") {
                     match i
                         .trim()
@@ -808,9 +878,11 @@ impl SimModem {
                         .split(',')
                         .next()
                         .and_then(|v| v.trim().parse::<u32>().ok());
-                    match idx {
-                        Some(idx) => {
-                            self.storage.remove(&idx);
+                    // An empty or out-of-range location is an invalid index, as on the
+                    // modems that say so (others answer OK; the driver takes both).
+                    match idx.and_then(|idx| self.storage.remove(&idx)) {
+                        Some(_) => {
+                            self.deletes += 1;
                             vec![ok]
                         }
                         None => vec![Frame::Final(FinalResult::CmsError(321))],
@@ -829,8 +901,30 @@ impl SimModem {
                     vec![Frame::Final(FinalResult::Error)]
                 }
             }
+        }
+    }
+
+    /// `AT+CMGL=<stat>` in PDU mode: 0 received unread, 1 received read, 2 and 3 (our
+    /// unsent and sent, never stored here), 4 all. Listed unread messages become read.
+    fn list(&mut self, stat: &str) -> Vec<Frame> {
+        let wanted = match stat.trim().parse::<u8>() {
+            Ok(w @ 0..=4) => w,
+            _ => return vec![Frame::Final(FinalResult::CmsError(302))],
         };
-        self.respond(frames);
+        let mut frames = Vec::new();
+        for (i, s) in &mut self.storage {
+            let stat = u8::from(!s.unread);
+            if wanted == 4 || wanted == stat {
+                frames.push(Frame::Pdu {
+                    header: format!("+CMGL: {i},{stat},,{}", s.tpdu_len),
+                    pdu: s.hex.clone(),
+                });
+                s.unread = false;
+            }
+        }
+        self.lists += 1;
+        frames.push(Frame::Final(FinalResult::Ok));
+        frames
     }
 
     fn on_body(&mut self, now: Timestamp, hex: &str) {
@@ -1167,6 +1261,35 @@ impl SimModem {
     }
 }
 
+/// The commands of a V.250 concatenated line of extended commands, `AT+CMGD=3;+CMGD=4`
+/// → `["+CMGD=3", "+CMGD=4"]` (a `;` inside quotes does not split; a trailing one is
+/// allowed). `None` for a line with one command, or one that is not all extended commands
+/// (`ATD<n>;` is a voice dial, not a concatenation).
+pub fn split_concatenated(upper: &str) -> Option<Vec<String>> {
+    let rest = upper.strip_prefix("AT")?;
+    if !rest.starts_with('+') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    if !current.trim().is_empty() {
+        parts.push(current);
+    }
+    let parts: Vec<String> = parts.into_iter().map(|p| p.trim().to_owned()).collect();
+    (parts.len() > 1 && parts.iter().all(|p| p.starts_with('+'))).then_some(parts)
+}
+
 /// The ack code in a warning text: the 4 letters or digits after a standalone `1 `, as in
 /// `回复 1 K7XT 确认` or `reply 1 K7XT`. Full-width forms are folded first.
 pub fn extract_code(text: &str) -> Option<String> {
@@ -1291,5 +1414,82 @@ mod tests {
         sim.handle_rx(t3, b"AT+CMGD=0\r");
         assert_eq!(drain(&mut sim), "\r\nOK\r\n");
         assert!(sim.stored_indexes().is_empty());
+    }
+
+    #[test]
+    fn concatenated_commands_run_in_order_with_one_final_result() {
+        let mut sim = SimModem::new(SimConfig::default(), 1, Timestamp::ZERO);
+        sim.handle_rx(Timestamp::ZERO, b"ATE0\r");
+        drain(&mut sim);
+        for i in 0..4 {
+            sim.deliver_sms(Timestamp::ZERO, "+8613912345678", &format!("1 K00{i}"));
+        }
+        drain(&mut sim);
+        // Information responses in order, then one OK.
+        sim.handle_rx(Timestamp::ZERO, b"AT+CSQ;+CREG?\r");
+        assert_eq!(
+            drain(&mut sim),
+            "\r\n+CSQ: 21,99\r\n\r\n+CREG: 0,1\r\n\r\nOK\r\n"
+        );
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGD=0;+CMGD=1\r");
+        assert_eq!(drain(&mut sim), "\r\nOK\r\n");
+        assert_eq!(sim.stored_indexes(), [2, 3]);
+        assert_eq!(sim.commands_seen(), 3, "a line counts once");
+        // The first failure ends the line: the commands before it ran, the rest did not.
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGD=2;+CMGD=0;+CMGD=3\r");
+        assert_eq!(drain(&mut sim), "\r\n+CMS ERROR: 321\r\n");
+        assert_eq!(sim.stored_indexes(), [3]);
+        assert_eq!(sim.deleted(), 3);
+        // A modem without concatenation refuses the whole line and runs nothing.
+        sim.set_faults(Faults {
+            refuse_concatenation: true,
+            ..Faults::default()
+        });
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGD=3;+CMGD=3\r");
+        assert_eq!(drain(&mut sim), "\r\nERROR\r\n");
+        assert_eq!(sim.stored_indexes(), [3]);
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGD=3\r");
+        assert_eq!(drain(&mut sim), "\r\nOK\r\n");
+    }
+
+    #[test]
+    fn only_extended_commands_split_on_semicolons() {
+        assert_eq!(
+            split_concatenated("AT+CMGD=3;+CMGD=4;"),
+            Some(vec!["+CMGD=3".to_owned(), "+CMGD=4".to_owned()])
+        );
+        assert_eq!(split_concatenated("AT+CMGD=3"), None);
+        assert_eq!(split_concatenated("ATD13800138000;"), None, "a voice dial");
+        assert_eq!(split_concatenated("AT+QINDCFG=\"A;B\",1"), None);
+        assert_eq!(split_concatenated("AT+CSQ;E0"), None);
+        assert_eq!(split_concatenated(""), None);
+    }
+
+    #[test]
+    fn listing_unread_shows_only_unread_and_marks_them_read() {
+        let mut sim = SimModem::new(SimConfig::default(), 1, Timestamp::ZERO);
+        sim.handle_rx(Timestamp::ZERO, b"ATE0\r");
+        for i in 0..3 {
+            sim.deliver_sms(Timestamp::ZERO, "+8613912345678", &format!("1 K00{i}"));
+        }
+        drain(&mut sim);
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGR=1\r");
+        drain(&mut sim);
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGL=0\r");
+        let listed = drain(&mut sim);
+        let headers: Vec<_> = listed.lines().filter(|l| l.starts_with("+CMGL:")).collect();
+        assert_eq!(headers.len(), 2, "{listed}");
+        assert!(headers[0].starts_with("+CMGL: 0,0,,"));
+        assert!(headers[1].starts_with("+CMGL: 2,0,,"));
+        assert!(listed.ends_with("\r\nOK\r\n"));
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGL=0\r");
+        assert_eq!(drain(&mut sim), "\r\nOK\r\n", "all read now");
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGL=4\r");
+        let all = drain(&mut sim);
+        assert_eq!(all.lines().filter(|l| l.starts_with("+CMGL: ")).count(), 3);
+        assert!(all.contains("+CMGL: 1,1,,"));
+        sim.handle_rx(Timestamp::ZERO, b"AT+CMGL=9\r");
+        assert_eq!(drain(&mut sim), "\r\n+CMS ERROR: 302\r\n");
+        assert_eq!(sim.lists_answered(), 3);
     }
 }

@@ -34,6 +34,8 @@ pub mod port {
     pub const TEXT_MESSAGE_COMPRESSED: i32 = 7;
     /// An alert text (shown urgently on the receiving device).
     pub const ALERT: i32 = 11;
+    /// The first port for private applications: Tocsin's compact frames.
+    pub const PRIVATE_APP: i32 = 256;
 }
 
 /// A message from the client to the radio.

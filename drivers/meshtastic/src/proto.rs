@@ -20,6 +20,11 @@
 //! rebroadcast the packet (an implicit ack): it is not a delivery, and the driver keeps
 //! waiting for the real one until `ack_timeout_secs`, then reports `Failed` retryable.
 //!
+//! A compact frame (`SendFrame`, another Tocsin node's traffic) goes the same way, one
+//! packet with `want_ack` on the private app port (256), its bytes as they are, with the
+//! same queue status, ack and NAK handling; one longer than the payload limit fails for
+//! good (a frame is never split). Compact frames received on that port are `Frame` events.
+//!
 //! Texts from other nodes are `Inbound { from: MeshNode(num) }`; the radio keeps nothing,
 //! so there is no receipt. A channel broadcast ([`Radio::broadcast`]) is public information
 //! and never an attempt: it reaches no one in particular and is never reported as reaching
@@ -34,7 +39,7 @@ use std::time::Duration;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tocsin_channel::{DriverCommand, DriverEvent, Health, Outbound};
+use tocsin_channel::{DriverCommand, DriverEvent, FrameOut, Health, Outbound};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
 use crate::config::MeshConfig;
@@ -149,11 +154,48 @@ enum Link {
     Ready,
 }
 
+/// What one send to a node carries.
+#[derive(Clone, Debug, PartialEq)]
+enum Body {
+    /// A text for a person, on the text port.
+    Text(String),
+    /// A compact frame for another Tocsin node, on the private app port, as it is.
+    Frame(Vec<u8>),
+}
+
+/// One send to one node: a text or a frame.
+#[derive(Clone, Debug, PartialEq)]
+struct Job {
+    attempt: AttemptId,
+    to: Address,
+    body: Body,
+}
+
+impl From<Outbound> for Job {
+    fn from(out: Outbound) -> Self {
+        Job {
+            attempt: out.attempt,
+            to: out.to,
+            body: Body::Text(out.text),
+        }
+    }
+}
+
+impl From<FrameOut> for Job {
+    fn from(f: FrameOut) -> Self {
+        Job {
+            attempt: f.attempt,
+            to: f.to,
+            body: Body::Frame(f.bytes),
+        }
+    }
+}
+
 /// Something waiting to go on the air.
 #[derive(Clone, Debug)]
 enum Item {
-    /// A text to one person's node.
-    Text(Outbound),
+    /// A text or a frame to one node, with want_ack.
+    Text(Job),
     /// A channel broadcast.
     Broadcast { channel: u32, text: String },
 }
@@ -183,7 +225,7 @@ pub struct Radio {
     my_num: Option<u32>,
     nodes: BTreeMap<u32, MeshNode>,
     nodes_changed: bool,
-    queue: VecDeque<Outbound>,
+    queue: VecDeque<Job>,
     broadcasts: VecDeque<Item>,
     handed: Option<Handed>,
     refusals: u32,
@@ -341,7 +383,8 @@ impl Radio {
     /// A command from the router.
     pub fn submit(&mut self, now: Timestamp, cmd: DriverCommand) {
         match cmd {
-            DriverCommand::Send(out) => self.on_send(out),
+            DriverCommand::Send(out) => self.on_send(out.into()),
+            DriverCommand::SendFrame(f) => self.on_send(f.into()),
             DriverCommand::Cancel(attempt) => {
                 if let Some(pos) = self.queue.iter().position(|o| o.attempt == attempt) {
                     self.queue.remove(pos);
@@ -354,7 +397,6 @@ impl Radio {
                 // Already handed to the radio: it is reported as usual.
             }
             // The radio keeps no inbound messages: nothing to release.
-            DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(_) => {}
         }
         self.pump(now);
@@ -476,7 +518,7 @@ impl Radio {
         self.transmit.push_back(wire::frame_packet(&body));
     }
 
-    fn on_send(&mut self, out: Outbound) {
+    fn on_send(&mut self, out: Job) {
         let refuse = |reason: String| DriverEvent::Failed {
             attempt: out.attempt,
             retryable: false,
@@ -501,6 +543,22 @@ impl Radio {
             self.events
                 .push_back(refuse(format!("{} is this radio itself", node_id(to))));
             return;
+        }
+        match &out.body {
+            Body::Frame(b) if b.is_empty() => {
+                self.events
+                    .push_back(refuse("empty frame: nothing to send".to_owned()));
+                return;
+            }
+            Body::Frame(b) if b.len() > self.cfg.max_payload_bytes => {
+                self.events.push_back(refuse(format!(
+                    "compact frame (never split) of {} bytes exceeds the {}-byte mesh payload",
+                    b.len(),
+                    self.cfg.max_payload_bytes
+                )));
+                return;
+            }
+            _ => {}
         }
         if self.queue.len() >= self.cfg.queue_limit {
             self.events.push_back(DriverEvent::Failed {
@@ -543,17 +601,29 @@ impl Radio {
             },
         };
         let id = self.next_packet_id();
-        let (to, channel, text, want_ack) = match &item {
+        let (to, channel, want_ack, portnum, payload) = match &item {
             Item::Text(out) => {
                 let to = match out.to {
                     Address::MeshNode(n) => n,
                     _ => BROADCAST, // refused in on_send; unreachable in practice
                 };
-                (to, self.cfg.channel, &out.text, true)
+                let (portnum, payload) = match &out.body {
+                    Body::Text(text) => (
+                        port::TEXT_MESSAGE,
+                        fit_text(text, self.cfg.max_payload_bytes).into_bytes(),
+                    ),
+                    Body::Frame(bytes) => (port::PRIVATE_APP, bytes.clone()),
+                };
+                (to, self.cfg.channel, true, portnum, payload)
             }
-            Item::Broadcast { channel, text } => (BROADCAST, *channel, text, false),
+            Item::Broadcast { channel, text } => (
+                BROADCAST,
+                *channel,
+                false,
+                port::TEXT_MESSAGE,
+                fit_text(text, self.cfg.max_payload_bytes).into_bytes(),
+            ),
         };
-        let payload = fit_text(text, self.cfg.max_payload_bytes).into_bytes();
         let packet = MeshPacket {
             to,
             channel,
@@ -561,7 +631,7 @@ impl Radio {
             hop_limit: self.cfg.hop_limit,
             want_ack,
             payload: Some(mesh_packet::Payload::Decoded(Data {
-                portnum: port::TEXT_MESSAGE,
+                portnum,
                 payload,
                 ..Data::default()
             })),
@@ -754,6 +824,7 @@ impl Radio {
         match data.portnum {
             port::ROUTING => self.on_routing(now, &p, data, body),
             port::TEXT_MESSAGE | port::ALERT => self.on_text(&p, data, body),
+            port::PRIVATE_APP => self.on_frame(&p, data, body),
             port::TEXT_MESSAGE_COMPRESSED => self.events.push_back(DriverEvent::Unrecognized {
                 raw: format!(
                     "compressed text the radio did not decompress: {}",
@@ -866,6 +937,40 @@ impl Radio {
             sent_at: (p.rx_time > 0).then(|| Timestamp::from_millis(i64::from(p.rx_time) * 1000)),
             receipt: None,
             in_reply_to: None,
+        });
+    }
+
+    /// A packet on the private app port: a compact frame from another Tocsin node, handed
+    /// over with its exact bytes. Anything there that is not a compact frame (another
+    /// application's) is reported, never guessed at.
+    fn on_frame(&mut self, p: &MeshPacket, data: &Data, body: &[u8]) {
+        if p.from == 0 || Some(p.from) == self.my_num {
+            return;
+        }
+        if let Err(e) = tocsin_compact::Frame::decode(&data.payload) {
+            self.events.push_back(DriverEvent::Unrecognized {
+                raw: format!(
+                    "private-app payload that is not a compact frame ({e}): {}",
+                    describe(p, body)
+                ),
+            });
+            return;
+        }
+        if self.cfg.sender_authenticated && !p.pki_encrypted {
+            self.events.push_back(DriverEvent::Unrecognized {
+                raw: format!(
+                    "frame not PKI-encrypted, so its sender is not authenticated: {}",
+                    describe(p, body)
+                ),
+            });
+            return;
+        }
+        self.health.received += 1;
+        self.events.push_back(DriverEvent::Frame {
+            from: Address::MeshNode(p.from),
+            bytes: data.payload.clone(),
+            evidence: describe(p, body),
+            receipt: None,
         });
     }
 
@@ -1248,6 +1353,172 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["accepted", "sent", "delivered"]);
+    }
+
+    /// The red flash-flood alert of docs/compact-encoding.md (21 bytes).
+    const ALERT: [u8; 21] = [
+        0x11, 0x00, 0xA1, 0xB2, 0xC7, 0x02, 0x0F, 0x42, 0x40, 0x04, 0x56, 0x30, 0x32, 0x33, 0x00,
+        0xB9, 0xBD, 0xC9, 0xBD, 0xBA, 0xE9,
+    ];
+
+    fn frame(attempt: u64, to: u32, bytes: &[u8]) -> DriverCommand {
+        DriverCommand::SendFrame(FrameOut {
+            attempt: AttemptId(attempt),
+            to: Address::MeshNode(to),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_frame_goes_out_on_the_private_port_with_want_ack_and_is_delivered() {
+        let mut b = Bench::new(sim_config());
+        b.radio.submit(b.now, frame(1, LEAD, &ALERT));
+        let tx = b.radio.poll_transmit().unwrap();
+        // The exact bytes: ToRadio{packet{to, decoded{portnum 256, payload}, id, hop 3,
+        // want_ack}}, framed.
+        let id = tx.get(tx.len() - 8..tx.len() - 4).unwrap();
+        let mut want = vec![
+            0x94, 0xC3, 0x00, 0x2C, 0x0A, 0x2A, 0x15, 0x0D, 0x0C, 0x0B, 0x0A,
+        ];
+        want.extend_from_slice(&[0x22, 0x1A, 0x08, 0x80, 0x02, 0x12, 0x15]);
+        want.extend_from_slice(&ALERT);
+        want.push(0x35);
+        want.extend_from_slice(id);
+        want.extend_from_slice(&[0x48, 0x03, 0x50, 0x01]);
+        assert_eq!(tx, want);
+        b.sim.handle_rx(b.now, &tx);
+        b.pump();
+        b.run_until(delivered(1), 60);
+        let sent = b.sim.sent();
+        assert_eq!(
+            (
+                sent[0].to,
+                sent[0].portnum,
+                &sent[0].payload[..],
+                sent[0].want_ack
+            ),
+            (LEAD, 256, &ALERT[..], true)
+        );
+        let kinds: Vec<&str> = b
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Accepted { .. } => Some("accepted"),
+                DriverEvent::Sent { .. } => Some("sent"),
+                DriverEvent::Delivered { .. } => Some("delivered"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, ["accepted", "sent", "delivered"]);
+        // A person's app shows no private-app packet: their script does not answer it.
+        b.advance(120);
+        assert_eq!(b.count(|e| matches!(e, DriverEvent::Inbound { .. })), 0);
+    }
+
+    #[test]
+    fn a_frame_nak_is_handled_as_for_text() {
+        let mut cfg = sim_config();
+        cfg.nodes[0].nak = Some(RoutingError::NoChannel.code());
+        let mut b = Bench::new(cfg);
+        b.submit(frame(3, LEAD, &ALERT));
+        b.run_until(failed(3), 60);
+        assert!(b.events.iter().any(|e| matches!(e, DriverEvent::Failed { retryable: false, reason, .. } if reason.contains("NO_CHANNEL"))));
+    }
+
+    #[test]
+    fn a_frame_over_the_payload_limit_fails_for_good_without_airtime() {
+        let mut b = Bench::new(sim_config());
+        let mut big = ALERT.to_vec();
+        big.resize(234, 0xB0);
+        b.submit(frame(1, LEAD, &big));
+        b.submit(frame(2, LEAD, &[]));
+        b.submit(frame(3, BROADCAST, &ALERT));
+        b.submit(DriverCommand::SendFrame(FrameOut {
+            attempt: AttemptId(4),
+            to: Address::BeidouCard("0242286".into()),
+            bytes: ALERT.to_vec(),
+        }));
+        let failed: Vec<(AttemptId, String)> = b
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Failed {
+                    attempt,
+                    retryable: false,
+                    reason,
+                } => Some((*attempt, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 4, "{:?}", b.events);
+        assert!(
+            failed[0].1.contains("234 bytes exceeds the 233-byte"),
+            "{}",
+            failed[0].1
+        );
+        b.advance(30);
+        assert!(b.sim.sent().is_empty());
+        big.truncate(233);
+        b.submit(frame(5, LEAD, &big));
+        b.run_until(delivered(5), 60);
+        assert_eq!(b.sim.sent()[0].payload, big);
+    }
+
+    #[test]
+    fn frames_on_the_private_port_become_frame_events_and_garbage_there_is_unrecognized() {
+        let mut b = Bench::new(sim_config());
+        b.sim
+            .deliver_payload(b.now, FAR, port::PRIVATE_APP, ALERT.to_vec());
+        b.pump();
+        let frames: Vec<(&Address, &[u8], bool)> = b
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Frame {
+                    from,
+                    bytes,
+                    evidence,
+                    receipt,
+                } => Some((
+                    from,
+                    &bytes[..],
+                    receipt.is_none() && evidence.contains(&mesh::hex(&ALERT)),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            [(&Address::MeshNode(FAR), &ALERT[..], true)],
+            "{:?}",
+            b.events
+        );
+        // Not a compact frame: another private application's bytes.
+        b.sim
+            .deliver_payload(b.now, FAR, port::PRIVATE_APP, vec![0x42, 0x01]);
+        b.pump();
+        assert_eq!(
+            b.count(|e| matches!(e, DriverEvent::Unrecognized { raw } if raw.contains("not a compact frame"))),
+            1
+        );
+        // A text that looks like a frame stays a text on the text port.
+        b.sim.deliver_text(b.now, FAR, "\u{15}\u{0}hi");
+        b.pump();
+        assert_eq!(b.count(|e| matches!(e, DriverEvent::Frame { .. })), 1);
+        assert_eq!(b.count(|e| matches!(e, DriverEvent::Inbound { .. })), 1);
+        // Authenticated mode: only PKI-encrypted frames pass.
+        let mut cfg = MeshConfig::serial("/dev/sim");
+        cfg.sender_authenticated = true;
+        let mut b = Bench::with(cfg, sim_config());
+        b.sim
+            .deliver_payload(b.now, FAR, port::PRIVATE_APP, ALERT.to_vec());
+        b.pump();
+        assert_eq!(b.count(|e| matches!(e, DriverEvent::Frame { .. })), 0);
+        b.sim.set_pki(true);
+        b.sim
+            .deliver_payload(b.now, FAR, port::PRIVATE_APP, ALERT.to_vec());
+        b.pump();
+        assert_eq!(b.count(|e| matches!(e, DriverEvent::Frame { .. })), 1);
     }
 
     #[test]

@@ -227,6 +227,10 @@ pub struct SentPacket {
     pub want_ack: bool,
     /// The text (lossily decoded).
     pub text: String,
+    /// The application port (1 text, 256 Tocsin's compact frames).
+    pub portnum: i32,
+    /// The payload exactly as the client gave it.
+    pub payload: Vec<u8>,
     /// When the radio took it.
     pub at: Timestamp,
 }
@@ -337,6 +341,13 @@ impl SimRadio {
     /// A text from node `from` reaches the radio now.
     pub fn deliver_text(&mut self, now: Timestamp, from: u32, text: &str) {
         let p = self.packet_from(now, from, port::TEXT_MESSAGE, text.as_bytes().to_vec(), 0);
+        self.for_client(from_radio::Variant::Packet(p));
+    }
+
+    /// A packet on `portnum` (e.g. 256, another Tocsin node's compact frame) from node
+    /// `from` reaches the radio now.
+    pub fn deliver_payload(&mut self, now: Timestamp, from: u32, portnum: i32, payload: Vec<u8>) {
+        let p = self.packet_from(now, from, portnum, payload, 0);
         self.for_client(from_radio::Variant::Packet(p));
     }
 
@@ -509,9 +520,9 @@ impl SimRadio {
         }
         self.tx_queue += 1;
         self.packets_taken += 1;
-        let text = p
+        let (portnum, payload) = p
             .data()
-            .map(|d| String::from_utf8_lossy(&d.payload).into_owned())
+            .map(|d| (d.portnum, d.payload.clone()))
             .unwrap_or_default();
         let record = SentPacket {
             to: p.to,
@@ -519,7 +530,9 @@ impl SimRadio {
             channel: p.channel,
             hop_limit: p.hop_limit,
             want_ack: p.want_ack,
-            text,
+            text: String::from_utf8_lossy(&payload).into_owned(),
+            portnum,
+            payload,
             at: now,
         };
         self.sent.push(record.clone());
@@ -589,6 +602,8 @@ impl SimRadio {
             self.schedule(arrived + path, Action::ToClient(m));
         }
         let reply = match &node.behaviour {
+            // A person's app shows texts only: a private-app packet gets no answer.
+            _ if p.portnum != port::TEXT_MESSAGE => None,
             ReplyBehaviour::Never => None,
             ReplyBehaviour::Reply { min_secs, max_secs } => {
                 let code = extract_code(&p.text);
@@ -669,12 +684,14 @@ impl SimRadio {
             rx_time: secs(now),
             rx_snr: if local { 0.0 } else { snr_for(hops + 1) },
             hop_limit: hop_start - hops,
-            want_ack: !local && portnum == port::TEXT_MESSAGE,
+            want_ack: !local && matches!(portnum, port::TEXT_MESSAGE | port::PRIVATE_APP),
             priority: 0,
             rx_rssi: if local { 0 } else { -90 - 5 * hops as i32 },
             via_mqtt: false,
             hop_start: if local { 0 } else { hop_start },
-            pki_encrypted: !local && self.cfg.pki && portnum == port::TEXT_MESSAGE,
+            pki_encrypted: !local
+                && self.cfg.pki
+                && matches!(portnum, port::TEXT_MESSAGE | port::PRIVATE_APP),
         }
     }
 

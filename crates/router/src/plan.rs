@@ -67,7 +67,7 @@ pub struct AlertPlan {
     /// Set on a field kit's node for an alert that came down its uplink: acks of this
     /// alert go back to the district in compact batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uplink: Option<Uplink>,
+    pub uplink: Option<Box<Uplink>>,
 }
 
 /// A field kit (a Tocsin node behind a satellite link) that serves some of an alert's

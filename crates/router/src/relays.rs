@@ -483,7 +483,7 @@ impl Router {
 
     fn start_uplink(&mut self, now: Timestamp, a: u32) {
         let entry = self.state.alert(a);
-        let Some(up) = entry.plan.uplink.clone() else {
+        let Some(up) = entry.plan.uplink.as_deref().cloned() else {
             return;
         };
         if !self.state.is_up(&up.device) {
@@ -792,7 +792,7 @@ impl Router {
     /// The uplink of an alert (on a kit's node), if it came down one.
     pub fn uplink_of(&self, alert: &AlertId) -> Option<Uplink> {
         let a = *self.state.alert_ix.get(alert)?;
-        self.state.alert(a).plan.uplink.clone()
+        self.state.alert(a).plan.uplink.as_deref().cloned()
     }
 
     /// On a kit's node: the local id of an alert that came down the uplink from `from`

@@ -293,12 +293,12 @@ fn kit_plan() -> AlertPlan {
         &["p1", "p2"],
         &people(),
     );
-    p.uplink = Some(Uplink {
+    p.uplink = Some(Box::new(Uplink {
         device: DeviceId::from("bd-1"),
         to: district_card(),
         short_id: 0xABCDEF,
         max_bytes: 77,
-    });
+    }));
     p
 }
 

@@ -762,6 +762,42 @@ mod tests {
     }
 
     #[test]
+    fn kits_and_the_uplink_are_checked_against_their_devices() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let cfg = Config::parse(&text, Path::new("example.toml"), Path::new(".")).unwrap();
+        assert_eq!(cfg.kits["huangzi"].device, "beidou-1");
+        let with = |section: &str| format!("{text}\n{section}");
+        for (section, says) in [
+            (
+                "[kits.k2]\ndevice = \"nope\"\naddress = \"1\"\nareas = [\"a\"]\n",
+                "no device \"nope\"",
+            ),
+            (
+                "[kits.k2]\ndevice = \"modem-1\"\naddress = \"1\"\nareas = [\"a\"]\n",
+                "neither a beidou nor an iridium_sbd",
+            ),
+            (
+                "[kits.k2]\ndevice = \"beidou-1\"\naddress = \"12ab\"\nareas = [\"a\"]\n",
+                "not a BeiDou card id",
+            ),
+            (
+                "[kits.k2]\ndevice = \"beidou-1\"\naddress = \"1\"\nareas = []\n",
+                "at least one area",
+            ),
+            (
+                "[uplink]\ndevice = \"beidou-1\"\ndistrict = \"1\"\nareas = [\"a\"]\nmax_bytes = 4000\n",
+                "max_bytes",
+            ),
+        ] {
+            let err = Config::parse(&with(section), Path::new("example.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{section}: {err}");
+            assert!(err.contains("line"), "{section}: no line in {err}");
+        }
+    }
+
+    #[test]
     fn mesh_staleness_has_a_default_and_bad_values_name_their_key() {
         let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
         let cfg = Config::parse(&text, Path::new("example.toml"), Path::new(".")).unwrap();

@@ -339,7 +339,7 @@ impl Engine {
                     .and_then(|()| self.plan(id.clone(), &new, &format!("district {from}"), now));
                 match planned {
                     Ok((mut plan, left)) => {
-                        plan.uplink = Some(uplink);
+                        plan.uplink = Some(Box::new(uplink));
                         let people = plan.targets.len();
                         match self.router.handle_alert(now, plan) {
                             Ok(()) => {
@@ -374,7 +374,7 @@ impl Engine {
                 });
                 match planned {
                     Ok((mut plan, left)) => {
-                        plan.uplink = self.router.uplink_of(&id);
+                        plan.uplink = self.router.uplink_of(&id).map(Box::new);
                         match self.router.handle_update(now, plan) {
                             Ok(()) => self.log_left_out(&id, &left),
                             Err(e) => {

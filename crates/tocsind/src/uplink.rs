@@ -184,7 +184,7 @@ impl Links {
                 receipt: None,
                 in_reply_to: None,
             }]),
-            Frame::Alert(a) => match self.from_district(device, from) {
+            Frame::Alert(a) => match self.district_link(device, from) {
                 Some(up) => FrameAction::Alert {
                     id: local_id(from, a.id.get()),
                     uplink: Uplink {
@@ -199,7 +199,7 @@ impl Links {
                     "alert frame from {from} on {device}, which is not this kit's district link"
                 )),
             },
-            Frame::Update(u) => match self.from_district(device, from) {
+            Frame::Update(u) => match self.district_link(device, from) {
                 Some(up) => FrameAction::Update {
                     replaces: u.replaces.get(),
                     new: up.new_alert(&u.alert),
@@ -208,7 +208,7 @@ impl Links {
                     "update frame from {from} on {device}, which is not this kit's district link"
                 )),
             },
-            Frame::Cancel(c) => match self.from_district(device, from) {
+            Frame::Cancel(c) => match self.district_link(device, from) {
                 Some(_) => FrameAction::Cancel { short: c.id.get() },
                 None => FrameAction::Ignore(format!(
                     "cancel frame from {from} on {device}, which is not this kit's district link"
@@ -217,7 +217,7 @@ impl Links {
         }
     }
 
-    fn from_district(&self, device: &DeviceId, from: &Address) -> Option<&UplinkLink> {
+    fn district_link(&self, device: &DeviceId, from: &Address) -> Option<&UplinkLink> {
         self.uplink
             .as_ref()
             .filter(|u| &u.device == device && &u.district == from)

@@ -1,0 +1,311 @@
+//! A field kit's uplink, end to end: two real `tocsind` processes — the district's node
+//! and a field kit's node — each with its own BeiDou terminal, on one simulated BeiDou
+//! network (two terminals on ptys, cards 0242286 and 0242407), and each with its own GSM
+//! modem simulator.
+//!
+//! The valley 上游村 (v-up) has lost its cell network as far as the district can tell:
+//! its two village heads never answer the district's SMS. The district relays the red
+//! alert to the kit as one compact frame over BeiDou; the kit's node alerts both heads
+//! through its own modem, they answer it with their codes, and the kit sends the acks
+//! back in a compact batch. The district records them as those people's acks, in time,
+//! with the kit as the bearer. A person the kit does not serve (石门村's head, reached by
+//! the district's SMS) is unaffected. Then the district cancels, and the kit's alert is
+//! cancelled too.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
+mod common;
+
+use common::{Api, Events, Node};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use tocsin_at_modem::sim::{PhoneScript, ReplyBehaviour};
+use tocsin_beidou::sim::{ReplyBehaviour as Bd, SimDialect, TerminalConfig};
+use tokio_util::sync::CancellationToken;
+
+const SPEED: f64 = 60.0;
+const DISTRICT: Node = Node {
+    name: "district",
+    speed: SPEED,
+};
+const KIT: Node = Node {
+    name: "kit",
+    speed: SPEED,
+};
+const DISTRICT_CARD: &str = "0242286";
+const KIT_CARD: &str = "0242407";
+
+fn areas() -> Vec<Value> {
+    vec![
+        json!({"type": "Feature", "properties": {"id": "v-up", "kind": "village", "name": "上游村", "town": "石门镇"},
+         "geometry": {"type": "Polygon", "coordinates": [[[116.2,40.2],[116.25,40.2],[116.25,40.25],[116.2,40.25],[116.2,40.2]]]}}),
+    ]
+}
+
+/// The district knows everyone; the kit knows its valley's people, by the district's ids.
+fn write_districts(district: &Path, kit: &Path) {
+    common::write_district(
+        district,
+        &areas(),
+        "\
+id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app
+t1,钱镇长,town_official,,,116.15,40.15,石门镇,+8619900000002,,,,
+o1,孙一,village_head,t1,v-1,116.07,40.07,石门镇,+8619900000101,,,,
+k1,上游一,village_head,t1,v-up,116.22,40.22,石门镇,+8619900000201,,,,
+k2,上游二,grid_lead,t1,v-up,116.22,40.22,石门镇,+8619900000202,,,,
+",
+    );
+    common::write_district(
+        kit,
+        &areas(),
+        "\
+id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app
+k1,上游一,village_head,,v-up,116.22,40.22,石门镇,+8619900000201,,,,
+k2,上游二,grid_lead,,v-up,116.22,40.22,石门镇,+8619900000202,,,,
+",
+    );
+}
+
+fn phone(n: &str, behaviour: ReplyBehaviour) -> PhoneScript {
+    PhoneScript {
+        number: n.into(),
+        behaviour,
+    }
+}
+
+fn answers() -> ReplyBehaviour {
+    ReplyBehaviour::Reply {
+        min_secs: 10.0,
+        max_secs: 20.0,
+    }
+}
+
+fn terminal(card: &str) -> TerminalConfig {
+    let mut t = TerminalConfig::new(card);
+    t.dialect = SimDialect::Bds3;
+    // The driver paces in real time from the card's period: one "minute" of gateway time.
+    t.frequency_secs = 1;
+    t
+}
+
+fn devices(modem: &Path, beidou: &Path) -> String {
+    format!(
+        r#"
+[speech]
+synthesizer = "none"
+
+[devices.modem-0]
+type = "at_modem"
+path = {modem:?}
+per_minute = 30
+
+[devices.bd-0]
+type = "beidou"
+path = {beidou:?}
+assumed_interval_secs = 60
+"#,
+        modem = modem.to_string_lossy(),
+        beidou = beidou.to_string_lossy(),
+    )
+}
+
+/// Waits on `api`'s event stream until `done` holds for the alert's deliveries.
+async fn deliveries_until(
+    mut events: Events,
+    api: &Api,
+    id: &str,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, Value>) -> bool,
+) -> (BTreeMap<String, Value>, Vec<Value>) {
+    let d = events
+        .until(Duration::from_secs(60), what, async || {
+            let d = api.deliveries(id).await;
+            done(&d).then_some(d)
+        })
+        .await;
+    (d, events.records())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_beidou() {
+    let (ddir, kdir) = (DISTRICT.tempdir("uplink"), KIT.tempdir("uplink"));
+    write_districts(&ddir.join("district"), &kdir.join("district"));
+    let cancel = CancellationToken::new();
+
+    // One BeiDou network, two terminals: the district's and the kit's.
+    let beidou = tocsin_beidou::pty::spawn_sim(
+        vec![ddir.join("bd0"), kdir.join("bd0")],
+        vec![terminal(DISTRICT_CARD), terminal(KIT_CARD)],
+        tocsin_beidou::sim::SimConfig {
+            latency_min_ms: 1_000,
+            latency_max_ms: 3_000,
+            default_script: Bd::Never,
+            ..tocsin_beidou::sim::SimConfig::default()
+        },
+        2,
+        SPEED,
+        cancel.child_token(),
+    )
+    .expect("BeiDou network on ptys");
+    // The district's modem reaches 石门村 but not 上游村 (its cell network is down);
+    // the town official never answers, so nobody is confirmed by a door knock.
+    let district_modem = common::start_modem(
+        &ddir,
+        vec![
+            phone("+8619900000101", answers()),
+            phone("+8619900000201", ReplyBehaviour::Never),
+            phone("+8619900000202", ReplyBehaviour::Never),
+        ],
+        SPEED,
+        &cancel,
+    );
+    // The kit's own modem, in the valley: both heads answer it.
+    let kit_modem = common::start_modem(
+        &kdir,
+        vec![
+            phone("+8619900000201", answers()),
+            phone("+8619900000202", answers()),
+        ],
+        SPEED,
+        &cancel,
+    );
+
+    let district_cfg = DISTRICT.write_config(
+        &ddir,
+        &format!(
+            "{}\n[kits.upper]\ndevice = \"bd-0\"\naddress = \"{KIT_CARD}\"\nareas = [\"v-up\"]\n",
+            devices(&district_modem.path, &beidou.paths[0])
+        ),
+    );
+    let kit_cfg = KIT.write_config(
+        &kdir,
+        &format!(
+            "{}\n[uplink]\ndevice = \"bd-0\"\ndistrict = \"{DISTRICT_CARD}\"\nareas = [\"v-up\"]\n",
+            devices(&kit_modem.path, &beidou.paths[1])
+        ),
+    );
+    let district = DISTRICT.start(&district_cfg);
+    let kit = KIT.start(&kit_cfg);
+
+    let alert = json!({
+        "grade": "red", "kind": "flash_flood", "headline": "山洪红色预警",
+        "text": "上游强降雨，立即转移",
+        "area": [{"type": "Named", "id": "v-1"}, {"type": "Named", "id": "v-up"}]
+    });
+    // Subscribed first: the relay is recorded in the same commit as the alert.
+    let events = Events::subscribe(&district.api).await;
+    let v = district.api.issue(&alert).await;
+    assert_eq!(v["people"], 3, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    // The district: all three acknowledged, k1 and k2 through the kit.
+    let (d, records) =
+        deliveries_until(events, &district.api, &id, "every head acknowledged", |d| {
+            ["o1", "k1", "k2"]
+                .iter()
+                .all(|p| d.get(*p).is_some_and(|x| x["state"] == "acknowledged"))
+        })
+        .await;
+    for p in ["k1", "k2"] {
+        let via = d[p]["ack_evidence"].as_str().unwrap();
+        assert!(
+            via.starts_with(&format!("bd:{KIT_CARD} via bd-0"))
+                && via.contains(&format!("relayed for {p}")),
+            "{p}: {via}"
+        );
+        assert_eq!(d[p]["late"], false, "{}", d[p]);
+        // The district's own SMS never got an answer; the kit's relay is what counted.
+        assert!(
+            d[p]["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["bearer"] == "sms")
+        );
+    }
+    assert!(
+        d["o1"]["ack_evidence"]
+            .as_str()
+            .unwrap()
+            .contains("via modem-0")
+    );
+    assert!(
+        records.iter().any(|e| e["kind"] == "relay_started"
+            && e["data"]["kit"] == "upper"
+            && e["data"]["frame"] == "alert"
+            && e["data"]["bytes"].as_str().unwrap().starts_with("11")),
+        "the alert went to the kit as a compact alert frame"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|e| e["kind"] == "relay_outcome" && e["data"]["outcome"]["kind"] == "delivered"),
+        "the kit's acks confirm it has the alert: {:?}",
+        records
+            .iter()
+            .filter(|e| e["kind"].as_str().unwrap().starts_with("relay"))
+            .collect::<Vec<_>>()
+    );
+
+    // The kit: one alert from the district, both heads acknowledged on the kit's modem.
+    let kit_alerts = kit.api.get("/v1/alerts").await;
+    let kit_alerts = kit_alerts.as_array().unwrap();
+    assert_eq!(kit_alerts.len(), 1, "{kit_alerts:?}");
+    let local = kit_alerts[0]["alert"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        local.starts_with(&format!("uplink-bd-{DISTRICT_CARD}-")),
+        "{local}"
+    );
+    assert_eq!(kit_alerts[0]["alert"]["grade"], "red");
+    let kd = kit.api.deliveries(&local).await;
+    for p in ["k1", "k2"] {
+        assert_eq!(kd[p]["state"], "acknowledged", "{}", kd[p]);
+        assert!(
+            kd[p]["ack_evidence"]
+                .as_str()
+                .unwrap()
+                .contains("via modem-0")
+        );
+    }
+
+    // What went over the air: mixed-mode compact frames between the two cards only.
+    let submits = beidou.submits.lock().unwrap().clone();
+    assert!(
+        submits.iter().any(|s| format!("{s:?}").contains(KIT_CARD)),
+        "{submits:?}"
+    );
+    assert!(
+        submits
+            .iter()
+            .any(|s| format!("{s:?}").contains(DISTRICT_CARD)),
+        "{submits:?}"
+    );
+
+    // The district cancels: the kit's alert is cancelled too.
+    let r = district
+        .api
+        .post(&format!("/v1/alerts/{id}/cancel"), &json!({}))
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let mut events = Events::subscribe(&kit.api).await;
+    events
+        .until(
+            Duration::from_secs(60),
+            "the kit's alert cancelled",
+            async || {
+                let s = kit.api.get(&format!("/v1/alerts/{local}")).await;
+                (s["state"] == "cancelled").then_some(())
+            },
+        )
+        .await;
+
+    district.stop();
+    kit.stop();
+    cancel.cancel();
+}

@@ -73,6 +73,10 @@ use crate::speaker::Speaker;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+/// Most rows the loader reserves room for before reading (10 million); a bigger file
+/// still loads, growing as it goes.
+const EXPECTED_ROWS_MAX: usize = 10_000_000;
+
 /// Country code used for national phone numbers by [`load_from_dir`] (China).
 pub const DEFAULT_COUNTRY: &str = "86";
 
@@ -743,17 +747,37 @@ impl PersonIndex {
     /// Indexes person `at`; if their id is already indexed, returns the earlier
     /// position and indexes nothing.
     fn insert(&mut self, people: &Roster, at: usize) -> Option<usize> {
-        use std::hash::BuildHasher;
         let id = people.id(at)?;
         if let Some(first) = self.get(people, id) {
             return Some(first);
         }
+        self.insert_new(people, at);
+        None
+    }
+
+    /// Gives back room reserved for far more people than came (the loader guesses
+    /// the count from the file size): a table over half empty is rebuilt to fit.
+    fn shrink_if_sparse(&mut self, people: &Roster) {
+        use std::hash::BuildHasher;
+        if self.table.capacity() / 2 > self.table.len() {
+            let hasher = &self.hasher;
+            self.table
+                .shrink_to_fit(|&i| hasher.hash_one(people.id(i as usize).unwrap_or("")));
+        }
+    }
+
+    /// Indexes person `at`, whose id the caller just looked up and did not find (the
+    /// loader's duplicate check): the table is probed once more, not twice.
+    fn insert_new(&mut self, people: &Roster, at: usize) {
+        use std::hash::BuildHasher;
+        let Some(id) = people.id(at) else {
+            return;
+        };
         let hash = self.hasher.hash_one(id);
         let hasher = &self.hasher;
         self.table.insert_unique(hash, index_u32(at), |&i| {
             hasher.hash_one(people.id(i as usize).unwrap_or(""))
         });
-        None
     }
 }
 
@@ -805,7 +829,7 @@ pub fn load_people_csv<R: std::io::Read>(
     reader: R,
     default_country: &str,
 ) -> (Vec<Person>, Vec<RejectedRow>) {
-    let (people, _lines, rejected, _index) = load_people_csv_lines(reader, default_country);
+    let (people, _lines, rejected, _index) = load_people_csv_lines(reader, default_country, 0);
     let people = (0..people.len()).filter_map(|i| people.get(i)).collect();
     (people, rejected)
 }
@@ -831,16 +855,29 @@ struct Columns {
 /// indexed by id (positions in the people list).
 type LoadedPeople = (Roster, Vec<u32>, Vec<RejectedRow>, PersonIndex);
 
-fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> LoadedPeople {
+/// Reads the people CSV into the directory's columns. `expected_rows` (a guess, 0 for
+/// none) sizes the id index and the columns up front: growing them by doubling
+/// re-hashes every id several times over a million rows.
+fn load_people_csv_lines<R: std::io::Read>(
+    reader: R,
+    default_country: &str,
+    expected_rows: usize,
+) -> LoadedPeople {
     let mut rejected = Vec::new();
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .trim(csv::Trim::All)
+        // No csv-level trimming: every field is trimmed where it is read (`parse_person`),
+        // and trimming whole records first cost a tenth of a million-row load.
         .from_reader(reader);
     let header: Vec<String> = match rdr.headers() {
         Ok(h) => h
             .iter()
-            .map(|c| c.trim_start_matches('\u{feff}').trim().to_lowercase())
+            .map(|c| {
+                c.trim()
+                    .trim_start_matches('\u{feff}')
+                    .trim()
+                    .to_lowercase()
+            })
             .collect(),
         Err(e) => {
             rejected.push(RejectedRow {
@@ -893,8 +930,9 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
     // People go straight into the columns the directory keeps (never copied), their
     // lines into a list of their own; the index finds duplicates without copying ids.
     let mut people = Roster::default();
-    let mut lines: Vec<u32> = Vec::new();
-    let mut seen = PersonIndex::with_capacity(0);
+    people.reserve(expected_rows);
+    let mut lines: Vec<u32> = Vec::with_capacity(expected_rows);
+    let mut seen = PersonIndex::with_capacity(expected_rows);
     let mut record = csv::StringRecord::new();
     let mut fallback_line = 1;
     loop {
@@ -918,7 +956,7 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
                             continue;
                         }
                         let id = row.id;
-                        let unreachable = row.addresses.is_empty();
+                        let unreachable = row.phone.is_none() && row.addresses.is_empty();
                         match people.push(row) {
                             Ok(at) => {
                                 if unreachable {
@@ -931,7 +969,7 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
                                     });
                                 }
                                 lines.push(index_u32(line));
-                                seen.insert(&people, at);
+                                seen.insert_new(&people, at);
                             }
                             Err(RosterFull) => rejected.push(RejectedRow {
                                 line,
@@ -969,6 +1007,7 @@ fn load_people_csv_lines<R: std::io::Read>(reader: R, default_country: &str) -> 
     }
     people.finish();
     lines.shrink_to_fit();
+    seen.shrink_if_sparse(&people);
     (people, lines, rejected, seen)
 }
 
@@ -985,7 +1024,18 @@ fn parse_person<'r>(
         return Err("missing id".to_owned());
     }
     let role_text = field(cols.role);
-    let role = Role::parse(&role_text.to_lowercase()).ok_or_else(|| {
+    // Role names are ASCII: compare without building a lowercase copy per row.
+    let role = Role::ALL
+        .into_iter()
+        .find(|r| r.as_str().eq_ignore_ascii_case(role_text))
+        .or_else(|| {
+            if role_text.is_ascii() {
+                None
+            } else {
+                Role::parse(&role_text.to_lowercase())
+            }
+        });
+    let role = role.ok_or_else(|| {
         let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         format!(
             "person {id}: unknown role {role_text:?} (expected one of {})",
@@ -1020,13 +1070,36 @@ fn parse_person<'r>(
         }
     };
 
+    // The first address, when it is a phone number that packs, is kept packed (no
+    // allocation for the million residents with one phone); `addresses` holds the rest.
+    let mut phone: Option<u64> = None;
     let mut addresses = Vec::new();
-    let columns: [(&str, Option<usize>, AddressParser<'_>); 5] = [
-        ("phone", Some(cols.phones), &|raw| {
-            PhoneNumber::parse(raw, default_country)
+    for (k, raw) in field(cols.phones)
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let address = match PhoneNumber::parse_packed(raw, default_country) {
+            Some(packed) if phone.is_none() && addresses.is_empty() => {
+                phone = Some(packed);
+                continue;
+            }
+            Some(packed) if phone == Some(packed) => continue,
+            Some(packed) => PhoneNumber::unpack(packed).map(Address::Phone),
+            None => None,
+        };
+        let address = match address {
+            Some(a) => a,
+            None => PhoneNumber::parse(raw, default_country)
                 .map(Address::Phone)
-                .map_err(|e| e.to_string())
-        }),
+                .map_err(|e| format!("person {id}: phone {}: {e}", k + 1))?,
+        };
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    let columns: [(&str, Option<usize>, AddressParser<'_>); 4] = [
         ("beidou", cols.beidou, &parse_beidou_card),
         ("mesh", cols.mesh, &parse_mesh_node),
         ("sbd", cols.sbd, &parse_sbd_imei),
@@ -1054,6 +1127,7 @@ fn parse_person<'r>(
         areas,
         location,
         town: opt(cols.town),
+        phone,
         addresses,
     })
 }
@@ -1452,8 +1526,17 @@ pub fn load_from_dir_with(
         path: people_path,
         source,
     })?;
-    let (mut people, lines, mut rejected, person_ids) =
-        load_people_csv_lines(std::io::BufReader::new(file), default_country);
+    // A resident's row is rarely under 48 bytes (id, name, role, location, phone);
+    // a guess too high only reserves address space the columns give back at the end.
+    let expected_rows = file
+        .metadata()
+        .map_or(0, |m| usize::try_from(m.len() / 48).unwrap_or(0))
+        .min(EXPECTED_ROWS_MAX);
+    let (mut people, lines, mut rejected, person_ids) = load_people_csv_lines(
+        std::io::BufReader::new(file),
+        default_country,
+        expected_rows,
+    );
 
     let area_ids: HashSet<&AreaId> = areas.iter().map(|a| &a.id).collect();
     // Which supervisors are missing is decided against the index, which the roster

@@ -33,13 +33,24 @@ pub(crate) struct Row<'a> {
     pub location: Option<[f64; 2]>,
     /// Town name.
     pub town: &'a str,
-    /// Addresses in order of preference.
+    /// The first address, when it is a phone number packed by [`PhoneNumber::pack`].
+    pub phone: Option<u64>,
+    /// Addresses in order of preference (after `phone`, if any).
     pub addresses: Vec<Address>,
 }
 
 impl<'a> Row<'a> {
     /// The row of an existing person (their addresses are copied).
     pub fn of(p: &'a Person) -> Row<'a> {
+        let phone = match p.addresses.first() {
+            Some(Address::Phone(n)) => n.pack(),
+            _ => None,
+        };
+        let rest = if phone.is_some() {
+            p.addresses.get(1..).unwrap_or(&[])
+        } else {
+            &p.addresses[..]
+        };
         Row {
             id: p.id.as_str(),
             name: &p.name,
@@ -48,7 +59,8 @@ impl<'a> Row<'a> {
             areas: p.areas.iter().map(AreaId::as_str).collect(),
             location: p.location,
             town: &p.town,
-            addresses: p.addresses.clone(),
+            phone,
+            addresses: rest.to_vec(),
         }
     }
 }
@@ -178,26 +190,26 @@ impl Roster {
         self.locations.push(row.location.unwrap_or([f64::NAN; 2]));
         self.area_list.extend(areas);
         self.area_ends.push(area_end);
-        let mut addresses = row.addresses;
-        let packed = match addresses.first() {
-            Some(Address::Phone(p)) => p.pack(),
-            _ => None,
-        };
-        match packed {
-            Some(packed) => {
-                self.phones.push(packed);
-                addresses.remove(0);
-            }
-            None => self.phones.push(0),
-        }
-        if !addresses.is_empty() {
+        self.phones.push(row.phone.unwrap_or(0));
+        if !row.addresses.is_empty() {
             self.more_addresses
-                .push((at_u32, addresses.into_boxed_slice()));
+                .push((at_u32, row.addresses.into_boxed_slice()));
         }
         if let Some(s) = row.supervisor {
             self.supervisors.push((at_u32, PersonId::from(s)));
         }
         Ok(at)
+    }
+
+    /// Makes room for `n` more people in the per-person columns (not the text).
+    pub fn reserve(&mut self, n: usize) {
+        self.id_ends.reserve(n);
+        self.name_ends.reserve(n);
+        self.roles.reserve(n);
+        self.town_of.reserve(n);
+        self.locations.reserve(n);
+        self.phones.reserve(n);
+        self.area_ends.reserve(n);
     }
 
     /// Frees the spare room of every column and the interning maps: call once everyone

@@ -2254,6 +2254,228 @@ c3,巳,grid_lead,,,,,镇,13800138000,,,,
         );
     }
 
+    /// Random people as a district might write them: every role, with and without a
+    /// supervisor (always an earlier person, so no loops), areas (repeats included),
+    /// location, town, and zero to two phones plus the off-grid addresses.
+    fn random_people(n: usize, seed: u64) -> Vec<Person> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let names = ["王伟", "李 秀英", "Zhang, \"Wei\"", "", "O'Brien", "马\t明"];
+        let towns = ["东镇", "西镇", "", "South Town"];
+        let areas = ["town", "v1", "hp"];
+        (0..n)
+            .map(|i| {
+                let role = Role::ALL[rng.random_range(0..Role::ALL.len())];
+                let supervisor = (i > 0 && rng.random_bool(0.3))
+                    .then(|| PersonId(format!("p{}", rng.random_range(0..i))));
+                let area_count = rng.random_range(0..4);
+                let areas = (0..area_count)
+                    .map(|_| AreaId::from(areas[rng.random_range(0..areas.len())]))
+                    .collect();
+                let location = rng.random_bool(0.8).then(|| {
+                    [
+                        rng.random_range(-180.0..=180.0),
+                        rng.random_range(-90.0..=90.0),
+                    ]
+                });
+                let mut addresses = Vec::new();
+                for k in 0..rng.random_range(0..3u64) {
+                    let digits = rng.random_range(7..=15);
+                    let value = rng.random_range(0..10u64.pow(digits));
+                    let number = format!("+{value:0width$}", width = digits as usize);
+                    let a = Address::Phone(PhoneNumber::try_from(number).unwrap());
+                    if k == 0 || !addresses.contains(&a) {
+                        addresses.push(a);
+                    }
+                }
+                if rng.random_bool(0.2) {
+                    addresses.push(Address::BeidouCard(format!(
+                        "{}",
+                        rng.random_range(1..10_000_000_000u64)
+                    )));
+                }
+                if rng.random_bool(0.2) {
+                    addresses.push(Address::MeshNode(rng.random_range(1..u32::MAX)));
+                }
+                if rng.random_bool(0.1) {
+                    addresses.push(Address::SbdImei(format!(
+                        "{:015}",
+                        rng.random_range(0..1_000_000_000_000_000u64)
+                    )));
+                }
+                if rng.random_bool(0.1) {
+                    addresses.push(Address::App(format!("app-{i}")));
+                }
+                Person {
+                    id: PersonId(format!("p{i}")),
+                    name: names[rng.random_range(0..names.len())].to_owned(),
+                    role,
+                    supervisor,
+                    areas,
+                    location,
+                    town: towns[rng.random_range(0..towns.len())].to_owned(),
+                    addresses,
+                }
+            })
+            .collect()
+    }
+
+    /// The people CSV of these people, every column.
+    fn people_csv(people: &[Person]) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "id",
+            "name",
+            "role",
+            "supervisor",
+            "areas",
+            "lon",
+            "lat",
+            "town",
+            "phones",
+            "beidou",
+            "mesh",
+            "sbd",
+            "app",
+        ])
+        .unwrap();
+        for p in people {
+            let join = |f: &dyn Fn(&Address) -> Option<String>| {
+                p.addresses
+                    .iter()
+                    .filter_map(f)
+                    .collect::<Vec<_>>()
+                    .join(";")
+            };
+            let (lon, lat) = match p.location {
+                // Display of an f64 reads back to the same f64.
+                Some([lon, lat]) => (lon.to_string(), lat.to_string()),
+                None => (String::new(), String::new()),
+            };
+            let areas: Vec<&str> = p.areas.iter().map(AreaId::as_str).collect();
+            w.write_record([
+                p.id.as_str(),
+                &p.name,
+                p.role.as_str(),
+                p.supervisor.as_ref().map_or("", |s| s.as_str()),
+                &areas.join(";"),
+                &lon,
+                &lat,
+                &p.town,
+                &join(&|a| match a {
+                    Address::Phone(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+                &join(&|a| match a {
+                    Address::BeidouCard(c) => Some(c.clone()),
+                    _ => None,
+                }),
+                &join(&|a| match a {
+                    Address::MeshNode(n) => Some(format!("!{n:08x}")),
+                    _ => None,
+                }),
+                &join(&|a| match a {
+                    Address::SbdImei(i) => Some(i.clone()),
+                    _ => None,
+                }),
+                &join(&|a| match a {
+                    Address::App(x) => Some(x.clone()),
+                    _ => None,
+                }),
+            ])
+            .unwrap();
+        }
+        String::from_utf8(w.into_inner().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_loaded_person_materializes_with_exactly_the_fields_of_their_row() {
+        // Names that trim differently are left out: the loader trims every cell.
+        let people: Vec<Person> = random_people(3_000, 31)
+            .into_iter()
+            .map(|mut p| {
+                p.name = p.name.trim().to_owned();
+                p
+            })
+            .collect();
+        let csv = people_csv(&people);
+        let dir = std::env::temp_dir().join(format!("tocsin-dir-roundtrip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("areas.geojson"), GEOJSON).unwrap();
+        std::fs::write(dir.join("people.csv"), &csv).unwrap();
+        let (d, rejected) = load_from_dir_with(&dir, "86").unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+
+        // Only the people without any address are reported, and they are kept.
+        let unreachable = people.iter().filter(|p| p.addresses.is_empty()).count();
+        assert!(unreachable > 0);
+        assert_eq!(rejected.len(), unreachable, "{rejected:?}");
+        assert!(rejected.iter().all(|r| r.kept));
+
+        let all = d.people();
+        assert_eq!(all.len(), people.len());
+        assert_eq!(all.iter().len(), people.len());
+        for (i, (got, want)) in all.iter().zip(&people).enumerate() {
+            assert_eq!(&got, want, "row {}", i + 2);
+            assert_eq!(all.get(i).as_ref(), Some(want));
+            assert_eq!(all.id(i), Some(want.id.as_str()));
+            assert_eq!(d.person(&want.id).as_ref(), Some(want));
+            assert!(d.contains(&want.id));
+        }
+        assert_eq!(all.get(people.len()), None);
+        assert!(!d.contains(&"nobody".into()));
+        let backwards: Vec<Person> = all.iter().rev().collect();
+        assert!(backwards.iter().rev().eq(people.iter()));
+        let crews: Vec<Person> = all.with_role(Role::FieldCrew).collect();
+        assert!(!crews.is_empty());
+        assert!(
+            crews
+                .iter()
+                .eq(people.iter().filter(|p| p.role == Role::FieldCrew))
+        );
+        // Supervisor chains are built from the same columns.
+        for p in people.iter().step_by(37) {
+            let mut want = Vec::new();
+            let mut cur = p.supervisor.clone();
+            while let Some(s) = cur {
+                let sup = people.iter().find(|q| q.id == s).unwrap();
+                want.push(sup.clone());
+                cur = sup.supervisor.clone();
+            }
+            assert_eq!(d.supervisor_chain(&p.id), want, "{}", p.id);
+        }
+
+        // The plain CSV reader and a directory built from records agree.
+        let (read, rejected) = load_people_csv(csv.as_bytes(), "86");
+        assert_eq!(read, people);
+        assert_eq!(rejected.len(), unreachable);
+        let built = Directory::new(people.clone(), load_areas_geojson(GEOJSON).unwrap()).unwrap();
+        assert!(built.people().iter().eq(people.iter().cloned()));
+    }
+
+    #[test]
+    fn a_phone_number_that_does_not_pack_is_kept_as_written() {
+        // A country code with a letter cannot pack into digits; such numbers keep their
+        // text, in order, once each, around the ones that do pack.
+        let csv = "id,name,role,phones\n\
+                   a,A,resident,1234567;+8613800138000;1234567;+8613800138000\n\
+                   b,B,resident,+8613800138000;7654321\n";
+        let (people, rejected) = load_people_csv(csv.as_bytes(), "8a");
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let phone = |s: &str| Address::Phone(PhoneNumber::parse(s, "8a").unwrap());
+        assert_eq!(
+            people[0].addresses,
+            vec![phone("1234567"), phone("+8613800138000")]
+        );
+        assert_eq!(people[0].addresses[0].to_string(), "+8a1234567");
+        assert_eq!(
+            people[1].addresses,
+            vec![phone("+8613800138000"), phone("7654321")]
+        );
+        let d = Directory::new(people.clone(), Vec::new()).unwrap();
+        assert!(d.people().iter().eq(people.iter().cloned()));
+    }
+
     const GEOJSON: &str = r#"{"type":"FeatureCollection","name":"synthetic test","features":[
       {"type":"Feature","properties":{"id":"town","kind":"town","name":"镇"},
        "geometry":{"type":"Polygon","coordinates":[[[116.0,40.0],[116.1,40.0],[116.1,40.1],[116.0,40.1],[116.0,40.0]]]}},

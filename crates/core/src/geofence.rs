@@ -1084,6 +1084,42 @@ mod tests {
         assert_eq!(out, (0..10_000).collect::<Vec<_>>());
     }
 
+    #[test]
+    fn packed_tree_answers_like_brute_force_at_every_node_boundary() {
+        // Sizes around a full leaf (16), a full second level (256) and a full third
+        // level (4096): the last node of each level is partial.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let polygon = square(116.2, 40.4, 0.35);
+        let circle = AreaSpec::Circle {
+            center: [116.5, 40.6],
+            radius_m: 15_000.0,
+        };
+        for n in [0usize, 1, 15, 16, 17, 255, 256, 257, 4_095, 4_096, 4_097] {
+            let points = random_points(&mut rng, n, [116.0, 40.3], [117.0, 40.9]);
+            let index = GeoIndex::new(points.clone(), Vec::new());
+            assert_eq!(index.point_count(), n);
+            for spec in [&polygon, &circle] {
+                let region = spec.to_region_unnamed().unwrap();
+                assert_eq!(
+                    index.points_in(&region),
+                    brute_force(&points, &region),
+                    "{n} points, {spec:?}"
+                );
+            }
+            // A region holding everything takes whole nodes without testing points.
+            let all = square(115.0, 39.0, 3.0).to_region_unnamed().unwrap();
+            let ids: Vec<u32> = (0..n as u32).collect();
+            assert_eq!(index.points_in(&all), ids, "{n} points");
+        }
+        // Every point at one spot: the Hilbert grid has no extent to divide.
+        let same: Vec<(u32, [f64; 2])> = (0..40).map(|i| (i, [116.5, 40.5])).collect();
+        let index = GeoIndex::new(same, Vec::new());
+        let hit = Region::circle([116.5, 40.5], 1.0);
+        assert_eq!(index.points_in(&hit), (0..40).collect::<Vec<_>>());
+        let miss = Region::circle([116.6, 40.5], 1.0);
+        assert!(index.points_in(&miss).is_empty());
+    }
+
     fn square(x0: f64, y0: f64, s: f64) -> AreaSpec {
         AreaSpec::Polygon {
             coordinates: vec![vec![

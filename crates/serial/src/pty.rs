@@ -166,8 +166,12 @@ impl SimPort {
         self.back_at
     }
 
-    /// Pulls the device (the driver's reads fail) until `back_at`.
+    /// Pulls the device (the driver's reads fail) until `back_at`. The link is removed
+    /// meanwhile: left pointing at the closed `/dev/pts/N`, it would let the driver's
+    /// reopen find whatever pty the kernel hands out next under that number (another
+    /// simulator's, in a parallel test run).
     pub fn hang_up(&mut self, back_at: tokio::time::Instant) {
+        let _ = std::fs::remove_file(&self.link);
         self.pty = None;
         self.back_at = Some(back_at);
     }

@@ -205,6 +205,11 @@ impl Runner {
                     Some(SimCommand::SetSignal { terminal, signal }) => net.set_signal(terminal, signal),
                     Some(SimCommand::HangUp { terminal, down_for }) => {
                         if let Some(p) = self.ptys.get_mut(terminal) {
+                            // No link while away: a reopen must not find the next pty
+                            // the kernel hands out under the old number.
+                            if let Some(link) = self.links.get(terminal) {
+                                let _ = std::fs::remove_file(link);
+                            }
                             *p = None;
                             if let Some(b) = self.back_at.get_mut(terminal) {
                                 *b = Some(self.clock.real_now() + down_for);

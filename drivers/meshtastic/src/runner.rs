@@ -287,6 +287,11 @@ async fn run_sim(r: Runner) {
                 Some(SimCommand::Reboot) => sim.reboot(clock.now()),
                 Some(SimCommand::SetFaults(f)) => sim.set_faults(f),
                 Some(SimCommand::HangUp { down_for }) => {
+                    // No link while away: a reopen must not find the next pty the kernel
+                    // hands out under the old number.
+                    if let Listen::Pty(link) = &listen {
+                        let _ = std::fs::remove_file(link);
+                    }
                     conn = None;
                     back_at = Some(clock.real_now() + down_for);
                 }

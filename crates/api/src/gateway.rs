@@ -4,7 +4,7 @@
 use crate::model::{Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, NewAlert};
 use std::future::Future;
 use tocsin_core::AlertId;
-use tocsin_router::{AlertSummary, DeliveryState, DeliveryView, Preview, SpeakerView};
+use tocsin_router::{AlertSummary, DeliveryState, DeliveryView, Preview, RelayView, SpeakerView};
 
 /// What the gateway does for the API. The daemon implements it; tests use a fake.
 ///
@@ -41,6 +41,13 @@ pub trait Gateway: Send + Sync + 'static {
     /// The loudspeaker announcements of one alert with their reception evidence; `None`
     /// if no such alert exists. The default knows no alert, for gateways without speakers.
     fn speakers(&self, id: &AlertId) -> impl Future<Output = Option<Vec<SpeakerView>>> + Send {
+        let _ = id;
+        std::future::ready(None)
+    }
+
+    /// The field-kit relays of one alert (district side); `None` if no such alert exists.
+    /// The default knows no alert, for gateways without kits.
+    fn relays(&self, id: &AlertId) -> impl Future<Output = Option<Vec<RelayView>>> + Send {
         let _ = id;
         std::future::ready(None)
     }

@@ -103,6 +103,7 @@ pub(crate) fn endpoints<G: Gateway>() -> Vec<(Method, &'static str, MethodRouter
             get(deliveries::<G>),
         ),
         (Method::GET, "/v1/alerts/{id}/speakers", get(speakers::<G>)),
+        (Method::GET, "/v1/alerts/{id}/kits", get(kits::<G>)),
         (Method::GET, "/v1/devices", get(devices::<G>)),
         (Method::GET, "/v1/events", get(events::<G>)),
         (Method::GET, "/v1/openapi.json", get(openapi)),
@@ -193,6 +194,17 @@ async fn speakers<G: Gateway>(
     AlertIdPath(id): AlertIdPath,
 ) -> Result<Response, ApiError> {
     match s.gateway.speakers(&id).await {
+        Some(views) => Ok(Json(views).into_response()),
+        None => Err(ApiError::NotFound(format!("alert {id}"))),
+    }
+}
+
+async fn kits<G: Gateway>(
+    State(s): State<AppState<G>>,
+    _: Viewer,
+    AlertIdPath(id): AlertIdPath,
+) -> Result<Response, ApiError> {
+    match s.gateway.relays(&id).await {
         Some(views) => Ok(Json(views).into_response()),
         None => Err(ApiError::NotFound(format!("alert {id}"))),
     }
@@ -811,6 +823,21 @@ mod tests {
                 Some(VIEWER),
                 None,
             ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, v) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts/alert-1/kits", Some(VIEWER), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v[0]["kit"], "upper");
+        assert_eq!(v[0]["state"], "confirmed");
+        assert_eq!(v[0]["acks"], 2);
+        let (status, _) = send_json(
+            &router,
+            request(Method::GET, "/v1/alerts/alert-7/kits", Some(VIEWER), None),
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -207,6 +207,24 @@ impl Gateway for FakeGateway {
         ])
     }
 
+    async fn relays(&self, id: &AlertId) -> Option<Vec<tocsin_router::RelayView>> {
+        if !self.lock().alerts.contains_key(id) {
+            return None;
+        }
+        Some(vec![tocsin_router::RelayView {
+            kit: "upper".into(),
+            device: tocsin_core::DeviceId::from("bd-0"),
+            address: tocsin_core::Address::BeidouCard("0242407".into()),
+            state: tocsin_router::RelayState::Confirmed,
+            frame: tocsin_router::RelayFrame::Alert,
+            tries: 1,
+            people: 2,
+            acks: 2,
+            since: tocsin_core::Timestamp(0),
+            reason: None,
+        }])
+    }
+
     async fn cancel(&self, id: &AlertId, by: &str) -> Result<AlertSummary, GatewayError> {
         let mut inner = self.lock();
         if let Some(e) = inner.fail_with.clone() {

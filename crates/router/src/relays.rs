@@ -178,6 +178,16 @@ impl State {
         }
     }
 
+    /// A frame handed to a device takes a slot of its send budget like any attempt, so
+    /// the router does not plan texts into the slot the frame took.
+    fn spend_budget(&mut self, device: &DeviceId, at: Timestamp) {
+        let interval = self.intervals.get(device).copied().unwrap_or(0);
+        self.buckets
+            .entry(device.clone())
+            .or_default()
+            .consume(at, interval);
+    }
+
     fn relay_ix(&self, alert: &AlertId, kit: &str) -> Result<(u32, u32), String> {
         let a = *self
             .alert_ix
@@ -200,11 +210,13 @@ impl State {
                 alert,
                 kit,
                 attempt,
+                device,
                 frame,
                 ..
             } => {
                 let (a, k) = self.relay_ix(alert, kit)?;
                 self.relay_attempts.insert(*attempt, (a, k));
+                self.spend_budget(device, *at);
                 self.next_attempt = self.next_attempt.max(attempt.0.saturating_add(1));
                 let r = &mut self.alerts[a as usize].relays[k as usize];
                 r.frame = *frame;
@@ -233,7 +245,6 @@ impl State {
                         if r.state == RelayState::Sending && r.attempt == Some(*attempt) {
                             r.state = RelayState::Sent;
                             r.since = *at;
-                            r.tries = 0;
                         }
                     }
                     Outcome::Delivered { .. } => {
@@ -273,11 +284,14 @@ impl State {
                 r.reason = Some(reason.clone());
             }
             Record::UplinkStarted {
+                at,
                 alert,
                 attempt,
+                device,
                 people,
                 ..
             } => {
+                self.spend_budget(device, *at);
                 let a = *self
                     .alert_ix
                     .get(alert)

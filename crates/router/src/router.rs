@@ -38,6 +38,10 @@ pub struct DeviceInfo {
 
 /// What the router asks the daemon to do, in order.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "most outputs are records, drained at once; boxing each would allocate per record"
+)]
 pub enum Output {
     /// Append this record to the durable log (all records of one batch in one transaction).
     Record(crate::record::Record),

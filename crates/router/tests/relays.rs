@@ -63,14 +63,15 @@ fn district_plan() -> AlertPlan {
     p
 }
 
-/// Every output so far: the records, and the frames handed to devices.
-fn drain(
-    r: &mut Router,
-) -> (
+/// What the router put out: records, frames handed to devices, other commands.
+type Drained = (
     Vec<Record>,
     Vec<(DeviceId, FrameOut)>,
     Vec<(DeviceId, DriverCommand)>,
-) {
+);
+
+/// Every output so far: the records, and the frames handed to devices.
+fn drain(r: &mut Router) -> Drained {
     let (mut recs, mut frames, mut other) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(o) = r.poll_output() {
         match o {

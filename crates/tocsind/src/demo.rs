@@ -232,12 +232,23 @@ fn dialled(number: &str) -> String {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let district = find_district(args.district)?;
+    let district = find_district(args.district.clone())?;
     let (directory, _) =
         load_from_dir(&district).with_context(|| format!("loading {}", district.display()))?;
     let valley_text = std::fs::read_to_string(district.join("valley.geojson"))
         .context("reading valley.geojson")?;
     let valley = valley_area(&valley_text)?;
+
+    // The field kit's valley: the first village in the alert's area whose head has only
+    // phones. Its cell network is down: the district's SMS and calls reach nobody there,
+    // and only the kit (BeiDou card 0242407, its own modem in the village) gets through.
+    let kit_village = kit_village(&directory, &valley);
+    let kit_people = match &kit_village {
+        Some(v) => crate::uplink::served(&directory, std::slice::from_ref(v))
+            .map_err(|e| anyhow::anyhow!(e))?,
+        None => Default::default(),
+    };
+    let mut kit_phones = Vec::new();
 
     // The people behind the phones, cards, radios and the field kit.
     let speed = args.speed;
@@ -252,6 +263,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         // The crew lead carrying the SBD kit is out in the field beyond the cell network
         // and the card's coverage: only the kit's uplink answers for them.
         let c = if p.addresses.iter().any(|a| matches!(a, Address::SbdImei(_))) {
+            Conduct::Never
+        } else {
+            c
+        };
+        // In the kit's valley people answer the kit's modem as they would have answered
+        // the district's; the district's own messages never reach them.
+        let c = if kit_people.contains(&p.id) {
+            for a in &p.addresses {
+                if let Address::Phone(n) = a {
+                    kit_phones.push(PhoneScript {
+                        number: n.as_str().to_owned(),
+                        behaviour: sms_behaviour(&c),
+                    });
+                }
+            }
             Conduct::Never
         } else {
             c
@@ -292,7 +318,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(n) = nodes.first_mut() {
         n.nak = Some(NAK_NO_ROUTE);
     }
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.clone() {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("tocsin-demo-{}", std::process::id())),
     };
@@ -372,11 +398,43 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         devices,
         policies: demo_policies(),
-        kits: Default::default(),
+        kits: kit_village
+            .iter()
+            .map(|v| {
+                (
+                    v.to_string(),
+                    crate::config::KitConfig {
+                        device: "beidou-1".into(),
+                        address: KIT_CARD.into(),
+                        areas: vec![v.to_string()],
+                        max_bytes: None,
+                    },
+                )
+            })
+            .collect(),
         uplink: None,
         speech: tocsin_voice::SpeechConfig::default(),
         checkins: crate::config::CheckinsConfig::default(),
         mesh: crate::config::MeshSection::default(),
+    };
+    // The kit's node starts first: it is out in the valley, waiting for the district.
+    let kit = match &kit_village {
+        Some(v) => Some(
+            start_kit(
+                &data_dir,
+                &district,
+                &directory,
+                &kit_people,
+                v,
+                kit_phones,
+                &bearers.kit_beidou,
+                &args,
+                &sims_cancel,
+            )
+            .await
+            .context("starting the field kit's node")?,
+        ),
+        None => None,
     };
     let running = daemon::start(cfg).await?;
     println!(
@@ -393,6 +451,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  off-grid: 2 BeiDou terminals (BDS-2, BDS-3) with the satellite network, 1 Meshtastic radio, \
          1 Iridium 9603 for field kit F01, SIP trunk to 127.0.0.1 (calls play in real time)"
     );
+    if let (Some(v), Some(k)) = (&kit_village, &kit) {
+        println!(
+            "  field kit for {v} ({} people, cell network down): its own tocsind node with a modem and \
+             BeiDou card {KIT_CARD}, API http://{}",
+            kit_people.len(),
+            k.running.api_addr
+        );
+    }
     println!("  API http://{}  token {}", running.api_addr, token);
     println!("  log {}", data_dir.join("tocsin.db").display());
 
@@ -480,6 +546,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .unwrap_or_default();
     println!("{}", report::render_speakers(&loudspeakers));
+    let relays = running
+        .handle
+        .relays(&accepted.id)
+        .await
+        .unwrap_or_default();
+    print!("{}", report::render_kits(&relays));
+    if let Some(k) = &kit {
+        for a in k.running.handle.alerts().await {
+            let d = k
+                .running
+                .handle
+                .deliveries(&a.alert.id, None)
+                .await
+                .unwrap_or_default();
+            let acked = d
+                .iter()
+                .filter(|x| x.state == DeliveryState::Acknowledged)
+                .count();
+            println!(
+                "  on the kit's node: alert {} ({}), {} people, {acked} acked on the kit's modem\n",
+                a.alert.id,
+                format!("{:?}", a.state).to_lowercase(),
+                d.len()
+            );
+        }
+    }
     if !args.until_done {
         println!(
             "API still up on http://{} (token {}); Ctrl-C to stop.",
@@ -488,6 +580,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         daemon::wait_for_signal(&running.shutdown).await;
     }
     let result = daemon::stop(running).await;
+    if let Some(k) = kit {
+        daemon::stop(k.running).await?;
+        drop(k.modem);
+    }
     sims_cancel.cancel();
     drop(sims);
     drop(bearers);
@@ -537,6 +633,8 @@ struct OffGridPeople {
 
 /// Simulators of the off-grid bearers (kept alive until the demo ends).
 struct OffGridSims {
+    /// The field kit's BeiDou terminal (for the kit's node).
+    kit_beidou: PathBuf,
     _beidou: tocsin_beidou::pty::SimHandle,
     _mesh: tocsin_meshtastic::runner::SimHandle,
     _sbd: Option<tocsin_iridium_sbd::pty::SimHandle>,
@@ -565,10 +663,14 @@ async fn offgrid_devices(
     let mut bds3 = tocsin_beidou::sim::TerminalConfig::new("4207733");
     bds3.dialect = tocsin_beidou::sim::SimDialect::Bds3;
     bds3.frequency_secs = period;
-    let links = vec![dir.join("beidou-1"), dir.join("beidou-2")];
+    // The field kit's terminal, on the same network (its node opens it, not this one).
+    let mut kit = tocsin_beidou::sim::TerminalConfig::new(KIT_CARD);
+    kit.frequency_secs = period;
+    let links = [dir.join("beidou-1"), dir.join("beidou-2")];
+    let kit_beidou = dir.join("kit-beidou");
     let beidou = tocsin_beidou::pty::spawn_sim(
-        links.clone(),
-        vec![bds2, bds3],
+        links.iter().cloned().chain([kit_beidou.clone()]).collect(),
+        vec![bds2, bds3, kit],
         tocsin_beidou::sim::SimConfig {
             cards: people.cards,
             default_script: tocsin_beidou::sim::ReplyBehaviour::Never,
@@ -662,11 +764,143 @@ async fn offgrid_devices(
     devices.insert("sip-1".into(), DeviceConfig::Sip(sip));
 
     Ok(OffGridSims {
+        kit_beidou,
         _beidou: beidou,
         _mesh: mesh,
         _sbd: sbd,
         _far_end: far_end,
     })
+}
+
+/// The field kit's BeiDou card.
+const KIT_CARD: &str = "0242407";
+
+/// The village the demo's field kit serves: the first village in the alert's area whose
+/// head has phones only (no BeiDou card, mesh radio or SBD kit of their own).
+fn kit_village(
+    directory: &tocsin_core::directory::Directory,
+    valley: &[AreaSpec],
+) -> Option<tocsin_core::AreaId> {
+    let regions: Vec<_> = valley
+        .iter()
+        .filter_map(|a| a.to_region_unnamed().ok())
+        .collect();
+    directory.people().iter().find_map(|p| {
+        let inside = p
+            .location
+            .is_some_and(|pos| regions.iter().any(|r| r.contains(pos)));
+        let phones_only = p.addresses.iter().all(|a| matches!(a, Address::Phone(_)));
+        (p.role == Role::VillageHead && inside && phones_only)
+            .then(|| p.areas.first().cloned())
+            .flatten()
+    })
+}
+
+/// The field kit's node while the demo runs.
+struct KitNode {
+    running: daemon::Running,
+    modem: tocsin_at_modem::pty::SimHandle,
+}
+
+/// Starts the field kit's own gateway: its directory (the village's people, by the
+/// district's ids), its modem in the village and its BeiDou terminal, and `[uplink]` to
+/// the district's card.
+#[allow(clippy::too_many_arguments, reason = "the demo's wiring, in one place")]
+async fn start_kit(
+    data_dir: &std::path::Path,
+    district: &std::path::Path,
+    directory: &tocsin_core::directory::Directory,
+    people: &std::collections::HashSet<tocsin_core::PersonId>,
+    village: &tocsin_core::AreaId,
+    phones: Vec<PhoneScript>,
+    beidou: &std::path::Path,
+    args: &DemoArgs,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<KitNode> {
+    let root = data_dir.join("kit");
+    let dir = root.join("district");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(district.join("areas.geojson"), dir.join("areas.geojson"))?;
+    let mut csv =
+        String::from("id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app\n");
+    for p in directory.people().iter().filter(|p| people.contains(&p.id)) {
+        let join = |v: Vec<String>| v.join(";");
+        let (lon, lat) = p
+            .location
+            .map(|[lon, lat]| (lon.to_string(), lat.to_string()))
+            .unwrap_or_default();
+        let phones = p
+            .addresses
+            .iter()
+            .filter_map(|a| match a {
+                Address::Phone(n) => Some(n.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        csv.push_str(&format!(
+            "{},{},{},,{},{lon},{lat},{},{},,,,\n",
+            p.id,
+            p.name,
+            p.role.as_str(),
+            join(p.areas.iter().map(|a| a.to_string()).collect()),
+            p.town,
+            join(phones),
+        ));
+    }
+    std::fs::write(dir.join("people.csv"), csv)?;
+    let modem = tocsin_at_modem::pty::spawn_sim(
+        root.join("modem-1"),
+        SimConfig {
+            phones,
+            default_script: ReplyBehaviour::Never,
+            ..SimConfig::default()
+        },
+        args.seed.wrapping_add(100),
+        args.speed,
+        cancel.child_token(),
+    )
+    .context("starting the kit's modem simulator")?;
+    let mut devices = BTreeMap::new();
+    let mut m = tocsin_at_modem::config::ModemConfig::new(modem.path.to_string_lossy());
+    m.per_minute = args.per_minute;
+    devices.insert("modem-1".to_owned(), DeviceConfig::AtModem(m));
+    let mut b = tocsin_beidou::config::BeidouConfig::new(beidou.to_string_lossy());
+    b.assumed_interval_secs = 60;
+    devices.insert("bd-1".to_owned(), DeviceConfig::Beidou(b));
+    let cfg = Config {
+        node: NodeConfig {
+            name: "demo-kit".into(),
+            data_dir: root.join("data"),
+            durability: "full".into(),
+            clock_speed: args.speed,
+        },
+        directory: DirectoryConfig {
+            path: dir,
+            default_country: "86".into(),
+        },
+        ack: AckConfig {
+            key: "demo-field-kit-secret-0000".into(),
+        },
+        api: ApiSection {
+            listen: "127.0.0.1:0".into(),
+            ..ApiSection::default()
+        },
+        devices,
+        policies: tocsin_router::Policies::default(),
+        kits: BTreeMap::new(),
+        uplink: Some(crate::config::UplinkConfig {
+            device: "bd-1".into(),
+            district: "0242286".into(),
+            areas: vec![village.to_string()],
+            max_bytes: None,
+        }),
+        speech: tocsin_voice::SpeechConfig::default(),
+        checkins: crate::config::CheckinsConfig::default(),
+        mesh: crate::config::MeshSection::default(),
+    };
+    let _ = std::fs::remove_dir_all(root.join("data"));
+    let running = daemon::start(cfg).await?;
+    Ok(KitNode { running, modem })
 }
 
 fn valley_area(text: &str) -> anyhow::Result<Vec<AreaSpec>> {

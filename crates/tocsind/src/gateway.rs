@@ -64,6 +64,8 @@ pub enum Request {
     ),
     /// One alert's loudspeaker announcements.
     Speakers(AlertId, Reply<Option<Vec<SpeakerView>>>),
+    /// One alert's relays to field kits.
+    Relays(AlertId, Reply<Option<Vec<tocsin_router::RelayView>>>),
     /// Cancel an alert.
     Cancel(AlertId, String, Reply<Result<AlertSummary, GatewayError>>),
     /// Change an alert's grade, text or area.
@@ -572,6 +574,9 @@ impl Engine {
             Request::Speakers(id, reply) => {
                 let _ = reply.send(self.router.speakers(&id));
             }
+            Request::Relays(id, reply) => {
+                let _ = reply.send(self.router.relays(&id));
+            }
             Request::Cancel(id, by, reply) => match self.router.handle_cancel(now, &id, &by) {
                 Ok(()) => deferred.push(Deferred::Summary(reply, id)),
                 Err(e) => {
@@ -958,6 +963,10 @@ impl tocsin_api::Gateway for GatewayHandle {
     async fn speakers(&self, id: &AlertId) -> Option<Vec<SpeakerView>> {
         let id = id.clone();
         self.ask(|r| Request::Speakers(id, r)).await.ok().flatten()
+    }
+    async fn relays(&self, id: &AlertId) -> Option<Vec<tocsin_router::RelayView>> {
+        let id = id.clone();
+        self.ask(|r| Request::Relays(id, r)).await.ok().flatten()
     }
     async fn cancel(&self, id: &AlertId, by: &str) -> Result<AlertSummary, GatewayError> {
         let (id, by) = (id.clone(), by.to_owned());

@@ -275,6 +275,36 @@ pub fn render_speakers(speakers: &[tocsin_router::SpeakerView]) -> String {
     out
 }
 
+/// The field kits an alert was relayed to: the frame each got, where it stands, and how
+/// many of its people's acks came back through it (counted in the BeiDou or SBD column
+/// above, the link they travelled on).
+pub fn render_kits(relays: &[tocsin_router::RelayView]) -> String {
+    let mut out = String::new();
+    if relays.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "field kits: {}", relays.len());
+    for r in relays {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<16} {:<10} {} of {} people acked through it (counted under its link above), {} frame, {} tr{}{}",
+            r.kit,
+            r.address.to_string(),
+            format!("{:?}", r.state).to_lowercase(),
+            r.acks,
+            r.people,
+            format!("{:?}", r.frame).to_lowercase(),
+            r.tries,
+            if r.tries == 1 { "y" } else { "ies" },
+            r.reason
+                .as_deref()
+                .map(|x| format!(" ({x})"))
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,7 +319,7 @@ fn headline(kind: &str) -> String {
 }
 
 /// The people located inside `areas` or responsible for one of them.
-fn served(directory: &Directory, areas: &[AreaId]) -> Result<HashSet<PersonId>, String> {
+pub fn served(directory: &Directory, areas: &[AreaId]) -> Result<HashSet<PersonId>, String> {
     let mut regions = Vec::new();
     for id in areas {
         match directory.region(id) {

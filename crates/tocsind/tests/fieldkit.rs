@@ -132,13 +132,24 @@ async fn deliveries_until(
     (d, events.records())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_beidou() {
-    let (ddir, kdir) = (DISTRICT.tempdir("uplink"), KIT.tempdir("uplink"));
+/// Both nodes' simulators and configs, for one test.
+struct Setup {
+    beidou: tocsin_beidou::pty::SimHandle,
+    district_cfg: std::path::PathBuf,
+    kit_cfg: std::path::PathBuf,
+    cancel: CancellationToken,
+    _modems: (
+        tocsin_at_modem::pty::SimHandle,
+        tocsin_at_modem::pty::SimHandle,
+    ),
+}
+
+/// The BeiDou network, both modems and both configs; the kit's people answer its modem
+/// after `answer` (gateway seconds).
+fn setup(test: &str, answer: ReplyBehaviour) -> Setup {
+    let (ddir, kdir) = (DISTRICT.tempdir(test), KIT.tempdir(test));
     write_districts(&ddir.join("district"), &kdir.join("district"));
     let cancel = CancellationToken::new();
-
-    // One BeiDou network, two terminals: the district's and the kit's.
     let beidou = tocsin_beidou::pty::spawn_sim(
         vec![ddir.join("bd0"), kdir.join("bd0")],
         vec![terminal(DISTRICT_CARD), terminal(KIT_CARD)],
@@ -153,8 +164,6 @@ async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_bei
         cancel.child_token(),
     )
     .expect("BeiDou network on ptys");
-    // The district's modem reaches 石门村 but not 上游村 (its cell network is down);
-    // the town official never answers, so nobody is confirmed by a door knock.
     let district_modem = common::start_modem(
         &ddir,
         vec![
@@ -165,17 +174,15 @@ async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_bei
         SPEED,
         &cancel,
     );
-    // The kit's own modem, in the valley: both heads answer it.
     let kit_modem = common::start_modem(
         &kdir,
         vec![
-            phone("+8619900000201", answers()),
-            phone("+8619900000202", answers()),
+            phone("+8619900000201", answer.clone()),
+            phone("+8619900000202", answer),
         ],
         SPEED,
         &cancel,
     );
-
     let district_cfg = DISTRICT.write_config(
         &ddir,
         &format!(
@@ -190,14 +197,36 @@ async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_bei
             devices(&kit_modem.path, &beidou.paths[1])
         ),
     );
-    let district = DISTRICT.start(&district_cfg);
-    let kit = KIT.start(&kit_cfg);
+    Setup {
+        beidou,
+        district_cfg,
+        kit_cfg,
+        cancel,
+        _modems: (district_modem, kit_modem),
+    }
+}
 
-    let alert = json!({
+fn red_alert() -> Value {
+    json!({
         "grade": "red", "kind": "flash_flood", "headline": "山洪红色预警",
         "text": "上游强降雨，立即转移",
         "area": [{"type": "Named", "id": "v-1"}, {"type": "Named", "id": "v-up"}]
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_beidou() {
+    let Setup {
+        beidou,
+        district_cfg,
+        kit_cfg,
+        cancel,
+        _modems,
+    } = setup("uplink", answers());
+    let district = DISTRICT.start(&district_cfg);
+    let kit = KIT.start(&kit_cfg);
+
+    let alert = red_alert();
     // Subscribed first: the relay is recorded in the same commit as the alert.
     let events = Events::subscribe(&district.api).await;
     let v = district.api.issue(&alert).await;
@@ -308,4 +337,69 @@ async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_bei
     district.stop();
     kit.stop();
     cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kit_killed_after_taking_the_alert_still_returns_every_ack() {
+    // The heads answer the kit a minute or two after its SMS: time to kill it first.
+    let s = setup(
+        "killed",
+        ReplyBehaviour::Reply {
+            min_secs: 60.0,
+            max_secs: 120.0,
+        },
+    );
+    let district = DISTRICT.start(&s.district_cfg);
+    let kit = KIT.start(&s.kit_cfg);
+    let events = Events::subscribe(&district.api).await;
+    let v = district.api.issue(&red_alert()).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    // As soon as the kit has committed the district's alert, SIGKILL it.
+    let mut kit_events = Events::subscribe(&kit.api).await;
+    let local = kit_events
+        .until(
+            Duration::from_secs(60),
+            "the kit took the alert",
+            async || {
+                let a = kit.api.get("/v1/alerts").await;
+                a.as_array()
+                    .and_then(|a| a.first())
+                    .map(|x| x["alert"]["id"].as_str().unwrap().to_owned())
+            },
+        )
+        .await;
+    kit.kill();
+    // Replies that arrive while it is dead wait in its modem; after the restart its
+    // router re-sends whatever had not gone up.
+    let kit = KIT.start(&s.kit_cfg);
+    let (d, _) = deliveries_until(
+        events,
+        &district.api,
+        &id,
+        "both heads acked via the kit",
+        |d| {
+            ["k1", "k2"]
+                .iter()
+                .all(|p| d.get(*p).is_some_and(|x| x["state"] == "acknowledged"))
+        },
+    )
+    .await;
+    for p in ["k1", "k2"] {
+        let via = d[p]["ack_evidence"].as_str().unwrap();
+        assert!(via.contains(&format!("relayed for {p}")), "{p}: {via}");
+    }
+    // The kit kept the one alert (the restart did not take it twice).
+    let kit_alerts = kit.api.get("/v1/alerts").await;
+    assert_eq!(kit_alerts.as_array().unwrap().len(), 1, "{kit_alerts}");
+    let kd = kit.api.deliveries(&local).await;
+    assert!(
+        ["k1", "k2"]
+            .iter()
+            .all(|p| kd[*p]["state"] == "acknowledged"),
+        "{kd:?}"
+    );
+    district.stop();
+    kit.stop();
+    s.cancel.cancel();
 }

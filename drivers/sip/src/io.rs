@@ -10,7 +10,9 @@
 //! After every input (a datagram, a command, a deadline) the task drains the state machine
 //! in one fixed order: **transmit** (every pending datagram), then **events** (stamped
 //! and forwarded to the gateway), then **timeout** (sleep until the next deadline — for a
-//! call in progress that is its next 20 ms RTP frame). Real time enters only here.
+//! call in progress that is its next 20 ms RTP frame). Real time enters only here. The
+//! sleep is [`PreciseSleep`] (a kernel timer, tens of microseconds), not tokio's 1 ms
+//! timer, whose wake-ups land 0–2 ms after a frame's slot, varying from frame to frame.
 //!
 //! If the sockets cannot be bound (address in use, no such interface), the driver reports
 //! itself down with the reason and tries again every 5 s.
@@ -32,6 +34,7 @@ use crate::prompt::PromptSource;
 use crate::proto::{Socket, Trunk};
 
 pub use tocsin_serial::Clock;
+use tocsin_serial::PreciseSleep;
 pub(crate) use tocsin_serial::sleep_until;
 
 /// Wait between attempts to bind the sockets.
@@ -199,6 +202,7 @@ pub async fn run_sip(
     let rtp_by_port: std::collections::HashMap<u16, Arc<UdpSocket>> =
         sockets.rtp.iter().map(|(p, s)| (*p, s.clone())).collect();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut pacer = PreciseSleep::new();
     loop {
         // 1. transmit
         while let Some(t) = trunk.poll_transmit() {
@@ -234,7 +238,7 @@ pub async fn run_sip(
             Some((port, from, bytes)) = rtp_rx.recv() => {
                 trunk.handle_datagram(clock.now(), Socket::Rtp(port), from, &bytes);
             }
-            () = sleep_until(wake) => trunk.handle_timeout(clock.now()),
+            () = pacer.until(wake) => trunk.handle_timeout(clock.now()),
         }
     }
 }

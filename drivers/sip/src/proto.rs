@@ -3,8 +3,9 @@
 //!
 //! One call: INVITE with an SDP offer (retransmitted every T1, doubling, until a
 //! provisional response; given up after 64×T1, RFC 3261 §17.1.1) → 1xx → 2xx → ACK →
-//! the prompt as G.711 RTP, one 20 ms frame per deadline computed from the answer time so
-//! pacing never drifts → key `1` (RFC 4733 or SIP INFO) is the ack, any other key replays
+//! the prompt as G.711 RTP, one 20 ms frame per deadline computed from the stream's start
+//! so pacing never drifts (the start is the answer time, or up to 19 ms later so that many
+//! calls spread over the 20 ms frame, see [`SLOT_SHARE`]) → key `1` (RFC 4733 or SIP INFO) is the ack, any other key replays
 //! the prompt once → BYE. A 401/407 is answered once with Digest; no final answer within
 //! the ring timeout sends CANCEL. The far end may hang up first (BYE from it).
 //!
@@ -41,12 +42,16 @@ use crate::prompt::{FRAME, PromptSource, ToneSource};
 use crate::rtp::{DigitDetector, RtpPacket};
 use crate::sdp::{self, Negotiated};
 use crate::wire::{self, Message, Method, uri_of};
+use tocsin_serial::pacer::{SLOTS, slot_of, slot_start};
 
 /// 20 ms, one RTP frame.
 const FRAME_MS: i64 = 20;
 /// Frames sent back to back at most when the task was late; beyond that the stream skips
 /// ahead so it stays in step with the clock (the skipped frames are counted as late).
 const MAX_CATCH_UP: u64 = 10;
+/// Calls that may send in the same 1 ms slot of the 20 ms frame before a newly answered
+/// call's prompt starts in a later slot: 8 sends take well under 0.1 ms.
+pub const SLOT_SHARE: usize = 8;
 /// Finished call records kept for [`Trunk::poll_record`].
 const RECORDS_KEPT: usize = 1024;
 /// How long to wait before trying a failed registration again.
@@ -871,7 +876,12 @@ impl Trunk {
             self.send_bye(now, call, "ended by us: no key after the prompt");
             return;
         }
-        let due = now.since(m.start).as_millis() as u64 / FRAME_MS as u64 + 1;
+        // Before the stream's slot (see `start_media`) nothing is due yet.
+        let due = if now < m.start {
+            0
+        } else {
+            now.since(m.start).as_millis() as u64 / FRAME_MS as u64 + 1
+        };
         if due > m.next_frame + MAX_CATCH_UP {
             let skip = due - m.next_frame - MAX_CATCH_UP;
             call.record.late_frames += skip;
@@ -917,12 +927,21 @@ impl Trunk {
         let prompt = self.encoded_prompt(&call.text, neg.codec);
         call.record.prompt_secs = (prompt.len() / FRAME) as f64 * FRAME_MS as f64 / 1000.0;
         let event_pt = neg.telephone_event.unwrap_or(self.cfg.telephone_event_pt);
+        // Spread the calls' frames over the 20 ms frame: up to 19 ms after the answer,
+        // so 200 calls answered together do not send 200 frames back to back.
+        let mut used = [0; SLOTS];
+        for m in self.calls.values().filter_map(|c| c.media.as_ref()) {
+            if let Some(u) = used.get_mut(slot_of(m.start)) {
+                *u += 1;
+            }
+        }
+        let start = slot_start(now, &used, SLOT_SHARE);
         call.media = Some(Media {
             event_pt,
             ssrc: self.rng.random(),
             seq0: self.rng.random(),
             ts0: self.rng.random(),
-            start: now,
+            start,
             next_frame: 0,
             pos: if prompt.is_empty() { None } else { Some(0) },
             prompt,
@@ -935,7 +954,7 @@ impl Trunk {
             neg,
         });
         call.max_end = Some(now + Duration::from_secs(self.cfg.max_call_secs));
-        // The first frame goes out at once.
+        // The first frame goes out at once when the call's slot is now.
         self.media_timeout(now, call);
     }
 
@@ -1572,6 +1591,8 @@ mod tests {
         events: Vec<DriverEvent>,
         reports: Vec<SimReport>,
         max_active: usize,
+        /// Every audio frame the gateway sent: when, from which call slot (local port).
+        frames: Vec<(Timestamp, u16, RtpPacket)>,
     }
 
     fn cfg() -> SipConfig {
@@ -1596,6 +1617,7 @@ mod tests {
             events: Vec::new(),
             reports: Vec::new(),
             max_active: 0,
+            frames: Vec::new(),
         }
     }
 
@@ -1625,6 +1647,12 @@ mod tests {
                         Socket::Sip => gw,
                         Socket::Rtp(p) => SocketAddr::new(gw.ip(), p),
                     };
+                    if let Socket::Rtp(port) = t.socket
+                        && let Ok(pkt) = RtpPacket::parse(&t.bytes)
+                        && pkt.payload_type < 96
+                    {
+                        self.frames.push((self.now, port, pkt));
+                    }
                     let sock = if t.to == far_sip {
                         SimSocket::Sip
                     } else {
@@ -2278,5 +2306,95 @@ mod tests {
         let again = t.poll_transmit().unwrap();
         assert!(again.bytes.starts_with(b"REGISTER"));
         assert!(String::from_utf8_lossy(&again.bytes).contains("CSeq: 2 REGISTER"));
+    }
+
+    /// Checks every call's frames against its own schedule: frame `n` sent exactly at its
+    /// first frame's time + 20 ms × n, with consecutive sequence numbers and timestamps.
+    /// Returns each call slot's first frame time.
+    fn on_schedule(frames: &[(Timestamp, u16, RtpPacket)]) -> HashMap<u16, Timestamp> {
+        let mut first: HashMap<u16, (Timestamp, RtpPacket, u64)> = HashMap::new();
+        for (t, port, p) in frames {
+            let f = first.entry(*port).or_insert((*t, p.clone(), 0));
+            let n = f.2;
+            assert_eq!(
+                *t,
+                f.0 + Duration::from_millis(20 * n),
+                "slot {port} frame {n}"
+            );
+            assert_eq!(p.seq, f.1.seq.wrapping_add(n as u16));
+            assert_eq!(p.timestamp, f.1.timestamp.wrapping_add(160 * n as u32));
+            assert_eq!(p.marker, n == 0);
+            f.2 += 1;
+        }
+        first.into_iter().map(|(port, f)| (port, f.0)).collect()
+    }
+
+    fn answered_at_once(calls: usize, prompt_secs: f64) -> Bench {
+        let mut c = cfg();
+        c.concurrent_calls = calls;
+        c.queue_limit = calls;
+        c.prompt_secs = prompt_secs;
+        c.digit_wait_secs = 1;
+        c.max_call_secs = 3600;
+        let sim = SimConfig {
+            default: Behaviour {
+                answer_after: Some(Duration::ZERO),
+                press: None,
+                hangup_after: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(c, sim);
+        for a in 1..=calls as u64 {
+            b.trunk.submit(b.now, send(a));
+        }
+        b
+    }
+
+    #[test]
+    fn two_hundred_calls_answered_together_spread_their_frames_over_the_frame() {
+        let mut b = answered_at_once(200, 1.0);
+        b.run(Duration::from_secs(60));
+        for a in 1..=200 {
+            assert!(matches!(b.terminal(a), DriverEvent::Delivered { .. }));
+        }
+        let first = on_schedule(&b.frames);
+        assert_eq!(first.len(), 200);
+        // Answered together: 10 calls start in each millisecond of the 20 ms frame.
+        let answered = b.frames.iter().map(|f| f.0).min().unwrap();
+        let mut per_ms = [0; SLOTS];
+        for t in first.values() {
+            let d = t.since(answered).as_millis() as usize;
+            assert!(d < SLOTS, "prompt started {d} ms after the answer");
+            per_ms[d] += 1;
+        }
+        assert_eq!(per_ms, [10; SLOTS]);
+        let mut at_once: HashMap<Timestamp, usize> = HashMap::new();
+        for (t, _, _) in &b.frames {
+            *at_once.entry(*t).or_default() += 1;
+        }
+        assert_eq!(at_once.values().max(), Some(&10));
+        assert!(b.reports.iter().all(|r| r.answered && r.underruns == 0));
+    }
+
+    #[test]
+    fn staggered_calls_do_not_drift_over_ten_minutes() {
+        // Nine calls: eight share the answer's slot, the ninth starts 1 ms later.
+        let mut b = answered_at_once(9, 600.0);
+        b.run(Duration::from_secs(700));
+        let first = on_schedule(&b.frames);
+        let answered = b.frames.iter().map(|f| f.0).min().unwrap();
+        let mut starts: Vec<u128> = first
+            .values()
+            .map(|t| t.since(answered).as_millis())
+            .collect();
+        starts.sort_unstable();
+        assert_eq!(starts, [0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // The whole 600 s prompt, plus silence while waiting for a key, on schedule.
+        for port in first.keys() {
+            let n = b.frames.iter().filter(|f| f.1 == *port).count();
+            assert!(n >= 30_000, "slot {port}: {n} frames");
+        }
     }
 }

@@ -22,7 +22,12 @@
 //!
 //! **Pacing.** Packet `n` of a stream is due at `start + n × 20 ms` and carries timestamp
 //! `ts0 + n × 160`: the schedule is computed from the start, never accumulated, so a
-//! long programme does not drift. When the driver falls more than [`MAX_LATE`] behind
+//! long programme does not drift. Streams are spread over the 20 ms frame: a stream
+//! starts in the nearest of the frame's 20 one-millisecond slots that fewer than
+//! [`SLOT_SHARE`] playing streams use, or, when every slot is that busy, the nearest
+//! least-used one. A few streams start at once; a broadcast to 500 groups leaves 25
+//! packets per millisecond instead of 500 back to back every 20 ms (the 500th of which
+//! left after 499 sends), at the cost of starting up to 19 ms later. When the driver falls more than [`MAX_LATE`] behind
 //! (the host stalled), the rest of the stream is moved later and its timestamps jump by
 //! the gap, so speakers play silence for the stall instead of receiving a burst.
 //!
@@ -48,6 +53,7 @@ use crate::wire::{
     ReportBlock, RtcpPacket, RtpPacket, SDES_CNAME, SdesChunk, SenderReport, ntp_from_unix_ms,
     parse_compound,
 };
+use tocsin_serial::pacer::{SLOTS, slot_of, slot_start};
 
 /// One packet's worth of audio.
 pub const FRAME: Duration = Duration::from_millis(20);
@@ -55,6 +61,9 @@ pub const FRAME: Duration = Duration::from_millis(20);
 pub const SAMPLES_PER_PACKET: usize = 160;
 /// How far behind schedule the driver may fall before it re-anchors the stream.
 pub const MAX_LATE: Duration = Duration::from_millis(200);
+/// Streams that may share a 1 ms slot of the 20 ms frame before a new stream is moved to
+/// a later slot: 8 sends take well under 0.1 ms, so they may leave together.
+pub const SLOT_SHARE: usize = 8;
 /// The group name that addresses every group of a driver (`Address::Speaker("*")`): a
 /// district-wide broadcast, and the benchmarks that stream to all groups at once. No
 /// configured group may carry this name.
@@ -748,6 +757,7 @@ impl Speakers {
     }
 
     fn start_stream(&mut self, now: Timestamp, gi: usize, id: ProgrammeId) {
+        let slot_use = self.slot_use();
         let Some(p) = self.programmes.get_mut(&id) else {
             return;
         };
@@ -762,12 +772,13 @@ impl Speakers {
             ssrc = self.rng.random();
         }
         let total = (p.audio.len() / SAMPLES_PER_PACKET) as u64;
+        let start = slot_start(now, &slot_use, SLOT_SHARE);
         g.playing = Some(Stream {
             programme: id,
             ssrc,
             seq0,
             ts0,
-            start: now,
+            start,
             anchor: 0,
             ts_gap: 0,
             next: 0,
@@ -775,7 +786,7 @@ impl Speakers {
             octets: 0,
             // The first report goes out with the first packet, so speakers learn where
             // to send theirs.
-            next_sr: now,
+            next_sr: start,
         });
         p.heard.insert(gi);
         self.records.insert(
@@ -807,6 +818,17 @@ impl Speakers {
             }
         }
         self.pump(now);
+    }
+
+    /// Playing streams per 1 ms slot of the 20 ms frame (by the phase of their schedule).
+    fn slot_use(&self) -> [usize; SLOTS] {
+        let mut used = [0; SLOTS];
+        for s in self.groups.iter().filter_map(|g| g.playing.as_ref()) {
+            if let Some(u) = used.get_mut(slot_of(s.start)) {
+                *u += 1;
+            }
+        }
+        used
     }
 
     /// Ends the stream on group `gi`: a goodbye, its evidence kept for the grace period.
@@ -1741,5 +1763,164 @@ mod tests {
             "{ev:?}"
         );
         assert!(s.playing().is_empty());
+    }
+
+    /// `n` groups on their own ports, no expected speakers.
+    fn many(n: u16) -> SpeakerConfig {
+        let mut c = cfg(0);
+        c.groups = (0..n)
+            .map(|i| GroupConfig {
+                name: format!("g{i}"),
+                rtp: SocketAddr::from(([127, 0, 0, 1], 10_000 + 2 * i)),
+                rtcp: None,
+                speakers: Vec::new(),
+            })
+            .collect();
+        c
+    }
+
+    /// Runs `s` on its own deadlines until nothing plays: every RTP packet and sender
+    /// report with the time it was sent.
+    #[allow(clippy::type_complexity)]
+    fn play_out(
+        s: &mut Speakers,
+        from: Timestamp,
+    ) -> (
+        Vec<(Timestamp, SocketAddr, RtpPacket)>,
+        Vec<(Timestamp, SocketAddr)>,
+    ) {
+        let (mut pkts, mut srs) = (Vec::new(), Vec::new());
+        let mut now = from;
+        loop {
+            while let Some(t) = s.poll_transmit() {
+                match t.socket {
+                    Socket::Rtp => pkts.push((now, t.to, RtpPacket::parse(&t.bytes).unwrap())),
+                    Socket::Rtcp => srs.push((now, t.to)),
+                }
+            }
+            if s.playing().is_empty() {
+                return (pkts, srs);
+            }
+            let next = s.poll_timeout().unwrap();
+            assert!(next >= now, "deadlines never go back");
+            now = next;
+            s.handle_timeout(now);
+        }
+    }
+
+    /// Checks every stream against its own schedule: packet `n` sent exactly at its first
+    /// packet's time + 20 ms × n, with the exact sequence number, timestamp and marker.
+    /// Returns each destination's first send time.
+    fn on_schedule(pkts: &[(Timestamp, SocketAddr, RtpPacket)]) -> HashMap<SocketAddr, Timestamp> {
+        let mut first: HashMap<SocketAddr, (Timestamp, RtpPacket, u64)> = HashMap::new();
+        for (t, to, p) in pkts {
+            let f = first.entry(*to).or_insert((*t, p.clone(), 0));
+            let n = f.2;
+            assert_eq!(*t, f.0 + FRAME * n as u32, "{to} packet {n}");
+            assert_eq!(p.sequence, f.1.sequence.wrapping_add(n as u16));
+            assert_eq!(p.timestamp, f.1.timestamp.wrapping_add(160 * n as u32));
+            assert_eq!(p.ssrc, f.1.ssrc);
+            assert_eq!(p.marker, n == 0);
+            f.2 += 1;
+        }
+        first.into_iter().map(|(to, f)| (to, f.0)).collect()
+    }
+
+    #[test]
+    fn five_hundred_streams_are_spread_over_the_frame_each_on_its_own_schedule() {
+        let mut s = driver(many(500), 3);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 1000);
+        let (pkts, srs) = play_out(&mut s, T0);
+        assert_eq!(pkts.len(), 500 * 50);
+        let first = on_schedule(&pkts);
+        assert_eq!(first.len(), 500);
+        // First packets: 25 in each millisecond of the first frame, none later.
+        let mut per_ms = [0; SLOTS];
+        for t in first.values() {
+            let d = t.since(T0).as_millis() as usize;
+            assert!(d < SLOTS, "started {d} ms late");
+            per_ms[d] += 1;
+        }
+        assert_eq!(per_ms, [25; SLOTS]);
+        // No instant sends more than its share: at most 25 packets at once.
+        let mut at_once: HashMap<Timestamp, usize> = HashMap::new();
+        for (t, _, _) in &pkts {
+            *at_once.entry(*t).or_default() += 1;
+        }
+        assert_eq!(at_once.values().max(), Some(&25));
+        // Each group's first sender report goes with its first packet, not before.
+        for (t, rtcp) in &srs {
+            let rtp = SocketAddr::new(rtcp.ip(), rtcp.port() - 1);
+            assert!(
+                *t >= first[&rtp],
+                "{rtcp}: report before the stream started"
+            );
+        }
+        let first_srs: HashSet<SocketAddr> = srs
+            .iter()
+            .filter(|(t, rtcp)| *t == first[&SocketAddr::new(rtcp.ip(), rtcp.port() - 1)])
+            .map(|(_, rtcp)| *rtcp)
+            .collect();
+        assert_eq!(first_srs.len(), 500);
+    }
+
+    #[test]
+    fn staggered_streams_do_not_drift_over_ten_minutes() {
+        // Nine groups: eight share the first slot, the ninth moves to the next one. They
+        // start at an odd millisecond, and a second programme on one group starts mid-way
+        // in whatever slot is free then.
+        let mut s = driver(many(9), 11);
+        let start = T0 + Duration::from_millis(7);
+        s.submit(start, send(1, "x"));
+        render_all(&mut s, start, 600_000);
+        let (pkts, _) = play_out(&mut s, start);
+        assert_eq!(pkts.len(), 9 * 30_000);
+        let first = on_schedule(&pkts);
+        let mut starts: Vec<u128> = first.values().map(|t| t.since(start).as_millis()).collect();
+        starts.sort_unstable();
+        assert_eq!(starts, [0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // The last packet of every stream is exactly 29,999 frames after its first.
+        let last = pkts.iter().map(|(t, _, _)| *t).max().unwrap();
+        assert_eq!(last, start + Duration::from_millis(1 + 20 * 29_999));
+    }
+
+    #[test]
+    fn a_stream_started_later_takes_a_free_slot_and_keeps_it_through_a_stall() {
+        let mut s = driver(many(10), 4);
+        // Eight groups fill slot 0 of the frame (T0 is slot 0).
+        for i in 0..8 {
+            s.submit(T0, send_to(i + 1, group(&format!("g{i}")), "x"));
+        }
+        render_all(&mut s, T0, 2000);
+        assert_eq!(rtp(&mut s).len(), 8);
+        // Group 8's warning arrives 40 ms later (slot 0 again): it moves to slot 1.
+        let t1 = T0 + Duration::from_millis(40);
+        s.handle_timeout(t1);
+        rtp(&mut s);
+        s.submit(t1, send_to(9, group("g8"), "y"));
+        render_all(&mut s, t1, 2000);
+        assert!(rtp(&mut s).is_empty(), "slot 0 is full");
+        s.handle_timeout(t1 + Duration::from_millis(1));
+        let got = rtp(&mut s);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.marker);
+        // A 300 ms stall: the stream re-anchors later but stays in its slot.
+        let t2 = t1 + Duration::from_millis(1 + 20 + 300);
+        s.handle_timeout(t2);
+        let got: Vec<_> = rtp(&mut s)
+            .into_iter()
+            .filter(|(to, _)| to.port() == 10_016)
+            .collect();
+        assert_eq!(got.len(), 1, "no burst after the stall");
+        let next = loop {
+            let t = s.poll_timeout().unwrap();
+            s.handle_timeout(t);
+            if rtp(&mut s).iter().any(|(to, _)| to.port() == 10_016) {
+                break t;
+            }
+        };
+        assert_eq!(slot_of(next), slot_of(t1 + Duration::from_millis(1)));
+        assert!(next > t2);
     }
 }

@@ -403,3 +403,143 @@ async fn a_kit_killed_after_taking_the_alert_still_returns_every_ack() {
     kit.stop();
     s.cancel.cancel();
 }
+
+const DISTRICT_IMEI: &str = "300434063839690";
+const KIT_IMEI: &str = "300234010753370";
+
+/// An `iridium_sbd` device table whose one peer is `peer`, routed through the gateway
+/// by its prefix; mailbox checks and retries shrunk for the test's clock.
+fn sbd_device(path: &Path, peer: &str) -> String {
+    format!(
+        r#"
+[devices.sbd-0]
+type = "iridium_sbd"
+path = {path:?}
+mailbox_interval_secs = 5
+retry_secs = 1
+retry_max_secs = 2
+peers = [{{ imei = "{peer}", prefix = "{prefix}" }}]
+"#,
+        path = path.to_string_lossy(),
+        prefix = tocsin_iridium_sbd::sim::route_prefix(peer),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn district_alert_goes_through_a_field_kit_over_iridium_sbd() {
+    let (ddir, kdir) = (DISTRICT.tempdir("sbd"), KIT.tempdir("sbd"));
+    write_districts(&ddir.join("district"), &kdir.join("district"));
+    let cancel = CancellationToken::new();
+    // Two 9603 modems on one simulated Iridium gateway: an MO message prefixed with the
+    // other modem's routing prefix comes out of that modem as an MT message.
+    let modem = |imei: &str| tocsin_iridium_sbd::sim::SimConfig {
+        imei: imei.into(),
+        session_min_ms: 2_000,
+        session_max_ms: 6_000,
+        ..tocsin_iridium_sbd::sim::SimConfig::default()
+    };
+    let iridium = tocsin_iridium_sbd::pty::spawn_network(
+        vec![ddir.join("sbd0"), kdir.join("sbd0")],
+        vec![modem(DISTRICT_IMEI), modem(KIT_IMEI)],
+        tocsin_iridium_sbd::network::NetworkConfig {
+            latency_min_ms: 2_000,
+            latency_max_ms: 5_000,
+        },
+        3,
+        SPEED,
+        cancel.child_token(),
+    )
+    .expect("Iridium network on ptys");
+    let district_modem = common::start_modem(
+        &ddir,
+        vec![
+            phone("+8619900000101", answers()),
+            phone("+8619900000201", ReplyBehaviour::Never),
+            phone("+8619900000202", ReplyBehaviour::Never),
+        ],
+        SPEED,
+        &cancel,
+    );
+    let kit_modem = common::start_modem(
+        &kdir,
+        vec![
+            phone("+8619900000201", answers()),
+            phone("+8619900000202", answers()),
+        ],
+        SPEED,
+        &cancel,
+    );
+    let gsm = |path: &Path| {
+        format!(
+            "[speech]\nsynthesizer = \"none\"\n\n[devices.modem-0]\ntype = \"at_modem\"\npath = {:?}\nper_minute = 30\n",
+            path.to_string_lossy()
+        )
+    };
+    let district_cfg = DISTRICT.write_config(
+        &ddir,
+        &format!(
+            "{}{}\n[kits.upper]\ndevice = \"sbd-0\"\naddress = \"{KIT_IMEI}\"\nareas = [\"v-up\"]\n",
+            gsm(&district_modem.path),
+            sbd_device(&iridium.paths[0], KIT_IMEI)
+        ),
+    );
+    let kit_cfg = KIT.write_config(
+        &kdir,
+        &format!(
+            "{}{}\n[uplink]\ndevice = \"sbd-0\"\ndistrict = \"{DISTRICT_IMEI}\"\nareas = [\"v-up\"]\n",
+            gsm(&kit_modem.path),
+            sbd_device(&iridium.paths[1], DISTRICT_IMEI)
+        ),
+    );
+    let district = DISTRICT.start(&district_cfg);
+    let kit = KIT.start(&kit_cfg);
+    let events = Events::subscribe(&district.api).await;
+    let v = district.api.issue(&red_alert()).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (d, _) = deliveries_until(
+        events,
+        &district.api,
+        &id,
+        "both heads acked via the kit",
+        |d| {
+            ["k1", "k2"]
+                .iter()
+                .all(|p| d.get(*p).is_some_and(|x| x["state"] == "acknowledged"))
+        },
+    )
+    .await;
+    for p in ["k1", "k2"] {
+        let via = d[p]["ack_evidence"].as_str().unwrap();
+        assert!(
+            via.starts_with(&format!("sbd:{KIT_IMEI} via sbd-0"))
+                && via.contains(&format!("relayed for {p}")),
+            "{p}: {via}"
+        );
+        assert_eq!(d[p]["late"], false, "{}", d[p]);
+    }
+    // The gateway routed the alert frame to the kit and ack batches back.
+    let routed = iridium.routed.lock().unwrap().clone();
+    let first = |from: usize| {
+        routed
+            .iter()
+            .filter(|r| r.from == from)
+            .filter_map(|r| r.payload.first().copied())
+            .collect::<Vec<u8>>()
+    };
+    assert_eq!(
+        first(0),
+        vec![0x11],
+        "district → kit: one alert frame: {routed:?}"
+    );
+    assert!(
+        !first(1).is_empty() && first(1).iter().all(|b| *b == 0x12),
+        "kit → district: ack batches: {routed:?}"
+    );
+    let relays = district.api.get(&format!("/v1/alerts/{id}/kits")).await;
+    assert_eq!(relays[0]["kit"], "upper", "{relays}");
+    assert_eq!(relays[0]["state"], "confirmed", "{relays}");
+    assert_eq!(relays[0]["acks"], 2, "{relays}");
+    district.stop();
+    kit.stop();
+    cancel.cancel();
+}

@@ -94,8 +94,9 @@ pub struct ModemConfig {
     /// of 10 is about 100 characters, well within what modems buffer; 1 means one per line.
     #[serde(default = "default_delete_batch")]
     pub delete_batch: usize,
-    /// How long one announced reply (`+CMTI`) waits for others before it is read on its
-    /// own, in milliseconds; two or more waiting are listed at once with `AT+CMGL=0`.
+    /// How long one reply announced (`+CMTI`) on an idle line waits for others before it
+    /// is read on its own, in milliseconds; two or more waiting are listed at once with
+    /// `AT+CMGL=0`.
     #[serde(default = "default_inbound_batch_ms")]
     pub inbound_batch_ms: u64,
 }

@@ -15,8 +15,9 @@
 //!
 //! Replies are stored by the modem and announced with `+CMTI`. Two or more announced are
 //! read with one `AT+CMGL=0` (the unread ones; a burst of 20 is one round trip, not 20
-//! `AT+CMGR`); a lone one waits `inbound_batch_ms` (5 ms) for company, then is read with
-//! `AT+CMGR`. An announced index the listing did not show (read already, by a read whose
+//! `AT+CMGR`); a lone one announced on an idle line waits `inbound_batch_ms` (5 ms) for
+//! company, one announced while a command was in flight has waited already, and it is read
+//! with `AT+CMGR`. An announced index the listing did not show (read already, by a read whose
 //! answer was lost) is read on its own; a listing that never answers is followed by
 //! `AT+CMGL=4`, which shows read ones too; a modem refusing `AT+CMGL=0` is listed with
 //! `AT+CMGL=4` from then on. A message is deleted only after the router's `Release` (its
@@ -286,7 +287,9 @@ const READ_TRIES: u8 = 3;
 /// - a listing reports nothing reported or released already.
 #[derive(Debug, Default)]
 struct Inbox {
-    /// Announced by `+CMTI`, not yet read, with when.
+    /// Announced by `+CMTI`, not yet read, with when it may be read on its own: at once
+    /// when it came while a command was in flight (it has waited for company already),
+    /// else after `inbound_batch_ms`.
     unread: BTreeMap<u32, Timestamp>,
     /// To read one by one with `AT+CMGR`: announced, but a listing of unread messages did
     /// not show them (read already, e.g. by an `AT+CMGR` whose answer was lost).
@@ -1825,7 +1828,12 @@ impl Modem {
             // While its AT+CMGD is in flight the slot may have been freed and refilled:
             // it is read after the deletion is confirmed.
         }
-        self.inbox.unread.entry(idx).or_insert(now);
+        let due = if self.current.is_some() {
+            now
+        } else {
+            now + self.cfg.inbound_batch()
+        };
+        self.inbox.unread.entry(idx).or_insert(due);
     }
 
     /// Marks `idx` for deletion: released by the router, or a stored message that is no
@@ -1851,8 +1859,8 @@ impl Modem {
                 ReadPlan::Now(Command::ListAll)
             }
             (Some(_), Some(_)) => ReadPlan::Now(Command::ListUnread),
-            (Some((i, since)), None) => {
-                let due = *since + self.cfg.inbound_batch();
+            (Some((i, due)), None) => {
+                let due = *due;
                 if due <= now {
                     ReadPlan::Now(Command::Read(*i))
                 } else {
@@ -2806,6 +2814,25 @@ mod tests {
         b.run_until(count_inbound(2), 1);
         assert_eq!(lines_since(&b, mark), ["AT+CMGL=0"]);
         assert_eq!(b.now, start + Duration::from_millis(2));
+        // One announced while a command is in flight (a submit the network answers in
+        // 1 ms) has waited already: it is read as soon as the line is free, not 5 ms on.
+        let mut b = Bench::new(SimConfig {
+            per_message_latency_ms: 1,
+            ..SimConfig::default()
+        });
+        b.take();
+        b.submit(send(1, "+8613800138000", "test 1"));
+        let mark = b.wire_out.len();
+        b.now = b.now + Duration::from_micros(500);
+        storm(&mut b, 0, 1);
+        b.run_until(
+            |e| e.iter().any(|e| matches!(e, DriverEvent::Sent { .. })),
+            5,
+        );
+        let sent_at = b.now;
+        b.run_until(has_inbound, 1);
+        assert_eq!(lines_since(&b, mark), ["AT+CMGR=0"]);
+        assert_eq!(b.now, sent_at, "no batch wait after the line was busy");
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::sim::{Faults, SimCall, SimConfig, SimModem, SubmitRecord};
 
 pub use tocsin_serial::PtyError;
 
+/// Most runner commands taken in one turn.
+const COMMAND_BATCH: usize = 64;
+
 /// What the simulator runner can be told to do.
 #[derive(Clone, Debug)]
 pub enum SimCommand {
@@ -144,10 +147,16 @@ async fn run_sim(
     let mut buf = vec![0u8; 4096];
     loop {
         if let Some(p) = port.pty() {
+            // Everything pending in one write, as a modem's UART streams it: a burst of
+            // +CMTI reaches the driver together rather than one read each.
+            let mut out = Vec::new();
             while let Some(bytes) = sim.poll_transmit() {
-                if let Err(e) = p.write_all(&bytes).await {
-                    tracing::warn!(%e, "simulator write failed");
-                }
+                out.extend_from_slice(&bytes);
+            }
+            if !out.is_empty()
+                && let Err(e) = p.write_all(&out).await
+            {
+                tracing::warn!(%e, "simulator write failed");
             }
         }
         if sim.take_hangup() {
@@ -165,11 +174,22 @@ async fn run_sim(
         let wake = [wake, port.back_at()].into_iter().flatten().min();
         tokio::select! {
             () = cancel.cancelled() => return,
-            cmd = rx.recv() => match cmd {
-                None => return,
-                Some(SimCommand::DeliverSms { from, text }) => sim.deliver_sms(clock.now(), &from, &text),
-                Some(SimCommand::SetFaults(f)) => sim.set_faults(f),
-                Some(SimCommand::HangUp { down_for }) => port.hang_up(clock.real_now() + down_for),
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                // Take what else is waiting too (a storm of replies), up to a bound.
+                let mut next = Some(cmd);
+                let mut taken = 0;
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        SimCommand::DeliverSms { from, text } => sim.deliver_sms(clock.now(), &from, &text),
+                        SimCommand::SetFaults(f) => sim.set_faults(f),
+                        SimCommand::HangUp { down_for } => port.hang_up(clock.real_now() + down_for),
+                    }
+                    taken += 1;
+                    if taken < COMMAND_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
             },
             read = Pty::read_optional(&audio, &mut audio_buf) => match read {
                 Ok(n) if n > 0 => sim.handle_audio(clock.real().now(), audio_buf.get(..n).unwrap_or(&[])),

@@ -28,7 +28,8 @@
 //! failed; one already done answers `+CMS ERROR: 321`, taken as gone), and a bare `ERROR`
 //! (a syntax error, as from a modem without concatenation) means one per line for the rest
 //! of the session; models not known to concatenate (`Quirks::concatenation`) never do.
-//! Reads and deletions take turns so neither starves. Within a port session an index
+//! While replies wait to be read, deletions go a full line at a time, taking turns with
+//! the reads, so neither starves and a reply's ack does not wait on deletions. Within a port session an index
 //! reported and not yet released is never reported again, even when re-announced; after
 //! a reopen the init's `AT+CMGL=4` reports everything not yet deleted.
 //!
@@ -1870,18 +1871,22 @@ impl Modem {
         }
     }
 
+    /// Most deletions on one line now: 1 once the modem refused a concatenated line.
+    fn deletes_per_line(&self) -> usize {
+        if self.inbox.concatenation_refused {
+            1
+        } else {
+            self.cfg.deletes_per_line()
+        }
+    }
+
     /// The next deletion line: a single after a refused concatenation, else up to
     /// `delete_batch` released indexes on one line.
     fn delete_plan(&mut self) -> Option<Command> {
         if let Some(i) = self.inbox.delete_singles.pop_front() {
             return Some(Command::Delete(i));
         }
-        let per_line = if self.inbox.concatenation_refused {
-            1
-        } else {
-            self.cfg.deletes_per_line()
-        };
-        let n = per_line.min(self.inbox.to_delete.len());
+        let n = self.deletes_per_line().min(self.inbox.to_delete.len());
         let batch: Vec<u32> = self.inbox.to_delete.drain(..n).collect();
         match batch.as_slice() {
             [] => None,
@@ -1890,13 +1895,17 @@ impl Modem {
         }
     }
 
-    /// The next read or deletion of stored messages; reads and deletions take turns when
-    /// both wait. `Err(Hold)` while a lone reply waits for others (the timer is set).
+    /// The next read or deletion of stored messages. While replies wait to be read,
+    /// deletions go only a full line at a time (a reply's ack waits on its read, not on
+    /// anyone's deletion), taking turns with the reads; otherwise whatever is released
+    /// goes. `Err(Hold)` while a lone reply waits for others (the timer is set).
     fn next_storage_command(&mut self, now: Timestamp) -> Result<Option<Command>, Hold> {
         let read = self.read_plan(now);
         let deletes = !self.inbox.delete_singles.is_empty() || !self.inbox.to_delete.is_empty();
+        let full_line = !self.inbox.delete_singles.is_empty()
+            || self.inbox.to_delete.len() >= self.deletes_per_line();
         match read {
-            ReadPlan::Now(cmd) if !(deletes && self.inbox.last_was_read) => {
+            ReadPlan::Now(cmd) if !(full_line && self.inbox.last_was_read) => {
                 self.inbox.last_was_read = true;
                 return Ok(Some(cmd));
             }
@@ -1916,7 +1925,6 @@ impl Modem {
     /// A read or listing of stored messages answered: report what is new, and settle what
     /// it was sent for.
     fn stored_read(&mut self, now: Timestamp, inflight: &InFlight, result: FinalResult) {
-        let mut listed = Vec::new();
         for (header, hex) in &inflight.pdus {
             let idx = match &inflight.cmd {
                 Command::Read(i) => Some(*i),
@@ -1931,7 +1939,6 @@ impl Modem {
                 });
                 continue;
             };
-            listed.push(idx);
             self.inbox.read_done(idx);
             if self.inbox.reportable(idx) {
                 self.on_stored(now, Some(idx), hex);
@@ -3066,6 +3073,74 @@ mod tests {
         for (from, text, _) in &seen {
             let i: usize = from[6..].parse().unwrap();
             assert_eq!(text, &format!("1 K{i:03}"));
+        }
+    }
+
+    /// A modem past init, driven by hand: what it writes, answered line by line.
+    fn ready_modem(cfg: ModemConfig) -> Modem {
+        let mut m = Modem::new(cfg, T0);
+        m.handle_port_opened(T0);
+        while m.poll_transmit().is_some() {
+            m.handle_rx(T0, b"\r\nOK\r\n");
+        }
+        assert!(m.is_ready());
+        while m.poll_event().is_some() {}
+        m
+    }
+
+    fn written(m: &mut Modem) -> Vec<String> {
+        std::iter::from_fn(|| m.poll_transmit())
+            .map(|b| String::from_utf8_lossy(&b).trim_end().to_owned())
+            .collect()
+    }
+
+    /// A `+CMGL` answer listing `idxs` (one stored SMS-DELIVER each), then OK.
+    fn listing(idxs: &[u32]) -> Vec<u8> {
+        let pdu = "0891683108100005F0040D91683119325476F800004270100103002305C1E1121403";
+        let mut out = String::new();
+        for i in idxs {
+            out.push_str(&format!("\r\n+CMGL: {i},0,,25\r\n{pdu}\r\n"));
+        }
+        out.push_str("\r\nOK\r\n");
+        out.into_bytes()
+    }
+
+    #[test]
+    fn while_replies_wait_deletions_go_a_full_line_at_a_time() {
+        let release = |i: &str| DriverCommand::Release(InboundReceipt(i.to_owned()));
+        for per_line in [10, 1] {
+            let mut cfg = ModemConfig::new("/dev/x");
+            cfg.delete_batch = per_line;
+            let mut m = ready_modem(cfg);
+            m.handle_rx(T0, b"\r\n+CMTI: \"ME\",0\r\n\r\n+CMTI: \"ME\",1\r\n");
+            assert_eq!(written(&mut m), ["AT+CMGL=0"]);
+            m.handle_rx(T0, &listing(&[0, 1]));
+            // Nothing to read: a release goes at once, alone.
+            m.submit(T0, release("0"));
+            assert_eq!(written(&mut m), ["AT+CMGD=0"]);
+            m.handle_rx(T0, b"\r\nOK\r\n");
+            m.handle_rx(T0, b"\r\n+CMTI: \"ME\",2\r\n\r\n+CMTI: \"ME\",3\r\n");
+            assert_eq!(written(&mut m), ["AT+CMGL=0"]);
+            // While the listing is out: a release, and two more replies.
+            m.submit(T0, release("1"));
+            m.handle_rx(T0, b"\r\n+CMTI: \"ME\",4\r\n\r\n+CMTI: \"ME\",5\r\n");
+            m.handle_rx(T0, &listing(&[2, 3]));
+            if per_line == 10 {
+                // One deletion is no full line: the waiting replies are read first.
+                assert_eq!(written(&mut m), ["AT+CMGL=0"]);
+                m.handle_rx(T0, &listing(&[4, 5]));
+                assert_eq!(written(&mut m), ["AT+CMGD=1"]);
+            } else {
+                // One per line is a full line: deletion and reading take turns.
+                assert_eq!(written(&mut m), ["AT+CMGD=1"]);
+                m.handle_rx(T0, b"\r\nOK\r\n");
+                assert_eq!(written(&mut m), ["AT+CMGL=0"]);
+                m.handle_rx(T0, &listing(&[4, 5]));
+            }
+            let reported = std::iter::from_fn(|| m.poll_event())
+                .filter(|e| matches!(e, DriverEvent::Inbound { .. }))
+                .count();
+            assert_eq!(reported, 6, "delete_batch {per_line}");
         }
     }
 

@@ -9,8 +9,11 @@
 //! - Latency: from handing the driver the warning until its first RTP packet arrives,
 //!   with the prompt already synthesised (cached) and with synthesis by espeak-ng.
 //!
-//! The receiving side runs on its own thread and runtime, so the driver's core is its own;
-//! on a shared 2-core machine the measurement still includes the receiver's scheduling.
+//! The receiving side runs on its own thread and runtime, so the driver's core is its own.
+//! Each packet is timed twice: when the kernel queued it on the receiving socket
+//! (`SO_TIMESTAMPNS`, the `arrival_late_*` figures: the sender's pacing alone) and when the
+//! benchmark's receiver thread read it (the `late_*` figures, which on a shared 2-core
+//! machine also include that thread's own scheduling).
 
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
@@ -61,6 +64,12 @@ pub(crate) struct Pacing {
 impl Pacing {
     /// A packet of stream (`key`, its SSRC) arrived at `at`; false when it is not RTP.
     pub(crate) fn record(&mut self, key: u64, epoch: Instant, at: Instant, bytes: &[u8]) -> bool {
+        let arrival = i64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(0);
+        self.record_us(key, arrival, bytes)
+    }
+
+    /// [`Pacing::record`] with the arrival in µs on any clock (the same for the stream).
+    pub(crate) fn record_us(&mut self, key: u64, arrival: i64, bytes: &[u8]) -> bool {
         let (Some(ts), Some(ssrc)) = (
             bytes.get(4..8).and_then(|b| b.try_into().ok()),
             bytes.get(8..12).and_then(|b| b.try_into().ok()),
@@ -74,7 +83,6 @@ impl Pacing {
             return false;
         }
         let (ts, ssrc) = (u32::from_be_bytes(ts), u32::from_be_bytes(ssrc));
-        let arrival = i64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(0);
         let s = self
             .streams
             .entry((key, ssrc))
@@ -120,13 +128,93 @@ pub(crate) struct PacingSummary {
     pub over: usize,
 }
 
+/// A datagram read, with when the kernel queued it on the socket.
+pub(crate) struct Stamped {
+    pub len: usize,
+    pub from: Option<SocketAddr>,
+    /// Kernel receive time, µs of CLOCK_REALTIME; `None` if the kernel gave none.
+    pub kernel_us: Option<i64>,
+}
+
+/// Asks the kernel to time each datagram as it reaches `s` (`SO_TIMESTAMPNS`).
+pub(crate) fn stamp_arrivals(s: &UdpSocket) -> std::io::Result<()> {
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+        .map_err(std::io::Error::from)
+}
+
+/// Reads one datagram with its kernel receive time (see [`stamp_arrivals`]).
+pub(crate) async fn recv_stamped(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Stamped> {
+    s.async_io(tokio::io::Interest::READABLE, || recv_once(s, buf))
+        .await
+}
+
+/// [`recv_stamped`] without waiting: `WouldBlock` when nothing is queued.
+pub(crate) fn try_recv_stamped(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Stamped> {
+    s.try_io(tokio::io::Interest::READABLE, || recv_once(s, buf))
+}
+
+fn recv_once(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Stamped> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg =
+        recvmsg::<SockaddrStorage>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
+    let mut kernel_us = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            kernel_us = Some(ts.tv_sec() * 1_000_000 + ts.tv_nsec() / 1_000);
+        }
+    }
+    let from = msg
+        .address
+        .and_then(|a| a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())));
+    Ok(Stamped {
+        len: msg.bytes,
+        from,
+        kernel_us,
+    })
+}
+
+/// Packet timings of a run: as the kernel queued them, and as the benchmark read them.
+#[derive(Debug, Default)]
+pub(crate) struct Timings {
+    /// By kernel receive time.
+    pub arrival: Pacing,
+    /// By when the benchmark's thread read them.
+    pub read: Pacing,
+}
+
+impl Timings {
+    /// A datagram read at `at` (kernel time `d.kernel_us`); false when it is not RTP.
+    pub(crate) fn record(
+        &mut self,
+        key: u64,
+        epoch: Instant,
+        at: Instant,
+        d: &Stamped,
+        bytes: &[u8],
+    ) -> bool {
+        if let Some(k) = d.kernel_us {
+            self.arrival.record_us(key, k, bytes);
+        }
+        self.read.record(key, epoch, at, bytes)
+    }
+
+    fn extend(&mut self, other: Timings) {
+        self.arrival.streams.extend(other.arrival.streams);
+        self.read.streams.extend(other.read.streams);
+    }
+}
+
 /// Receivers: `n` UDP sockets on 127.0.0.1 read on their own thread.
 struct Tap {
     addrs: Vec<SocketAddr>,
     /// The arrival of each stream's first packet.
     firsts: mpsc::UnboundedReceiver<Instant>,
     stop: CancellationToken,
-    join: std::thread::JoinHandle<Pacing>,
+    join: std::thread::JoinHandle<Timings>,
 }
 
 fn spawn_tap(n: usize) -> Result<Tap> {
@@ -140,16 +228,21 @@ fn spawn_tap(n: usize) -> Result<Tap> {
             .build()
         {
             Ok(rt) => rt,
-            Err(_) => return Pacing::default(),
+            Err(_) => return Timings::default(),
         };
         rt.block_on(async move {
             let mut socks = Vec::new();
             for _ in 0..n {
-                match UdpSocket::bind("127.0.0.1:0").await {
+                let bound = async {
+                    let s = UdpSocket::bind("127.0.0.1:0").await?;
+                    stamp_arrivals(&s)?;
+                    std::io::Result::Ok(s)
+                };
+                match bound.await {
                     Ok(s) => socks.push(s),
                     Err(e) => {
                         let _ = addr_tx.send(Err(e.to_string()));
-                        return Pacing::default();
+                        return Timings::default();
                     }
                 }
             }
@@ -160,15 +253,21 @@ fn spawn_tap(n: usize) -> Result<Tap> {
             for (i, s) in socks.into_iter().enumerate() {
                 let (stop, first_tx) = (stop2.clone(), first_tx.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut p = Pacing::default();
+                    let mut p = Timings::default();
                     let mut buf = vec![0u8; 2048];
                     let mut seen = false;
                     loop {
                         tokio::select! {
-                            () = stop.cancelled() => return p,
-                            r = s.recv_from(&mut buf) => if let Ok((len, _)) = r {
+                            () = stop.cancelled() => {
+                                // What already arrived counts (its time is the kernel's).
+                                while let Ok(d) = try_recv_stamped(&s, &mut buf) {
+                                    p.record(i as u64, epoch, wall(), &d, buf.get(..d.len).unwrap_or(&[]));
+                                }
+                                return p;
+                            }
+                            r = recv_stamped(&s, &mut buf) => if let Ok(d) = r {
                                 let at = wall();
-                                if p.record(i as u64, epoch, at, buf.get(..len).unwrap_or(&[])) && !seen {
+                                if p.record(i as u64, epoch, at, &d, buf.get(..d.len).unwrap_or(&[])) && !seen {
                                     seen = true;
                                     let _ = first_tx.send(at);
                                 }
@@ -177,10 +276,10 @@ fn spawn_tap(n: usize) -> Result<Tap> {
                     }
                 }));
             }
-            let mut all = Pacing::default();
+            let mut all = Timings::default();
             for t in tasks {
                 if let Ok(p) = t.await {
-                    all.streams.extend(p.streams);
+                    all.extend(p);
                 }
             }
             all
@@ -255,7 +354,7 @@ async fn streams(
     n: usize,
     text: &str,
     within_ms: f64,
-) -> Result<PacingSummary> {
+) -> Result<(PacingSummary, PacingSummary)> {
     let tap = spawn_tap(n)?;
     let cancel = CancellationToken::new();
     // Roomy: one Sent per group, and nobody reads the events while the streams play.
@@ -300,7 +399,8 @@ async fn streams(
         .join()
         .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?;
     r?;
-    Ok(pacing.summary((within_ms * 1e3) as i64))
+    let within = (within_ms * 1e3) as i64;
+    Ok((pacing.read.summary(within), pacing.arrival.summary(within)))
 }
 
 /// From the command to the first RTP packet on the wire, then the warning is cancelled.
@@ -379,19 +479,27 @@ pub fn run(args: &RtpArgs) -> Result<()> {
         } else {
             println!("rtp.first_packet.synthesis.median unavailable ms");
         }
-        let mut sustained = 0;
+        let (mut sustained, mut sustained_arrival) = (0, 0);
         for &n in &args.streams {
-            let s = streams(renderer.clone(), n, TEXT, args.within_ms).await?;
+            let (s, k) = streams(renderer.clone(), n, TEXT, args.within_ms).await?;
             println!("rtp.streams{n}.streams {} count", s.streams);
             println!("rtp.streams{n}.packets {} count", s.packets);
             println!("rtp.streams{n}.late_max {:.2} ms", s.max_late_ms);
             println!("rtp.streams{n}.late_p99 {:.2} ms", s.p99_late_ms);
             println!("rtp.streams{n}.late_over_limit {} count", s.over);
+            println!("rtp.streams{n}.arrival_packets {} count", k.packets);
+            println!("rtp.streams{n}.arrival_late_max {:.2} ms", k.max_late_ms);
+            println!("rtp.streams{n}.arrival_late_p99 {:.2} ms", k.p99_late_ms);
+            println!("rtp.streams{n}.arrival_late_over_limit {} count", k.over);
             if s.over == 0 && s.streams == n {
                 sustained = sustained.max(n);
             }
+            if k.over == 0 && k.streams == n && k.packets == s.packets {
+                sustained_arrival = sustained_arrival.max(n);
+            }
         }
         println!("rtp.sustained_streams {sustained} count");
+        println!("rtp.sustained_streams_arrival {sustained_arrival} count");
         anyhow::Ok(())
     })
 }
@@ -429,5 +537,36 @@ mod tests {
         assert_eq!((s.streams, s.packets), (2, 5));
         assert_eq!(s.max_late_ms, 3.0);
         assert_eq!(s.over, 1);
+    }
+
+    #[test]
+    fn the_tap_times_each_packet_by_kernel_arrival_and_by_read() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut tap = spawn_tap(2).unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            for (i, to) in tap.addrs.iter().enumerate() {
+                for n in 0..5u32 {
+                    tx.send_to(&rtp(160 * n, i as u32), to).await.unwrap();
+                }
+            }
+            tx.send_to(b"junk", tap.addrs[0]).await.unwrap();
+            // Each socket's first packet was seen; the rest, already queued on loopback,
+            // are drained when the tap stops.
+            for _ in 0..2 {
+                tokio::time::timeout(Duration::from_secs(5), tap.firsts.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            tap.stop.cancel();
+            let t = tap.join.join().unwrap();
+            let (read, arrival) = (t.read.summary(2_000), t.arrival.summary(2_000));
+            assert_eq!((read.streams, read.packets), (2, 10));
+            assert_eq!((arrival.streams, arrival.packets), (2, 10));
+        });
     }
 }

@@ -12,7 +12,9 @@
 //!   is compared with its schedule (its RTP timestamp from the call's earliest-arriving
 //!   frame). The largest N with no frame more than 5 ms late is the figure. The far
 //!   end's own report (`SimReport::max_late_ms`, against each call's first frame) is
-//!   printed beside it.
+//!   printed beside it. Each frame is timed when the far end's thread read it (`late_*`)
+//!   and when the kernel queued it on the socket (`arrival_late_*`: the driver's pacing
+//!   alone, without the far end's own scheduling).
 
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::rtp::{Pacing, PacingSummary, wall};
+use crate::rtp::{PacingSummary, Timings, recv_stamped, stamp_arrivals, wall};
 
 /// Options of the voice benchmark.
 #[derive(Debug, clap::Args)]
@@ -53,7 +55,7 @@ struct FarEndRun {
     /// One report per finished call.
     reports: mpsc::UnboundedReceiver<SimReport>,
     stop: CancellationToken,
-    join: std::thread::JoinHandle<Pacing>,
+    join: std::thread::JoinHandle<Timings>,
 }
 
 fn spawn_far_end(cfg: SimConfig) -> Result<FarEndRun> {
@@ -67,13 +69,14 @@ fn spawn_far_end(cfg: SimConfig) -> Result<FarEndRun> {
             .enable_all()
             .build()
         else {
-            return Pacing::default();
+            return Timings::default();
         };
         rt.block_on(async move {
-            let mut pacing = Pacing::default();
+            let mut pacing = Timings::default();
             let bound = async {
                 let sip = UdpSocket::bind("127.0.0.1:0").await?;
                 let rtp = UdpSocket::bind("127.0.0.1:0").await?;
+                stamp_arrivals(&rtp)?;
                 std::io::Result::Ok((sip, rtp))
             }
             .await;
@@ -110,13 +113,15 @@ fn spawn_far_end(cfg: SimConfig) -> Result<FarEndRun> {
                     r = sip.recv_from(&mut sbuf) => if let Ok((n, from)) = r {
                         far.handle_datagram(clock.now(), SimSocket::Sip, from, sbuf.get(..n).unwrap_or(&[]));
                     },
-                    r = rtp.recv_from(&mut rbuf) => if let Ok((n, from)) = r {
+                    r = recv_stamped(&rtp, &mut rbuf) => if let Ok(d) = r
+                        && let Some(from) = d.from
+                    {
                         let at = wall();
-                        let bytes = rbuf.get(..n).unwrap_or(&[]);
+                        let bytes = rbuf.get(..d.len).unwrap_or(&[]);
                         let key = u64::from(from.port());
                         // Key presses (telephone-event) are not frames of the prompt.
                         if bytes.get(1).is_some_and(|pt| pt & 0x7f < 96)
-                            && pacing.record(key, epoch, at, bytes)
+                            && pacing.record(key, epoch, at, &d, bytes)
                         {
                             let ssrc = bytes.get(8..12).map(<[u8]>::to_vec);
                             if seen.insert((key, ssrc)) {
@@ -241,6 +246,8 @@ async fn setup(n: usize) -> Result<Vec<f64>> {
 /// What one load level found.
 struct Load {
     pacing: PacingSummary,
+    /// By kernel receive time.
+    arrival: PacingSummary,
     reports: Vec<SimReport>,
     outcomes: usize,
 }
@@ -289,8 +296,10 @@ async fn load(n: usize, prompt_secs: f64, within_ms: f64) -> Result<Load> {
         .join
         .join()
         .map_err(|_| anyhow::anyhow!("far-end thread panicked"))?;
+    let within = (within_ms * 1e3) as i64;
     Ok(Load {
-        pacing: pacing.summary((within_ms * 1e3) as i64),
+        pacing: pacing.read.summary(within),
+        arrival: pacing.arrival.summary(within),
         reports,
         outcomes,
     })
@@ -318,7 +327,7 @@ pub fn run(args: &VoiceArgs) -> Result<()> {
             quantile(s.clone(), 0.5)
         );
         println!("voice.setup_to_first_rtp.max {:.2} ms", quantile(s, 1.0));
-        let mut sustained = 0;
+        let (mut sustained, mut sustained_arrival) = (0, 0);
         for &n in &args.calls {
             let l = load(n, args.prompt_secs, args.within_ms).await?;
             let answered = l.reports.iter().filter(|r| r.answered).count();
@@ -332,11 +341,32 @@ pub fn run(args: &VoiceArgs) -> Result<()> {
             println!("voice.calls{n}.late_over_limit {} count", l.pacing.over);
             println!("voice.calls{n}.far_end_max_late {far_max} ms");
             println!("voice.calls{n}.far_end_underruns {underruns} count");
+            println!("voice.calls{n}.arrival_frames {} count", l.arrival.packets);
+            println!(
+                "voice.calls{n}.arrival_late_max {:.2} ms",
+                l.arrival.max_late_ms
+            );
+            println!(
+                "voice.calls{n}.arrival_late_p99 {:.2} ms",
+                l.arrival.p99_late_ms
+            );
+            println!(
+                "voice.calls{n}.arrival_late_over_limit {} count",
+                l.arrival.over
+            );
             if l.pacing.over == 0 && answered == n && l.pacing.streams == n {
                 sustained = sustained.max(n);
             }
+            if l.arrival.over == 0
+                && answered == n
+                && l.arrival.streams == n
+                && l.arrival.packets == l.pacing.packets
+            {
+                sustained_arrival = sustained_arrival.max(n);
+            }
         }
         println!("voice.sustained_calls {sustained} count");
+        println!("voice.sustained_calls_arrival {sustained_arrival} count");
         anyhow::Ok(())
     })
 }
@@ -358,6 +388,9 @@ mod tests {
             let l = load(3, 0.5, 5.0).await.unwrap();
             assert_eq!(l.outcomes, 3);
             assert_eq!(l.pacing.streams, 3);
+            // The kernel timed every frame the far end read.
+            assert_eq!(l.arrival.streams, 3);
+            assert_eq!(l.arrival.packets, l.pacing.packets);
             // Half a second of 20 ms frames per call.
             assert!(l.pacing.packets >= 3 * 20, "{:?}", l.pacing);
             assert!(l.reports.iter().all(|r| r.answered && r.frames >= 20));

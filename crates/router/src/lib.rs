@@ -57,7 +57,8 @@
 //! and escalates, and whose warning could not start on any device within one ack window
 //! of its plan (every device of their bearers down or saturated), is escalated anyway —
 //! the `escalated` record then says "not attempted: no device could send in time". Its
-//! queued sends stay queued and go out when a device can take them; the door-knock task's
+//! queued sends stay queued and go out when a device can take them (an ack within the
+//! window of that first attempt is not late: the gateway was); the door-knock task's
 //! own message waits for a device the same way (its deadline runs from its first
 //! attempt). A person with nobody above them to escalate to is left open instead: closing
 //! them would drop the warning still queued for them. Records that need no ack (residents)

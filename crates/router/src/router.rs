@@ -1321,10 +1321,16 @@ impl Router {
             match del.state {
                 S::Acknowledged => Verdict::Duplicate { alert, person },
                 S::Cancelled | S::Withdrawn => closed(),
+                // Escalated, closed or confirmed: late — unless the person answers within
+                // the window of their own first attempt, which can start after the
+                // escalation when nothing could be sent to them in time (an overloaded
+                // campaign, every device down): they were not late, the gateway was.
                 S::Escalated | S::Unreached | S::Confirmed => Verdict::Ack {
                     alert,
                     person,
-                    late: true,
+                    late: !del.window_from.is_some_and(|from| {
+                        now <= from + Duration::from_millis(del.plan.window_ms)
+                    }),
                 },
                 _ => Verdict::Ack {
                     alert,

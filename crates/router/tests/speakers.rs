@@ -303,6 +303,9 @@ fn nothing_sent_in_the_window_escalates_anyway() {
                     up: true,
                 },
             ),
+            // p1 answers 30 s after the warning finally reached them: in time for them,
+            // though the record was escalated before anything could be sent.
+            reply(430, "gsm-1", phone(1), format!("1 {}", code("red-4", "p1"))),
         ],
     );
     sim.run(secs(410));
@@ -312,6 +315,15 @@ fn nothing_sent_in_the_window_escalates_anyway() {
         to.contains(&phone(10).to_string()),
         "the task to t1: {to:?}"
     );
+    sim.run(secs(440));
+    let late = sim.records.iter().find_map(|r| match r {
+        Record::Reply {
+            verdict: tocsin_router::Verdict::Ack { person, late, .. },
+            ..
+        } if person.as_str() == "p1" => Some(*late),
+        _ => None,
+    });
+    assert_eq!(late, Some(false), "answered within their own window");
 }
 
 #[test]

@@ -64,6 +64,46 @@ impl FrameOut {
     }
 }
 
+/// What one send carries, for drivers that take both texts and frames.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// A text for a person (the driver encodes it as its bearer needs).
+    Text(String),
+    /// A compact frame for another Tocsin node, sent as it is.
+    Frame(Vec<u8>),
+}
+
+/// One send a driver holds: a text ([`Outbound`]) or a frame ([`FrameOut`]) to one address.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// The attempt it belongs to.
+    pub attempt: AttemptId,
+    /// Where to.
+    pub to: Address,
+    /// What.
+    pub body: Body,
+}
+
+impl From<Outbound> for Job {
+    fn from(out: Outbound) -> Self {
+        Job {
+            attempt: out.attempt,
+            to: out.to,
+            body: Body::Text(out.text),
+        }
+    }
+}
+
+impl From<FrameOut> for Job {
+    fn from(f: FrameOut) -> Self {
+        Job {
+            attempt: f.attempt,
+            to: f.to,
+            body: Body::Frame(f.bytes),
+        }
+    }
+}
+
 /// A handle on an inbound message still held by the device.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InboundReceipt(pub String);

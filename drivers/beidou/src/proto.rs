@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tocsin_channel::{DriverCommand, DriverEvent, FrameOut, Health, Outbound};
+use tocsin_channel::{Body, DriverCommand, DriverEvent, Health, Job};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
 use crate::config::{BeidouConfig, CodeCoding, payload_bytes};
@@ -116,43 +116,6 @@ enum Link {
     Backoff,
     /// The card is read; sends run.
     Ready,
-}
-
-/// What one send carries.
-#[derive(Clone, Debug, PartialEq)]
-enum Body {
-    /// A text for a person's card, encoded as GB2312 when it goes out.
-    Text(String),
-    /// A compact frame for another Tocsin node, sent byte for byte.
-    Frame(Vec<u8>),
-}
-
-/// One send the driver holds: a text or a frame to one address.
-#[derive(Clone, Debug, PartialEq)]
-struct Job {
-    attempt: AttemptId,
-    to: Address,
-    body: Body,
-}
-
-impl From<Outbound> for Job {
-    fn from(out: Outbound) -> Self {
-        Job {
-            attempt: out.attempt,
-            to: out.to,
-            body: Body::Text(out.text),
-        }
-    }
-}
-
-impl From<FrameOut> for Job {
-    fn from(f: FrameOut) -> Self {
-        Job {
-            attempt: f.attempt,
-            to: f.to,
-            body: Body::Frame(f.bytes),
-        }
-    }
 }
 
 /// A send handed to the terminal, awaiting its feedback.
@@ -993,6 +956,7 @@ pub fn canonical_card(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tocsin_channel::{FrameOut, Outbound};
 
     const T0: Timestamp = Timestamp(1_750_000_000_000);
 

@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tocsin_channel::{DriverCommand, DriverEvent, FrameOut, Health, InboundReceipt, Outbound};
+use tocsin_channel::{Body, DriverCommand, DriverEvent, Health, InboundReceipt, Job};
 use tocsin_compact::{Frame as Compact, TextFrame};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
@@ -194,43 +194,6 @@ enum Stage {
     Write,
     /// The message is in the MO buffer; a session sends it.
     Session,
-}
-
-/// What one send carries.
-#[derive(Clone, Debug, PartialEq)]
-enum Body {
-    /// The router's text for a kit: wrapped in a compact text frame.
-    Text(String),
-    /// A compact frame for another Tocsin node: sent as it is.
-    Frame(Vec<u8>),
-}
-
-/// One send the driver holds: a text or a frame to one modem.
-#[derive(Clone, Debug, PartialEq)]
-struct Job {
-    attempt: AttemptId,
-    to: Address,
-    body: Body,
-}
-
-impl From<Outbound> for Job {
-    fn from(out: Outbound) -> Self {
-        Job {
-            attempt: out.attempt,
-            to: out.to,
-            body: Body::Text(out.text),
-        }
-    }
-}
-
-impl From<FrameOut> for Job {
-    fn from(f: FrameOut) -> Self {
-        Job {
-            attempt: f.attempt,
-            to: f.to,
-            body: Body::Frame(f.bytes),
-        }
-    }
 }
 
 /// The send being worked on.
@@ -1140,6 +1103,7 @@ pub fn hex(b: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::sim::{Faults, KitReply, SimConfig, SimSbd};
+    use tocsin_channel::{FrameOut, Outbound};
     use tocsin_compact::{AckBatch, AckEntry, Imei, ShortAlertId};
     use tocsin_core::AckCode;
 

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tocsin_channel::{DriverCommand, DriverEvent, FrameOut, Health, Outbound};
+use tocsin_channel::{Body, DriverCommand, DriverEvent, Health, Job};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
 use crate::config::MeshConfig;
@@ -152,43 +152,6 @@ enum Link {
     Handshake(u32),
     /// The handshake is complete; texts go out.
     Ready,
-}
-
-/// What one send to a node carries.
-#[derive(Clone, Debug, PartialEq)]
-enum Body {
-    /// A text for a person, on the text port.
-    Text(String),
-    /// A compact frame for another Tocsin node, on the private app port, as it is.
-    Frame(Vec<u8>),
-}
-
-/// One send to one node: a text or a frame.
-#[derive(Clone, Debug, PartialEq)]
-struct Job {
-    attempt: AttemptId,
-    to: Address,
-    body: Body,
-}
-
-impl From<Outbound> for Job {
-    fn from(out: Outbound) -> Self {
-        Job {
-            attempt: out.attempt,
-            to: out.to,
-            body: Body::Text(out.text),
-        }
-    }
-}
-
-impl From<FrameOut> for Job {
-    fn from(f: FrameOut) -> Self {
-        Job {
-            attempt: f.attempt,
-            to: f.to,
-            body: Body::Frame(f.bytes),
-        }
-    }
 }
 
 /// Something waiting to go on the air.
@@ -1111,6 +1074,7 @@ fn cut_at_boundary(s: &str, n: usize) -> &str {
 mod tests {
     use super::*;
     use crate::sim::{Faults, NodeScript, ReplyBehaviour, SimConfig, SimRadio};
+    use tocsin_channel::{FrameOut, Outbound};
 
     const T0: Timestamp = Timestamp(1_750_000_000_000);
     const LEAD: u32 = 0x0a0b_0c0d;

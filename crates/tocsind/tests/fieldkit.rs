@@ -94,24 +94,11 @@ fn terminal(card: &str) -> TerminalConfig {
     t
 }
 
-fn devices(modem: &Path, beidou: &Path) -> String {
+/// The speech section and one GSM modem.
+fn gsm(modem: &Path) -> String {
     format!(
-        r#"
-[speech]
-synthesizer = "none"
-
-[devices.modem-0]
-type = "at_modem"
-path = {modem:?}
-per_minute = 30
-
-[devices.bd-0]
-type = "beidou"
-path = {beidou:?}
-assumed_interval_secs = 60
-"#,
-        modem = modem.to_string_lossy(),
-        beidou = beidou.to_string_lossy(),
+        "[speech]\nsynthesizer = \"none\"\n\n[devices.modem-0]\ntype = \"at_modem\"\npath = {:?}\nper_minute = 30\n",
+        modem.to_string_lossy()
     )
 }
 
@@ -132,9 +119,24 @@ async fn deliveries_until(
     (d, events.records())
 }
 
+/// The satellite link between the two nodes.
+enum Link {
+    /// One BeiDou network, cards 0242286 (district) and 0242407 (kit).
+    Beidou,
+    /// Two 9603 modems on one simulated Iridium gateway, which routes an MO message
+    /// prefixed with the other modem's routing prefix to it as an MT message.
+    Sbd,
+}
+
+/// The link's simulator (kept running by the test).
+enum LinkSim {
+    Beidou(tocsin_beidou::pty::SimHandle),
+    Sbd(tocsin_iridium_sbd::pty::NetworkHandle),
+}
+
 /// Both nodes' simulators and configs, for one test.
 struct Setup {
-    beidou: tocsin_beidou::pty::SimHandle,
+    link: LinkSim,
     district_cfg: std::path::PathBuf,
     kit_cfg: std::path::PathBuf,
     cancel: CancellationToken,
@@ -144,26 +146,84 @@ struct Setup {
     ),
 }
 
-/// The BeiDou network, both modems and both configs; the kit's people answer its modem
-/// after `answer` (gateway seconds).
-fn setup(test: &str, answer: ReplyBehaviour) -> Setup {
+const DISTRICT_IMEI: &str = "300434063839690";
+const KIT_IMEI: &str = "300234010753370";
+
+/// An `iridium_sbd` device table whose one peer is `peer`, routed through the gateway
+/// by its prefix; mailbox checks and retries shrunk for the test's clock.
+fn sbd_device(path: &Path, peer: &str) -> String {
+    format!(
+        r#"
+[devices.link-0]
+type = "iridium_sbd"
+path = {path:?}
+mailbox_interval_secs = 5
+retry_secs = 1
+retry_max_secs = 2
+peers = [{{ imei = "{peer}", prefix = "{prefix}" }}]
+"#,
+        path = path.to_string_lossy(),
+        prefix = tocsin_iridium_sbd::sim::route_prefix(peer),
+    )
+}
+
+/// A `beidou` device table.
+fn beidou_device(path: &Path) -> String {
+    format!(
+        "\n[devices.link-0]\ntype = \"beidou\"\npath = {:?}\nassumed_interval_secs = 60\n",
+        path.to_string_lossy()
+    )
+}
+
+/// The link, both modems and both configs; the kit's people answer its modem after
+/// `answer` (gateway seconds), and never answer the district's.
+fn setup(test: &str, answer: ReplyBehaviour, link: Link) -> Setup {
     let (ddir, kdir) = (DISTRICT.tempdir(test), KIT.tempdir(test));
     write_districts(&ddir.join("district"), &kdir.join("district"));
     let cancel = CancellationToken::new();
-    let beidou = tocsin_beidou::pty::spawn_sim(
-        vec![ddir.join("bd0"), kdir.join("bd0")],
-        vec![terminal(DISTRICT_CARD), terminal(KIT_CARD)],
-        tocsin_beidou::sim::SimConfig {
-            latency_min_ms: 1_000,
-            latency_max_ms: 3_000,
-            default_script: Bd::Never,
-            ..tocsin_beidou::sim::SimConfig::default()
-        },
-        2,
-        SPEED,
-        cancel.child_token(),
-    )
-    .expect("BeiDou network on ptys");
+    let (link, district_dev, kit_dev, kit_addr, district_addr) = match link {
+        Link::Beidou => {
+            let sim = tocsin_beidou::pty::spawn_sim(
+                vec![ddir.join("link0"), kdir.join("link0")],
+                vec![terminal(DISTRICT_CARD), terminal(KIT_CARD)],
+                tocsin_beidou::sim::SimConfig {
+                    latency_min_ms: 1_000,
+                    latency_max_ms: 3_000,
+                    default_script: Bd::Never,
+                    ..tocsin_beidou::sim::SimConfig::default()
+                },
+                2,
+                SPEED,
+                cancel.child_token(),
+            )
+            .expect("BeiDou network on ptys");
+            let (d, k) = (beidou_device(&sim.paths[0]), beidou_device(&sim.paths[1]));
+            (LinkSim::Beidou(sim), d, k, KIT_CARD, DISTRICT_CARD)
+        }
+        Link::Sbd => {
+            let modem = |imei: &str| tocsin_iridium_sbd::sim::SimConfig {
+                imei: imei.into(),
+                session_min_ms: 2_000,
+                session_max_ms: 6_000,
+                ..tocsin_iridium_sbd::sim::SimConfig::default()
+            };
+            let net = tocsin_iridium_sbd::pty::spawn_network(
+                vec![ddir.join("link0"), kdir.join("link0")],
+                vec![modem(DISTRICT_IMEI), modem(KIT_IMEI)],
+                tocsin_iridium_sbd::network::NetworkConfig {
+                    latency_min_ms: 2_000,
+                    latency_max_ms: 5_000,
+                },
+                3,
+                SPEED,
+                cancel.child_token(),
+            )
+            .expect("Iridium network on ptys");
+            let d = sbd_device(&net.paths[0], KIT_IMEI);
+            let k = sbd_device(&net.paths[1], DISTRICT_IMEI);
+            (LinkSim::Sbd(net), d, k, KIT_IMEI, DISTRICT_IMEI)
+        }
+    };
     let district_modem = common::start_modem(
         &ddir,
         vec![
@@ -186,19 +246,19 @@ fn setup(test: &str, answer: ReplyBehaviour) -> Setup {
     let district_cfg = DISTRICT.write_config(
         &ddir,
         &format!(
-            "{}\n[kits.upper]\ndevice = \"bd-0\"\naddress = \"{KIT_CARD}\"\nareas = [\"v-up\"]\n",
-            devices(&district_modem.path, &beidou.paths[0])
+            "{}{district_dev}\n[kits.upper]\ndevice = \"link-0\"\naddress = \"{kit_addr}\"\nareas = [\"v-up\"]\n",
+            gsm(&district_modem.path)
         ),
     );
     let kit_cfg = KIT.write_config(
         &kdir,
         &format!(
-            "{}\n[uplink]\ndevice = \"bd-0\"\ndistrict = \"{DISTRICT_CARD}\"\nareas = [\"v-up\"]\n",
-            devices(&kit_modem.path, &beidou.paths[1])
+            "{}{kit_dev}\n[uplink]\ndevice = \"link-0\"\ndistrict = \"{district_addr}\"\nareas = [\"v-up\"]\n",
+            gsm(&kit_modem.path)
         ),
     );
     Setup {
-        beidou,
+        link,
         district_cfg,
         kit_cfg,
         cancel,
@@ -217,12 +277,15 @@ fn red_alert() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_beidou() {
     let Setup {
-        beidou,
+        link,
         district_cfg,
         kit_cfg,
         cancel,
         _modems,
-    } = setup("uplink", answers());
+    } = setup("uplink", answers(), Link::Beidou);
+    let LinkSim::Beidou(beidou) = link else {
+        unreachable!()
+    };
     let district = DISTRICT.start(&district_cfg);
     let kit = KIT.start(&kit_cfg);
 
@@ -244,7 +307,7 @@ async fn district_alert_goes_through_a_field_kit_and_its_acks_come_back_over_bei
     for p in ["k1", "k2"] {
         let via = d[p]["ack_evidence"].as_str().unwrap();
         assert!(
-            via.starts_with(&format!("bd:{KIT_CARD} via bd-0"))
+            via.starts_with(&format!("bd:{KIT_CARD} via link-0"))
                 && via.contains(&format!("relayed for {p}")),
             "{p}: {via}"
         );
@@ -348,6 +411,7 @@ async fn a_kit_killed_after_taking_the_alert_still_returns_every_ack() {
             min_secs: 60.0,
             max_secs: 120.0,
         },
+        Link::Beidou,
     );
     let district = DISTRICT.start(&s.district_cfg);
     let kit = KIT.start(&s.kit_cfg);
@@ -404,95 +468,11 @@ async fn a_kit_killed_after_taking_the_alert_still_returns_every_ack() {
     s.cancel.cancel();
 }
 
-const DISTRICT_IMEI: &str = "300434063839690";
-const KIT_IMEI: &str = "300234010753370";
-
-/// An `iridium_sbd` device table whose one peer is `peer`, routed through the gateway
-/// by its prefix; mailbox checks and retries shrunk for the test's clock.
-fn sbd_device(path: &Path, peer: &str) -> String {
-    format!(
-        r#"
-[devices.sbd-0]
-type = "iridium_sbd"
-path = {path:?}
-mailbox_interval_secs = 5
-retry_secs = 1
-retry_max_secs = 2
-peers = [{{ imei = "{peer}", prefix = "{prefix}" }}]
-"#,
-        path = path.to_string_lossy(),
-        prefix = tocsin_iridium_sbd::sim::route_prefix(peer),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn district_alert_goes_through_a_field_kit_over_iridium_sbd() {
-    let (ddir, kdir) = (DISTRICT.tempdir("sbd"), KIT.tempdir("sbd"));
-    write_districts(&ddir.join("district"), &kdir.join("district"));
-    let cancel = CancellationToken::new();
-    // Two 9603 modems on one simulated Iridium gateway: an MO message prefixed with the
-    // other modem's routing prefix comes out of that modem as an MT message.
-    let modem = |imei: &str| tocsin_iridium_sbd::sim::SimConfig {
-        imei: imei.into(),
-        session_min_ms: 2_000,
-        session_max_ms: 6_000,
-        ..tocsin_iridium_sbd::sim::SimConfig::default()
-    };
-    let iridium = tocsin_iridium_sbd::pty::spawn_network(
-        vec![ddir.join("sbd0"), kdir.join("sbd0")],
-        vec![modem(DISTRICT_IMEI), modem(KIT_IMEI)],
-        tocsin_iridium_sbd::network::NetworkConfig {
-            latency_min_ms: 2_000,
-            latency_max_ms: 5_000,
-        },
-        3,
-        SPEED,
-        cancel.child_token(),
-    )
-    .expect("Iridium network on ptys");
-    let district_modem = common::start_modem(
-        &ddir,
-        vec![
-            phone("+8619900000101", answers()),
-            phone("+8619900000201", ReplyBehaviour::Never),
-            phone("+8619900000202", ReplyBehaviour::Never),
-        ],
-        SPEED,
-        &cancel,
-    );
-    let kit_modem = common::start_modem(
-        &kdir,
-        vec![
-            phone("+8619900000201", answers()),
-            phone("+8619900000202", answers()),
-        ],
-        SPEED,
-        &cancel,
-    );
-    let gsm = |path: &Path| {
-        format!(
-            "[speech]\nsynthesizer = \"none\"\n\n[devices.modem-0]\ntype = \"at_modem\"\npath = {:?}\nper_minute = 30\n",
-            path.to_string_lossy()
-        )
-    };
-    let district_cfg = DISTRICT.write_config(
-        &ddir,
-        &format!(
-            "{}{}\n[kits.upper]\ndevice = \"sbd-0\"\naddress = \"{KIT_IMEI}\"\nareas = [\"v-up\"]\n",
-            gsm(&district_modem.path),
-            sbd_device(&iridium.paths[0], KIT_IMEI)
-        ),
-    );
-    let kit_cfg = KIT.write_config(
-        &kdir,
-        &format!(
-            "{}{}\n[uplink]\ndevice = \"sbd-0\"\ndistrict = \"{DISTRICT_IMEI}\"\nareas = [\"v-up\"]\n",
-            gsm(&kit_modem.path),
-            sbd_device(&iridium.paths[1], DISTRICT_IMEI)
-        ),
-    );
-    let district = DISTRICT.start(&district_cfg);
-    let kit = KIT.start(&kit_cfg);
+    let s = setup("sbd", answers(), Link::Sbd);
+    let district = DISTRICT.start(&s.district_cfg);
+    let kit = KIT.start(&s.kit_cfg);
     let events = Events::subscribe(&district.api).await;
     let v = district.api.issue(&red_alert()).await;
     let id = v["id"].as_str().unwrap().to_owned();
@@ -511,13 +491,16 @@ async fn district_alert_goes_through_a_field_kit_over_iridium_sbd() {
     for p in ["k1", "k2"] {
         let via = d[p]["ack_evidence"].as_str().unwrap();
         assert!(
-            via.starts_with(&format!("sbd:{KIT_IMEI} via sbd-0"))
+            via.starts_with(&format!("sbd:{KIT_IMEI} via link-0"))
                 && via.contains(&format!("relayed for {p}")),
             "{p}: {via}"
         );
         assert_eq!(d[p]["late"], false, "{}", d[p]);
     }
     // The gateway routed the alert frame to the kit and ack batches back.
+    let LinkSim::Sbd(iridium) = &s.link else {
+        unreachable!()
+    };
     let routed = iridium.routed.lock().unwrap().clone();
     let first = |from: usize| {
         routed
@@ -541,5 +524,5 @@ async fn district_alert_goes_through_a_field_kit_over_iridium_sbd() {
     assert_eq!(relays[0]["acks"], 2, "{relays}");
     district.stop();
     kit.stop();
-    cancel.cancel();
+    s.cancel.cancel();
 }

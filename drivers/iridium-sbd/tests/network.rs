@@ -122,7 +122,10 @@ impl Pair {
     }
 
     /// Driver `i`'s first frame event, taken with its receipt released.
-    #[allow(clippy::unwrap_used, reason = "a test helper: a missing frame fails the test")]
+    #[allow(
+        clippy::unwrap_used,
+        reason = "a test helper: a missing frame fails the test"
+    )]
     fn take_frame(&mut self, i: usize) -> (Address, Vec<u8>) {
         let pos = self.events[i]
             .iter()

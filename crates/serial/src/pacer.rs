@@ -49,8 +49,12 @@ pub struct PreciseSleep {
 }
 
 impl PreciseSleep {
-    /// A sleep for the current tokio runtime (call it inside one). Falls back to tokio's
-    /// timer, logged once, when the kernel timer cannot be created.
+    /// A sleep for the current tokio runtime. Falls back to tokio's timer, logged once,
+    /// when the kernel timer cannot be created.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or in one built without IO (like creating a socket).
     pub fn new() -> Self {
         #[cfg(target_os = "linux")]
         {

@@ -28,8 +28,9 @@
 //! failed; one already done answers `+CMS ERROR: 321`, taken as gone), and a bare `ERROR`
 //! (a syntax error, as from a modem without concatenation) means one per line for the rest
 //! of the session; models not known to concatenate (`Quirks::concatenation`) never do.
-//! While replies wait to be read, deletions go a full line at a time, taking turns with
-//! the reads, so neither starves and a reply's ack does not wait on deletions. Within a port session an index
+//! Every full line of released indexes goes before the next read, so deletions keep pace
+//! with a storm (a full storage makes the network refuse replies); a partial line waits
+//! while replies wait to be read, so an ack does not wait on deletions. Within a port session an index
 //! reported and not yet released is never reported again, even when re-announced; after
 //! a reopen the init's `AT+CMGL=4` reports everything not yet deleted.
 //!
@@ -310,9 +311,6 @@ struct Inbox {
     concatenation_refused: bool,
     /// The modem refused `AT+CMGL=0`: bursts are listed with `AT+CMGL=4`.
     unread_listing_refused: bool,
-    /// Whether the last storage command was a read: reads and deletes take turns, so
-    /// neither a storm of replies nor of releases starves the other.
-    last_was_read: bool,
 }
 
 impl Inbox {
@@ -1895,25 +1893,23 @@ impl Modem {
         }
     }
 
-    /// The next read or deletion of stored messages. While replies wait to be read,
-    /// deletions go only a full line at a time (a reply's ack waits on its read, not on
-    /// anyone's deletion), taking turns with the reads; otherwise whatever is released
-    /// goes. `Err(Hold)` while a lone reply waits for others (the timer is set).
+    /// The next read or deletion of stored messages. Every full line of released
+    /// indexes goes before the next read, so deletions keep pace with however many a
+    /// listing reads (storage stays bounded through a long storm: a full modem makes the
+    /// network refuse replies); a line not yet full waits while replies wait to be read (a
+    /// reply's ack waits on its read, not on anyone's deletion), and goes once none do.
+    /// `Err(Hold)` while a lone reply waits for others (the timer is set).
     fn next_storage_command(&mut self, now: Timestamp) -> Result<Option<Command>, Hold> {
         let read = self.read_plan(now);
         let deletes = !self.inbox.delete_singles.is_empty() || !self.inbox.to_delete.is_empty();
         let full_line = !self.inbox.delete_singles.is_empty()
             || self.inbox.to_delete.len() >= self.deletes_per_line();
         match read {
-            ReadPlan::Now(cmd) if !(full_line && self.inbox.last_was_read) => {
-                self.inbox.last_was_read = true;
-                return Ok(Some(cmd));
-            }
+            ReadPlan::Now(cmd) if !full_line => return Ok(Some(cmd)),
             ReadPlan::Wait(due) => self.set_timer(Timer::InboundBatch, due),
             ReadPlan::Now(_) | ReadPlan::Idle => {}
         }
         if deletes {
-            self.inbox.last_was_read = false;
             return Ok(self.delete_plan());
         }
         match read {
@@ -3131,7 +3127,7 @@ mod tests {
                 m.handle_rx(T0, &listing(&[4, 5]));
                 assert_eq!(written(&mut m), ["AT+CMGD=1"]);
             } else {
-                // One per line is a full line: deletion and reading take turns.
+                // One per line is a full line: it goes before the waiting replies.
                 assert_eq!(written(&mut m), ["AT+CMGD=1"]);
                 m.handle_rx(T0, b"\r\nOK\r\n");
                 assert_eq!(written(&mut m), ["AT+CMGL=0"]);
@@ -3142,6 +3138,59 @@ mod tests {
                 .count();
             assert_eq!(reported, 6, "delete_batch {per_line}");
         }
+    }
+
+    #[test]
+    fn deletions_keep_pace_with_a_long_storm_so_storage_never_fills() {
+        // Driven by hand: each round 25 replies are announced and the last round's 25
+        // releases arrive while a command is out, so every listing reads more than a
+        // deletion line holds. Deletions must not fall behind, or a real modem's storage
+        // fills and the network's next replies are refused.
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        let (mut announced, mut deleted) = (0u32, 0u32);
+        let mut unread: Vec<u32> = Vec::new();
+        let mut to_release: Vec<u32> = Vec::new();
+        let mut most = 0;
+        let mut out: Vec<String> = Vec::new();
+        for _ in 0..40 {
+            for _ in 0..25 {
+                m.handle_rx(T0, format!("\r\n+CMTI: \"ME\",{announced}\r\n").as_bytes());
+                unread.push(announced);
+                announced += 1;
+            }
+            m.submit_all(
+                T0,
+                to_release
+                    .drain(..)
+                    .map(|i| DriverCommand::Release(InboundReceipt(i.to_string()))),
+            );
+            // Answer until a listing was answered; what follows it is out when the next
+            // round's replies and releases arrive.
+            loop {
+                out.extend(written(&mut m));
+                let Some(cmd) = (!out.is_empty()).then(|| out.remove(0)) else {
+                    break;
+                };
+                if cmd == "AT+CMGL=0" || cmd.starts_with("AT+CMGR=") {
+                    let listed: Vec<u32> = if cmd == "AT+CMGL=0" {
+                        std::mem::take(&mut unread)
+                    } else {
+                        let i: u32 = cmd["AT+CMGR=".len()..].parse().unwrap();
+                        unread.retain(|u| *u != i);
+                        vec![i]
+                    };
+                    m.handle_rx(T0, &listing(&listed));
+                    to_release.extend(listed);
+                    break;
+                }
+                let n = cmd.matches("+CMGD=").count() as u32;
+                assert!(n > 0, "{cmd}");
+                deleted += n;
+                m.handle_rx(T0, b"\r\nOK\r\n");
+            }
+            most = most.max(announced - deleted);
+        }
+        assert!(most <= 25 * 2 + 10, "storage held {most}");
     }
 
     #[test]

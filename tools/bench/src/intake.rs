@@ -499,18 +499,26 @@ async fn ack_storm(
             .collect(),
     );
     let start = now();
-    let injector = {
+    // One injector per modem, as each modem's SMSC holds and retries on its own: a modem
+    // whose storage window is full does not hold back the replies for the others.
+    let mut per_modem: Vec<Vec<(usize, String, String)>> = vec![Vec::new(); sims.len()];
+    for (n, (person, text)) in codes.into_iter().enumerate() {
+        let m = person_number(&person) % sims.len();
+        if let Some(list) = per_modem.get_mut(m) {
+            list.push((n, person, text));
+        }
+    }
+    let mut injectors = Vec::new();
+    for (m, replies) in per_modem.into_iter().enumerate() {
         let injected = injected.clone();
         let slots = slots.clone();
-        let sims: Vec<_> = sims.iter().map(|s| s.commands.clone()).collect();
-        tokio::spawn(async move {
-            for (n, (person, text)) in codes.into_iter().enumerate() {
-                let i = person_number(&person);
-                let m = i % sims.len();
-                let (Some(sim), Some(slot)) = (sims.get(m), slots.get(m)) else {
-                    break;
-                };
-                // Paced: the reply is due at its slot in the schedule, and its latency
+        let Some(sim) = sims.get(m).map(|s| s.commands.clone()) else {
+            continue;
+        };
+        injectors.push(tokio::spawn(async move {
+            let Some(slot) = slots.get(m) else { return };
+            for (n, person, text) in replies {
+                // Paced: the reply is due at its place in the schedule, and its latency
                 // counts from then, whatever held it back.
                 let due = pace.map(|rate| start + Duration::from_secs_f64(n as f64 / rate));
                 if let Some(due) = due {
@@ -520,19 +528,19 @@ async fn ack_storm(
                     Ok(permit) => permit.forget(),
                     Err(_) => break,
                 }
-                if let Ok(mut m) = injected.lock() {
-                    m.insert(person.clone(), due.unwrap_or_else(now));
+                if let Ok(mut map) = injected.lock() {
+                    map.insert(person.clone(), due.unwrap_or_else(now));
                 }
                 let cmd = SimCommand::DeliverSms {
-                    from: crowd_phone(i),
+                    from: crowd_phone(person_number(&person)),
                     text,
                 };
                 if sim.send(cmd).await.is_err() {
                     break;
                 }
             }
-        })
-    };
+        }));
+    }
 
     let mut latencies = Vec::with_capacity(args.acks);
     let mut buf = String::new();
@@ -580,7 +588,9 @@ async fn ack_storm(
             }
         }
     }
-    injector.abort();
+    for injector in injectors {
+        injector.abort();
+    }
     let took = last.duration_since(start).as_secs_f64();
     let counted = latencies.len();
     let rate = if took > 0.0 {

@@ -23,9 +23,11 @@
 //! `AT+CMGL=4` from then on. A message is deleted only after the router's `Release` (its
 //! record is committed), never with the bulk `AT+CMGD=<i>,<flag>` (that would take messages
 //! read but not committed): the released indexes waiting go out together as one V.250
-//! concatenated line, `AT+CMGD=3;+CMGD=4;+CMGD=7`, at most `delete_batch` per line. A
-//! line that fails is sent again one deletion per line (the answer does not say which one
-//! failed; one already done answers `+CMS ERROR: 321`, taken as gone), and a bare `ERROR`
+//! concatenated line, `AT+CMGD=3;+CMGD=4;+CMGD=7`, at most `delete_batch` per line. After
+//! a line that fails (V.250: the commands before the failing one ran; the answer does not
+//! say which) each of its indexes is read again with `AT+CMGR` and deleted on its own line
+//! only if it still holds the released message (same PDU): gone is done, and a new reply
+//! stored in a slot the line freed is reported, not deleted. A bare `ERROR`
 //! (a syntax error, as from a modem without concatenation) means one per line for the rest
 //! of the session; models not known to concatenate (`Quirks::concatenation`) never do.
 //! Every full line of released indexes goes before the next read, so deletions keep pace
@@ -113,6 +115,9 @@ pub enum Command {
     Delete(u32),
     /// `AT+CMGD=<a>;+CMGD=<b>;...`: delete several on one line (V.250 concatenation).
     DeleteBatch(Vec<u32>),
+    /// `AT+CMGR=<idx>` before deleting a released index again after a failed deletion
+    /// line: the line may have deleted it already and the slot may hold a new reply.
+    Recheck(u32),
     /// `AT+CMGS=<len>`: start a submit; the modem answers with the `> ` prompt.
     SubmitLength(usize),
     /// The hex PDU and Ctrl-Z after the prompt; the modem answers `+CMGS: <mr>`.
@@ -157,7 +162,7 @@ impl Command {
             Command::EpsRegistration => "AT+CEREG?".to_owned(),
             Command::ListAll => "AT+CMGL=4".to_owned(),
             Command::ListUnread => "AT+CMGL=0".to_owned(),
-            Command::Read(i) => format!("AT+CMGR={i}"),
+            Command::Read(i) | Command::Recheck(i) => format!("AT+CMGR={i}"),
             Command::Delete(i) => format!("AT+CMGD={i}"),
             Command::DeleteBatch(idxs) => {
                 let mut line = "AT".to_owned();
@@ -305,8 +310,15 @@ struct Inbox {
     released: HashSet<u32>,
     /// Released indexes waiting for their `AT+CMGD`, in release order.
     to_delete: VecDeque<u32>,
-    /// Indexes to delete one per line, because a concatenated line holding them failed.
+    /// Indexes to delete one per line: checked after a failed line, or the line was
+    /// refused.
     delete_singles: VecDeque<u32>,
+    /// Released indexes of a failed deletion line, to read again before deleting: the
+    /// commands before the failing one ran, so the slot may be empty or hold a new reply.
+    recheck: VecDeque<u32>,
+    /// The PDU of each reported or released index, to tell the released message from a
+    /// new one in the same slot.
+    pdu_at: HashMap<u32, String>,
     /// The modem answered a concatenated line with `ERROR`: one command per line.
     concatenation_refused: bool,
     /// The modem refused `AT+CMGL=0`: bursts are listed with `AT+CMGL=4`.
@@ -326,7 +338,9 @@ impl Inbox {
 
     /// Whether `idx` waits for an `AT+CMGD` not yet sent.
     fn delete_queued(&self, idx: u32) -> bool {
-        self.to_delete.contains(&idx) || self.delete_singles.contains(&idx)
+        self.to_delete.contains(&idx)
+            || self.delete_singles.contains(&idx)
+            || self.recheck.contains(&idx)
     }
 
     /// Whether a listing or read may report the message at `idx`.
@@ -977,7 +991,7 @@ impl Modem {
         }
         if let Some(current) = &mut self.current {
             let wanted = match current.cmd {
-                Command::Read(_) => header.starts_with("+CMGR:"),
+                Command::Read(_) | Command::Recheck(_) => header.starts_with("+CMGR:"),
                 Command::ListAll | Command::ListUnread => header.starts_with("+CMGL:"),
                 _ => false,
             };
@@ -1031,6 +1045,7 @@ impl Modem {
             }
             Command::ListCalls => self.calls_listed(now, &inflight, ok),
             Command::Delete(_) | Command::DeleteBatch(_) => self.deleted(&inflight.cmd, result),
+            Command::Recheck(i) => self.rechecked(now, *i, &inflight, result),
             Command::ListAll | Command::ListUnread | Command::Read(_) => {
                 self.stored_read(now, &inflight, result);
             }
@@ -1245,6 +1260,7 @@ impl Modem {
                 // Deletions not confirmed go again (an index already gone answers 321).
                 match &inflight.cmd {
                     Command::Delete(i) => self.inbox.delete_singles.push_front(*i),
+                    Command::Recheck(i) => self.inbox.recheck.push_front(*i),
                     Command::DeleteBatch(idxs) => {
                         for i in idxs.iter().rev() {
                             self.inbox.to_delete.push_front(*i);
@@ -1754,6 +1770,7 @@ impl Modem {
             Tpdu::Deliver(d) => {
                 if let Some(i) = idx {
                     self.inbox.reported.insert(i);
+                    self.inbox.pdu_at.insert(i, hex.to_owned());
                 }
                 let sent_at = d.scts.and_then(|s| s.to_timestamp());
                 let concat = d.user_data.concat.filter(|c| c.total > 1);
@@ -1814,12 +1831,7 @@ impl Modem {
                 // The released message, still there until its AT+CMGD.
                 return;
             }
-            let deleting = match self.current.as_ref().map(|c| &c.cmd) {
-                Some(Command::Delete(i)) => *i == idx,
-                Some(Command::DeleteBatch(idxs)) => idxs.contains(&idx),
-                _ => false,
-            };
-            if !deleting {
+            if !self.deleting(idx) {
                 // Its deletion failed for good, and the modem announces the slot again:
                 // read it (reported twice only because the modem said it twice).
                 self.inbox.released.remove(&idx);
@@ -1836,12 +1848,22 @@ impl Modem {
     }
 
     /// Marks `idx` for deletion: released by the router, or a stored message that is no
-    /// reply (a status report, an operator notice).
+    /// reply (a status report, an operator notice). A second release while its deletion
+    /// is queued or on the line adds nothing (a second `AT+CMGD` could take a new reply).
     fn release_index(&mut self, idx: u32) {
         self.inbox.reported.remove(&idx);
         self.inbox.released.insert(idx);
-        if !self.inbox.delete_queued(idx) {
+        if !self.inbox.delete_queued(idx) && !self.deleting(idx) {
             self.inbox.to_delete.push_back(idx);
+        }
+    }
+
+    /// Whether the command on the line deletes or rechecks `idx`.
+    fn deleting(&self, idx: u32) -> bool {
+        match self.current.as_ref().map(|c| &c.cmd) {
+            Some(Command::Delete(i) | Command::Recheck(i)) => *i == idx,
+            Some(Command::DeleteBatch(idxs)) => idxs.contains(&idx),
+            _ => false,
         }
     }
 
@@ -1884,6 +1906,9 @@ impl Modem {
         if let Some(i) = self.inbox.delete_singles.pop_front() {
             return Some(Command::Delete(i));
         }
+        if let Some(i) = self.inbox.recheck.pop_front() {
+            return Some(Command::Recheck(i));
+        }
         let n = self.deletes_per_line().min(self.inbox.to_delete.len());
         let batch: Vec<u32> = self.inbox.to_delete.drain(..n).collect();
         match batch.as_slice() {
@@ -1901,9 +1926,9 @@ impl Modem {
     /// `Err(Hold)` while a lone reply waits for others (the timer is set).
     fn next_storage_command(&mut self, now: Timestamp) -> Result<Option<Command>, Hold> {
         let read = self.read_plan(now);
-        let deletes = !self.inbox.delete_singles.is_empty() || !self.inbox.to_delete.is_empty();
-        let full_line = !self.inbox.delete_singles.is_empty()
-            || self.inbox.to_delete.len() >= self.deletes_per_line();
+        let retries = !self.inbox.delete_singles.is_empty() || !self.inbox.recheck.is_empty();
+        let deletes = retries || !self.inbox.to_delete.is_empty();
+        let full_line = retries || self.inbox.to_delete.len() >= self.deletes_per_line();
         match read {
             ReadPlan::Now(cmd) if !full_line => return Ok(Some(cmd)),
             ReadPlan::Wait(due) => self.set_timer(Timer::InboundBatch, due),
@@ -2002,6 +2027,7 @@ impl Modem {
                 // 321: nothing there, e.g. deleted by the part of a failed line that ran.
                 if matches!(result, FinalResult::Ok | FinalResult::CmsError(321)) {
                     self.inbox.released.remove(i);
+                    self.inbox.pdu_at.remove(i);
                 } else {
                     // Stays released (never reported again this session); the next
                     // session's listing reports it again, and the router knows it.
@@ -2014,6 +2040,7 @@ impl Modem {
                 if result == FinalResult::Ok {
                     for i in idxs {
                         self.inbox.released.remove(i);
+                        self.inbox.pdu_at.remove(i);
                     }
                     return;
                 }
@@ -2027,9 +2054,44 @@ impl Modem {
                     );
                     self.inbox.concatenation_refused = true;
                 }
-                self.inbox.delete_singles.extend(idxs.iter().copied());
+                // Each is read again first: deleting blindly could take a new reply
+                // stored in a slot the line had already freed.
+                self.inbox.recheck.extend(idxs.iter().copied());
             }
             _ => {}
+        }
+    }
+
+    /// A released index read again after a failed deletion line: still the released
+    /// message (delete it, alone), gone (done), or a new reply in the freed slot (report it;
+    /// it is not ours to delete).
+    fn rechecked(&mut self, now: Timestamp, idx: u32, inflight: &InFlight, result: FinalResult) {
+        let found = inflight
+            .pdus
+            .iter()
+            .find(|(h, _)| h.starts_with("+CMGR:"))
+            .map(|(_, hex)| hex.clone());
+        match (result, found) {
+            (FinalResult::Ok, Some(hex)) => {
+                if self.inbox.pdu_at.get(&idx) == Some(&hex) {
+                    self.inbox.delete_singles.push_front(idx);
+                } else {
+                    self.inbox.released.remove(&idx);
+                    self.inbox.pdu_at.remove(&idx);
+                    self.inbox.unread.remove(&idx);
+                    self.on_stored(now, Some(idx), &hex);
+                }
+            }
+            (FinalResult::Ok | FinalResult::CmsError(321), None)
+            | (FinalResult::CmsError(321), Some(_)) => {
+                self.inbox.released.remove(&idx);
+                self.inbox.pdu_at.remove(&idx);
+            }
+            (other, _) => {
+                let why = format!("AT+CMGR={idx} refused: {}", wire::final_text(other));
+                tracing::warn!(%why, "released message not checked; left in storage");
+                self.health.last_error = Some(why);
+            }
         }
     }
 
@@ -2918,12 +2980,16 @@ mod tests {
             lines_since(&b, mark),
             [
                 "AT+CMGD=0;+CMGD=1;+CMGD=2;+CMGD=3",
+                "AT+CMGR=0",
                 "AT+CMGD=0",
+                "AT+CMGR=1",
                 "AT+CMGD=1",
+                "AT+CMGR=2",
                 "AT+CMGD=2",
+                "AT+CMGR=3",
                 "AT+CMGD=3"
             ],
-            "refused (ERROR, nothing done), then each on its own line"
+            "refused (ERROR, nothing done), then each checked and deleted on its own line"
         );
         assert!(b.sim.stored_indexes().is_empty());
         // From then on, one per line straight away.
@@ -2938,6 +3004,66 @@ mod tests {
         assert!(
             !b.take()
                 .iter()
+                .any(|e| matches!(e, DriverEvent::Inbound { .. }))
+        );
+    }
+
+    #[test]
+    fn a_new_reply_in_a_slot_freed_by_a_failed_line_is_reported_not_deleted() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        m.handle_rx(T0, b"\r\n+CMTI: \"ME\",0\r\n\r\n+CMTI: \"ME\",1\r\n");
+        assert_eq!(written(&mut m), ["AT+CMGL=0"]);
+        m.handle_rx(T0, &listing(&[0, 1]));
+        while m.poll_event().is_some() {}
+        m.submit_all(
+            T0,
+            ["0", "1"].map(|i| DriverCommand::Release(InboundReceipt(i.to_owned()))),
+        );
+        assert_eq!(written(&mut m), ["AT+CMGD=0;+CMGD=1"]);
+        // 0 was deleted, 1 failed; a new reply lands in slot 0 before the driver looks.
+        m.handle_rx(T0, b"\r\n+CMS ERROR: 500\r\n\r\n+CMTI: \"ME\",0\r\n");
+        assert_eq!(written(&mut m), ["AT+CMGR=0"]);
+        let scts = pdu::Scts {
+            year: 2024,
+            month: 7,
+            day: 1,
+            hour: 10,
+            minute: 31,
+            second: 0,
+            tz_quarters: 32,
+        };
+        let new = pdu::encode_deliver(None, "+8613912345678", "1 NEW1", &scts, 1).unwrap();
+        let new = new.first().unwrap();
+        m.handle_rx(
+            T0,
+            format!(
+                "\r\n+CMGR: 0,,{}\r\n{}\r\n\r\nOK\r\n",
+                new.tpdu_len(),
+                new.to_hex()
+            )
+            .as_bytes(),
+        );
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            ev.iter().any(
+                |e| matches!(e, DriverEvent::Inbound { text, receipt: Some(r), .. }
+                if text == "1 NEW1" && r.0 == "0")
+            ),
+            "{ev:#?}"
+        );
+        // Slot 1 still holds the released message: checked, then deleted alone; slot 0
+        // is left for the new reply's own release.
+        assert_eq!(written(&mut m), ["AT+CMGR=1"]);
+        let old = "0891683108100005F0040D91683119325476F800004270100103002305C1E1121403";
+        m.handle_rx(
+            T0,
+            format!("\r\n+CMGR: 1,,25\r\n{old}\r\n\r\nOK\r\n").as_bytes(),
+        );
+        assert_eq!(written(&mut m), ["AT+CMGD=1"]);
+        m.handle_rx(T0, b"\r\nOK\r\n");
+        assert!(written(&mut m).is_empty());
+        assert!(
+            !std::iter::from_fn(|| m.poll_event())
                 .any(|e| matches!(e, DriverEvent::Inbound { .. }))
         );
     }
@@ -2978,12 +3104,15 @@ mod tests {
             lines_since(&b, mark),
             [
                 "AT+CMGD=0;+CMGD=1;+CMGD=2;+CMGD=3",
-                "AT+CMGD=0",
-                "AT+CMGD=1",
+                "AT+CMGR=0",
+                "AT+CMGR=1",
+                "AT+CMGR=2",
                 "AT+CMGD=2",
+                "AT+CMGR=3",
                 "AT+CMGD=3"
             ],
-            "+CMS ERROR: 321 at the second: the first was done, each goes again"
+            "+CMS ERROR: 321 at the second: the first was done; each is read again, and \
+             only those still holding the released message are deleted"
         );
         assert!(b.sim.stored_indexes().is_empty());
         // A +CMS ERROR is no refusal of concatenation: the next burst is one line again.

@@ -545,7 +545,9 @@ pub(crate) fn run_sbd(window_secs: u64, link_ms: u64, seed: u64) -> Result<SbdFi
                 moved = true;
                 match e {
                     DriverEvent::Sent { .. } => sent += 1,
-                    DriverEvent::Inbound { receipt, .. } => {
+                    // The kit's ack batches come as frames (the daemon judges them), a
+                    // plain text as an inbound message.
+                    DriverEvent::Inbound { receipt, .. } | DriverEvent::Frame { receipt, .. } => {
                         inbound += 1;
                         // The gateway commits the ack and releases the modem's buffer.
                         if let Some(r) = receipt {

@@ -349,6 +349,16 @@ impl SipConfig {
     pub fn t1(&self) -> Duration {
         Duration::from_millis(self.t1_ms)
     }
+
+    /// The longest a dialled call can last before its attempt gets its outcome
+    /// (`Delivered` or `Failed`), whatever the far end or the network does: ringing up to
+    /// `ring_timeout_secs`, then a CANCEL transaction (64×T1, RFC 3261 timer F) during
+    /// which a late 2xx may still answer; an answered call lasts at most `max_call_secs`,
+    /// then a BYE transaction (64×T1). With the defaults 30 + 32 + 180 + 32 = 274 s. A
+    /// call queued behind `concurrent_calls` waits for a slot first.
+    pub fn outcome_bound(&self) -> Duration {
+        Duration::from_secs(self.ring_timeout_secs + self.max_call_secs) + self.t1() * 128
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ pub(crate) use tocsin_serial::sleep_until;
 const REBIND: Duration = Duration::from_secs(5);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
+/// Receive buffer asked for the SIP socket. Hundreds of calls answered together bring
+/// their 100, 180 and 200 (each 0.5–1 KB, 2 KB or more of kernel memory) faster than one
+/// task handles them; the 208 KB Linux default held about 100 and the rest were dropped.
+/// A dropped provisional response costs an INVITE retransmission, a dropped 200 OK a
+/// retransmission by the far end — or, from a far end that does not repeat it, the call.
+const SIP_RECV_BUFFER: usize = 4 << 20;
 
 /// Starts the driver task for one trunk, playing the built-in tone prompt.
 pub fn spawn_sip(
@@ -82,6 +88,7 @@ async fn bind(cfg: &SipConfig) -> Result<Sockets, String> {
     let sip = UdpSocket::bind(addr)
         .await
         .map_err(|e| format!("bind SIP {addr}: {e}"))?;
+    widen_receive_buffer(&sip);
     let mut rtp = Vec::new();
     for i in 0..cfg.concurrent_calls {
         let port = if cfg.rtp_port_base == 0 {
@@ -98,6 +105,29 @@ async fn bind(cfg: &SipConfig) -> Result<Sockets, String> {
         rtp.push((local, Arc::new(s)));
     }
     Ok(Sockets { sip, rtp })
+}
+
+/// Asks for [`SIP_RECV_BUFFER`] on the SIP socket: beyond `net.core.rmem_max` when the
+/// process may (CAP_NET_ADMIN, as root), else up to that limit. A smaller buffer still
+/// works (retransmissions recover what it drops), so a refusal is only logged.
+fn widen_receive_buffer(sock: &UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &SIP_RECV_BUFFER).is_err()
+        && let Err(e) = setsockopt(sock, sockopt::RcvBuf, &SIP_RECV_BUFFER)
+    {
+        tracing::warn!(%e, "SIP socket receive buffer not widened");
+    }
+    // The kernel reports twice what it grants to the payload (the rest is bookkeeping).
+    match getsockopt(sock, sockopt::RcvBuf) {
+        Ok(got) if got < SIP_RECV_BUFFER => tracing::warn!(
+            got,
+            wanted = SIP_RECV_BUFFER,
+            "SIP socket receive buffer capped by net.core.rmem_max: a burst of answers \
+             from many calls may be dropped and wait for retransmissions"
+        ),
+        Ok(got) => tracing::debug!(got, "SIP socket receive buffer"),
+        Err(e) => tracing::debug!(%e, "SIP socket receive buffer unknown"),
+    }
 }
 
 async fn emit(

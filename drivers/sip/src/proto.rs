@@ -24,6 +24,13 @@
 //! `Inbound` "1" for the ack, and exactly one of `Delivered` (answered and the prompt
 //! played through, or acknowledged) or `Failed` when the call is over. The full
 //! [`CallRecord`] of every call is available from [`Trunk::poll_record`].
+//!
+//! Every state has a deadline, so an accepted attempt gets its outcome within
+//! [`SipConfig::outcome_bound`] of being dialled whatever the far end or the network does
+//! (silent, every response lost, a BYE never answered). A BYE from the far end while our
+//! INVITE is pending (it answered, its 2xx never reached us) ends the call at once; a 2xx
+//! arriving after the call was given up is acknowledged and hung up (§13.2.2.4), so
+//! nobody is left on a silent line.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -1067,7 +1074,10 @@ impl Trunk {
         }
         let id = resp.call_id().to_owned();
         let Some(mut call) = self.calls.remove(&id) else {
-            return; // A stray or late response: nothing to do.
+            if method == Method::Invite && (200..300).contains(&code) {
+                self.refuse_late_answer(cseq, &resp);
+            }
+            return; // Any other stray or late response: nothing to do.
         };
         match method {
             Method::Invite if cseq == call.cseq => {
@@ -1087,6 +1097,41 @@ impl Trunk {
             _ => {}
         }
         self.calls.insert(id, call);
+    }
+
+    /// A 2xx to an INVITE whose call is already over (it came after our CANCEL's or
+    /// timer B's wait, or after the far end's own BYE): someone picked up to silence. It is
+    /// acknowledged and hung up at once (RFC 3261 §13.2.2.4, §15), so the phone does
+    /// not stay off-hook until the far end gives up; each repeat of the 2xx gets the same.
+    fn refuse_late_answer(&mut self, cseq: u32, resp: &Message) {
+        let (Some(from), Some(to)) = (resp.header("From"), resp.header("To")) else {
+            return;
+        };
+        let (from, to) = (from.to_owned(), to.to_owned());
+        let target = resp.header("Contact").map(uri_of).unwrap_or_default();
+        let target = if target.is_empty() {
+            uri_of(&to).to_owned()
+        } else {
+            target.to_owned()
+        };
+        let call_id = resp.call_id().to_owned();
+        for (method, n) in [(Method::Ack, cseq), (Method::Bye, cseq.saturating_add(1))] {
+            let branch = self.branch();
+            let mut m = Message::request(method.clone(), target.clone())
+                .with("Via", self.via(&branch))
+                .with("Max-Forwards", "70")
+                .with("From", from.clone())
+                .with("To", to.clone())
+                .with("Call-ID", call_id.clone())
+                .with("CSeq", format!("{n} {method}"));
+            if method == Method::Bye {
+                m.push(
+                    "Reason",
+                    "Q.850;cause=16;text=\"answered after the call was given up\"",
+                );
+            }
+            self.send_sip(self.trunk, &m);
+        }
     }
 
     fn on_invite_response(&mut self, now: Timestamp, call: &mut Call, code: u16, resp: &Message) {
@@ -1264,13 +1309,30 @@ impl Trunk {
         match method {
             Method::Bye => {
                 self.respond(from, &req, 200, "OK", None);
-                if matches!(call.state, State::Confirmed | State::Terminating) {
-                    let why = if call.state == State::Terminating {
-                        call.record.ended.clone()
-                    } else {
-                        "ended by far end".to_owned()
-                    };
-                    self.finish(now, &mut call, &why, None);
+                match call.state {
+                    State::Confirmed | State::Terminating => {
+                        let why = if call.state == State::Terminating {
+                            call.record.ended.clone()
+                        } else {
+                            "ended by far end".to_owned()
+                        };
+                        self.finish(now, &mut call, &why, None);
+                    }
+                    // A BYE while our INVITE is pending: the far end answered, its 2xx
+                    // never reached us (lost, or never repeated) and it has hung up
+                    // since. Nothing was played; waiting for the ring timeout and a
+                    // CANCEL would only delay the outcome by a minute.
+                    State::Calling | State::Proceeding | State::Cancelling => {
+                        if let Some(inv) = call.invite.as_mut() {
+                            inv.active = false;
+                        }
+                        if let Some(c) = call.cancel.as_mut() {
+                            c.active = false;
+                        }
+                        let why = "the far end hung up before its answer reached us";
+                        self.finish(now, &mut call, why, Some((true, why.to_owned())));
+                    }
+                    State::Terminated => {}
                 }
             }
             Method::Info => {
@@ -1584,6 +1646,9 @@ mod tests {
     const FAR_SIP: &str = "10.0.0.1:5060";
     const FAR_RTP: &str = "10.0.0.1:30000";
 
+    /// Says whether a SIP datagram is lost on the way.
+    type Loss = Box<dyn FnMut(&[u8]) -> bool>;
+
     struct Bench {
         now: Timestamp,
         trunk: Trunk,
@@ -1593,6 +1658,14 @@ mod tests {
         max_active: usize,
         /// Every audio frame the gateway sent: when, from which call slot (local port).
         frames: Vec<(Timestamp, u16, RtpPacket)>,
+        /// SIP datagrams from the far end that this says are lost on the way.
+        lose: Option<Loss>,
+        /// SIP datagrams to the far end that this says are lost on the way.
+        lose_out: Option<Loss>,
+        /// When each attempt's `Delivered` or `Failed` came, and how many came.
+        outcomes: HashMap<u64, (Timestamp, usize)>,
+        /// Records of finished calls.
+        records: Vec<CallRecord>,
     }
 
     fn cfg() -> SipConfig {
@@ -1618,6 +1691,10 @@ mod tests {
             reports: Vec::new(),
             max_active: 0,
             frames: Vec::new(),
+            lose: None,
+            lose_out: None,
+            outcomes: HashMap::new(),
+            records: Vec::new(),
         }
     }
 
@@ -1653,6 +1730,12 @@ mod tests {
                     {
                         self.frames.push((self.now, port, pkt));
                     }
+                    if t.socket == Socket::Sip
+                        && let Some(lose) = self.lose_out.as_mut()
+                        && lose(&t.bytes)
+                    {
+                        continue;
+                    }
                     let sock = if t.to == far_sip {
                         SimSocket::Sip
                     } else {
@@ -1667,11 +1750,26 @@ mod tests {
                         SimSocket::Sip => (Socket::Sip, far_sip),
                         SimSocket::Rtp => (Socket::Rtp(to.port()), far_rtp),
                     };
+                    if s == Socket::Sip
+                        && let Some(lose) = self.lose.as_mut()
+                        && lose(&bytes)
+                    {
+                        continue;
+                    }
                     self.trunk.handle_datagram(self.now, s, from, &bytes);
                 }
                 while let Some(e) = self.trunk.poll_event() {
                     moved = true;
+                    if let DriverEvent::Delivered { attempt, .. }
+                    | DriverEvent::Failed { attempt, .. } = &e
+                    {
+                        let o = self.outcomes.entry(attempt.0).or_insert((self.now, 0));
+                        o.1 += 1;
+                    }
                     self.events.push(e);
+                }
+                while let Some(r) = self.trunk.poll_record() {
+                    self.records.push(r);
                 }
                 while let Some(r) = self.far.poll_report() {
                     self.reports.push(r);
@@ -1687,6 +1785,8 @@ mod tests {
         fn run(&mut self, limit: Duration) {
             let end = self.now + limit;
             self.pump();
+            // A deadline that handling does not move would spin here forever: fail instead.
+            let mut stuck = 0;
             loop {
                 let next = [self.trunk.poll_timeout(), self.far.poll_timeout()]
                     .into_iter()
@@ -1696,6 +1796,8 @@ mod tests {
                 if next > end {
                     return;
                 }
+                stuck = if next <= self.now { stuck + 1 } else { 0 };
+                assert!(stuck < 1000, "a deadline at {next} is never dealt with");
                 self.now = self.now.max(next);
                 self.trunk.handle_timeout(self.now);
                 self.far.handle_timeout(self.now);
@@ -1763,7 +1865,7 @@ mod tests {
             "{evidence}"
         );
         // Key 1 after 2 s of a 2 s prompt: it had just played through.
-        let rec = b.trunk.poll_record().unwrap();
+        let rec = b.records.first().cloned().unwrap();
         assert_eq!(rec.digits, "1");
         assert!(rec.answered_at.is_some() && rec.ringing_at.is_some());
         assert!((rec.listened_secs - 2.0).abs() < 0.05, "{rec:?}");
@@ -1921,7 +2023,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // 2 s of prompt and 3 s of waiting, frame by frame.
-        let rec = b.trunk.poll_record().unwrap();
+        let rec = b.records.first().cloned().unwrap();
         assert_eq!(rec.frames_sent, 250);
         assert_eq!(b.reports[0].frames, 250);
         assert_eq!(b.reports[0].underruns, 0);
@@ -1939,7 +2041,7 @@ mod tests {
         let mut b = bench(cfg(), sim);
         b.trunk.submit(b.now, send(1));
         b.run(Duration::from_secs(60));
-        let rec = b.trunk.poll_record().unwrap();
+        let rec = b.records.first().cloned().unwrap();
         assert_eq!(rec.digits, "5");
         assert!(rec.listened);
         // 51 frames until the key at +1 s, the whole 2 s prompt again, then the 3 s wait.
@@ -2082,7 +2184,7 @@ mod tests {
         assert_eq!(b.reports[0].ended_by, "gateway");
         assert!(!b.reports[0].answered);
         // Cancelled at 3 s, long before the 10 s ring timeout.
-        let rec = b.trunk.poll_record().unwrap();
+        let rec = b.records.first().cloned().unwrap();
         assert_eq!(rec.ended, "cancelled by the gateway");
         assert!(rec.ended_at.unwrap() < Timestamp(4_000), "{rec:?}");
         assert_eq!(b.trunk.active_calls(), 0);
@@ -2133,7 +2235,7 @@ mod tests {
         let far = &b.reports[0];
         assert!(far.answered && far.ended_by == "gateway", "{far:?}");
         assert!(far.frames < 40, "the prompt stopped at once: {far:?}");
-        let rec = b.trunk.poll_record().unwrap();
+        let rec = b.records.first().cloned().unwrap();
         assert!(!rec.listened && rec.listened_secs < 0.6, "{rec:?}");
         assert_eq!(rec.ended, "ended by us: cancelled by the gateway");
     }
@@ -2396,5 +2498,182 @@ mod tests {
             let n = b.frames.iter().filter(|f| f.1 == *port).count();
             assert!(n >= 30_000, "slot {port}: {n} frames");
         }
+    }
+
+    /// A 200 OK answering an INVITE (not a BYE's or a CANCEL's).
+    fn is_invite_ok(bytes: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(bytes);
+        text.starts_with("SIP/2.0 200") && text.contains(" INVITE\r\n")
+    }
+
+    #[test]
+    fn a_lost_200_ok_is_repeated_by_the_far_end_and_the_call_goes_on() {
+        // Many answers at once overflowed the SIP socket's receive buffer: the 200 OK of
+        // a call that had already seen its 180 was lost. The far end repeats it until
+        // our ACK (RFC 3261 §13.3.1.4), so the call is answered half a second later.
+        let mut b = bench(cfg(), SimConfig::default());
+        let mut lost = 0;
+        b.lose = Some(Box::new(move |bytes| {
+            let first = is_invite_ok(bytes) && lost == 0;
+            lost += usize::from(first);
+            first
+        }));
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(60));
+        assert!(
+            matches!(b.terminal(1), DriverEvent::Delivered { evidence, .. } if evidence.contains("digits: 1")),
+            "{:?}",
+            b.terminal(1)
+        );
+        let rec = &b.records[0];
+        let answered = rec.answered_at.unwrap().since(rec.dialled_at);
+        // Answered at 1 s, the repeat at 1.5 s.
+        assert_eq!(answered, Duration::from_millis(1500));
+        assert_eq!(b.reports[0].final_retransmits, 1);
+        assert_eq!(b.reports[0].ended_by, "gateway");
+    }
+
+    #[test]
+    fn a_far_end_whose_answer_never_arrives_hangs_up_and_the_attempt_fails_at_once() {
+        // Every 200 OK to the INVITE is lost (the 180 came): the far end repeats it for
+        // 64×T1 = 32 s, then hangs up with BYE (§13.3.1.4). Its BYE ends our pending
+        // INVITE at once instead of after the ring timeout and the CANCEL's 32 s.
+        let mut c = cfg();
+        c.ring_timeout_secs = 60;
+        let mut b = bench(c, SimConfig::default());
+        b.lose = Some(Box::new(is_invite_ok));
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(200));
+        match b.terminal(1) {
+            DriverEvent::Failed {
+                retryable: true,
+                reason,
+                ..
+            } => assert!(reason.contains("hung up before its answer"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Answered at 1 s, given up 32 s later.
+        assert_eq!(b.outcomes[&1], (Timestamp::from_millis(33_000), 1));
+        assert_eq!(b.reports[0].ended_by, "phone (no ACK)");
+        assert_eq!(b.trunk.active_calls(), 0);
+    }
+
+    #[test]
+    fn every_accepted_attempt_ends_within_the_bound_whatever_the_far_end_and_network_do() {
+        let never_answers = Behaviour {
+            answer_after: None,
+            ..Behaviour::default()
+        };
+        let quiet = Behaviour {
+            press: None,
+            ..Behaviour::default()
+        };
+        let seeded = |seed: u64, p: f64| -> Loss {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            Box::new(move |_| rng.random_bool(p))
+        };
+        // (what, far end's behaviour, loss gateway → far end, loss far end → gateway)
+        let cases: Vec<(&str, Behaviour, f64, Loss)> = vec![
+            ("far end silent", quiet.clone(), 1.0, Box::new(|_| false)),
+            (
+                "every response lost",
+                quiet.clone(),
+                0.0,
+                Box::new(|_| true),
+            ),
+            (
+                "BYE never answered",
+                quiet.clone(),
+                0.0,
+                Box::new(|b| String::from_utf8_lossy(b).contains(" BYE\r\n")),
+            ),
+            (
+                "200 OK always lost",
+                quiet.clone(),
+                0.0,
+                Box::new(is_invite_ok),
+            ),
+            (
+                "rings forever, half lost",
+                never_answers.clone(),
+                0.5,
+                seeded(1, 0.5),
+            ),
+            (
+                "half lost both ways",
+                Behaviour::default(),
+                0.5,
+                seeded(2, 0.5),
+            ),
+            ("90% lost both ways", quiet.clone(), 0.9, seeded(3, 0.9)),
+            (
+                "30% lost both ways",
+                Behaviour::default(),
+                0.3,
+                seeded(4, 0.3),
+            ),
+        ];
+        for (what, behaviour, drop_sip, lose) in cases {
+            let mut c = cfg();
+            // Production defaults for the timers the bound is made of.
+            c.ring_timeout_secs = 30;
+            c.max_call_secs = 180;
+            c.concurrent_calls = 2;
+            let bound = c.outcome_bound();
+            let sim = SimConfig {
+                default: behaviour,
+                drop_sip,
+                seed: 9,
+                ..SimConfig::default()
+            };
+            let mut b = bench(c, sim);
+            b.lose = Some(lose);
+            // Five calls on two slots: three wait in the queue.
+            for a in 1..=5 {
+                b.trunk.submit(b.now, send(a));
+            }
+            b.run(Duration::from_secs(3 * 274 + 60));
+            for a in 1..=5 {
+                let Some(&(at, n)) = b.outcomes.get(&a) else {
+                    panic!("{what}: attempt {a} has no outcome: {:#?}", b.events);
+                };
+                assert_eq!(n, 1, "{what}: attempt {a} ended {n} times");
+                let rec = b.records.iter().find(|r| r.attempt.0 == a).unwrap();
+                let took = at.since(rec.dialled_at);
+                assert!(took <= bound, "{what}: attempt {a} took {took:?}");
+            }
+            assert_eq!(b.trunk.active_calls() + b.trunk.queued(), 0, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_answer_after_the_call_was_given_up_is_acknowledged_and_hung_up() {
+        // Our CANCEL never reaches the far end, which answers at 45 s: the call was
+        // failed at 42 s (ring timeout 10 s + the CANCEL's 64×T1). Its 200 OK is ACKed
+        // and hung up at once rather than leaving the person on a silent line.
+        let sim = SimConfig {
+            default: Behaviour {
+                answer_after: Some(Duration::from_secs(45)),
+                press: None,
+                ..Behaviour::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = bench(cfg(), sim);
+        b.lose_out = Some(Box::new(|bytes| bytes.starts_with(b"CANCEL")));
+        b.trunk.submit(b.now, send(1));
+        b.run(Duration::from_secs(120));
+        assert!(
+            matches!(b.terminal(1), DriverEvent::Failed { retryable: true, reason, .. } if reason.contains("no answer")),
+            "{:?}",
+            b.terminal(1)
+        );
+        assert_eq!(b.outcomes[&1], (Timestamp::from_millis(42_000), 1));
+        let r = &b.reports[0];
+        assert!(r.answered);
+        assert_eq!(r.ended_by, "gateway");
+        // Our ACK stopped the far end repeating its 200 OK.
+        assert_eq!(r.final_retransmits, 0);
+        assert_eq!(b.far.active(), 0);
     }
 }

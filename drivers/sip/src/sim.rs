@@ -2,6 +2,11 @@
 //! after a while or never, is busy or declines, presses a key some time after answering,
 //! or hangs up early; optionally it demands Digest authentication and drops datagrams.
 //!
+//! Like a real UAS over UDP it retransmits its final response to an INVITE until the
+//! ACK comes (every T1, doubling up to T2, for 64×T1: RFC 3261 §13.3.1.4 for a 2xx,
+//! §17.2.1 timer G for a failure), and hangs up with BYE when a 2xx is never
+//! acknowledged; a lost 200 OK is therefore recovered, as it is on a real trunk.
+//!
 //! It checks what the gateway sends: RTP frames are timed against the stream's first
 //! frame (a frame more than 40 ms late is an underrun) and decoded to tell tone from
 //! silence. [`SimReport`]s say per call what the far end saw.
@@ -22,6 +27,11 @@ use crate::g711::Codec;
 use crate::rtp::{RtpPacket, key_press_packets};
 use crate::sdp::{self, Negotiated};
 use crate::wire::{self, Message, Method, param};
+
+/// RFC 3261's T1: the first retransmission interval of a final response.
+const T1: Duration = Duration::from_millis(500);
+/// RFC 3261's T2: the longest retransmission interval.
+const T2: Duration = Duration::from_secs(4);
 
 /// Which far-end socket a datagram uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +124,8 @@ pub struct SimReport {
     pub ended_by: String,
     /// INVITEs received for this call (retransmissions and authenticated retries count).
     pub invites: u32,
+    /// Times its final response to the INVITE was sent again because no ACK came.
+    pub final_retransmits: u32,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -137,7 +149,20 @@ struct SimCall {
     neg: Option<Negotiated>,
     answer_sdp: String,
     first: Option<(Timestamp, u32)>,
+    /// The final response to the INVITE, repeated until the ACK comes.
+    final_rt: Option<FinalRetransmit>,
     report: SimReport,
+}
+
+/// A final response waiting for its ACK (RFC 3261 §13.3.1.4, §17.2.1).
+#[derive(Debug)]
+struct FinalRetransmit {
+    bytes: Vec<u8>,
+    next: Timestamp,
+    interval: Duration,
+    /// After 64×T1 without an ACK the server gives up (and a 2xx's dialog is hung up).
+    give_up: Timestamp,
+    ok: bool,
 }
 
 /// The far end. See the module documentation.
@@ -189,7 +214,10 @@ impl FarEnd {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.calls
             .values()
-            .flat_map(|c| [c.answer_at, c.reject_at, c.press_at, c.hangup_at])
+            .flat_map(|c| {
+                let rt = c.final_rt.as_ref().map(|r| r.next.min(r.give_up));
+                [c.answer_at, c.reject_at, c.press_at, c.hangup_at, rt]
+            })
             .flatten()
             .min()
     }
@@ -230,7 +258,7 @@ impl FarEnd {
                 c.reject_at = None;
                 let code = c.behaviour.reject.unwrap_or(486);
                 let inv = c.invite.clone();
-                self.respond(&c, &inv, code, reason_of(code), None);
+                self.respond_final(now, &mut c, &inv, code, None);
                 c.report.final_code = Some(code);
                 c.state = SimState::Ended;
                 c.report.ended_by = "phone".into();
@@ -241,7 +269,7 @@ impl FarEnd {
                 c.report.answered = true;
                 let inv = c.invite.clone();
                 let sdp = c.answer_sdp.clone();
-                self.respond(&c, &inv, 200, "OK", Some(sdp));
+                self.respond_final(now, &mut c, &inv, 200, Some(sdp));
                 c.press_at = c.behaviour.press.map(|(_, d)| now + d);
                 c.hangup_at = c.behaviour.hangup_after.map(|d| now + d);
             }
@@ -259,6 +287,7 @@ impl FarEnd {
                     c.report.pressed.push(key);
                 }
             }
+            self.final_timeout(now, &mut c);
             if c.hangup_at.is_some_and(|t| now >= t) {
                 c.hangup_at = None;
                 if c.state == SimState::Answered {
@@ -273,6 +302,56 @@ impl FarEnd {
             self.finish_if_ended(&mut c);
             self.calls.insert(id, c);
         }
+    }
+
+    /// Repeats a final response nobody acknowledged; gives up after 64×T1, hanging up
+    /// an answered call whose 2xx never got its ACK (RFC 3261 §13.3.1.4).
+    fn final_timeout(&mut self, now: Timestamp, c: &mut SimCall) {
+        let Some(rt) = c.final_rt.as_mut() else {
+            return;
+        };
+        if now >= rt.give_up {
+            let ok = rt.ok;
+            c.final_rt = None;
+            if ok && c.state == SimState::Answered {
+                let bye = self.bye_for(c);
+                self.transmits
+                    .push_back((SimSocket::Sip, c.peer, bye.to_bytes()));
+                c.state = SimState::Ended;
+                c.report.ended_by = "phone (no ACK)".into();
+                c.press_at = None;
+            }
+            return;
+        }
+        if now >= rt.next {
+            rt.interval = (rt.interval * 2).min(T2);
+            rt.next = now + rt.interval;
+            let bytes = rt.bytes.clone();
+            c.report.final_retransmits += 1;
+            self.transmits.push_back((SimSocket::Sip, c.peer, bytes));
+        }
+    }
+
+    /// Sends a final response to the INVITE and keeps it for retransmission until ACK.
+    fn respond_final(
+        &mut self,
+        now: Timestamp,
+        c: &mut SimCall,
+        inv: &Message,
+        code: u16,
+        sdp: Option<String>,
+    ) {
+        let m = self.build_response(c, inv, code, reason_of(code), sdp);
+        let bytes = m.to_bytes();
+        self.transmits
+            .push_back((SimSocket::Sip, c.peer, bytes.clone()));
+        c.final_rt = Some(FinalRetransmit {
+            bytes,
+            next: now + T1,
+            interval: T1,
+            give_up: now + T1 * 64,
+            ok: code < 300,
+        });
     }
 
     fn finish_if_ended(&mut self, c: &mut SimCall) {
@@ -378,6 +457,7 @@ impl FarEnd {
                     neg,
                     answer_sdp,
                     first: None,
+                    final_rt: None,
                     report: SimReport {
                         call_id: id.clone(),
                         user,
@@ -390,7 +470,12 @@ impl FarEnd {
                 self.respond(&c, &req, 180, "Ringing", None);
                 self.calls.insert(id, c);
             }
-            Method::Ack => {}
+            Method::Ack => {
+                // The final response arrived: stop repeating it.
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.final_rt = None;
+                }
+            }
             Method::Cancel => {
                 let mut ok = Message::response(200, "OK");
                 copy_dialog_headers(&req, &mut ok, None);
@@ -399,7 +484,8 @@ impl FarEnd {
                 if let Some(mut c) = self.calls.remove(&id) {
                     if c.state == SimState::Ringing {
                         let inv = c.invite.clone();
-                        self.respond(&c, &inv, 487, "Request Terminated", None);
+                        c.answer_at = None;
+                        self.respond_final(now, &mut c, &inv, 487, None);
                         c.state = SimState::Ended;
                         c.report.final_code = Some(487);
                         c.report.ended_by = "gateway".into();
@@ -415,6 +501,8 @@ impl FarEnd {
                     .push_back((SimSocket::Sip, from, ok.to_bytes()));
                 if let Some(mut c) = self.calls.remove(&id) {
                     if c.state == SimState::Answered {
+                        // The gateway is in the dialog: the 2xx reached it.
+                        c.final_rt = None;
                         c.state = SimState::Ended;
                         c.report.ended_by = "gateway".into();
                         self.finish_if_ended(&mut c);

@@ -15,6 +15,11 @@
 //!   printed beside it. Each frame is timed when the far end's thread read it (`late_*`)
 //!   and when the kernel queued it on the socket (`arrival_late_*`: the driver's pacing
 //!   alone, without the far end's own scheduling).
+//! - Outcomes: every call of a load level must end with `Delivered` or `Failed`. The
+//!   benchmark waits for them up to the driver's own bound
+//!   (`SipConfig::outcome_bound`, times the waves of calls queued behind
+//!   `concurrent_calls`), so a slow outcome is told apart from a missing one; a level
+//!   is sustained only when every call got its outcome within the prompt + 30 s.
 
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -249,7 +254,19 @@ struct Load {
     /// By kernel receive time.
     arrival: PacingSummary,
     reports: Vec<SimReport>,
-    outcomes: usize,
+    /// Outcomes (`Delivered` or `Failed`) within the driver's bound.
+    outcomes: Vec<Outcome>,
+    /// How long the benchmark waited at most for the last outcome.
+    bound: Duration,
+}
+
+/// The terminal event of one call, as the benchmark saw it.
+struct Outcome {
+    /// Since the attempts were handed to the driver.
+    after: Duration,
+    delivered: bool,
+    /// `Failed`'s reason (empty when delivered).
+    reason: String,
 }
 
 /// `n` calls at once, each playing the prompt in real time.
@@ -265,22 +282,33 @@ async fn load(n: usize, prompt_secs: f64, within_ms: f64) -> Result<Load> {
     let mut far = spawn_far_end(sim)?;
     let cancel = CancellationToken::new();
     let (tx, mut ev) = mpsc::channel(8192);
-    let driver = spawn_sip(
-        DeviceId::from("trunk"),
-        trunk(&far, n, prompt_secs),
-        tx,
-        cancel.clone(),
-    );
+    let cfg = trunk(&far, n, prompt_secs);
+    // Every attempt the driver accepted ends within this (its documented bound per call
+    // times the waves of calls that queue behind `concurrent_calls`): waiting any less
+    // would count a slow outcome as a missing one.
+    let waves = n.div_ceil(cfg.concurrent_calls.max(1)) as u32;
+    let bound = cfg.outcome_bound() * waves + Duration::from_secs(5);
+    let driver = spawn_sip(DeviceId::from("trunk"), cfg, tx, cancel.clone());
+    let t0 = wall();
     for a in 1..=n as u64 {
         driver.commands.send(call(a)?).await?;
     }
-    let patience = Duration::from_secs_f64(prompt_secs + 30.0);
-    let mut outcomes = 0;
-    while outcomes < n {
-        if outcome(&mut ev, patience).await.is_none() {
+    let mut outcomes = Vec::new();
+    let deadline = tokio::time::Instant::from_std(t0 + bound);
+    while outcomes.len() < n {
+        let Ok(Some(e)) = tokio::time::timeout_at(deadline, ev.recv()).await else {
             break;
-        }
-        outcomes += 1;
+        };
+        let (delivered, reason) = match e.event {
+            DriverEvent::Delivered { .. } => (true, String::new()),
+            DriverEvent::Failed { reason, .. } => (false, reason),
+            _ => continue,
+        };
+        outcomes.push(Outcome {
+            after: wall().saturating_duration_since(t0),
+            delivered,
+            reason,
+        });
     }
     // The far end's reports come when it sees the BYE.
     let mut reports = Vec::new();
@@ -302,6 +330,7 @@ async fn load(n: usize, prompt_secs: f64, within_ms: f64) -> Result<Load> {
         arrival: pacing.arrival.summary(within),
         reports,
         outcomes,
+        bound,
     })
 }
 
@@ -334,7 +363,38 @@ pub fn run(args: &VoiceArgs) -> Result<()> {
             let far_max = l.reports.iter().map(|r| r.max_late_ms).max().unwrap_or(0);
             let underruns: u64 = l.reports.iter().map(|r| r.underruns).sum();
             println!("voice.calls{n}.answered {answered} count");
-            println!("voice.calls{n}.outcomes {} count", l.outcomes);
+            let patience = Duration::from_secs_f64(args.prompt_secs + 30.0);
+            let delivered = l.outcomes.iter().filter(|o| o.delivered).count();
+            let late = l.outcomes.iter().filter(|o| o.after > patience).count();
+            let last = l.outcomes.iter().map(|o| o.after).max().unwrap_or_default();
+            println!("voice.calls{n}.outcomes {} count", l.outcomes.len());
+            println!("voice.calls{n}.delivered {delivered} count");
+            println!(
+                "voice.calls{n}.failed {} count",
+                l.outcomes.len() - delivered
+            );
+            println!(
+                "voice.calls{n}.no_outcome {} count",
+                n.saturating_sub(l.outcomes.len())
+            );
+            println!("voice.calls{n}.outcome_after_patience {late} count");
+            println!("voice.calls{n}.last_outcome {:.1} s", last.as_secs_f64());
+            // Why calls failed, one line per distinct reason (call ids and times vary).
+            let mut why = std::collections::BTreeMap::<String, usize>::new();
+            for o in l.outcomes.iter().filter(|o| !o.delivered) {
+                let head = o.reason.split(';').next().unwrap_or_default().to_owned();
+                *why.entry(head).or_default() += 1;
+            }
+            for (reason, count) in why {
+                eprintln!("voice.calls{n}: {count} failed: {reason}");
+            }
+            if l.outcomes.len() < n {
+                eprintln!(
+                    "voice.calls{n}: {} calls without an outcome after {:.0} s",
+                    n - l.outcomes.len(),
+                    l.bound.as_secs_f64()
+                );
+            }
             println!("voice.calls{n}.frames {} count", l.pacing.packets);
             println!("voice.calls{n}.late_max {:.2} ms", l.pacing.max_late_ms);
             println!("voice.calls{n}.late_p99 {:.2} ms", l.pacing.p99_late_ms);
@@ -354,11 +414,13 @@ pub fn run(args: &VoiceArgs) -> Result<()> {
                 "voice.calls{n}.arrival_late_over_limit {} count",
                 l.arrival.over
             );
-            if l.pacing.over == 0 && answered == n && l.pacing.streams == n {
+            let all_out = l.outcomes.len() == n && late == 0;
+            if l.pacing.over == 0 && answered == n && l.pacing.streams == n && all_out {
                 sustained = sustained.max(n);
             }
             if l.arrival.over == 0
                 && answered == n
+                && all_out
                 && l.arrival.streams == n
                 && l.arrival.packets == l.pacing.packets
             {
@@ -386,7 +448,8 @@ mod tests {
             assert_eq!(s.len(), 2);
             assert!(s.iter().all(|ms| *ms > 0.0 && *ms < 5_000.0), "{s:?}");
             let l = load(3, 0.5, 5.0).await.unwrap();
-            assert_eq!(l.outcomes, 3);
+            assert_eq!(l.outcomes.len(), 3);
+            assert!(l.outcomes.iter().all(|o| o.delivered));
             assert_eq!(l.pacing.streams, 3);
             // The kernel timed every frame the far end read.
             assert_eq!(l.arrival.streams, 3);

@@ -1,7 +1,7 @@
 //! Configuration of one loudspeaker driver: the RTP streams it sends (one per multicast
 //! group or unicast speaker), the codec and the programme's shape.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,12 @@ pub struct SpeakerConfig {
     /// Multicast TTL: 1 keeps the stream on the local network segment.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// The IPv4 address of the network card multicast goes out on and groups are joined
+    /// on: the village LAN's, on a gateway that also has an uplink. Unset, the kernel
+    /// chooses by its routing table — usually the default route's card, which is the
+    /// uplink on such a gateway. Only used when some group is a multicast address.
+    #[serde(default)]
+    pub multicast_interface: Option<Ipv4Addr>,
     /// How many times a programme repeats its siren and spoken warning.
     #[serde(default = "default_repeat")]
     pub repeat: u32,
@@ -156,6 +162,14 @@ pub enum ConfigError {
     /// `ttl` is not 1 to 255.
     #[error("ttl: must be 1 to 255")]
     BadTtl,
+    /// `multicast_interface` is not the unicast address of a network card.
+    #[error(
+        "multicast_interface: {0} is not a network card's unicast address (omit the key to let the kernel choose)"
+    )]
+    BadInterface(Ipv4Addr),
+    /// `multicast_interface` is not an address of this host.
+    #[error("multicast_interface: {0} is not an address of this host ({1})")]
+    InterfaceNotLocal(Ipv4Addr, String),
     /// `queue_limit` is zero.
     #[error("queue_limit: must be at least 1")]
     ZeroQueue,
@@ -178,6 +192,7 @@ impl SpeakerConfig {
             bind: default_bind(),
             rtcp_bind: default_bind(),
             ttl: default_ttl(),
+            multicast_interface: None,
             repeat: default_repeat(),
             pause_secs: default_pause_secs(),
             rtcp_interval_secs: default_rtcp_interval_secs(),
@@ -231,6 +246,11 @@ impl SpeakerConfig {
         if !(1..=255).contains(&self.ttl) {
             return Err(ConfigError::BadTtl);
         }
+        if let Some(ip) = self.multicast_interface
+            && (ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified())
+        {
+            return Err(ConfigError::BadInterface(ip));
+        }
         if self.queue_limit == 0 {
             return Err(ConfigError::ZeroQueue);
         }
@@ -238,6 +258,32 @@ impl SpeakerConfig {
             return Err(ConfigError::BadRate);
         }
         Ok(())
+    }
+
+    /// Whether any group streams or hears reports on a multicast address.
+    pub fn has_multicast(&self) -> bool {
+        self.groups
+            .iter()
+            .flat_map(|g| [g.rtp.ip(), g.rtcp_addr().ip()])
+            .any(|ip| ip.is_multicast())
+    }
+
+    /// Checks that `multicast_interface` is an address of this host, when some group is
+    /// multicast: a socket is bound to it, which the kernel refuses for an address no
+    /// network card has. Not part of [`SpeakerConfig::validate`]: a card whose address
+    /// is not up yet at boot (cable out, DHCP late) must not stop the daemon and its
+    /// other bearers; the driver checks this when it opens its sockets, reports itself
+    /// down with this error, and retries.
+    pub fn check_interface(&self) -> Result<(), ConfigError> {
+        let Some(ip) = self.multicast_interface else {
+            return Ok(());
+        };
+        if !self.has_multicast() {
+            return Ok(());
+        }
+        std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), 0))
+            .map(drop)
+            .map_err(|e| ConfigError::InterfaceNotLocal(ip, e.to_string()))
     }
 
     /// What this driver offers the router.
@@ -328,5 +374,62 @@ mod tests {
         c.ttl = 1;
         c.groups.clear();
         assert_eq!(c.validate(), Err(ConfigError::NoGroups));
+    }
+
+    #[test]
+    fn the_multicast_interface_is_a_unicast_address_of_this_host() {
+        let c: SpeakerConfig = toml::from_str(
+            "multicast_interface = \"127.0.0.1\"\n[[groups]]\nname = \"v1\"\nrtp = \"239.1.1.10:5004\"",
+        )
+        .unwrap();
+        assert_eq!(c.multicast_interface, Some(Ipv4Addr::LOCALHOST));
+        assert!(c.has_multicast());
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.check_interface(), Ok(()));
+        // Not an address at all: refused by the config parser, naming the key.
+        let e = toml::from_str::<SpeakerConfig>(
+            "multicast_interface = \"eth1\"\n[[groups]]\nname = \"v1\"\nrtp = \"239.1.1.10:5004\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("multicast_interface"), "{e}");
+        // A group, the broadcast address or "any" do not name a card.
+        for bad in [
+            Ipv4Addr::new(239, 1, 1, 10),
+            Ipv4Addr::BROADCAST,
+            Ipv4Addr::UNSPECIFIED,
+        ] {
+            let mut c = c.clone();
+            c.multicast_interface = Some(bad);
+            assert_eq!(c.validate(), Err(ConfigError::BadInterface(bad)));
+            assert!(
+                c.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("multicast_interface: ")
+            );
+        }
+        // Well-formed but no card of this host has it (TEST-NET-2): a clear error from
+        // the check, not a panic and not the kernel's bare errno.
+        let mut far = c.clone();
+        far.multicast_interface = Some(Ipv4Addr::new(198, 51, 100, 7));
+        assert_eq!(far.validate(), Ok(()), "the form is fine");
+        let e = far.check_interface().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::InterfaceNotLocal(ip, _) if *ip == Ipv4Addr::new(198, 51, 100, 7)),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("multicast_interface: 198.51.100.7 is not an address of this host ("),
+            "{e}"
+        );
+        // Only unicast speakers: the interface is never used, so never a reason to fail.
+        far.groups[0].rtp = "10.0.3.21:5004".parse().unwrap();
+        assert!(!far.has_multicast());
+        assert_eq!(far.check_interface(), Ok(()));
+        // Unicast RTP but speakers reporting to a group still joins that group.
+        far.groups[0].rtcp = Some("239.1.1.10:5005".parse().unwrap());
+        assert!(far.has_multicast());
+        assert!(far.check_interface().is_err());
     }
 }

@@ -14,7 +14,7 @@
 //! box); and the state machine spreads streams over the 20 ms frame, so each wake sends a
 //! few packets instead of one per group.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,18 +106,35 @@ struct Sockets {
 }
 
 async fn open(cfg: &SpeakerConfig) -> std::io::Result<Sockets> {
+    // A configured card that is not this host's: say so in the driver's health, which
+    // retries, rather than let the kernel's bare "cannot assign requested address" stand.
+    cfg.check_interface()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, e.to_string()))?;
     let rtp = UdpSocket::bind(cfg.bind).await?;
     let rtcp = UdpSocket::bind(cfg.rtcp_bind).await?;
-    rtp.set_multicast_ttl_v4(cfg.ttl)?;
-    rtcp.set_multicast_ttl_v4(cfg.ttl)?;
+    let iface = cfg.multicast_interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    for s in [&rtp, &rtcp] {
+        s.set_multicast_ttl_v4(cfg.ttl)?;
+        // On (the kernel's default, set so it does not depend on it): a speaker simulator
+        // or monitor on the gateway itself hears the stream on a real card. The only
+        // local copies the kernel makes are for sockets of this host that joined the
+        // group — here, our own RTCP socket hearing our own sender reports, which carry
+        // no report blocks and are ignored. On the loopback interface the flag changes
+        // nothing: lo hands every packet back to the host either way.
+        s.set_multicast_loop_v4(true)?;
+        if cfg.multicast_interface.is_some() && cfg.has_multicast() {
+            // Out of the village LAN's card, not whichever card the default route names.
+            socket2::SockRef::from(s).set_multicast_if_v4(&iface)?;
+        }
+    }
     // Speakers that report to the group: hear the group's RTCP (best effort: it only
     // works when rtcp_bind has the group's RTCP port).
     for g in &cfg.groups {
         if let IpAddr::V4(group) = g.rtcp_addr().ip()
             && group.is_multicast()
-            && let Err(e) = rtcp.join_multicast_v4(group, std::net::Ipv4Addr::UNSPECIFIED)
+            && let Err(e) = rtcp.join_multicast_v4(group, iface)
         {
-            tracing::warn!(%group, %e, "cannot join the speakers' RTCP group");
+            tracing::warn!(%group, %iface, %e, "cannot join the speakers' RTCP group");
         }
     }
     Ok(Sockets { rtp, rtcp })
@@ -251,6 +268,7 @@ pub async fn run_speaker(
                             sp.handle_sockets_opened(now);
                         }
                         Err(e) => {
+                            tracing::warn!(%device, %e, "speaker sockets cannot be opened; retrying");
                             sp.handle_socket_failed(now, &e.to_string());
                             reopen_at = Some(now + backoff.failed());
                         }

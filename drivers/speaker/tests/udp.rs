@@ -2,9 +2,12 @@
 //! sockets: a warning streamed, paced in real time, decoded to a WAV by the speaker,
 //! evidence from its receiver reports; two groups at once (a broadcast) with a lossy
 //! speaker and a silent one; a warning for one group that the other group's speaker never
-//! hears; a cancel that stops the stream and plays the cancellation message.
+//! hears; a cancel that stops the stream and plays the cancellation message; and two
+//! multicast groups on the loopback interface, two speakers joined to one and one to the
+//! other, each programme heard whole by every speaker of its group and reported by each;
+//! a multicast interface this host does not have, reported as the driver's health.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use tocsin_speaker::config::{GroupConfig, SpeakerConfig};
 use tocsin_speaker::io::{Renderer, spawn_speaker_with_reports};
 use tocsin_speaker::proto::{BROADCAST_GROUP, RenderJob, StreamReport};
 use tocsin_speaker::sim::{Faults, SimConfig};
-use tocsin_speaker::udp::{SimSpeakerHandle, spawn_sim_speaker};
+use tocsin_speaker::udp::{SimNet, SimSpeakerHandle, spawn_sim_speaker, spawn_sim_speaker_on};
 use tocsin_voice::{Pcm, tone, wav};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -378,5 +381,229 @@ async fn a_warning_for_one_group_is_not_heard_on_the_other() {
     assert!(heard_b.streams.is_empty(), "{:?}", heard_b.streams);
     assert!(heard_b.audio.samples.is_empty());
     assert!(reps.try_recv().is_err(), "no second stream report");
+    cancel.cancel();
+}
+
+/// A simulated speaker joined to multicast group `rtp` on the loopback interface, its
+/// reports coming from its own loopback address `own`.
+async fn lo_speaker(
+    rtp: SocketAddr,
+    own: [u8; 4],
+    seed: u64,
+    cancel: &CancellationToken,
+) -> SimSpeakerHandle {
+    spawn_sim_speaker_on(
+        rtp,
+        SimNet {
+            interface: Some(Ipv4Addr::LOCALHOST),
+            address: Some(IpAddr::from(own)),
+        },
+        sim_cfg(Faults::default()),
+        seed,
+        None,
+        cancel.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot join {rtp} on 127.0.0.1 ({e}): this host's loopback takes no multicast \
+             membership (see the tocsin-speaker docs on multicast_interface)"
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_multicast_groups_on_loopback_reach_every_speaker_joined_to_them() {
+    let cancel = CancellationToken::new();
+    // Port 0: the first speaker of each group finds a free pair, the second takes it.
+    let g1: SocketAddr = "239.255.10.1:0".parse().unwrap();
+    let g2: SocketAddr = "239.255.10.2:0".parse().unwrap();
+    let a1 = lo_speaker(g1, [127, 0, 0, 2], 21, &cancel).await;
+    let a2 = lo_speaker(a1.rtp, [127, 0, 0, 3], 22, &cancel).await;
+    let b1 = lo_speaker(g2, [127, 0, 0, 4], 23, &cancel).await;
+    assert_eq!(a1.rtp.ip(), IpAddr::from([239, 255, 10, 1]));
+    assert_eq!(
+        (a2.rtp, a2.rtcp),
+        (a1.rtp, a1.rtcp),
+        "one group, one port pair"
+    );
+    assert_eq!(b1.rtp.ip(), IpAddr::from([239, 255, 10, 2]));
+    assert_ne!(b1.rtp.port(), a1.rtp.port());
+    assert_eq!(
+        a1.reporter,
+        SocketAddr::new([127, 0, 0, 2].into(), a1.rtcp.port())
+    );
+    let groups = vec![
+        GroupConfig {
+            name: "T05-V01".into(),
+            rtp: a1.rtp,
+            rtcp: None,
+            speakers: vec![a1.reporter.to_string(), a2.reporter.to_string()],
+        },
+        GroupConfig {
+            name: "T05-V02".into(),
+            rtp: b1.rtp,
+            rtcp: None,
+            speakers: vec![b1.reporter.to_string()],
+        },
+    ];
+    let mut cfg = driver_cfg(groups);
+    // The sockets bound to any address, as on a gateway: it is the interface alone that
+    // sends the stream out of lo. Without it the kernel would pick the default route's
+    // card, where the speakers joined on lo would hear nothing.
+    cfg.bind = "0.0.0.0:0".parse().unwrap();
+    cfg.rtcp_bind = "0.0.0.0:0".parse().unwrap();
+    cfg.multicast_interface = Some(Ipv4Addr::LOCALHOST);
+    cfg.validate().unwrap();
+    let (ev_tx, mut ev) = mpsc::channel(256);
+    let (rep_tx, mut reps) = mpsc::channel(16);
+    let driver = spawn_speaker_with_reports(
+        DeviceId::from("speakers-T05"),
+        cfg,
+        Arc::new(Tones),
+        ev_tx,
+        Some(rep_tx),
+        cancel.clone(),
+    );
+    next_matching(
+        &mut ev,
+        "sockets up",
+        |e| matches!(e, DriverEvent::Health(h) if h.up),
+    )
+    .await;
+    driver
+        .commands
+        .send(send(1, "T05-V01", "【红色预警】山洪"))
+        .await
+        .unwrap();
+    driver
+        .commands
+        .send(send(2, "T05-V02", "【橙色预警】暴雨"))
+        .await
+        .unwrap();
+
+    let mut got = [next_report(&mut reps).await, next_report(&mut reps).await];
+    got.sort_by(|a, b| a.group.cmp(&b.group));
+    let [v1, v2] = got;
+    assert_eq!(
+        (v1.group.as_str(), v1.attempt),
+        ("T05-V01", Some(AttemptId(1)))
+    );
+    assert_eq!(
+        (v2.group.as_str(), v2.attempt),
+        ("T05-V02", Some(AttemptId(2)))
+    );
+    assert_ne!(v1.ssrc, v2.ssrc);
+    for r in [&v1, &v2] {
+        assert_eq!(r.packets, 30, "{r:?}");
+        assert!(!r.stopped_early);
+        assert!(r.no_evidence.is_empty(), "{r:?}");
+    }
+    // Reached: both speakers of group 1, the one of group 2, each by its own report.
+    let mut who: Vec<SocketAddr> = v1.reached.iter().map(|e| e.speaker).collect();
+    who.sort();
+    assert_eq!(who, vec![a1.reporter, a2.reporter]);
+    assert_eq!(v2.reached.len(), 1);
+    assert_eq!(v2.reached[0].speaker, b1.reporter);
+    for e in v1.reached.iter().chain(&v2.reached) {
+        // Their last report: nothing lost, the stream's 30th packet the highest seen.
+        assert_eq!(e.last.cumulative_lost, 0, "{e:?}");
+        assert_eq!(e.last.fraction_lost, 0, "{e:?}");
+        assert!(e.reports >= 1);
+        // Loopback jitter is well under a packet (160 timestamp units, 20 ms).
+        assert!(e.last.jitter < 160, "{e:?}");
+    }
+    // One Delivered per speaker, with its evidence.
+    let mut delivered = Vec::new();
+    while let Ok(e) = ev.try_recv() {
+        if let DriverEvent::Delivered { attempt, evidence } = e.event {
+            delivered.push((attempt, evidence));
+        }
+    }
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    for (attempt, who, group) in [
+        (AttemptId(1), a1.reporter, "T05-V01"),
+        (AttemptId(1), a2.reporter, "T05-V01"),
+        (AttemptId(2), b1.reporter, "T05-V02"),
+    ] {
+        let prefix = format!("RTCP RR from speaker {who} ");
+        let Some((_, evidence)) = delivered
+            .iter()
+            .find(|(a, e)| *a == attempt && e.starts_with(&prefix))
+        else {
+            panic!("no Delivered for {attempt:?} from {who}: {delivered:?}");
+        };
+        assert!(
+            evidence.contains(&format!("on group {group}")),
+            "{evidence}"
+        );
+    }
+    // What each speaker heard: the whole of its own group's stream and nothing else.
+    let want = tone::steady(440.0, Duration::from_millis(600)).rms();
+    for (sim, ssrc) in [(&a1, v1.ssrc), (&a2, v1.ssrc), (&b1, v2.ssrc)] {
+        let o = sim.observed.lock().unwrap().clone();
+        assert_eq!(o.streams.len(), 1, "{:?}", o.streams);
+        let s = &o.streams[0];
+        assert_eq!(s.ssrc, ssrc);
+        assert_eq!(
+            (
+                s.received,
+                s.expected,
+                s.lost(),
+                s.out_of_order,
+                s.duplicates
+            ),
+            (30, 30, 0, 0, 0),
+            "{s:?}"
+        );
+        assert_eq!((s.timestamp_errors, s.size_errors), (0, 0), "{s:?}");
+        assert!(s.first_marker && s.ended, "{s:?}");
+        assert_eq!(s.payload_type, 8);
+        assert!(s.reports_sent >= 1, "{s:?}");
+        assert_eq!(o.garbage, 0);
+        assert_eq!(o.audio.samples.len(), 4800);
+        assert!(
+            (o.audio.rms() - want).abs() < 0.01,
+            "{} vs {want}",
+            o.audio.rms()
+        );
+    }
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multicast_interface_this_host_does_not_have_is_the_drivers_health() {
+    let cancel = CancellationToken::new();
+    let mut cfg = driver_cfg(vec![GroupConfig {
+        name: "T05-V01".into(),
+        rtp: "239.255.10.3:5004".parse().unwrap(),
+        rtcp: None,
+        speakers: Vec::new(),
+    }]);
+    cfg.multicast_interface = Some(Ipv4Addr::new(198, 51, 100, 7));
+    cfg.validate().unwrap();
+    let (ev_tx, mut ev) = mpsc::channel(256);
+    let _driver = spawn_speaker_with_reports(
+        DeviceId::from("speakers-far"),
+        cfg,
+        Arc::new(Tones),
+        ev_tx,
+        None,
+        cancel.clone(),
+    );
+    let down = next_matching(
+        &mut ev,
+        "health down",
+        |e| matches!(e, DriverEvent::Health(h) if !h.up),
+    )
+    .await;
+    let DriverEvent::Health(h) = down else {
+        unreachable!()
+    };
+    let why = h.last_error.unwrap_or_default();
+    assert!(
+        why.starts_with("multicast_interface: 198.51.100.7 is not an address of this host"),
+        "{why}"
+    );
     cancel.cancel();
 }

@@ -57,20 +57,18 @@ pub struct SimNet {
     pub address: Option<IpAddr>,
 }
 
-/// A UDP socket bound to `addr`, shareable with other simulated speakers of the same
-/// group when `shared` (SO_REUSEADDR, so each gets its own copy of every group packet).
-fn udp_socket(addr: SocketAddr, shared: bool) -> std::io::Result<UdpSocket> {
+/// A UDP socket bound to `addr`, shared with other simulated speakers of the same group
+/// (SO_REUSEADDR: each gets its own copy of every group packet).
+fn shared_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    if shared {
-        s.set_reuse_address(true)?;
-        // Only the groups this speaker joined, on the card it joined them on. Linux's
-        // default (on) hands a socket every group any socket of the host joined on any
-        // card, which would let a speaker joined on the wrong card — or not at all — hear
-        // a stream because the driver, on the same host, joined its RTCP group.
-        #[cfg(target_os = "linux")]
-        s.set_multicast_all_v4(false)?;
-    }
+    s.set_reuse_address(true)?;
+    // Only the groups this speaker joined, on the card it joined them on. Linux's default
+    // (IP_MULTICAST_ALL on) hands a socket every group any socket of the host joined on
+    // any card, which would let a speaker joined on the wrong card — or not at all — hear
+    // a stream because the driver, on the same host, joined its RTCP group.
+    #[cfg(target_os = "linux")]
+    s.set_multicast_all_v4(false)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
@@ -106,12 +104,12 @@ fn bind_group(
         .checked_add(1)
         .ok_or_else(|| std::io::Error::other("the group's RTCP port would be past 65535"))?;
     let iface = net.interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let r = udp_socket(SocketAddr::new(group.into(), port), true)?;
-    let c = udp_socket(SocketAddr::new(group.into(), next), true)?;
+    let r = shared_socket(SocketAddr::new(group.into(), port))?;
+    let c = shared_socket(SocketAddr::new(group.into(), next))?;
     r.join_multicast_v4(group, iface)?;
     c.join_multicast_v4(group, iface)?;
     let own = net.address.unwrap_or(IpAddr::V4(iface));
-    let report = udp_socket(SocketAddr::new(own, next), true)?;
+    let report = shared_socket(SocketAddr::new(own, next))?;
     Ok((r, c, report))
 }
 

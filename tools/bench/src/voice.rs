@@ -401,6 +401,8 @@ pub fn run(args: &VoiceArgs) -> Result<()> {
             println!("voice.calls{n}.late_over_limit {} count", l.pacing.over);
             println!("voice.calls{n}.far_end_max_late {far_max} ms");
             println!("voice.calls{n}.far_end_underruns {underruns} count");
+            let repeats: u32 = l.reports.iter().map(|r| r.final_retransmits).sum();
+            println!("voice.calls{n}.far_end_answer_repeats {repeats} count");
             println!("voice.calls{n}.arrival_frames {} count", l.arrival.packets);
             println!(
                 "voice.calls{n}.arrival_late_max {:.2} ms",

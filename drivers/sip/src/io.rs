@@ -272,3 +272,28 @@ pub async fn run_sip(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{getsockopt, sockopt};
+
+    #[tokio::test]
+    async fn the_sip_socket_gets_room_for_a_burst_of_answers() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = getsockopt(&sock, sockopt::RcvBuf).unwrap();
+        widen_receive_buffer(&sock);
+        let got = getsockopt(&sock, sockopt::RcvBuf).unwrap();
+        // Without CAP_NET_ADMIN the kernel grants up to net.core.rmem_max (and reports
+        // twice what it grants); with it, all that was asked.
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(got >= before, "{got} < {before}");
+        assert!(
+            got >= 2 * SIP_RECV_BUFFER.min(rmem_max),
+            "{got} for {SIP_RECV_BUFFER} with rmem_max {rmem_max}"
+        );
+    }
+}

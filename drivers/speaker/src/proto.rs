@@ -398,6 +398,9 @@ pub struct Speakers {
     events: VecDeque<DriverEvent>,
     reports: VecDeque<StreamReport>,
     health: Health,
+    /// While many streams start at once: the slots in use, counted once and kept up to
+    /// date as each starts (sending waits until all have started).
+    starting: Option<[usize; SLOTS]>,
 }
 
 impl Speakers {
@@ -430,6 +433,7 @@ impl Speakers {
             events: VecDeque::new(),
             reports: VecDeque::new(),
             health: Health::default(),
+            starting: None,
         }
     }
 
@@ -698,9 +702,15 @@ impl Speakers {
         p.phase = Phase::Ready;
         p.missing = missing;
         let (grade, order, groups) = (p.grade, p.order, p.groups.clone());
+        // A broadcast starts hundreds of streams here: count the slots once and send
+        // once, after all have started, instead of scanning every group for each start
+        // (quadratic: 750 groups kept the task from sending for milliseconds).
+        self.starting = Some(self.slot_use());
         for gi in groups {
             self.enqueue(now, gi, id, grade, order);
         }
+        self.starting = None;
+        self.pump(now);
     }
 
     fn enqueue(&mut self, now: Timestamp, gi: usize, id: ProgrammeId, grade: Grade, order: u64) {
@@ -757,7 +767,10 @@ impl Speakers {
     }
 
     fn start_stream(&mut self, now: Timestamp, gi: usize, id: ProgrammeId) {
-        let slot_use = self.slot_use();
+        let slot_use = match &self.starting {
+            Some(used) => *used,
+            None => self.slot_use(),
+        };
         let Some(p) = self.programmes.get_mut(&id) else {
             return;
         };
@@ -773,6 +786,11 @@ impl Speakers {
         }
         let total = (p.audio.len() / SAMPLES_PER_PACKET) as u64;
         let start = slot_start(now, &slot_use, SLOT_SHARE);
+        if let Some(used) = self.starting.as_mut()
+            && let Some(u) = used.get_mut(slot_of(start))
+        {
+            *u += 1;
+        }
         g.playing = Some(Stream {
             programme: id,
             ssrc,
@@ -817,7 +835,9 @@ impl Speakers {
                     .push_back(DriverEvent::Sent { attempt, reference });
             }
         }
-        self.pump(now);
+        if self.starting.is_none() {
+            self.pump(now);
+        }
     }
 
     /// Playing streams per 1 ms slot of the 20 ms frame (by the phase of their schedule).
@@ -890,6 +910,9 @@ impl Speakers {
     fn pump(&mut self, now: Timestamp) {
         let codec = self.cfg.codec;
         let interval = self.cfg.rtcp_interval();
+        // Sender reports wait until every packet due now is queued: a packet has a slot
+        // to keep, a report does not.
+        let mut reports = Vec::new();
         for gi in 0..self.groups.len() {
             let mut finished = false;
             let mut sr = None;
@@ -933,14 +956,16 @@ impl Speakers {
                     });
                     s.next += 1;
                     s.octets += SAMPLES_PER_PACKET as u64;
-                    if n == 0 {
-                        // The first report right after the first packet.
-                        s.next_sr = now;
-                    }
                 }
+                // The first report goes right after the first packet (`next_sr` starts
+                // at the stream's start), the next ones every interval on the stream's
+                // own schedule, not from `now`: after a late wake that served several
+                // slots at once, reports timed from `now` would all fall due together
+                // 5 s later (hundreds of reports in one wake, delaying every packet
+                // behind them), where the stream's own times stay spread over the frame.
                 if s.next_sr <= now && s.next < s.total {
                     sr = Some(g.rtcp);
-                    s.next_sr = now + interval;
+                    s.next_sr = next_report(s.next_sr, interval, now);
                 }
                 finished = s.next >= s.total;
             }
@@ -948,7 +973,7 @@ impl Speakers {
                 && let Some(s) = self.groups.get(gi).and_then(|g| g.playing.as_ref())
             {
                 let bytes = self.sender_report(now, s, None);
-                self.transmits.push_back(Transmit {
+                reports.push(Transmit {
                     socket: Socket::Rtcp,
                     to,
                     bytes,
@@ -959,6 +984,7 @@ impl Speakers {
                 self.start_next(now, gi);
             }
         }
+        self.transmits.extend(reports);
         self.expire_records(now);
     }
 
@@ -1136,6 +1162,16 @@ impl Speakers {
         let records = self.records.values().map(|r| r.report_at);
         streams.chain(records).flatten().min()
     }
+}
+
+/// When the sender report after one due at `last` is due: an interval later, on the
+/// stream's own schedule; after a stall longer than the interval, the first such time
+/// after `now` (one report, not one for each interval missed).
+fn next_report(last: Timestamp, interval: Duration, now: Timestamp) -> Timestamp {
+    let step = interval.as_millis().max(1) as i64;
+    let behind = now.as_millis() - last.as_millis();
+    let intervals = if behind < 0 { 1 } else { behind / step + 1 };
+    Timestamp(last.as_millis() + intervals * step)
 }
 
 /// Whether a configured speaker (`ip` or `ip:port`) is the address a report came from.
@@ -1863,6 +1899,49 @@ mod tests {
             .map(|(_, rtcp)| *rtcp)
             .collect();
         assert_eq!(first_srs.len(), 500);
+    }
+
+    #[test]
+    fn sender_reports_stay_spread_after_a_late_wake_and_follow_the_packets() {
+        let mut s = driver(many(500), 5);
+        s.submit(T0, send(1, "x"));
+        render_all(&mut s, T0, 12_000);
+        // The broadcast started 25 streams in the first millisecond: in one batch.
+        let first: Vec<Transmit> = std::iter::from_fn(|| s.poll_transmit()).collect();
+        assert_eq!(first.iter().filter(|t| t.socket == Socket::Rtp).count(), 25);
+        // The task wakes 19 ms late: every other stream's first packet and first report
+        // go in this one wake, all packets before any report.
+        let late = T0 + Duration::from_millis(19);
+        s.handle_timeout(late);
+        let burst: Vec<Socket> = std::iter::from_fn(|| s.poll_transmit())
+            .map(|t| t.socket)
+            .collect();
+        assert_eq!(burst.len(), 2 * 475);
+        assert!(burst[..475].iter().all(|k| *k == Socket::Rtp));
+        assert!(burst[475..].iter().all(|k| *k == Socket::Rtcp));
+        let (pkts, srs) = play_out(&mut s, late);
+        // Each stream's start: its packet 1 (the first one played out here) less a frame.
+        let mut starts: HashMap<SocketAddr, Timestamp> = HashMap::new();
+        for (t, to, p) in &pkts {
+            assert!(!p.marker);
+            starts.entry(*to).or_insert(Timestamp(t.as_millis() - 20));
+        }
+        assert_eq!(starts.len(), 500);
+        // Later reports: every 5 s on each stream's own slot (not 5 s after the late
+        // wake, all at once), so no instant carries more than the slot's 25.
+        assert_eq!(srs.iter().filter(|(t, _)| *t > late).count(), 500 * 3);
+        let mut at_once: HashMap<Timestamp, usize> = HashMap::new();
+        for (t, rtcp) in srs.iter().filter(|(t, _)| *t > late) {
+            let rtp = SocketAddr::new(rtcp.ip(), rtcp.port() - 1);
+            let since = t.since(starts[&rtp]).as_millis();
+            assert!(
+                // Or the goodbye with the last of its 600 packets.
+                since % 5_000 == 0 || since == 599 * 20,
+                "{rtcp}: report {since} ms after its stream's start"
+            );
+            *at_once.entry(*t).or_default() += 1;
+        }
+        assert_eq!(at_once.values().max(), Some(&25));
     }
 
     #[test]

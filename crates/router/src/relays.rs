@@ -719,22 +719,18 @@ impl Router {
 
     fn judge_relayed(&self, now: Timestamp, from: &Address, ack: &RelayedAck) -> Verdict {
         // The most recent alert with that short id relayed to this kit.
-        let found = self
-            .state
-            .alerts
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(a, entry)| {
-                if ShortAlertId::derive(&entry.plan.alert.id).get() != ack.alert {
-                    return None;
-                }
-                entry
-                    .relays
-                    .iter()
-                    .find(|r| &r.target.address == from)
-                    .map(|r| (a as u32, r))
-            });
+        // Only alerts with relays can match (not every alert of the log).
+        let found = self.state.relay_alerts.iter().rev().find_map(|&a| {
+            let entry = self.state.alert(a);
+            if ShortAlertId::derive(&entry.plan.alert.id).get() != ack.alert {
+                return None;
+            }
+            entry
+                .relays
+                .iter()
+                .find(|r| &r.target.address == from)
+                .map(|r| (a, r))
+        });
         let Some((a, relay)) = found else {
             return Verdict::Rejected {
                 rejection: Rejection::NotRelayed {
@@ -812,7 +808,8 @@ impl Router {
     /// On a kit's node: the local id of an alert that came down the uplink from `from`
     /// with short id `short`, if there is one.
     pub fn uplinked_alert(&self, from: &Address, short: u32) -> Option<AlertId> {
-        self.state.alerts.iter().rev().find_map(|e| {
+        self.state.relay_alerts.iter().rev().find_map(|&a| {
+            let e = self.state.alert(a);
             let up = e.plan.uplink.as_ref()?;
             (&up.to == from && up.short_id == short).then(|| e.plan.alert.id.clone())
         })

@@ -34,7 +34,10 @@
 //! with a storm (a full storage makes the network refuse replies); a partial line waits
 //! while replies wait to be read, so an ack does not wait on deletions. Within a port session an index
 //! reported and not yet released is never reported again, even when re-announced; after
-//! a reopen the init's `AT+CMGL=4` reports everything not yet deleted.
+//! a reopen the init's `AT+CMGL=4` reports everything not yet deleted. A receipt names its
+//! indexes and a fingerprint of the PDUs they held (`3,4@<fnv64>`): a release whose slots
+//! hold something else now (one from before a reopen, arriving after the slot was freed and
+//! reused) deletes nothing — the message it released was deleted or is reported again.
 //!
 //! At-least-once, and honest about it: when the port is lost while a submit is in flight
 //! (or after some parts of a long text went out), the attempt is reported `Failed`
@@ -334,6 +337,18 @@ impl Inbox {
             unread_listing_refused: self.unread_listing_refused,
             ..Inbox::default()
         };
+    }
+
+    /// FNV-1a over the PDUs stored at `idxs` (in order), or `None` if one is unknown.
+    fn fingerprint(&self, idxs: &[u32]) -> Option<u64> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for idx in idxs {
+            for b in self.pdu_at.get(idx)?.bytes().chain([b'|']) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        Some(h)
     }
 
     /// Whether `idx` waits for an `AT+CMGD` not yet sent.
@@ -694,7 +709,17 @@ impl Modem {
             }
             DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(receipt) => {
-                for idx in parse_receipt(&receipt) {
+                let (idxs, fp) = receipt_parts(&receipt);
+                if let Some(fp) = fp
+                    && self.inbox.fingerprint(&idxs) != Some(fp)
+                {
+                    // The slots hold something else now (or nothing this session has
+                    // read): a release from before a reopen. What it released is either
+                    // deleted or listed and reported again, and released again then.
+                    tracing::debug!(?idxs, "stale release: the slots hold another message");
+                    return self.pump(now);
+                }
+                for idx in idxs {
                     if self.inbox.unread.contains_key(&idx) {
                         // A new message was announced in that slot: the released one is
                         // gone already, and this one is not committed.
@@ -2138,13 +2163,19 @@ impl Modem {
             return;
         };
         self.health.received += 1;
+        // The indexes, and a fingerprint of what they hold now: a release that arrives after
+        // the slots were reused (a stale release from before a port reopen) must not delete
+        // a newer, uncommitted reply.
         let receipt = (!idxs.is_empty()).then(|| {
-            InboundReceipt(
-                idxs.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
+            let indexes = idxs
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            match self.inbox.fingerprint(&idxs) {
+                Some(fp) => InboundReceipt(format!("{indexes}@{fp:016x}")),
+                None => InboundReceipt(indexes),
+            }
         });
         self.events.push_back(DriverEvent::Inbound {
             from: Address::Phone(number),
@@ -2157,13 +2188,25 @@ impl Modem {
     }
 }
 
-/// The storage indexes in a receipt (`"3"` or `"3,4,5"`); junk is ignored.
+/// The storage indexes in a receipt (`"3"`, `"3,4,5"`, or either with `@<fingerprint>`);
+/// junk is ignored.
+#[cfg(test)]
 fn parse_receipt(receipt: &InboundReceipt) -> Vec<u32> {
-    receipt
-        .0
+    receipt_parts(receipt).0
+}
+
+/// The indexes of a receipt and, when it has one, the fingerprint of the message they
+/// held when it was reported.
+fn receipt_parts(receipt: &InboundReceipt) -> (Vec<u32>, Option<u64>) {
+    let (indexes, fp) = match receipt.0.split_once('@') {
+        Some((i, fp)) => (i, u64::from_str_radix(fp.trim(), 16).ok()),
+        None => (receipt.0.as_str(), None),
+    };
+    let idxs = indexes
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
-        .collect()
+        .collect();
+    (idxs, fp)
 }
 
 /// A command's name without its payload, for messages.
@@ -2620,6 +2663,48 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_release_from_before_a_reopen_does_not_delete_a_new_reply_in_its_slot() {
+        let mut b = Bench::new(SimConfig::default());
+        b.sim.deliver_sms(b.now, "+8613912345678", "1 K7XT");
+        let receipt_of = |ev: Vec<DriverEvent>, want: &str| {
+            ev.into_iter()
+                .find_map(|e| match e {
+                    DriverEvent::Inbound { text, receipt, .. } if text == want => receipt,
+                    _ => None,
+                })
+                .unwrap()
+        };
+        b.run_until(has_inbound, 30);
+        let stale = receipt_of(b.take(), "1 K7XT");
+        // The port drops before the release; after the reopen the reply is listed again,
+        // released again, and deleted.
+        b.modem.handle_port_lost(b.now);
+        b.sim.handle_power_cycle(b.now);
+        b.modem.handle_port_opened(b.now);
+        b.run_until(has_inbound, 60);
+        let again = receipt_of(b.take(), "1 K7XT");
+        b.submit(DriverCommand::Release(again));
+        assert!(b.sim.stored_indexes().is_empty());
+        // A new reply lands in the freed slot; the first session's release turns up late.
+        b.sim.deliver_sms(b.now, "+8613912345678", "1 ACEF");
+        b.run_until(has_inbound, 30);
+        let fresh = receipt_of(b.take(), "1 ACEF");
+        assert_eq!(
+            parse_receipt(&fresh),
+            parse_receipt(&stale),
+            "the same slot"
+        );
+        b.submit(DriverCommand::Release(stale));
+        assert_eq!(
+            b.sim.stored_indexes().len(),
+            1,
+            "the uncommitted reply must stay"
+        );
+        b.submit(DriverCommand::Release(fresh));
+        assert!(b.sim.stored_indexes().is_empty());
+    }
+
+    #[test]
     fn cancel_removes_a_queued_send() {
         let mut b = Bench::new(SimConfig::default());
         b.take();
@@ -2845,7 +2930,7 @@ mod tests {
         for (i, (from, text, receipt)) in got.iter().enumerate() {
             assert_eq!(from, &storm_sender(i));
             assert_eq!(text, &format!("1 K{i:03}"));
-            assert_eq!(receipt.0, i.to_string(), "its storage index");
+            assert_eq!(parse_receipt(receipt), vec![i as u32], "its storage index");
         }
         // Nothing is deleted before its release.
         assert_eq!(b.sim.stored_indexes().len(), 20);
@@ -3047,7 +3132,7 @@ mod tests {
         assert!(
             ev.iter().any(
                 |e| matches!(e, DriverEvent::Inbound { text, receipt: Some(r), .. }
-                if text == "1 NEW1" && r.0 == "0")
+                if text == "1 NEW1" && parse_receipt(r) == vec![0])
             ),
             "{ev:#?}"
         );
@@ -3354,9 +3439,9 @@ mod tests {
         b.run_until(count_inbound(3), 5);
         assert_eq!(lines_since(&b, mark), ["AT+CMGL=0", "AT+CMGR=1"]);
         let got = inbound(&b.take());
-        let mut idx: Vec<_> = got.iter().map(|(_, _, r)| r.0.clone()).collect();
+        let mut idx: Vec<_> = got.iter().flat_map(|(_, _, r)| parse_receipt(r)).collect();
         idx.sort();
-        assert_eq!(idx, ["0", "1", "2"]);
+        assert_eq!(idx, [0, 1, 2]);
     }
 
     #[test]

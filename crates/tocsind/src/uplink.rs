@@ -318,7 +318,8 @@ fn headline(kind: &str) -> String {
     format!("{name}预警（区指挥中心经卫星转发）")
 }
 
-/// The people located inside `areas` or responsible for one of them.
+/// The people located inside `areas` or responsible for one of them — through the
+/// directory's geofence index, not a scan of every person (a district has a million).
 pub fn served(directory: &Directory, areas: &[AreaId]) -> Result<HashSet<PersonId>, String> {
     let mut regions = Vec::new();
     for id in areas {
@@ -327,14 +328,56 @@ pub fn served(directory: &Directory, areas: &[AreaId]) -> Result<HashSet<PersonI
             None => return Err(format!("no named area {id} in the directory")),
         }
     }
-    Ok(directory
-        .people()
+    let specs: Vec<AreaSpec> = areas
         .iter()
-        .filter(|p| {
-            p.areas.iter().any(|a| areas.contains(a))
-                || p.location
-                    .is_some_and(|pos| regions.iter().any(|r| r.contains(pos)))
-        })
-        .map(|p| p.id.clone())
-        .collect())
+        .map(|id| AreaSpec::Named { id: id.clone() })
+        .collect();
+    let found = directory.resolve(&specs).map_err(|e| e.to_string())?;
+    let mut people: HashSet<PersonId> = found.located.into_iter().collect();
+    for (person, area) in found.responsible {
+        // Listed with their most specific area only: someone responsible for a wider area
+        // (the town) counts when they answer for one of the kit's areas or live inside.
+        let inside = || {
+            directory.person(&person).is_some_and(|p| {
+                p.areas.iter().any(|a| areas.contains(a))
+                    || p.location
+                        .is_some_and(|pos| regions.iter().any(|r| r.contains(pos)))
+            })
+        };
+        if areas.contains(&area) || inside() {
+            people.insert(person);
+        }
+    }
+    Ok(people)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used, reason = "the shipped demo district loads")]
+    fn a_kit_serves_exactly_the_people_inside_or_responsible_for_its_areas() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/district");
+        let (directory, _) = tocsin_core::directory::load_from_dir(&dir).unwrap();
+        for ids in [vec!["T05-V01"], vec!["T01-V01", "T01-V02"], vec!["T06"]] {
+            let areas: Vec<AreaId> = ids.iter().map(|a| AreaId::from(*a)).collect();
+            let regions: Vec<_> = areas.iter().map(|a| directory.region(a).unwrap()).collect();
+            // The definition, by brute force over every person.
+            let expected: HashSet<PersonId> = directory
+                .people()
+                .iter()
+                .filter(|p| {
+                    p.areas.iter().any(|a| areas.contains(a))
+                        || p.location
+                            .is_some_and(|pos| regions.iter().any(|r| r.contains(pos)))
+                })
+                .map(|p| p.id.clone())
+                .collect();
+            assert!(!expected.is_empty(), "{ids:?}");
+            assert_eq!(served(&directory, &areas).unwrap(), expected, "{ids:?}");
+        }
+        assert!(served(&directory, &[AreaId::from("nowhere")]).is_err());
+    }
 }

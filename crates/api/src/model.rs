@@ -39,6 +39,11 @@ pub struct NewAlert {
     /// A drill: marked as an exercise on every bearer. Live unless set.
     #[serde(default)]
     pub exercise: bool,
+    /// The upstream system's own reference for this warning (a CAP message's
+    /// `sender,identifier,sent`); kept on the alert so updates and cancels can find it and
+    /// a re-pushed message is not issued twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl NewAlert {

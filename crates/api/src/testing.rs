@@ -91,6 +91,7 @@ fn summary(id: &AlertId, alert: &NewAlert, issuer: &str) -> AlertSummary {
             exercise: alert.exercise,
             issuer: issuer.into(),
             accepted_at: Timestamp(1_700_000_000_000),
+            reference: alert.reference.clone(),
         },
         state: AlertState::Active,
         counts: Counts {

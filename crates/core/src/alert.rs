@@ -81,4 +81,35 @@ pub struct Alert {
     pub issuer: String,
     /// When Tocsin accepted it.
     pub accepted_at: Timestamp,
+    /// A durable external reference, unique per upstream message, e.g. a CAP message's
+    /// `sender,identifier,sent`: how a later CAP Update or Cancel finds this alert, and
+    /// why a re-pushed message is accepted once. Absent for alerts issued without one
+    /// (and in records stored before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_stored_before_the_reference_existed_still_load() {
+        // A record body as the store wrote it before alerts carried a reference.
+        let old = r#"{"id":"a1","grade":"red","kind":"flood","headline":"山洪红色预警",
+            "text":"转移","area":[],"exercise":false,"issuer":"op","accepted_at":0}"#;
+        let a: Alert = serde_json::from_str(old).expect("old record loads");
+        assert_eq!(a.reference, None);
+        // Written back without the field, so older readers are not surprised either.
+        let v = serde_json::to_value(&a).expect("serializes");
+        assert!(v.get("reference").is_none(), "{v}");
+
+        let with = Alert {
+            reference: Some("qx@bj,CN-1,2026-07-30T08:00:00+08:00".into()),
+            ..a
+        };
+        let back: Alert = serde_json::from_str(&serde_json::to_string(&with).expect("serializes"))
+            .expect("loads");
+        assert_eq!(back, with);
+    }
 }

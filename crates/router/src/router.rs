@@ -1441,6 +1441,7 @@ mod tests {
                 exercise: true,
                 issuer: "op".into(),
                 accepted_at: Timestamp::ZERO,
+                reference: None,
             },
             targets: vec![
                 Target {

@@ -160,6 +160,7 @@ mod tests {
             exercise,
             issuer: "op".into(),
             accepted_at: Timestamp::ZERO,
+            reference: None,
         }
     }
 

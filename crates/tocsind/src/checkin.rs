@@ -372,6 +372,7 @@ pub fn missed_alert(
             exercise: false,
             issuer: CHECKIN_ISSUER.to_owned(),
             accepted_at: now,
+            reference: None,
         },
         targets: vec![Target {
             person: supervisor.id.clone(),

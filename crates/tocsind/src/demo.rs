@@ -469,6 +469,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         text: "沟道上游强降雨，山洪即将到达，请立即组织沿河群众转移到安全地带".into(),
         area: valley,
         exercise: false,
+        reference: None,
     };
     let preview = running
         .handle

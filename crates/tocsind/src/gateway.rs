@@ -605,6 +605,7 @@ impl Engine {
                     text: patch.text.unwrap_or(a.text),
                     area: patch.area.unwrap_or(a.area),
                     exercise: a.exercise,
+                    reference: a.reference,
                 };
                 let result = new
                     .validate()
@@ -749,6 +750,7 @@ impl Engine {
                 exercise: new.exercise,
                 issuer: issuer.to_owned(),
                 accepted_at,
+                reference: new.reference.clone(),
             },
             targets,
             contacts,

@@ -292,6 +292,7 @@ impl UplinkLink {
             },
             area,
             exercise: a.exercise,
+            reference: None,
         }
     }
 }

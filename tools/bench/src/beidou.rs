@@ -222,6 +222,7 @@ pub(crate) fn plan(
             exercise: false,
             issuer: "bench".into(),
             accepted_at: at,
+            reference: None,
         },
         targets,
         contacts,

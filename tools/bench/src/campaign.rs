@@ -199,6 +199,7 @@ fn district(args: &CampaignArgs) -> Result<District> {
         exercise: false,
         issuer: "bench".into(),
         accepted_at: Timestamp::ZERO,
+        reference: None,
     };
     Ok(District {
         plan: AlertPlan {

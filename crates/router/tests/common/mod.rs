@@ -85,6 +85,7 @@ pub fn alert(id: &str, grade: Grade, headline: &str) -> Alert {
         exercise: false,
         issuer: "district-ops".into(),
         accepted_at: Timestamp::ZERO,
+        reference: None,
     }
 }
 

@@ -50,8 +50,23 @@
 //! abandoned before any device accepted it (the device went down), nothing went out and
 //! the window waits for the next attempt. A door-knock task's deadline likewise runs from
 //! the task's first attempt. Everything is derived from records, so a replay gives the same
-//! timers. A re-plan without a grade rise keeps the window (`window_from`); a grade rise
+//! timers. A re-plan without re-notifying keeps the window (`window_from`); a re-notify
 //! starts a new one with the first attempt of the new text.
+//!
+//! # Versions
+//!
+//! An update that raises the grade, changes the instruction text or the exercise mark, or
+//! that the operator marks re-notify ([`Router::handle_update_with`]) gives every person
+//! still inside the area a new version of their record ([`DeliveryPlan::version`]): the new
+//! message with a fresh code ([`version_code`]) and a new ack window — those who already
+//! acknowledged, were reached, were confirmed by a door knock or closed unreached
+//! included. Their earlier ack stays on record as the ack of the earlier version. Every
+//! `attempt_started` and ack says which version it belongs to; a reply carrying an
+//! earlier version's code is judged against that version (an ack of it, or a duplicate)
+//! and never closes the current one. A door-knock chain that ended with an earlier
+//! version is over: the new version escalates from the person's own supervisor, with a
+//! new task code ([`door_code_of`]); a chain still running carries on. Other updates (a
+//! lower grade alone, a new headline) re-plan open records only.
 //!
 //! One exception keeps a dead network from hiding a person: a record that needs an ack
 //! and escalates, and whose warning could not start on any device within one ack window
@@ -150,10 +165,10 @@ pub use plan::{
 pub use policy::{GradePolicy, Policies, PolicyError, RoleOverride};
 pub use record::{
     DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, RelayFrame,
-    Route, Verdict,
+    Route, Verdict, version_code,
 };
 pub use relays::{RelayState, RelayView, RelayedAck};
-pub use router::{DeviceInfo, Output, Router, RouterConfig, RouterError, door_code};
+pub use router::{DeviceInfo, Output, Router, RouterConfig, RouterError, door_code, door_code_of};
 pub use view::{
     AlertState, AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView,
     Preview, SpeakerCounts, SpeakerState, SpeakerView,

@@ -8,7 +8,8 @@ use crate::view::{DeliveryState, SpeakerState};
 use serde::{Deserialize, Serialize};
 use tocsin_channel::InboundReceipt;
 use tocsin_core::{
-    AckCode, Address, AlertId, AttemptId, Bearer, DeviceId, Grade, PersonId, SpeakerId, Timestamp,
+    AckCode, AckKey, Address, AlertId, AttemptId, Bearer, DeviceId, Grade, PersonId, SpeakerId,
+    Timestamp,
 };
 
 /// One bearer and the address used on it.
@@ -59,6 +60,30 @@ pub struct DeliveryPlan {
     /// Door-knock task deadline, in milliseconds from the task's first attempt handed to a
     /// device.
     pub task_deadline_ms: u64,
+    /// Which version of the warning this plan sends the person: 1 for the first, one more
+    /// each time an update re-notifies them (a grade rise, a new instruction text, or an
+    /// operator's re-notify). Each version has its own code ([`version_code`]) and ack
+    /// window; an ack of an earlier version stays on record as that version's and does not
+    /// close this one. Absent in older logs: 1.
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+/// The first version of a record's warning (see [`DeliveryPlan::version`]).
+pub(crate) fn first_version() -> u32 {
+    1
+}
+
+/// The code of one version of a person's warning: version 1 keeps the code every log
+/// written before versions had, `AckCode::derive(key, alert, person)`; later versions
+/// derive from the pseudo-person `{person}#v{version}`, so a reply to an earlier message
+/// never carries the code of the current one.
+pub fn version_code(key: &AckKey, alert: &AlertId, person: &PersonId, version: u32) -> AckCode {
+    if version <= 1 {
+        AckCode::derive(key, alert, person)
+    } else {
+        AckCode::derive(key, alert, &PersonId(format!("{person}#v{version}")))
+    }
 }
 
 impl DeliveryPlan {
@@ -200,6 +225,11 @@ pub enum Verdict {
         person: PersonId,
         /// After the deadline (or after escalation / unreached).
         late: bool,
+        /// Which version of the warning it acknowledges (the code it carried, or the
+        /// attempt it answers). An ack of an earlier version than the record's current one
+        /// is kept as that version's and does not close the record. Absent in older logs: 1.
+        #[serde(default = "first_version")]
+        version: u32,
     },
     /// A supervisor confirmed the door-knock task of `person`'s record.
     DoorKnockConfirmed {
@@ -211,6 +241,10 @@ pub enum Verdict {
         by: PersonId,
         /// After the record was closed as unreached.
         late: bool,
+        /// The version of the person's warning current when it was confirmed. Absent in
+        /// older logs: 1.
+        #[serde(default = "first_version")]
+        version: u32,
     },
     /// The record was already acknowledged or confirmed: counted once.
     Duplicate {
@@ -314,6 +348,11 @@ pub enum Record {
         text: String,
         /// Re-sends one that may already have gone out.
         possible_duplicate: bool,
+        /// Which version of the person's warning the attempt belongs to (see
+        /// [`DeliveryPlan::version`]; a door-knock task or notice: the version current when
+        /// its lane opened). Absent in older logs: 1.
+        #[serde(default = "first_version")]
+        version: u32,
     },
     /// A driver reported on an attempt.
     AttemptOutcome {

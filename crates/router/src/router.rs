@@ -4,6 +4,7 @@ use crate::plan::{AlertPlan, Contact, TargetReason};
 use crate::policy::{Policies, ResolvedPolicy};
 use crate::record::{
     DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, Route, Verdict,
+    version_code,
 };
 use crate::reply::{ReplyForm, read_reply};
 use crate::state::{CodeRef, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, QUEUES, State, TimerKind};
@@ -94,6 +95,35 @@ pub(crate) const NOT_ATTEMPTED: &str = "not attempted: no device could send in t
 /// `{person}/door`: distinct from every person's code and the same at every level.
 pub fn door_code(key: &AckKey, alert: &AlertId, person: &PersonId) -> AckCode {
     AckCode::derive(key, alert, &PersonId(format!("{person}/door")))
+}
+
+/// The door-knock code of a chain opened for `version` of the person's warning: version 1
+/// keeps [`door_code`]; a later version's chain (after an update re-notified a record that
+/// had been closed) gets its own, from `{person}#v{version}/door`, so a confirmation of
+/// the earlier visit does not confirm the new one.
+pub fn door_code_of(key: &AckKey, alert: &AlertId, person: &PersonId, version: u32) -> AckCode {
+    if version <= 1 {
+        door_code(key, alert, person)
+    } else {
+        AckCode::derive(key, alert, &PersonId(format!("{person}#v{version}/door")))
+    }
+}
+
+/// What a record is planned from.
+enum Prior {
+    /// Nothing: a new record.
+    New,
+    /// A withdrawn record whose person is back in the area, at this version.
+    Back(u32),
+    /// An open record re-planned without re-notifying: its plan and window start.
+    Keep(DeliveryPlan, Option<Timestamp>),
+    /// A record re-notified: the next version after `old`; `open` if it is not final.
+    Renotify {
+        /// The current plan.
+        old: DeliveryPlan,
+        /// Whether the record is still open.
+        open: bool,
+    },
 }
 
 impl Router {
@@ -192,7 +222,7 @@ impl Router {
         self.emit(Record::AlertAccepted { at: now, plan });
         let a = self.alert_index(&alert_id)?;
         for (person, responsible) in targets {
-            let dplan = self.plan_delivery(a, &person, responsible, None);
+            let dplan = self.plan_delivery(a, &person, responsible, Prior::New);
             self.emit(Record::DeliveryPlanned {
                 at: now,
                 alert: alert_id.clone(),
@@ -206,11 +236,32 @@ impl Router {
         Ok(())
     }
 
-    /// The same alert with a new grade, text or area. New targets are planned; people no
-    /// longer targeted and not yet final are withdrawn (and told, if already contacted);
-    /// open records continue, re-planned with the new text (a higher grade also re-plans
-    /// their policy, with a new deadline from now).
+    /// The same alert with a new grade, text or area: [`Router::handle_update_with`]
+    /// without the operator's re-notify mark.
     pub fn handle_update(&mut self, now: Timestamp, plan: AlertPlan) -> Result<(), RouterError> {
+        self.handle_update_with(now, plan, false)
+    }
+
+    /// The same alert with a new grade, text or area. New targets are planned; people no
+    /// longer targeted and not yet final are withdrawn (and told, as are the door-knock
+    /// assignees of their record, if already contacted).
+    ///
+    /// An update that raises the grade, changes the instruction text (`Alert::text`) or
+    /// the exercise mark, or that the operator marks `re_notify`, re-notifies: every
+    /// person still inside the area — those who already acknowledged, were reached, were
+    /// confirmed by a door knock or closed unreached included — gets the new message with
+    /// a new version of their record: a fresh code ([`crate::record::version_code`]) and
+    /// a new ack window from its first attempt. Their earlier ack stays on record as the
+    /// ack of the earlier version, and a reply that still carries the earlier code counts
+    /// for that version only. Any other update (a lower grade alone, a new headline) does
+    /// not re-open final records; open ones continue, re-planned with the new text in
+    /// their running window (under the stronger of the two grades' policies).
+    pub fn handle_update_with(
+        &mut self,
+        now: Timestamp,
+        plan: AlertPlan,
+        re_notify: bool,
+    ) -> Result<(), RouterError> {
         let alert_id = plan.alert.id.clone();
         let a = self.alert_index(&alert_id)?;
         if self.state.alert(a).state == AlertState::Cancelled {
@@ -219,6 +270,10 @@ impl Router {
         let old = self.state.alert(a).plan.alert.clone();
         let changed = old.grade != plan.alert.grade
             || old.headline != plan.alert.headline
+            || old.text != plan.alert.text
+            || old.exercise != plan.alert.exercise;
+        let renotify = re_notify
+            || plan.alert.grade > old.grade
             || old.text != plan.alert.text
             || old.exercise != plan.alert.exercise;
         let targets = dedup_targets(&plan);
@@ -256,7 +311,7 @@ impl Router {
         for (person, responsible) in targets {
             match self.state.alert(a).by_person.get(&person).copied() {
                 None => {
-                    let dplan = self.plan_delivery(a, &person, responsible, None);
+                    let dplan = self.plan_delivery(a, &person, responsible, Prior::New);
                     self.emit(Record::DeliveryPlanned {
                         at: now,
                         alert: alert_id.clone(),
@@ -267,13 +322,20 @@ impl Router {
                 Some(d) => {
                     let del = self.state.delivery(a, d);
                     let back = del.closed && del.state == DeliveryState::Withdrawn;
-                    if back || (!del.closed && changed) {
-                        let keep = if back {
-                            None
-                        } else {
-                            Some((del.plan.clone(), del.window_from))
-                        };
-                        let dplan = self.plan_delivery(a, &person, responsible, keep);
+                    let prior = if renotify {
+                        Prior::Renotify {
+                            old: del.plan.clone(),
+                            open: !del.closed,
+                        }
+                    } else if back {
+                        Prior::Back(del.plan.version)
+                    } else if !del.closed && changed {
+                        Prior::Keep(del.plan.clone(), del.window_from)
+                    } else {
+                        continue;
+                    };
+                    {
+                        let dplan = self.plan_delivery(a, &person, responsible, prior);
                         self.emit(Record::DeliveryReplanned {
                             at: now,
                             alert: alert_id.clone(),
@@ -705,29 +767,46 @@ impl Router {
     }
 
     /// Plans one record. `responsible`: targeted for a named area the person answers for.
-    /// With `keep` (an open record re-planned without a grade rise: its plan and window
-    /// start), the old window and reminders stand and the stronger of the two policies
-    /// applies; otherwise the window starts again with the first attempt of the new plan.
+    /// With [`Prior::Keep`] (an open record re-planned without re-notifying: its plan and
+    /// window start), the old window and reminders stand and the stronger of the two
+    /// policies applies; otherwise the window starts again with the first attempt of the
+    /// new plan. [`Prior::Renotify`] plans the next version, with its own code.
     fn plan_delivery(
         &self,
         a: u32,
         person: &PersonId,
         responsible: bool,
-        keep: Option<(DeliveryPlan, Option<Timestamp>)>,
+        prior: Prior,
     ) -> DeliveryPlan {
         let entry = self.state.alert(a);
         let alert = &entry.plan.alert;
         let contact = entry.contacts.get(person);
         let role = contact.map_or(tocsin_core::Role::Resident, |c| c.role);
-        let raised = keep.as_ref().is_none_or(|(k, _)| alert.grade > k.grade);
-        let grade = keep
-            .as_ref()
-            .map_or(alert.grade, |(k, _)| k.grade.max(alert.grade));
+        let (version, grade, keep) = match prior {
+            Prior::New => (1, alert.grade, None),
+            Prior::Back(v) => (v, alert.grade, None),
+            // An open record keeps the stronger policy; a re-opened one takes the new
+            // grade's.
+            Prior::Renotify { old, open } => (
+                old.version.saturating_add(1),
+                if open {
+                    old.grade.max(alert.grade)
+                } else {
+                    alert.grade
+                },
+                None,
+            ),
+            Prior::Keep(k, from) => {
+                let grade = k.grade.max(alert.grade);
+                let raised = alert.grade > k.grade;
+                (k.version, grade, (!raised).then_some((k, from)))
+            }
+        };
         let pol = self.config.policies.resolve(grade, role);
-        let code = AckCode::derive(&self.config.ack_key, &alert.id, person);
+        let code = version_code(&self.config.ack_key, &alert.id, person, version);
         let (routes, fallback) = self.routes(contact, &pol);
         let (window_ms, reminders_ms, window_from) = match keep {
-            Some((k, from)) if !raised => (k.window_ms, k.reminders_ms, from),
+            Some((k, from)) => (k.window_ms, k.reminders_ms, from),
             _ => {
                 let window_ms = pol.ack_deadline_s.saturating_mul(1000);
                 let n = u64::from(pol.reminders);
@@ -752,6 +831,7 @@ impl Router {
             reminders_ms,
             window_from,
             task_deadline_ms: pol.door_knock_deadline_s.saturating_mul(1000),
+            version,
         }
     }
 
@@ -844,10 +924,13 @@ impl Router {
     fn escalate_because(&mut self, now: Timestamp, a: u32, d: u32, cause: Option<&str>) {
         let entry = self.state.alert(a);
         let del = self.state.delivery(a, d);
-        let level = del.tasks.last().map_or(0, |t| t.level + 1);
-        let from = del.tasks.last().map_or(&del.person, |t| &t.assignee);
+        // The current chain only: a chain that ended with an earlier version of the
+        // warning does not use up the supervisors of this one.
+        let chain = del.chain();
+        let level = chain.last().map_or(0, |t| t.level + 1);
+        let from = chain.last().map_or(&del.person, |t| &t.assignee);
         let sup = entry.contacts.get(from).and_then(|c| c.supervisor.clone());
-        let seen = |p: &PersonId| p == &del.person || del.tasks.iter().any(|t| &t.assignee == p);
+        let seen = |p: &PersonId| p == &del.person || chain.iter().any(|t| &t.assignee == p);
         let contact = match sup {
             Some(s) if !seen(&s) && level < MAX_LEVELS => entry.contacts.get(&s).cloned(),
             _ => None,
@@ -868,7 +951,16 @@ impl Router {
             return;
         };
         let alert = entry.plan.alert.clone();
-        let code = door_code(&self.config.ack_key, &alert.id, &del.person);
+        // The same code at every level of one chain; a new chain (of a later version of
+        // the warning) has its own.
+        let code = del.chain_code().unwrap_or_else(|| {
+            door_code_of(
+                &self.config.ack_key,
+                &alert.id,
+                &del.person,
+                del.plan.version,
+            )
+        });
         let pol = self.config.policies.resolve(del.plan.grade, contact.role);
         let (routes, _) = self.routes(Some(&contact), &pol);
         let task = DoorKnockTask {
@@ -1030,15 +1122,10 @@ impl Router {
         let alert = &entry.plan.alert;
         let text = match &lane.kind {
             _ if text::fits(&lane.text, max_chars) => lane.text.clone(),
-            LaneKind::Alert => text::short_alert(
-                alert,
-                del.plan.ack_required.then_some(del.plan.code),
-                max_chars,
-            ),
-            LaneKind::Task(_) => {
-                let code = del.tasks.last().map_or(del.plan.code, |t| t.code);
-                text::short_escalation(alert, &del.name, code, max_chars)
+            LaneKind::Alert => {
+                text::short_alert(alert, del.plan.ack_required.then_some(lane.code), max_chars)
             }
+            LaneKind::Task(_) => text::short_escalation(alert, &del.name, lane.code, max_chars),
             LaneKind::Notice(NoticeKind::Cancelled, _) => text::short_cancel(alert, max_chars),
             LaneKind::Notice(NoticeKind::Withdrawn, _) => text::short_withdrawn(alert, max_chars),
         };
@@ -1060,6 +1147,7 @@ impl Router {
             to: lane.route.to.clone(),
             text,
             possible_duplicate: lane.dup_next,
+            version: lane.version,
         };
         self.emit(rec);
         self.command(device, DriverCommand::Send(out));
@@ -1087,8 +1175,9 @@ impl Router {
         // The bearer knows which attempt this answers (a key pressed in the call placed
         // for it): the answer is for that attempt's record, whatever else the sender has
         // open — not for their most urgent record, which may be another task entirely.
-        if let Some((r, by)) = in_reply_to.and_then(|id| self.answered(id, device, from, people)) {
-            let code = self.code_of(r);
+        if let Some((r, code, by)) =
+            in_reply_to.and_then(|id| self.answered(id, device, from, people))
+        {
             let for_it = match &form {
                 ReplyForm::Bare => true,
                 ReplyForm::Codes(codes) => codes.contains(&code),
@@ -1109,7 +1198,7 @@ impl Router {
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
                     for r in refs {
-                        if let Some(by) = self.owner_among(*r, people) {
+                        if let Some(by) = self.owner_among(*r, code, people) {
                             return self.verdict_for(now, *r, code, by, &reject);
                         }
                     }
@@ -1195,7 +1284,9 @@ impl Router {
         }
     }
 
-    /// The record an answer to `attempt` is for, and who of `people` answers it: the
+    /// The record an answer to `attempt` is for, the code that attempt carried (of the
+    /// version of the warning it sent, or of its door-knock chain), and who of `people`
+    /// answers it: the
     /// attempt's record (the person's warning, or a door-knock task) when it was placed on
     /// `device` to `from` and one of `people` owns that record. A warning record that needs
     /// no ack, a notice, or an attempt the router does not know gives `None` (the ordinary
@@ -1208,12 +1299,13 @@ impl Router {
         device: &DeviceId,
         from: &Address,
         people: &BTreeSet<PersonId>,
-    ) -> Option<(CodeRef, PersonId)> {
+    ) -> Option<(CodeRef, AckCode, PersonId)> {
         let entry = self.state.attempts.get(&attempt)?;
         if &entry.device != device || &entry.to != from {
             return None;
         }
         let lane = entry.lane;
+        let code = self.state.lane(lane).code;
         let r = match self.state.lane(lane).kind {
             LaneKind::Alert => CodeRef {
                 a: lane.a,
@@ -1230,8 +1322,8 @@ impl Router {
         if !r.task && !self.state.delivery(r.a, r.d).plan.ack_required {
             return None;
         }
-        let by = self.owner_among(r, people)?;
-        Some((r, by))
+        let by = self.owner_among(r, code, people)?;
+        Some((r, code, by))
     }
 
     /// Whether `device` authenticates the sender of what it receives.
@@ -1255,21 +1347,29 @@ impl Router {
         (del.plan.grade, opened, r.a, r.task)
     }
 
+    /// The current code of a record: its warning's (of the current version), or its
+    /// current door-knock chain's.
     pub(crate) fn code_of(&self, r: CodeRef) -> AckCode {
         let del = self.state.delivery(r.a, r.d);
-        match (r.task, del.tasks.first()) {
-            (true, Some(t)) => t.code,
+        match (r.task, del.chain_code()) {
+            (true, Some(code)) => code,
             _ => del.plan.code,
         }
     }
 
     /// Which of `people` the record behind a code belongs to (its person, or for a task
-    /// code any assignee the task was sent to).
-    fn owner_among(&self, r: CodeRef, people: &BTreeSet<PersonId>) -> Option<PersonId> {
+    /// code any assignee a task with that code was sent to).
+    fn owner_among(
+        &self,
+        r: CodeRef,
+        code: AckCode,
+        people: &BTreeSet<PersonId>,
+    ) -> Option<PersonId> {
         let del = self.state.delivery(r.a, r.d);
         if r.task {
             del.tasks
                 .iter()
+                .filter(|t| t.code == code)
                 .map(|t| &t.assignee)
                 .find(|p| people.contains(*p))
                 .cloned()
@@ -1300,6 +1400,38 @@ impl Router {
             return closed();
         }
         use DeliveryState as S;
+        // A code of an earlier version of the warning (or of a door-knock chain that ended
+        // with one): the reply answers that message, not the current one.
+        let current = if r.task {
+            del.chain_code() == Some(code)
+        } else {
+            del.plan.code == code
+        };
+        if !current {
+            let earlier = del.earlier.iter().find(|e| {
+                if r.task {
+                    e.task_code == Some(code)
+                } else {
+                    e.code == code
+                }
+            });
+            return match earlier {
+                Some(e) if r.task => match e.state {
+                    S::Confirmed | S::Acknowledged => Verdict::Duplicate { alert, person },
+                    _ => closed(),
+                },
+                Some(e) if e.acked_at.is_some() => Verdict::Duplicate { alert, person },
+                Some(e) if e.state == S::Withdrawn => closed(),
+                Some(e) => Verdict::Ack {
+                    alert,
+                    person,
+                    late: e.window_end.is_none_or(|end| now > end),
+                    version: e.version,
+                },
+                None => closed(),
+            };
+        }
+        let version = del.plan.version;
         if r.task {
             match del.state {
                 S::Confirmed | S::Acknowledged => Verdict::Duplicate { alert, person },
@@ -1308,12 +1440,14 @@ impl Router {
                     person,
                     by,
                     late: false,
+                    version,
                 },
                 S::Unreached if del.escalated => Verdict::DoorKnockConfirmed {
                     alert,
                     person,
                     by,
                     late: true,
+                    version,
                 },
                 _ => closed(),
             }
@@ -1331,6 +1465,7 @@ impl Router {
                     late: !del.window_from.is_some_and(|from| {
                         now <= from + Duration::from_millis(del.plan.window_ms)
                     }),
+                    version,
                 },
                 _ => Verdict::Ack {
                     alert,
@@ -1339,6 +1474,7 @@ impl Router {
                         && del.window_from.is_some_and(|from| {
                             now > from + Duration::from_millis(del.plan.window_ms)
                         }),
+                    version,
                 },
             }
         }

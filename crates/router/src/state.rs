@@ -82,6 +82,30 @@ pub(crate) struct Lane {
     pub avoid: Option<DeviceId>,
     /// The next attempt re-sends one that may have gone out.
     pub dup_next: bool,
+    /// The version of the person's warning current when the lane opened.
+    pub version: u32,
+    /// The code a reply answering this lane's attempts carries: the warning's code of
+    /// `version` for the person's own lanes, the task's code for a door-knock lane.
+    pub code: AckCode,
+}
+
+/// What became of one superseded version of a person's warning (see
+/// `DeliveryPlan::version`): kept so that a late reply to it is judged as its own.
+#[derive(Clone, Debug)]
+pub(crate) struct EarlierVersion {
+    pub version: u32,
+    /// The version's code.
+    pub code: AckCode,
+    /// The door-knock chain that ended with this version (the record was closed when the
+    /// update re-opened it); `None` when there was none or it carries on into the next
+    /// version (the record was still escalated).
+    pub task_code: Option<AckCode>,
+    /// The state the record was in when the version was superseded.
+    pub state: DeliveryState,
+    pub acked_at: Option<Timestamp>,
+    pub late: bool,
+    /// The end of the version's ack window, if it had started.
+    pub window_end: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +142,23 @@ pub(crate) struct Delivery {
     /// When the current plan was made (planned or re-planned): the not-attempted window
     /// runs from here.
     pub planned_at: Timestamp,
+    /// Superseded versions of the person's warning, oldest first.
+    pub earlier: Vec<EarlierVersion>,
+    /// Index in `tasks` of the current door-knock chain's first task: tasks before it
+    /// belong to a chain that ended with an earlier version.
+    pub task_base: usize,
+}
+
+impl Delivery {
+    /// The tasks of the current door-knock chain.
+    pub fn chain(&self) -> &[DoorKnockTask] {
+        self.tasks.get(self.task_base..).unwrap_or(&[])
+    }
+
+    /// The current chain's task code, if the record has been escalated in it.
+    pub fn chain_code(&self) -> Option<AckCode> {
+        self.chain().first().map(|t| t.code)
+    }
 }
 
 /// One loudspeaker announcement of an alert.
@@ -389,6 +430,11 @@ impl State {
             LaneKind::Task(_) => true,
             LaneKind::Notice(_, recipient) => del.plan.responsible || recipient != &del.person,
         };
+        let code = match &kind {
+            LaneKind::Task(_) => del.tasks.last().map_or(del.plan.code, |t| t.code),
+            LaneKind::Alert | LaneKind::Notice(..) => del.plan.code,
+        };
+        let version = del.plan.version;
         let lane = Lane {
             kind,
             route,
@@ -405,6 +451,8 @@ impl State {
             ok_count: 0,
             avoid: None,
             dup_next: false,
+            version,
+            code,
         };
         del.lanes.push(lane);
         let l = ix(del.lanes.len() - 1);
@@ -484,6 +532,42 @@ impl State {
                     .insert(c.person.clone());
             }
             self.alerts[a as usize].contacts.insert(c.person.clone(), c);
+        }
+    }
+
+    /// The record's warning is superseded by a new version (an update re-notifies the
+    /// person): what became of the current version is kept, its ack no longer stands for
+    /// the record, and a chain of door-knock tasks that ended with it (the record was
+    /// closed) is over — an escalation of the new version starts from the person's own
+    /// supervisor. A chain still running (the record is escalated) carries on.
+    fn supersede(&mut self, a: u32, d: u32, at: Timestamp) {
+        let del = self.delivery_mut(a, d);
+        let chain_ended = del.closed || del.state != DeliveryState::Escalated;
+        let window_end = del
+            .window_from
+            .map(|f| f + std::time::Duration::from_millis(del.plan.window_ms));
+        let task_code = if chain_ended { del.chain_code() } else { None };
+        del.earlier.push(EarlierVersion {
+            version: del.plan.version,
+            code: del.plan.code,
+            task_code,
+            state: del.state,
+            acked_at: del.acked_at,
+            late: del.late,
+            window_end,
+        });
+        del.acked_at = None;
+        del.ack_evidence = None;
+        del.late = false;
+        if chain_ended {
+            del.task_base = del.tasks.len();
+            del.task_opened = None;
+            del.task_started = false;
+            if !del.closed {
+                // Reached or attempting with the old text: the new one has not gone out.
+                del.state = DeliveryState::Planned;
+                del.since = at;
+            }
         }
     }
 
@@ -905,6 +989,8 @@ impl State {
                     task_started: false,
                     reached: false,
                     planned_at: *at,
+                    earlier: Vec::new(),
+                    task_base: 0,
                 });
                 entry.by_person.insert(person.clone(), d);
                 self.reopen(a);
@@ -928,15 +1014,28 @@ impl State {
                 let (a, d) = self.find(alert, person)?;
                 self.stop_lanes(a, d, true, false);
                 self.remove_timers(a, d, |k| !matches!(k, TimerKind::Task(_)));
+                let del = self.delivery(a, d);
+                let renotified = plan.version > del.plan.version;
+                let reopened = del.closed
+                    && (del.state == DeliveryState::Withdrawn
+                        || (renotified && del.state != DeliveryState::Cancelled));
+                if renotified {
+                    self.supersede(a, d, *at);
+                }
                 let del = self.delivery_mut(a, d);
                 del.plan = plan.clone();
                 del.reminders_done = 0;
                 del.next_fallback = 0;
-                if del.closed && del.state == DeliveryState::Withdrawn {
+                if reopened {
                     del.closed = false;
                     del.state = DeliveryState::Planned;
                     del.since = *at;
                     self.reopen(a);
+                }
+                let refs = self.codes.entry(plan.code).or_default();
+                let r = CodeRef { a, d, task: false };
+                if !refs.contains(&r) {
+                    refs.push(r);
                 }
                 self.start_plan(a, d, *at);
                 self.touched.push((a, d));
@@ -1201,15 +1300,13 @@ impl State {
                     del.since = *at;
                 }
                 del.escalated = true;
-                let first = del.tasks.is_empty();
                 del.tasks.push(task.clone());
                 del.task_opened = Some(*at);
                 del.task_started = false;
-                if first {
-                    self.codes
-                        .entry(task.code)
-                        .or_default()
-                        .push(CodeRef { a, d, task: true });
+                let refs = self.codes.entry(task.code).or_default();
+                let r = CodeRef { a, d, task: true };
+                if !refs.contains(&r) {
+                    refs.push(r);
                 }
                 let list = self
                     .assignee_tasks
@@ -1277,10 +1374,23 @@ impl State {
                     alert,
                     person,
                     late,
+                    version,
                 } => {
                     let (a, d) = self.find(alert, person)?;
                     let said = self.ack_said(device, evidence);
                     let del = self.delivery_mut(a, d);
+                    if *version < del.plan.version {
+                        // An answer to a message since superseded: it stays on record as
+                        // that version's ack and leaves the current one open.
+                        del.reached = true;
+                        if let Some(e) = del.earlier.iter_mut().find(|e| e.version == *version)
+                            && e.acked_at.is_none()
+                        {
+                            e.acked_at = Some(*at);
+                            e.late = *late;
+                        }
+                        return Ok(());
+                    }
                     del.acked_at = Some(*at);
                     del.ack_evidence = Some(format!("{from} via {device}: {text}{said}"));
                     del.late = *late;
@@ -1293,6 +1403,7 @@ impl State {
                     person,
                     by,
                     late,
+                    ..
                 } => {
                     let (a, d) = self.find(alert, person)?;
                     let said = self.ack_said(device, evidence);

@@ -266,6 +266,15 @@ fn cancel_mid_campaign() {
     insta::assert_snapshot!("cancel_mid_campaign", footer(&sim));
 }
 
+fn v2_code(alert: &str, person: &str) -> tocsin_core::AckCode {
+    tocsin_router::version_code(
+        &key(),
+        &AlertId::from(alert),
+        &tocsin_core::PersonId::from(person),
+        2,
+    )
+}
+
 #[test]
 fn update_adds_and_removes_people() {
     let contacts = district();
@@ -285,8 +294,10 @@ fn update_adds_and_removes_people() {
             secs(120),
             Script::Update(plan(raised, &["p2", "p3", "p4"], &contacts)),
         ),
-        reply(200, "gsm-1", phone(2), format!("1 {}", code(a, "p2"))),
-        reply(210, "gsm-1", phone(3), format!("1 {}", code(a, "p3"))),
+        // The upgrade re-notified p2 and p3 with the red text and a fresh code: they
+        // answer the red message with it.
+        reply(200, "gsm-1", phone(2), format!("1 {}", v2_code(a, "p2"))),
+        reply(210, "gsm-1", phone(3), format!("1 {}", v2_code(a, "p3"))),
         reply(220, "gsm-1", phone(4), format!("1 {}", code(a, "p4"))),
     ];
     let mut sim = Sim::new(config(devices()), script);

@@ -619,7 +619,7 @@ fn a_key_pressed_in_a_call_answers_that_calls_task() {
     assert!(
         matches!(
             &verdict,
-            Verdict::DoorKnockConfirmed { alert, person, by, late: false }
+            Verdict::DoorKnockConfirmed { alert, person, by, late: false, .. }
                 if alert.as_str() == "red-1" && person.as_str() == "p1" && by.as_str() == "t1"
         ),
         "{verdict:?}"

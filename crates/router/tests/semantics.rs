@@ -1,0 +1,329 @@
+//! Campaign semantics on a virtual clock: upgrades that re-notify people who already
+//! acknowledged, drills kept behind live traffic, orange's next bearer on silence, area
+//! updates told to door-knock assignees, honest rejected-reply counts and the guessing
+//! defence, and in-time counts. Each scenario also survives a restore from its log.
+
+#![allow(clippy::unwrap_used, reason = "test: a failed unwrap is a failed test")]
+
+mod common;
+
+use common::*;
+use tocsin_core::{AckCode, Address, AlertId, Bearer, Grade, PersonId};
+use tocsin_router::{DeliveryState, Purpose, Record, Router, Verdict, version_code};
+
+fn devices() -> Vec<tocsin_router::DeviceInfo> {
+    vec![
+        device("gsm-1", Bearer::Sms, 10.0),
+        device("voice-1", Bearer::Voice, 2.0),
+        device("bd-1", Bearer::Beidou, 1.0),
+    ]
+}
+
+fn v_code(alert: &str, person: &str, version: u32) -> AckCode {
+    version_code(
+        &key(),
+        &AlertId::from(alert),
+        &PersonId::from(person),
+        version,
+    )
+}
+
+fn state_of(sim: &Sim, alert: &str, person: &str) -> DeliveryState {
+    sim.router
+        .deliveries(&AlertId::from(alert), None)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.person.as_str() == person)
+        .unwrap()
+        .state
+}
+
+/// Verdicts of the replies from `from`, in order.
+fn verdicts_from(sim: &Sim, from: &Address) -> Vec<Verdict> {
+    sim.records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Reply {
+                from: f, verdict, ..
+            } if f == from => Some(verdict.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Restoring the whole log gives every record the same state, code, ack and escalation
+/// (attempts still out are re-issued by the restore, so attempt lists may differ).
+fn assert_restores(sim: &Sim) {
+    let restored = Router::restore(config(devices()), sim.records.clone(), sim.now).unwrap();
+    for s in sim.router.alerts() {
+        let a = &s.alert.id;
+        let key = |r: &Router| {
+            let mut v: Vec<_> = r
+                .deliveries(a, None)
+                .unwrap()
+                .into_iter()
+                .map(|d| {
+                    (
+                        d.person,
+                        d.state,
+                        d.code,
+                        d.acked_at,
+                        d.late,
+                        d.escalated_to,
+                    )
+                })
+                .collect();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        assert_eq!(key(&restored), key(&sim.router), "{a}");
+        let counts = |r: &Router| {
+            let c = r.summary(a).unwrap().counts;
+            (
+                c.by_state,
+                c.late,
+                c.escalated,
+                c.rejected_replies,
+                c.reached,
+            )
+        };
+        assert_eq!(counts(&restored), counts(&sim.router), "{a}");
+    }
+}
+
+#[test]
+fn an_upgrade_re_notifies_people_who_acked_with_a_fresh_code() {
+    let a = "up-1";
+    let orange = plan(
+        alert(a, Grade::Orange, "山洪橙色预警"),
+        &["p1", "p2"],
+        &district(),
+    );
+    let mut red_alert = alert(a, Grade::Red, "山洪红色预警");
+    red_alert.text = "立即转移".into();
+    let red = plan(red_alert.clone(), &["p1", "p2"], &district());
+    // Back to orange with the same text: nothing material for people who acked the red.
+    let mut lower_alert = red_alert.clone();
+    lower_alert.grade = Grade::Orange;
+    lower_alert.headline = "山洪橙色预警（降级）".into();
+    let lower = plan(lower_alert, &["p1", "p2"], &district());
+    let script = vec![
+        (secs(0), Script::Alert(orange)),
+        reply(60, "gsm-1", phone(1), format!("1 {}", code(a, "p1"))),
+        (secs(120), Script::Update(red)),
+        // p1 answers the orange message again: their ack of it is already on record.
+        reply(150, "gsm-1", phone(1), format!("1 {}", code(a, "p1"))),
+        // p2 answers the orange message only now: it counts for the orange version.
+        reply(160, "gsm-1", phone(2), format!("1 {}", code(a, "p2"))),
+        reply(200, "gsm-1", phone(1), format!("1 {}", v_code(a, "p1", 2))),
+        (secs(400), Script::Update(lower)),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.run(secs(130));
+
+    // p1 acked the orange; the red re-opened their record as version 2.
+    let replanned: Vec<_> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::DeliveryReplanned { person, plan, .. } => {
+                Some((person.to_string(), plan.version, plan.code, plan.grade))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replanned,
+        vec![
+            ("p1".into(), 2, v_code(a, "p1", 2), Grade::Red),
+            ("p2".into(), 2, v_code(a, "p2", 2), Grade::Red),
+        ]
+    );
+    assert_ne!(v_code(a, "p1", 2), code(a, "p1"));
+    assert_ne!(state_of(&sim, a, "p1"), DeliveryState::Acknowledged);
+    // The new message with the new code went to p1, and its attempts say version 2.
+    let new_sends: Vec<_> = sim
+        .sends
+        .iter()
+        .filter(|s| s.0 >= secs(120) && s.3 == phone(1))
+        .collect();
+    assert!(!new_sends.is_empty());
+    for s in &new_sends {
+        assert!(s.4.contains("立即转移"), "{}", s.4);
+        assert!(s.4.contains(v_code(a, "p1", 2).as_str()), "{}", s.4);
+    }
+    let versions: Vec<u32> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::AttemptStarted {
+                person,
+                version,
+                purpose: Purpose::Alert,
+                at,
+                ..
+            } if person.as_str() == "p1" => Some(if *at >= secs(120) {
+                *version
+            } else {
+                *version + 100
+            }),
+            _ => None,
+        })
+        .collect();
+    assert!(versions.contains(&101), "the orange went out as version 1");
+    assert!(
+        versions.iter().all(|v| *v == 101 || *v == 2),
+        "{versions:?}"
+    );
+
+    sim.run(secs(300));
+    let p1 = verdicts_from(&sim, &phone(1));
+    assert!(
+        matches!(
+            &p1[0],
+            Verdict::Ack {
+                version: 1,
+                late: false,
+                ..
+            }
+        ),
+        "{p1:?}"
+    );
+    assert!(matches!(&p1[1], Verdict::Duplicate { .. }), "{p1:?}");
+    assert!(matches!(&p1[2], Verdict::Ack { version: 2, .. }), "{p1:?}");
+    let p2 = verdicts_from(&sim, &phone(2));
+    assert!(matches!(&p2[0], Verdict::Ack { version: 1, .. }), "{p2:?}");
+    // The orange ack did not answer the red: p2 is still open, p1 acked version 2.
+    assert_eq!(state_of(&sim, a, "p1"), DeliveryState::Acknowledged);
+    assert!(!state_of(&sim, a, "p2").is_final());
+    let s = sim.router.summary(&AlertId::from(a)).unwrap();
+    assert_eq!(s.counts.by_state[&DeliveryState::Acknowledged], 1);
+    assert_restores(&sim);
+
+    // The lower grade re-opens nobody who acked.
+    sim.run(secs(410));
+    let after_lower = sim
+        .records
+        .iter()
+        .filter(|r| {
+            matches!(r, Record::DeliveryReplanned { person, at, .. }
+                if person.as_str() == "p1" && *at >= secs(400))
+        })
+        .count();
+    assert_eq!(after_lower, 0);
+    assert_eq!(state_of(&sim, a, "p1"), DeliveryState::Acknowledged);
+    assert_restores(&sim);
+}
+
+#[test]
+fn a_new_headline_alone_does_not_re_open_acked_records_but_re_notify_does() {
+    let a = "up-2";
+    let first = plan(
+        alert(a, Grade::Yellow, "暴雨黄色预警"),
+        &["p1"],
+        &district(),
+    );
+    let renamed = plan(
+        alert(a, Grade::Yellow, "暴雨黄色预警（更正）"),
+        &["p1"],
+        &district(),
+    );
+    let mut sim = Sim::new(
+        config(devices()),
+        vec![
+            (secs(0), Script::Alert(first)),
+            reply(30, "gsm-1", phone(1), format!("1 {}", code(a, "p1"))),
+            (secs(60), Script::Update(renamed.clone())),
+        ],
+    );
+    sim.run(secs(100));
+    assert_eq!(state_of(&sim, a, "p1"), DeliveryState::Acknowledged);
+    // The operator marks an update re-notify: the acked record opens again.
+    sim.router
+        .handle_update_with(secs(100), renamed, true)
+        .unwrap();
+    while let Some(o) = sim.router.poll_output() {
+        if let tocsin_router::Output::Record(r) = o {
+            sim.records.push(r);
+        }
+    }
+    assert_eq!(state_of(&sim, a, "p1"), DeliveryState::Attempting);
+    let views = sim.router.deliveries(&AlertId::from(a), None).unwrap();
+    assert_eq!(views[0].code, v_code(a, "p1", 2));
+    assert_restores(&sim);
+}
+
+#[test]
+fn a_re_opened_record_escalates_from_the_persons_own_supervisor_with_a_new_task_code() {
+    let a = "up-3";
+    // p5 never answers the orange; t1 confirms the door knock; then the red comes.
+    let orange = plan(
+        alert(a, Grade::Orange, "山洪橙色预警"),
+        &["p5"],
+        &district(),
+    );
+    let red = plan(alert(a, Grade::Red, "山洪红色预警"), &["p5"], &district());
+    let mut sim = Sim::new(
+        config(vec![device("gsm-1", Bearer::Sms, 10.0)]),
+        vec![(secs(0), Script::Alert(orange))],
+    );
+    sim.run(secs(2000));
+    let escalated_at = sim
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::Escalated { at, task, .. } if task.level == 0 => Some(*at),
+            _ => None,
+        })
+        .unwrap();
+    let mut sim = Sim::new(
+        config(vec![device("gsm-1", Bearer::Sms, 10.0)]),
+        vec![
+            (
+                secs(0),
+                Script::Alert(plan(
+                    alert(a, Grade::Orange, "山洪橙色预警"),
+                    &["p5"],
+                    &district(),
+                )),
+            ),
+            reply(
+                escalated_at.0 / 1000 + 30,
+                "gsm-1",
+                phone(10),
+                format!("1 {}", task_code(a, "p5")),
+            ),
+            (secs(escalated_at.0 / 1000 + 60), Script::Update(red)),
+            // t1 repeats the orange visit's confirmation: it does not confirm the red.
+            reply(
+                escalated_at.0 / 1000 + 90,
+                "gsm-1",
+                phone(10),
+                format!("1 {}", task_code(a, "p5")),
+            ),
+        ],
+    );
+    sim.run(secs(escalated_at.0 / 1000 + 1000));
+    let tasks: Vec<_> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Escalated { task, .. } => {
+                Some((task.assignee.to_string(), task.level, task.code))
+            }
+            _ => None,
+        })
+        .collect();
+    let red_code = tocsin_router::door_code_of(&key(), &AlertId::from(a), &PersonId::from("p5"), 2);
+    assert_eq!(tasks[0], ("t1".into(), 0, task_code(a, "p5")));
+    assert_eq!(tasks[1], ("t1".into(), 0, red_code), "{tasks:?}");
+    assert_ne!(red_code, task_code(a, "p5"));
+    let t1 = verdicts_from(&sim, &phone(10));
+    assert!(
+        matches!(&t1[0], Verdict::DoorKnockConfirmed { version: 1, .. }),
+        "{t1:?}"
+    );
+    assert!(matches!(&t1[1], Verdict::Duplicate { .. }), "{t1:?}");
+    assert_eq!(state_of(&sim, a, "p5"), DeliveryState::Escalated);
+    assert_restores(&sim);
+}

@@ -106,8 +106,9 @@
 //! needs an ack — except over a bearer that authenticates the sender
 //! (`Capabilities::sender_authenticated`: BeiDou cards, Meshtastic nodes, later voice calls
 //! answered in the person's own call): there a bare ack from an address registered to
-//! exactly one person counts for that person's most urgent open record (highest grade,
-//! then the most recently opened; a door-knock task opens when escalated), even when they
+//! exactly one person counts for that person's most urgent open record (a live alert's
+//! before a drill's, then the highest grade, then the most recently opened; a door-knock
+//! task opens when escalated), even when they
 //! have several. An address shared by several people (a village terminal) keeps the strict
 //! rule, and SMS, whose caller id can be forged, always does. When the bearer says which
 //! attempt a reply answers (`DriverEvent::Inbound::in_reply_to`: key 1 pressed in the call
@@ -130,7 +131,8 @@
 //! # Sending
 //!
 //! Each device has a token bucket of `Capabilities::per_minute` with burst 1. Sends wait in
-//! a queue per bearer ordered by grade (red first), then urgency — warnings to responsible
+//! a queue per bearer ordered live before drill (a drill of any grade waits behind every
+//! live send), then by grade (red first), then urgency — warnings to responsible
 //! persons (by role, or targeted for a named area they answer for), door-knock tasks, and
 //! notices to them go before residents' sends of the same grade — then by due time (FIFO:
 //! everyone's first warning, due at planning, goes before reminders and retries that fall

@@ -1334,17 +1334,18 @@ impl Router {
             .any(|d| &d.id == device && d.caps.sender_authenticated)
     }
 
-    /// How urgent an open record is for a bare ack over an authenticated bearer: highest
-    /// grade first, then the most recently opened (a record when planned, a door-knock
-    /// task when escalated), then the later alert.
-    fn urgency(&self, r: CodeRef) -> (Grade, Timestamp, u32, bool) {
+    /// How urgent an open record is for a bare ack over an authenticated bearer: a live
+    /// alert's before a drill's, then the highest grade, then the most recently opened (a
+    /// record when planned, a door-knock task when escalated), then the later alert.
+    fn urgency(&self, r: CodeRef) -> (bool, Grade, Timestamp, u32, bool) {
         let del = self.state.delivery(r.a, r.d);
         let opened = if r.task {
             del.task_opened.unwrap_or(del.opened)
         } else {
             del.opened
         };
-        (del.plan.grade, opened, r.a, r.task)
+        let live = !self.state.alert(r.a).plan.alert.exercise;
+        (live, del.plan.grade, opened, r.a, r.task)
     }
 
     /// The current code of a record: its warning's (of the current version), or its

@@ -60,6 +60,8 @@ pub(crate) struct Lane {
     pub route: Route,
     pub text: String,
     pub grade: Grade,
+    /// Live traffic (not an exercise): sent before every drill's.
+    pub live: bool,
     /// Sent before residents' sends of the same grade: warnings to responsible persons,
     /// door-knock tasks, and notices to them.
     pub urgent: bool,
@@ -265,21 +267,23 @@ impl Bucket {
     }
 }
 
-/// Grade and urgency as an index into a bearer's queues: the higher, the sooner.
-pub(crate) fn queue_ix(g: Grade, urgent: bool) -> usize {
+/// Live or drill, grade and urgency as an index into a bearer's queues: the higher, the
+/// sooner. Live traffic of any grade goes before every drill: a red exercise never
+/// delays a live blue warning on a shared modem.
+pub(crate) fn queue_ix(live: bool, g: Grade, urgent: bool) -> usize {
     let g = match g {
         Grade::Blue => 0,
         Grade::Yellow => 1,
         Grade::Orange => 2,
         Grade::Red => 3,
     };
-    g * 2 + usize::from(urgent)
+    usize::from(live) * 8 + g * 2 + usize::from(urgent)
 }
 
-/// Number of queues per bearer: one per (grade, urgent).
-pub(crate) const QUEUES: usize = 8;
+/// Number of queues per bearer: one per (live, grade, urgent).
+pub(crate) const QUEUES: usize = 16;
 
-/// The send queue of one bearer: per (grade, urgent), lanes waiting for a device by
+/// The send queue of one bearer: per (live, grade, urgent), lanes waiting for a device by
 /// (due, seq) — FIFO within a class.
 pub(crate) type BearerQueue = [BTreeSet<(Timestamp, u64, LaneRef)>; QUEUES];
 
@@ -399,7 +403,10 @@ impl State {
         let seq = self.seq;
         let lane = self.lane_mut(r);
         lane.queued = Some((due, seq));
-        let (bearer, g) = (lane.route.bearer, queue_ix(lane.grade, lane.urgent));
+        let (bearer, g) = (
+            lane.route.bearer,
+            queue_ix(lane.live, lane.grade, lane.urgent),
+        );
         if let Some(set) = self.queues.entry(bearer).or_default().get_mut(g) {
             set.insert((due, seq, r));
         }
@@ -408,7 +415,10 @@ impl State {
     fn dequeue(&mut self, r: LaneRef) {
         let lane = self.lane_mut(r);
         if let Some((due, seq)) = lane.queued.take() {
-            let (bearer, g) = (lane.route.bearer, queue_ix(lane.grade, lane.urgent));
+            let (bearer, g) = (
+                lane.route.bearer,
+                queue_ix(lane.live, lane.grade, lane.urgent),
+            );
             if let Some(set) = self.queues.get_mut(&bearer).and_then(|q| q.get_mut(g)) {
                 set.remove(&(due, seq, r));
             }
@@ -424,6 +434,7 @@ impl State {
         text: String,
         due: Timestamp,
     ) {
+        let live = !self.alert(a).plan.alert.exercise;
         let del = self.delivery_mut(a, d);
         let urgent = match &kind {
             LaneKind::Alert => del.plan.responsible,
@@ -440,6 +451,7 @@ impl State {
             route,
             text,
             grade: del.plan.grade,
+            live,
             urgent,
             limit: del.plan.attempts_per_route.max(1),
             used: 0,

@@ -327,3 +327,108 @@ fn a_re_opened_record_escalates_from_the_persons_own_supervisor_with_a_new_task_
     assert_eq!(state_of(&sim, a, "p5"), DeliveryState::Escalated);
     assert_restores(&sim);
 }
+
+fn residents(n: u32) -> (Vec<String>, Vec<tocsin_router::Contact>) {
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let contacts = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            contact(
+                id,
+                "居民",
+                tocsin_core::Role::Resident,
+                "大庄镇",
+                vec![phone(1000 + i as u32)],
+                None,
+            )
+        })
+        .collect();
+    (ids, contacts)
+}
+
+fn drill(id: &str, grade: Grade, headline: &str) -> tocsin_core::Alert {
+    let mut a = alert(id, grade, headline);
+    a.exercise = true;
+    a
+}
+
+#[test]
+fn a_live_blue_goes_before_a_queued_red_drill() {
+    let (ids, mut contacts) = residents(20);
+    contacts.extend(district());
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                drill("drill-1", Grade::Red, "山洪红色预警演练"),
+                &ids,
+                &contacts,
+            )),
+        ),
+        (
+            secs(35),
+            Script::Alert(plan(
+                alert("live-1", Grade::Blue, "大风蓝色预警"),
+                &["p1", "p2"],
+                &contacts,
+            )),
+        ),
+    ];
+    let mut sim = Sim::new(config(vec![device("gsm-1", Bearer::Sms, 6.0)]), script);
+    sim.verbose = false;
+    sim.run(secs(80));
+    let after: Vec<_> = sim
+        .sends
+        .iter()
+        .filter(|s| s.0 >= secs(35))
+        .map(|s| (s.0, s.3.clone(), s.4.starts_with("【演练】")))
+        .collect();
+    // One modem at 6/min: the slots at 40 s and 50 s carry the live blue warnings, then the
+    // drill resumes where it was.
+    assert_eq!(after[0], (secs(40), phone(1), false));
+    assert_eq!(after[1], (secs(50), phone(2), false));
+    assert_eq!(after[2].2, true, "{after:?}");
+    assert_eq!(after[2].1, phone(1004), "the drill resumes in FIFO order");
+    assert_restores(&sim);
+}
+
+#[test]
+fn a_bare_ack_goes_to_the_live_alert_before_a_higher_grade_drill() {
+    let card = Address::BeidouCard("0412345".into());
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                drill("drill-2", Grade::Red, "山洪红色预警演练"),
+                &["p3"],
+                &district(),
+            )),
+        ),
+        (
+            secs(10),
+            Script::Alert(plan(
+                alert("live-2", Grade::Orange, "山洪橙色预警"),
+                &["p3"],
+                &district(),
+            )),
+        ),
+        // The card vouches for the sender: a bare 1 counts for one open record.
+        reply(60, "bd-1", card.clone(), "1".into()),
+        reply(70, "bd-1", card.clone(), "收到".into()),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.run(secs(80));
+    let v = verdicts_from(&sim, &card);
+    assert!(
+        matches!(&v[0], Verdict::Ack { alert, .. } if alert.as_str() == "live-2"),
+        "{v:?}"
+    );
+    assert!(
+        matches!(&v[1], Verdict::Ack { alert, .. } if alert.as_str() == "drill-2"),
+        "{v:?}"
+    );
+    assert_eq!(state_of(&sim, "live-2", "p3"), DeliveryState::Acknowledged);
+    assert_restores(&sim);
+}

@@ -389,7 +389,7 @@ fn a_live_blue_goes_before_a_queued_red_drill() {
     // drill resumes where it was.
     assert_eq!(after[0], (secs(40), phone(1), false));
     assert_eq!(after[1], (secs(50), phone(2), false));
-    assert_eq!(after[2].2, true, "{after:?}");
+    assert!(after[2].2, "{after:?}");
     assert_eq!(after[2].1, phone(1004), "the drill resumes in FIFO order");
     assert_restores(&sim);
 }

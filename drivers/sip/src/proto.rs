@@ -16,6 +16,17 @@
 //! with a reason starting `cancelled`, except an answered call that had already played
 //! the prompt through or taken key 1, which stays `Delivered`.
 //!
+//! Key presses count only from the far end. RTP on a call's media port is the far end's
+//! when it comes from the address and port of the SDP answer (`c=`/`m=`), with the SSRC
+//! the answer declares if it declares one (`a=ssrc`); when that address is private or
+//! unusable seen from the trunk (the far end is behind NAT), the first packet carrying a
+//! negotiated payload type fixes the far end's source and SSRC (symmetric RTP latching)
+//! and our prompt goes back there. Anything else on the port is counted in
+//! [`CallRecord::stray_media`], reported once per call as `Unrecognized` (and a warning
+//! log), and never pressed: one forged datagram must not acknowledge a warning for a
+//! person who never heard it. Telephone-events are read only on the answer's payload type
+//! (ours when the answer names none).
+//!
 //! Every request goes to the configured trunk address (it acts as outbound proxy);
 //! Record-Route is not honoured, which suits a single-hop trunk. Responses to the far
 //! end's requests go back to where the request came from.
@@ -115,6 +126,10 @@ pub struct CallRecord {
     pub frames_sent: u64,
     /// Frames that were skipped or sent more than one frame late because the task lagged.
     pub late_frames: u64,
+    /// RTP datagrams that reached the call's media port from somewhere other than the far
+    /// end (another address or port, another SSRC) and were ignored: a key press among
+    /// them is not an ack.
+    pub stray_media: u64,
 }
 
 impl CallRecord {
@@ -130,7 +145,7 @@ impl CallRecord {
                 format!("+{:.1} s", t.since(self.dialled_at).as_secs_f64())
             })
         };
-        format!(
+        let mut line = format!(
             "listened {:.1} s of {:.1} s; digits: {digits}; {}; ringing {}, answered {}; call {}",
             self.listened_secs,
             self.prompt_secs,
@@ -138,7 +153,14 @@ impl CallRecord {
             secs(self.ringing_at),
             secs(self.answered_at),
             self.call_id
-        )
+        );
+        if self.stray_media > 0 {
+            line.push_str(&format!(
+                "; ignored {} RTP packets not from the far end",
+                self.stray_media
+            ));
+        }
+        line
     }
 }
 
@@ -169,10 +191,37 @@ struct Retransmit {
     active: bool,
 }
 
+/// Whose RTP a call's media port takes: only the far end's, so one datagram from anyone
+/// who found the port cannot press a key for the callee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FarMedia {
+    /// The SDP answer's address is usable: RTP from exactly that address and port (and
+    /// the declared SSRC, if the answer declares one).
+    Fixed(SocketAddr),
+    /// The SDP answer's address is private or unusable from here (the far end is behind
+    /// NAT): the first packet carrying a negotiated payload type (and the declared SSRC,
+    /// if any) fixes the far end — symmetric RTP, as SBCs do it.
+    Latching,
+    /// Latched: RTP from this source with this SSRC only, and ours goes back to it.
+    Latched {
+        /// Where the far end's packets come from (its NAT's public side).
+        from: SocketAddr,
+        /// The far end's SSRC.
+        ssrc: u32,
+    },
+}
+
 /// The media side of an answered call.
 #[derive(Debug)]
 struct Media {
     neg: Negotiated,
+    /// Whose RTP counts.
+    far: FarMedia,
+    /// Whether a datagram from elsewhere was already reported for this call (once is
+    /// enough for operators; the count goes in the call record).
+    stray_noted: bool,
+    /// Whether a key press from elsewhere was already reported for this call.
+    forged_key_noted: bool,
     /// telephone-event PT to listen for (the answer's, or ours when it lists none).
     event_pt: u8,
     ssrc: u32,
@@ -407,7 +456,7 @@ impl Trunk {
     ) {
         match socket {
             Socket::Sip => self.handle_sip(now, from, bytes),
-            Socket::Rtp(port) => self.handle_rtp(now, port, bytes),
+            Socket::Rtp(port) => self.handle_rtp(now, port, from, bytes),
         }
         self.reap(now);
     }
@@ -568,6 +617,7 @@ impl Trunk {
                 ended: String::new(),
                 frames_sent: 0,
                 late_frames: 0,
+                stray_media: 0,
             },
         };
         self.send_invite(now, &mut call, None);
@@ -921,7 +971,7 @@ impl Trunk {
             };
             self.transmits.push_back(Transmit {
                 socket: Socket::Rtp(call.rtp_port),
-                to: m.neg.remote,
+                to: m.send_to(),
                 bytes: pkt.to_bytes(),
             });
             call.record.frames_sent += 1;
@@ -943,7 +993,15 @@ impl Trunk {
             }
         }
         let start = slot_start(now, &used, SLOT_SHARE);
+        let far = if sdp::media_address_usable(neg.remote.ip(), self.trunk.ip()) {
+            FarMedia::Fixed(neg.remote)
+        } else {
+            FarMedia::Latching
+        };
         call.media = Some(Media {
+            far,
+            stray_noted: false,
+            forged_key_noted: false,
             event_pt,
             ssrc: self.rng.random(),
             seq0: self.rng.random(),
@@ -1382,7 +1440,7 @@ impl Trunk {
 
     // ---- RTP in ------------------------------------------------------------------------
 
-    fn handle_rtp(&mut self, now: Timestamp, port: u16, bytes: &[u8]) {
+    fn handle_rtp(&mut self, now: Timestamp, port: u16, from: SocketAddr, bytes: &[u8]) {
         let Some(id) = self.by_port.get(&port).cloned() else {
             return;
         };
@@ -1392,11 +1450,40 @@ impl Trunk {
         let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
-        let key = call
-            .media
-            .as_mut()
-            .filter(|m| pkt.payload_type == m.event_pt)
-            .and_then(|m| m.detector.feed(&pkt));
+        let admitted = call.media.as_mut().map(|m| m.admits(from, &pkt));
+        let key = match (call.media.as_mut(), admitted) {
+            // Not answered yet: nobody may press a key before the prompt plays.
+            (None, _) => None,
+            // The far end's own packets: only the negotiated event type is a key.
+            (Some(m), Some(true)) => (pkt.payload_type == m.event_pt)
+                .then(|| m.detector.feed(&pkt))
+                .flatten(),
+            (Some(m), _) => {
+                call.record.stray_media += 1;
+                let looks_like_key = pkt.payload_type == m.event_pt
+                    && crate::rtp::TelephoneEvent::parse(&pkt.payload)
+                        .and_then(|e| e.key())
+                        .is_some();
+                let noted = if looks_like_key {
+                    &mut m.forged_key_noted
+                } else {
+                    &mut m.stray_noted
+                };
+                if !std::mem::replace(noted, true) {
+                    let what = if looks_like_key { "a key press" } else { "RTP" };
+                    let raw = format!(
+                        "{what} from {from} (ssrc {:#010x}, payload type {}) on the media port of call {} ignored: the far end is {}",
+                        pkt.ssrc,
+                        pkt.payload_type,
+                        call.call_id,
+                        m.far.describe()
+                    );
+                    tracing::warn!(call = %call.call_id, %from, "{raw}");
+                    self.events.push_back(DriverEvent::Unrecognized { raw });
+                }
+                None
+            }
+        };
         if let Some(key) = key {
             self.on_digit(now, &mut call, key, "RFC 4733");
         }
@@ -1574,6 +1661,55 @@ impl Call {
             State::Terminated => Some(Timestamp::ZERO),
         };
         rt.chain(state).min()
+    }
+}
+
+impl FarMedia {
+    /// The far end as evidence lines name it.
+    fn describe(&self) -> String {
+        match self {
+            FarMedia::Fixed(a) => a.to_string(),
+            FarMedia::Latching => {
+                "not known yet (its SDP address is not reachable from the trunk)".to_owned()
+            }
+            FarMedia::Latched { from, ssrc } => format!("{from} ssrc {ssrc:#010x} (latched)"),
+        }
+    }
+}
+
+impl Media {
+    /// Whether `pkt` from `from` is the far end's, latching on it when the SDP address
+    /// could not be used. Only the negotiated voice and telephone-event types latch: a
+    /// stray packet of another type must not capture the call.
+    fn admits(&mut self, from: SocketAddr, pkt: &RtpPacket) -> bool {
+        let declared = self.neg.ssrc.is_none_or(|s| s == pkt.ssrc);
+        match self.far {
+            FarMedia::Fixed(addr) => from == addr && declared,
+            FarMedia::Latched { from: f, ssrc } => from == f && pkt.ssrc == ssrc,
+            FarMedia::Latching => {
+                let negotiated = pkt.payload_type == self.neg.codec.payload_type()
+                    || pkt.payload_type == self.event_pt;
+                if negotiated && declared {
+                    tracing::debug!(%from, ssrc = pkt.ssrc, "far end's media latched");
+                    self.far = FarMedia::Latched {
+                        from,
+                        ssrc: pkt.ssrc,
+                    };
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// Where our RTP goes: the SDP address until a NATed far end is latched, then back to
+    /// where its packets come from.
+    fn send_to(&self) -> SocketAddr {
+        match self.far {
+            FarMedia::Latched { from, .. } => from,
+            FarMedia::Fixed(_) | FarMedia::Latching => self.neg.remote,
+        }
     }
 }
 
@@ -2675,5 +2811,266 @@ mod tests {
         // Our ACK stopped the far end repeating its 200 OK.
         assert_eq!(r.final_retransmits, 0);
         assert_eq!(b.far.active(), 0);
+    }
+
+    // ---- whose key presses count ---------------------------------------------------------
+
+    /// RFC 4733 key `1`, start of the press: PT 101, seq 100, ts 16000, SSRC 0x12345678,
+    /// event 1, volume 10, duration 160 (the brief's vector).
+    const KEY_1_START: [u8; 16] = [
+        0x80, 0xE5, 0x00, 0x64, 0x00, 0x00, 0x3E, 0x80, 0x12, 0x34, 0x56, 0x78, 0x01, 0x0A, 0x00,
+        0xA0,
+    ];
+    /// Its end packet (sent three times): seq 105, E bit, duration 800.
+    const KEY_1_END: [u8; 16] = [
+        0x80, 0x65, 0x00, 0x69, 0x00, 0x00, 0x3E, 0x80, 0x12, 0x34, 0x56, 0x78, 0x01, 0x8A, 0x03,
+        0x20,
+    ];
+
+    /// A public trunk (documentation range, so not private).
+    const PUBLIC_TRUNK: &str = "203.0.113.1:5060";
+    /// Someone who found the call's media port.
+    const STRANGER: &str = "198.51.100.66:30000";
+
+    /// An answer naming `ip:port` for media, PCMA and telephone-event 101, and `extra`
+    /// lines (an `a=ssrc:`).
+    fn answer_sdp(ip: &str, port: u16, extra: &str) -> String {
+        format!(
+            "v=0\r\no=far 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n{extra}a=ptime:20\r\n"
+        )
+    }
+
+    /// The 200 OK a far end sends for `req`, with `sdp` as body.
+    fn ok_for(req: &Message, sdp: Option<&str>) -> Vec<u8> {
+        let mut ok = Message::response(200, "OK");
+        for v in req.headers_named("Via") {
+            ok.push("Via", v.to_owned());
+        }
+        ok.push("From", req.header("From").unwrap_or_default().to_owned());
+        let to = req.header("To").unwrap_or_default();
+        ok.push(
+            "To",
+            if wire::param(to, "tag").is_some() {
+                to.to_owned()
+            } else {
+                format!("{to};tag=far1")
+            },
+        );
+        ok.push("Call-ID", req.call_id().to_owned());
+        ok.push("CSeq", req.header("CSeq").unwrap_or_default().to_owned());
+        if let Some(sdp) = sdp {
+            ok.push("Contact", "<sip:phone@203.0.113.9>");
+            ok.push("Content-Type", "application/sdp");
+            ok.body = sdp.as_bytes().to_vec();
+        }
+        ok.to_bytes()
+    }
+
+    /// One call on a trunk at `trunk`, answered by hand with `sdp` one second after the
+    /// INVITE; every transmit and event up to then is drained.
+    fn answered_by_hand(trunk: &str, sdp: &str) -> (Trunk, Timestamp) {
+        let mut c = SipConfig::new(trunk);
+        c.bind = GW.into();
+        c.prompt_secs = 2.0;
+        c.digit_wait_secs = 3;
+        let mut t = Trunk::new(c, GW.parse().unwrap(), vec![40000], 7, Timestamp::ZERO).unwrap();
+        t.submit(Timestamp::ZERO, send(1));
+        let invite = std::iter::from_fn(|| t.poll_transmit())
+            .find(|x| x.bytes.starts_with(b"INVITE"))
+            .expect("an INVITE");
+        let (req, _) = wire::parse(&invite.bytes).unwrap().unwrap();
+        let now = Timestamp::from_millis(1000);
+        t.handle_datagram(
+            now,
+            Socket::Sip,
+            trunk.parse().unwrap(),
+            &ok_for(&req, Some(sdp)),
+        );
+        while t.poll_event().is_some() {}
+        while t.poll_transmit().is_some() {}
+        (t, now)
+    }
+
+    /// The events that have come out.
+    fn drain(t: &mut Trunk) -> Vec<DriverEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+
+    fn acks(events: &[DriverEvent]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, DriverEvent::Inbound { text, .. } if text == "1"))
+            .count()
+    }
+
+    /// `bytes` with the SSRC replaced.
+    fn with_ssrc(bytes: &[u8], ssrc: u32) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        if let Some(s) = b.get_mut(8..12) {
+            s.copy_from_slice(&ssrc.to_be_bytes());
+        }
+        b
+    }
+
+    /// One PCMA frame of silence (PT 8) with `ssrc`.
+    fn voice_frame(ssrc: u32, seq: u16) -> Vec<u8> {
+        RtpPacket {
+            marker: false,
+            payload_type: 8,
+            seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc,
+            payload: vec![0xD5; 160],
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn a_key_press_from_anyone_but_the_far_end_is_not_an_ack() {
+        let far: SocketAddr = "203.0.113.20:30000".parse().unwrap();
+        let (mut t, mut now) =
+            answered_by_hand(PUBLIC_TRUNK, &answer_sdp("203.0.113.20", 30000, ""));
+        let stranger: SocketAddr = STRANGER.parse().unwrap();
+        // A forged key 1 from a stranger, the whole press; and one from the far end's IP
+        // but another port.
+        now = now + Duration::from_millis(100);
+        for bytes in [&KEY_1_START, &KEY_1_END, &KEY_1_END, &KEY_1_END] {
+            t.handle_datagram(now, Socket::Rtp(40000), stranger, bytes);
+        }
+        let next_port: SocketAddr = "203.0.113.20:30002".parse().unwrap();
+        t.handle_datagram(now, Socket::Rtp(40000), next_port, &KEY_1_START);
+        // Audio from a stranger too.
+        t.handle_datagram(now, Socket::Rtp(40000), stranger, &voice_frame(9, 1));
+        let events = drain(&mut t);
+        assert_eq!(acks(&events), 0, "{events:?}");
+        // Surfaced once per kind per call, not once per packet.
+        let raws: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Unrecognized { raw } => Some(raw.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(raws.len(), 2, "{raws:?}");
+        assert!(
+            raws[0].starts_with(
+                "a key press from 198.51.100.66:30000 (ssrc 0x12345678, payload type 101)"
+            ) && raws[0].ends_with("ignored: the far end is 203.0.113.20:30000"),
+            "{raws:?}"
+        );
+        assert!(
+            raws[1].starts_with("RTP from 198.51.100.66:30000"),
+            "{raws:?}"
+        );
+        // The far end's own telephone-event of another payload type is no key either.
+        let mut other_pt = KEY_1_START;
+        other_pt[1] = 0x80 | 100;
+        t.handle_datagram(now, Socket::Rtp(40000), far, &other_pt);
+        assert_eq!(acks(&drain(&mut t)), 0);
+        // The same press from the far end is the ack: the stranger's copies did not use
+        // it up.
+        now = now + Duration::from_millis(100);
+        t.handle_datagram(now, Socket::Rtp(40000), far, &KEY_1_START);
+        let events = drain(&mut t);
+        assert!(
+            matches!(&events[..], [DriverEvent::Inbound { text, in_reply_to: Some(AttemptId(1)), .. }] if text == "1"),
+            "{events:?}"
+        );
+        // The record counts what was ignored: 4 + 1 + 1 datagrams.
+        let bye = std::iter::from_fn(|| t.poll_transmit())
+            .find(|x| x.bytes.starts_with(b"BYE"))
+            .expect("a BYE after the ack");
+        let (req, _) = wire::parse(&bye.bytes).unwrap().unwrap();
+        t.handle_datagram(
+            now,
+            Socket::Sip,
+            PUBLIC_TRUNK.parse().unwrap(),
+            &ok_for(&req, None),
+        );
+        let rec = t.poll_record().expect("the call's record");
+        assert_eq!((rec.digits.as_str(), rec.stray_media), ("1", 6));
+        let events = drain(&mut t);
+        assert!(
+            matches!(&events[..], [DriverEvent::Delivered { evidence, .. }]
+                if evidence.ends_with("; ignored 6 RTP packets not from the far end")),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_far_end_declaring_its_ssrc_is_heard_only_with_it() {
+        let far: SocketAddr = "203.0.113.20:30000".parse().unwrap();
+        let sdp = answer_sdp("203.0.113.20", 30000, "a=ssrc:4207869953 cname:phone\r\n");
+        let (mut t, now) = answered_by_hand(PUBLIC_TRUNK, &sdp);
+        // From the right address, but not the declared source.
+        t.handle_datagram(now, Socket::Rtp(40000), far, &KEY_1_START);
+        let events = drain(&mut t);
+        assert_eq!(acks(&events), 0);
+        assert!(
+            matches!(&events[..], [DriverEvent::Unrecognized { .. }]),
+            "{events:?}"
+        );
+        t.handle_datagram(
+            now,
+            Socket::Rtp(40000),
+            far,
+            &with_ssrc(&KEY_1_START, 4_207_869_953),
+        );
+        assert_eq!(acks(&drain(&mut t)), 1);
+    }
+
+    #[test]
+    fn a_far_end_behind_nat_is_latched_on_its_first_negotiated_packet() {
+        // The phone writes its private address; its packets come from its NAT.
+        let nat: SocketAddr = "198.51.100.7:41000".parse().unwrap();
+        let private: SocketAddr = "192.168.1.20:30000".parse().unwrap();
+        let stranger: SocketAddr = STRANGER.parse().unwrap();
+        let (mut t, mut now) =
+            answered_by_hand(PUBLIC_TRUNK, &answer_sdp("192.168.1.20", 30000, ""));
+        const FAR_SSRC: u32 = 0xFA4E_0001;
+        let sent_to = |t: &mut Trunk| -> Vec<SocketAddr> {
+            std::iter::from_fn(|| t.poll_transmit())
+                .filter(|x| x.socket == Socket::Rtp(40000))
+                .map(|x| x.to)
+                .collect()
+        };
+        // Until the far end is heard from, our prompt goes where its SDP says.
+        now = now + Duration::from_millis(40);
+        t.handle_timeout(now);
+        let to = sent_to(&mut t);
+        assert!(!to.is_empty() && to.iter().all(|a| *a == private), "{to:?}");
+        // A stranger's packet of a type not negotiated (PCMU, PT 0) does not latch.
+        let mut pcmu = voice_frame(7, 1);
+        pcmu[1] = 0;
+        t.handle_datagram(now, Socket::Rtp(40000), stranger, &pcmu);
+        // The far end's first voice frame latches its NAT address and SSRC.
+        t.handle_datagram(now, Socket::Rtp(40000), nat, &voice_frame(FAR_SSRC, 1));
+        now = now + Duration::from_millis(40);
+        t.handle_timeout(now);
+        let to = sent_to(&mut t);
+        assert!(!to.is_empty() && to.iter().all(|a| *a == nat), "{to:?}");
+        // Thereafter: a stranger's key 1, and a key 1 from the NAT address under another
+        // SSRC (someone else behind the same NAT, or a guess), are not acks.
+        t.handle_datagram(now, Socket::Rtp(40000), stranger, &KEY_1_START);
+        t.handle_datagram(now, Socket::Rtp(40000), nat, &KEY_1_START);
+        let events = drain(&mut t);
+        assert_eq!(acks(&events), 0, "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, DriverEvent::Unrecognized { raw }
+                if raw.contains("the far end is 198.51.100.7:41000 ssrc 0xfa4e0001 (latched)"))),
+            "{events:?}"
+        );
+        // The far end's own press is.
+        t.handle_datagram(
+            now,
+            Socket::Rtp(40000),
+            nat,
+            &with_ssrc(&KEY_1_START, FAR_SSRC),
+        );
+        assert_eq!(acks(&drain(&mut t)), 1);
     }
 }

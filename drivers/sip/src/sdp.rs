@@ -35,6 +35,9 @@ pub struct Negotiated {
     pub codec: Codec,
     /// The RFC 4733 payload type, when the SDP lists `telephone-event/8000`.
     pub telephone_event: Option<u8>,
+    /// The SSRC the far end declares for its audio (`a=ssrc:`, RFC 5576), if it does:
+    /// only RTP carrying it is the far end's.
+    pub ssrc: Option<u32>,
 }
 
 /// The offer of the gateway: `codecs` in order of preference, then telephone-event.
@@ -85,6 +88,9 @@ pub fn answer(session_id: u64, ip: IpAddr, rtp_port: u16, chosen: &Negotiated) -
             chosen.codec.rtpmap_name()
         )),
     }
+    if let Some(ssrc) = chosen.ssrc {
+        s.push_str(&format!("a=ssrc:{ssrc} cname:far\r\n"));
+    }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
     s
 }
@@ -98,6 +104,7 @@ pub fn negotiate(body: &[u8], acceptable: &[Codec]) -> Result<Negotiated, SdpErr
     let mut media_c: Option<IpAddr> = None;
     let mut audio: Option<(u16, Vec<u8>)> = None;
     let mut rtpmap: Vec<(u8, String)> = Vec::new();
+    let mut ssrc: Option<u32> = None;
     // Only the first audio stream is ours; lines of later m= sections are ignored.
     let mut in_audio = false;
     let mut seen_media = false;
@@ -135,7 +142,11 @@ pub fn negotiate(body: &[u8], acceptable: &[Codec]) -> Result<Negotiated, SdpErr
                 }
             }
             "a" if in_audio => {
-                if let Some(map) = value.strip_prefix("rtpmap:") {
+                if let Some(id) = value.strip_prefix("ssrc:") {
+                    // Several a=ssrc lines name attributes of one source; the first is it.
+                    let id = id.split_whitespace().next().and_then(|i| i.parse().ok());
+                    ssrc = ssrc.or(id);
+                } else if let Some(map) = value.strip_prefix("rtpmap:") {
                     let mut it = map.split_whitespace();
                     if let (Some(pt), Some(name)) =
                         (it.next().and_then(|p| p.parse().ok()), it.next())
@@ -179,7 +190,69 @@ pub fn negotiate(body: &[u8], acceptable: &[Codec]) -> Result<Negotiated, SdpErr
         remote: SocketAddr::new(ip, port),
         codec,
         telephone_event,
+        ssrc,
     })
+}
+
+/// Whether RTP can be sent to, and expected from, the SDP's `media` address as it stands,
+/// seen from a trunk at `trunk`. A far end behind NAT writes its private address into
+/// its SDP (a phone on 192.168.x.x, an SBC's inside leg); from a trunk on a public
+/// address that is not where its packets come from, so the call latches on the first
+/// packet instead (symmetric RTP, RFC 4961). A private address is taken as it stands
+/// when the trunk itself is on a private or loopback network (the same site), a loopback
+/// one only when the trunk is on loopback too. Unspecified (`0.0.0.0`, the old hold
+/// marker), multicast and broadcast addresses are never a far end.
+pub fn media_address_usable(media: IpAddr, trunk: IpAddr) -> bool {
+    match (scope(media), scope(trunk)) {
+        (Scope::Unusable, _) => false,
+        (Scope::Public, _) => true,
+        (Scope::Private, Scope::Private | Scope::Loopback) => true,
+        (Scope::Loopback, Scope::Loopback) => true,
+        _ => false,
+    }
+}
+
+/// Where an address lives, for [`media_address_usable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Unspecified, multicast or broadcast.
+    Unusable,
+    /// This host.
+    Loopback,
+    /// RFC 1918, shared (CGNAT, RFC 6598), link-local, unique local (RFC 4193).
+    Private,
+    /// Anything else.
+    Public,
+}
+
+fn scope(ip: IpAddr) -> Scope {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() {
+                Scope::Unusable
+            } else if v4.is_loopback() {
+                Scope::Loopback
+            } else if v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
+            {
+                Scope::Private
+            } else {
+                Scope::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments().first().copied().unwrap_or(0);
+            if v6.is_unspecified() || v6.is_multicast() {
+                Scope::Unusable
+            } else if v6.is_loopback() {
+                Scope::Loopback
+            } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80 {
+                Scope::Private
+            } else {
+                Scope::Public
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +293,54 @@ m=video 7000 RTP/AVP 31\nc=IN IP4 192.0.2.9\na=rtpmap:101 telephone-event/8000\n
         // Round trip through our own answer.
         let back = answer(9, "127.0.0.1".parse().unwrap(), 6000, &n);
         assert_eq!(negotiate(back.as_bytes(), &[Codec::Pcmu]).unwrap(), n);
+    }
+
+    #[test]
+    fn a_declared_ssrc_is_read_from_the_audio_stream() {
+        let a = "v=0\r\nc=IN IP4 203.0.113.20\r\nm=audio 30000 RTP/AVP 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=ssrc:4207869953 cname:phone\r\na=ssrc:4207869953 msid:x\r\n\
+m=video 7000 RTP/AVP 31\r\na=ssrc:17 cname:cam\r\n";
+        let n = negotiate(a.as_bytes(), &[Codec::Pcma]).unwrap();
+        assert_eq!(n.ssrc, Some(4_207_869_953));
+        let back = answer(9, "203.0.113.20".parse().unwrap(), 30000, &n);
+        assert_eq!(negotiate(back.as_bytes(), &[Codec::Pcma]).unwrap(), n);
+        let n = negotiate(BRIEF_OFFER.as_bytes(), &[Codec::Pcma]).unwrap();
+        assert_eq!(n.ssrc, None);
+    }
+
+    #[test]
+    fn private_media_addresses_are_usable_only_from_the_same_kind_of_network() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let public_trunk = ip("203.0.113.1");
+        let lan_trunk = ip("10.0.0.1");
+        let local_trunk = ip("127.0.0.1");
+        for (media, trunk, usable) in [
+            ("198.51.100.7", public_trunk, true),
+            ("198.51.100.7", lan_trunk, true),
+            ("192.168.1.20", public_trunk, false),
+            ("172.16.4.4", public_trunk, false),
+            ("100.64.0.9", public_trunk, false),
+            ("169.254.1.1", public_trunk, false),
+            ("192.168.1.20", lan_trunk, true),
+            ("192.168.1.20", local_trunk, true),
+            ("127.0.0.1", local_trunk, true),
+            ("127.0.0.1", lan_trunk, false),
+            ("127.0.0.1", public_trunk, false),
+            ("0.0.0.0", local_trunk, false),
+            ("224.0.1.1", lan_trunk, false),
+            ("255.255.255.255", lan_trunk, false),
+            ("2001:db8::7", public_trunk, true),
+            ("fd00::7", public_trunk, false),
+            ("fe80::7", ip("fd00::1"), true),
+            ("::", ip("::1"), false),
+            ("::ffff:192.168.1.20", public_trunk, false),
+        ] {
+            assert_eq!(
+                media_address_usable(ip(media), trunk),
+                usable,
+                "{media} from {trunk}"
+            );
+        }
     }
 
     #[test]

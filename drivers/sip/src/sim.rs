@@ -436,6 +436,7 @@ impl FarEnd {
                             remote: self.rtp_addr,
                             codec: n.codec,
                             telephone_event: n.telephone_event,
+                            ssrc: None,
                         };
                         sdp::answer(1, self.rtp_addr.ip(), self.rtp_addr.port(), &mine)
                     })

@@ -2,6 +2,21 @@
 //! escalate. Defaults follow the grades table in the product brief; every grade can be
 //! overridden per recipient role.
 //!
+//! "When nobody answers", by default:
+//! - red: SMS, a voice call and the best off-grid bearer the person has (BeiDou, mesh,
+//!   SBD) all go out at once, and are redialled twice within the 5 minutes (reminders);
+//!   a missed deadline escalates at once — every bearer was already tried, and waiting
+//!   would only delay the door knock;
+//! - orange: SMS and a voice call; a missed 15-minute deadline first tries the next
+//!   bearer the person has (BeiDou, mesh, SBD, app — `fallback`, in order) and gives
+//!   them `silence_wait_s` (5 minutes) more on it (`silence_fallbacks`: one bearer), and
+//!   only then escalates; a person with no further bearer is escalated at the deadline;
+//! - yellow: SMS or app, one reminder, then the record closes unreached (no escalation);
+//! - blue: no ack.
+//!
+//! Independently of silence, a bearer that fails for good (a permanent error, every retry
+//! spent) opens the next fallback bearer at once, whatever the grade.
+//!
 //! In the daemon's TOML a grade table, when given, must be complete (lists and `roles`
 //! may be left out); a missing grade table keeps its default.
 
@@ -19,7 +34,8 @@ pub struct Policies {
     /// Yellow (III): SMS or app, ack within 30 min, one reminder, no escalation.
     #[serde(default = "GradePolicy::default_yellow")]
     pub yellow: GradePolicy,
-    /// Orange (II): SMS + voice, ack within 15 min, then the next bearer, then escalate.
+    /// Orange (II): SMS + voice, ack within 15 min; silence tries the next bearer for 5 min
+    /// more, then escalates.
     #[serde(default = "GradePolicy::default_orange")]
     pub orange: GradePolicy,
     /// Red (I): SMS + voice + the best off-grid bearer, ack within 5 min, 3 dials, escalate.
@@ -68,6 +84,16 @@ pub struct GradePolicy {
     pub escalate: bool,
     /// Deadline of a door-knock task before it goes one further up the chain, in seconds.
     pub door_knock_deadline_s: u64,
+    /// When nobody answers by the ack deadline: how many `fallback` bearers (the next one
+    /// the person has an address and the gateway a device for, one after another) are
+    /// tried before the record escalates (or closes unreached), each with
+    /// `silence_wait_s` more to answer. 0: act at the deadline. An ack during the wait
+    /// still counts as late.
+    #[serde(default)]
+    pub silence_fallbacks: u32,
+    /// How long each silence fallback waits for an answer, in seconds.
+    #[serde(default = "default_silence_wait_s")]
+    pub silence_wait_s: u64,
     /// Per-role overrides (role name → fields to change).
     #[serde(default)]
     pub roles: BTreeMap<Role, RoleOverride>,
@@ -81,6 +107,14 @@ pub struct GradePolicy {
     /// [`DEFAULT_SPEAKER_WINDOW_S`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speaker_window_s: Option<u64>,
+}
+
+/// Default [`GradePolicy::silence_wait_s`]: five minutes on the next bearer (a BeiDou card
+/// sends once a minute; a mesh message takes seconds) before escalating.
+pub const DEFAULT_SILENCE_WAIT_S: u64 = 300;
+
+fn default_silence_wait_s() -> u64 {
+    DEFAULT_SILENCE_WAIT_S
 }
 
 /// Default [`GradePolicy::speaker_window_s`]: a siren and the spoken warning three times
@@ -162,6 +196,8 @@ impl GradePolicy {
             reminders: 2,
             escalate: true,
             door_knock_deadline_s: 900,
+            silence_fallbacks: 0,
+            silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
             speakers: Some(true),
             speaker_window_s: None,
@@ -181,6 +217,8 @@ impl GradePolicy {
             reminders: 0,
             escalate: true,
             door_knock_deadline_s: 900,
+            silence_fallbacks: 1,
+            silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
             speakers: Some(true),
             speaker_window_s: None,
@@ -200,6 +238,8 @@ impl GradePolicy {
             reminders: 1,
             escalate: false,
             door_knock_deadline_s: 900,
+            silence_fallbacks: 0,
+            silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
             speakers: Some(false),
             speaker_window_s: None,
@@ -219,6 +259,8 @@ impl GradePolicy {
             reminders: 0,
             escalate: false,
             door_knock_deadline_s: 900,
+            silence_fallbacks: 0,
+            silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
             speakers: Some(false),
             speaker_window_s: None,
@@ -249,6 +291,10 @@ pub struct ResolvedPolicy {
     pub escalate: bool,
     /// See [`GradePolicy::door_knock_deadline_s`].
     pub door_knock_deadline_s: u64,
+    /// See [`GradePolicy::silence_fallbacks`]; 0 when no ack is required.
+    pub silence_fallbacks: u32,
+    /// See [`GradePolicy::silence_wait_s`] (at least 1).
+    pub silence_wait_s: u64,
 }
 
 impl Policies {
@@ -304,6 +350,8 @@ impl Policies {
             },
             escalate: ack_required && o.escalate.unwrap_or(g.escalate),
             door_knock_deadline_s: g.door_knock_deadline_s.max(1),
+            silence_fallbacks: if ack_required { g.silence_fallbacks } else { 0 },
+            silence_wait_s: g.silence_wait_s.max(1),
         }
     }
 
@@ -345,6 +393,21 @@ mod tests {
         assert_eq!(red.ack_deadline_s, 300);
         assert_eq!(red.attempts_per_bearer, 3);
         assert!(red.escalate);
+        // Orange tries one more bearer on silence; red has sent on every bearer already.
+        let orange = p.resolve(Grade::Orange, Role::GridLead);
+        assert_eq!((orange.silence_fallbacks, orange.silence_wait_s), (1, 300));
+        assert_eq!(red.silence_fallbacks, 0);
+        assert_eq!(
+            p.resolve(Grade::Orange, Role::Resident).silence_fallbacks,
+            0
+        );
+        // A grade table written before silence fallbacks reads as none.
+        let mut old = serde_json::to_value(GradePolicy::default_orange()).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("silence_fallbacks");
+        o.remove("silence_wait_s");
+        let old: GradePolicy = serde_json::from_value(old).unwrap();
+        assert_eq!((old.silence_fallbacks, old.silence_wait_s), (0, 300));
         let resident = p.resolve(Grade::Red, Role::Resident);
         assert!(!resident.ack_required && !resident.escalate);
         assert_eq!(resident.reminders, 0);

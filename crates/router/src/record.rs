@@ -67,6 +67,14 @@ pub struct DeliveryPlan {
     /// close this one. Absent in older logs: 1.
     #[serde(default = "first_version")]
     pub version: u32,
+    /// When nobody answers by the deadline: how many fallback routes are tried one after
+    /// another before escalating (see `GradePolicy::silence_fallbacks`). Absent in older
+    /// logs: 0, escalate at the deadline.
+    #[serde(default)]
+    pub silence_fallbacks: u32,
+    /// How long each silence fallback waits for an answer, in milliseconds.
+    #[serde(default)]
+    pub silence_wait_ms: u64,
 }
 
 /// The first version of a record's warning (see [`DeliveryPlan::version`]).
@@ -416,6 +424,20 @@ pub enum Record {
         /// 1 for the first reminder.
         n: u32,
     },
+    /// Nobody answered by the ack deadline: the next fallback route is tried, and the
+    /// record escalates (or closes) only if `wait_ms` more pass without an answer.
+    NextBearer {
+        /// When.
+        at: Timestamp,
+        /// Alert.
+        alert: AlertId,
+        /// Person.
+        person: PersonId,
+        /// The route opened.
+        route: Route,
+        /// How long it gets, in milliseconds.
+        wait_ms: u64,
+    },
     /// Nobody answered: a door-knock task is opened for a supervisor.
     Escalated {
         /// When.
@@ -668,6 +690,7 @@ impl Record {
             Record::AttemptAbandoned { .. } => "attempt_abandoned",
             Record::AttemptCancelled { .. } => "attempt_cancelled",
             Record::Reminder { .. } => "reminder",
+            Record::NextBearer { .. } => "next_bearer",
             Record::Escalated { .. } => "escalated",
             Record::DeliveryClosed { .. } => "delivery_closed",
             Record::DeliveryWithdrawn { .. } => "delivery_withdrawn",
@@ -701,6 +724,7 @@ impl Record {
             | Record::AttemptCancelled { alert, .. }
             | Record::Reminder { alert, .. }
             | Record::Escalated { alert, .. }
+            | Record::NextBearer { alert, .. }
             | Record::DeliveryClosed { alert, .. }
             | Record::DeliveryWithdrawn { alert, .. }
             | Record::NoticePlanned { alert, .. }
@@ -737,6 +761,7 @@ impl Record {
             | Record::AttemptCancelled { at, .. }
             | Record::Reminder { at, .. }
             | Record::Escalated { at, .. }
+            | Record::NextBearer { at, .. }
             | Record::DeliveryClosed { at, .. }
             | Record::DeliveryWithdrawn { at, .. }
             | Record::NoticePlanned { at, .. }

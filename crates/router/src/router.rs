@@ -832,6 +832,8 @@ impl Router {
             window_from,
             task_deadline_ms: pol.door_knock_deadline_s.saturating_mul(1000),
             version,
+            silence_fallbacks: pol.silence_fallbacks,
+            silence_wait_ms: pol.silence_wait_s.saturating_mul(1000),
         }
     }
 
@@ -855,6 +857,22 @@ impl Router {
             }
             TimerKind::Deadline => {
                 if del.state == DeliveryState::Escalated {
+                    return;
+                }
+                // Silence: the policy may try the next bearer before escalating (orange).
+                if del.plan.ack_required
+                    && del.silence_used < del.plan.silence_fallbacks
+                    && let (_, Some(route)) = self.state.next_fallback(a, d)
+                {
+                    let wait_ms = del.plan.silence_wait_ms.max(1);
+                    self.emit(Record::NextBearer {
+                        at: now,
+                        alert,
+                        person,
+                        route,
+                        wait_ms,
+                    });
+                    self.state.touched.push((a, d));
                     return;
                 }
                 if del.plan.ack_required && del.plan.escalate {

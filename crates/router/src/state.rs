@@ -146,6 +146,8 @@ pub(crate) struct Delivery {
     pub planned_at: Timestamp,
     /// Superseded versions of the person's warning, oldest first.
     pub earlier: Vec<EarlierVersion>,
+    /// Silence fallbacks used in the current version (see `DeliveryPlan::silence_fallbacks`).
+    pub silence_used: u32,
     /// Index in `tasks` of the current door-knock chain's first task: tasks before it
     /// belong to a chain that ended with an earlier version.
     pub task_base: usize,
@@ -864,8 +866,8 @@ impl State {
         }
     }
 
-    /// Opens the next fallback route not already in use, if any.
-    fn open_fallback(&mut self, a: u32, d: u32, at: Timestamp) {
+    /// The next fallback route not already in use, if any, with the index after it.
+    pub fn next_fallback(&self, a: u32, d: u32) -> (usize, Option<Route>) {
         let del = self.delivery(a, d);
         let in_use = |r: &Route| {
             del.lanes.iter().any(|l| {
@@ -873,15 +875,19 @@ impl State {
             })
         };
         let mut next = del.next_fallback;
-        let mut found = None;
         while let Some(r) = del.plan.fallback.get(next) {
             next += 1;
             if !in_use(r) {
-                found = Some(r.clone());
-                break;
+                return (next, Some(r.clone()));
             }
         }
-        let message = del.plan.message.clone();
+        (next, None)
+    }
+
+    /// Opens the next fallback route not already in use, if any.
+    fn open_fallback(&mut self, a: u32, d: u32, at: Timestamp) {
+        let (next, found) = self.next_fallback(a, d);
+        let message = self.delivery(a, d).plan.message.clone();
         self.delivery_mut(a, d).next_fallback = next;
         if let Some(route) = found {
             self.add_lane(a, d, LaneKind::Alert, route, message, at);
@@ -1003,6 +1009,7 @@ impl State {
                     planned_at: *at,
                     earlier: Vec::new(),
                     task_base: 0,
+                    silence_used: 0,
                 });
                 entry.by_person.insert(person.clone(), d);
                 self.reopen(a);
@@ -1038,6 +1045,7 @@ impl State {
                 del.plan = plan.clone();
                 del.reminders_done = 0;
                 del.next_fallback = 0;
+                del.silence_used = 0;
                 if reopened {
                     del.closed = false;
                     del.state = DeliveryState::Planned;
@@ -1338,6 +1346,28 @@ impl State {
                     );
                 }
                 // The task's deadline starts with its first attempt (see AttemptStarted).
+                self.touched.push((a, d));
+            }
+            Record::NextBearer {
+                at,
+                alert,
+                person,
+                route,
+                wait_ms,
+            } => {
+                let (a, d) = self.find(alert, person)?;
+                self.remove_timers(a, d, |k| k == TimerKind::Deadline);
+                let del = self.delivery_mut(a, d);
+                del.silence_used = del.silence_used.saturating_add(1);
+                // Past the route in the plan's fallback list, so that a permanent failure
+                // later opens the one after it.
+                if let Some(i) = del.plan.fallback.iter().position(|r| r == route) {
+                    del.next_fallback = del.next_fallback.max(i + 1);
+                }
+                let message = del.plan.message.clone();
+                self.add_lane(a, d, LaneKind::Alert, route.clone(), message, *at);
+                let due = *at + std::time::Duration::from_millis(*wait_ms);
+                self.add_timer(a, d, due, TimerKind::Deadline);
                 self.touched.push((a, d));
             }
             Record::DeliveryClosed {

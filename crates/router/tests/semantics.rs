@@ -432,3 +432,105 @@ fn a_bare_ack_goes_to_the_live_alert_before_a_higher_grade_drill() {
     assert_eq!(state_of(&sim, "live-2", "p3"), DeliveryState::Acknowledged);
     assert_restores(&sim);
 }
+
+#[test]
+fn orange_silence_tries_the_next_bearer_then_escalates() {
+    let a = "or-s";
+    let script = vec![(
+        secs(0),
+        Script::Alert(plan(
+            alert(a, Grade::Orange, "山洪橙色预警"),
+            &["p1", "p3"],
+            &district(),
+        )),
+    )];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.verbose = false;
+    sim.run(secs(1000));
+    // p3 has a BeiDou card: at their deadline the card is tried, with 5 more minutes.
+    let next: Vec<_> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::NextBearer {
+                at,
+                person,
+                route,
+                wait_ms,
+                ..
+            } => Some((*at, person.to_string(), route.bearer, *wait_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next.len(), 1, "{next:?}");
+    let (at, who, bearer, wait) = next[0].clone();
+    assert_eq!(
+        (who.as_str(), bearer, wait),
+        ("p3", Bearer::Beidou, 300_000)
+    );
+    let first_p3 = sim.sends.iter().find(|s| s.3 == phone(3)).unwrap().0;
+    assert_eq!(at, first_p3 + std::time::Duration::from_secs(900));
+    assert!(
+        sim.sends
+            .iter()
+            .any(|s| s.3 == Address::BeidouCard("0412345".into()) && s.0 >= at)
+    );
+    // p1 has no further bearer: escalated at their deadline. p3 is not, yet.
+    assert_eq!(state_of(&sim, a, "p1"), DeliveryState::Escalated);
+    assert_ne!(state_of(&sim, a, "p3"), DeliveryState::Escalated);
+    // A restart in the wait keeps its end.
+    let restored = Router::restore(config(devices()), sim.records.clone(), sim.now).unwrap();
+    assert_eq!(restored.poll_timeout(), sim.router.poll_timeout());
+    assert_restores(&sim);
+    sim.run(secs(1300));
+    let escalated_p3 = sim.records.iter().find_map(|r| match r {
+        Record::Escalated { at, person, .. } if person.as_str() == "p3" => Some(*at),
+        _ => None,
+    });
+    assert_eq!(
+        escalated_p3,
+        Some(at + std::time::Duration::from_secs(300)),
+        "then escalated"
+    );
+    assert_restores(&sim);
+}
+
+#[test]
+fn an_answer_on_the_next_bearer_stops_the_escalation_and_red_escalates_at_once() {
+    let card = Address::BeidouCard("0412345".into());
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("or-t", Grade::Orange, "山洪橙色预警"),
+                &["p3"],
+                &district(),
+            )),
+        ),
+        reply(1000, "bd-1", card.clone(), "1".into()),
+        (
+            secs(2000),
+            Script::Alert(plan(
+                alert("red-t", Grade::Red, "山洪红色预警"),
+                &["p3"],
+                &district(),
+            )),
+        ),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.verbose = false;
+    sim.run(secs(2600));
+    let v = verdicts_from(&sim, &card);
+    assert!(matches!(&v[0], Verdict::Ack { late: true, .. }), "{v:?}");
+    assert_eq!(state_of(&sim, "or-t", "p3"), DeliveryState::Acknowledged);
+    // Red sends on every bearer at once and escalates at its deadline: no next bearer.
+    assert_eq!(state_of(&sim, "red-t", "p3"), DeliveryState::Escalated);
+    let next: Vec<_> = sim
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::NextBearer { .. }))
+        .map(|r| r.alert().unwrap().to_string())
+        .collect();
+    assert_eq!(next, vec!["or-t".to_string()]);
+    assert_restores(&sim);
+}

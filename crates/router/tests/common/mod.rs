@@ -598,6 +598,17 @@ pub fn describe(r: &Record) -> String {
             ..
         } => format!("attempt_cancelled {attempt} {person} on {device} ({reason})"),
         Record::Reminder { person, n, .. } => format!("reminder {person} #{n}"),
+        Record::NextBearer {
+            person,
+            route,
+            wait_ms,
+            ..
+        } => format!(
+            "next_bearer {person} {}:{} wait=+{}s",
+            route.bearer,
+            route.to,
+            wait_ms / 1000
+        ),
         Record::Escalated {
             person,
             task,

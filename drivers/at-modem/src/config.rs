@@ -29,7 +29,8 @@ pub struct ModemConfig {
     /// How long to wait for any other command's final result, in seconds.
     #[serde(default = "default_command_timeout_secs")]
     pub command_timeout_secs: u64,
-    /// How often to poll signal and registration (`AT+CSQ`, `AT+CREG?`), in seconds.
+    /// How often to poll signal and registration (`AT+CSQ`, `AT+CREG?`, `AT+CGREG?`,
+    /// `AT+CEREG?`), in seconds. Registration changes pushed by the modem count at once.
     #[serde(default = "default_health_interval_secs")]
     pub health_interval_secs: u64,
     /// TP-VP relative validity octet (0xAA = 4 days).
@@ -147,9 +148,10 @@ pub fn default_cmgs_timeout_secs() -> u64 {
 pub fn default_command_timeout_secs() -> u64 {
     10
 }
-/// 30 s between health polls.
+/// 10 s between health polls: a lost network stops sends within one poll even on a
+/// modem that does not push registration changes.
 pub fn default_health_interval_secs() -> u64 {
-    30
+    10
 }
 /// 0xAA: valid for 4 days.
 pub fn default_validity() -> u8 {

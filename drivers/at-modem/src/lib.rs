@@ -16,6 +16,7 @@
 //! - [`config`]: the modem's configuration as the daemon's config file gives it.
 //! - [`pty`]: the simulator on a pseudo-terminal, for integration tests and `tocsin-sim`.
 //! - [`quirks`]: command families and per-model quirks (satellite handsets).
+//! - [`registration`]: network registration (`+CREG`/`+CGREG`/`+CEREG`): no network, no sends.
 //! - [`voice`]: call-progress notifications, the prompt, one call's paced PCM media.
 
 pub mod cms;
@@ -26,6 +27,7 @@ pub mod pdu;
 pub mod proto;
 pub mod pty;
 pub mod quirks;
+pub mod registration;
 pub mod sim;
 pub mod voice;
 pub mod wire;

@@ -7,9 +7,24 @@
 //! clock: the io task feeds it, and tests step it against the simulator on a virtual clock.
 //!
 //! One command is in flight at a time. The modem is initialised after every port open
-//! (sync, echo off, numeric errors, PDU mode, storage, indications, signal, registration,
+//! (sync, echo off, numeric errors, PDU mode, storage, indications, pushed registration
+//! reports `AT+CREG=2` / `AT+CGREG=2` / `AT+CEREG=2` where accepted, signal, registration on every domain,
 //! then a listing of stored messages so replies that arrived while we were down are
-//! reported). Then internal work (reading, deleting, health polls) goes before sends, and a
+//! reported).
+//!
+//! No network, no sends: the modem is `up` only when initialised and registered (home or
+//! roaming on `+CREG`, `+CGREG` or `+CEREG`, any of them; a modem answering none of the
+//! queries is taken at its word by its sends). Registration is polled every
+//! `health_interval_secs` and taken from pushed `+CREG:`/`+CGREG:`/`+CEREG:` lines at once
+//! (one saying "not registered" while another domain still reads registered from the last
+//! poll starts a fresh poll of every domain ahead of any send). While it
+//! is missing no submit or dial starts; queued sends and calls wait (they are not failed). A
+//! submit answered `+CMS ERROR: 331`/`332` or a dial answered `+CME ERROR: 30` (or `NO
+//! DIALTONE`) means the network is gone: the modem reports itself down at once, and the
+//! send goes back to the front of the queue (a long text whose first parts went out resumes
+//! with the part that failed), the call too. The router, told the device is down, abandons
+//! what it holds and sends it elsewhere or holds it, and cancels it here; when registration
+//! returns the modem reports up and sends resume. Then internal work (reading, deleting, health polls) goes before sends, and a
 //! send goes out part by part: `AT+CMGS=<len>`, the `> ` prompt, the hex PDU and Ctrl-Z,
 //! `+CMGS: <mr>`. Each part's TP-MR is remembered to match the status report later.
 //!
@@ -56,11 +71,14 @@
 //! `Delivered` (played through or acknowledged) or `Failed` (busy, no answer, cut off:
 //! retryable). A handset without DTMF reports is hung up after the prompt and its call is
 //! `Delivered` with evidence starting "reached (no DTMF)": the ack must come by SMS.
-//! `DriverCommand::Cancel` (the person acked on another bearer, or the record closed)
-//! removes a queued call, and hangs up one dialling, ringing or active with the family's
-//! command (`AT+CHUP`, `ATH`): `Failed { retryable: false }`, reason `cancelled…`, unless
-//! the prompt had already played through or key 1 came (then `Delivered`). Cancelling an
-//! SMS whose `AT+CMGS` is in flight cannot take it back: its outcome comes as usual.
+//! `DriverCommand::Cancel` (the person acked on another bearer, the record closed, or the
+//! router moved the work off this modem because it went down) removes a queued call or
+//! SMS without a report (the router has recorded why), and hangs up a call dialling,
+//! ringing or active with the family's command (`AT+CHUP`, `ATH`): `Failed`, reason
+//! `cancelled…`, retryable when it was never answered (so a call moved off a modem that
+//! lost its network keeps its route) and for good once answered, unless the prompt had
+//! already played through or key 1 came (then `Delivered`). Cancelling an SMS whose
+//! `AT+CMGS` is in flight cannot take it back: its outcome comes as usual.
 //!
 //! A modem in a call cannot send SMS: sends wait in the queue until the call is over (the
 //! driver holds them; it does not fail them). When both kinds wait, a call goes after at
@@ -77,6 +95,7 @@ use crate::cms::{CmeError, CmsError};
 use crate::config::ModemConfig;
 use crate::pdu::{self, StatusClass, SubmitOptions, Tpdu};
 use crate::quirks::Quirks;
+use crate::registration::{self, Domain, Registration};
 use crate::voice::{Call, CallStat, CallUrc, Phase, PromptSource, ToneSource};
 use crate::wire::{self, CTRL_Z, ESC, FinalResult, Frame};
 
@@ -104,8 +123,16 @@ pub enum Command {
     Indications,
     /// `AT+CSQ`: signal quality.
     SignalQuality,
+    /// `AT+CREG=2`: report circuit-switched registration changes unsolicited (`+CREG:`).
+    RegistrationUrcs,
+    /// `AT+CGREG=2`: report GPRS registration changes unsolicited.
+    GprsRegistrationUrcs,
+    /// `AT+CEREG=2`: report EPS registration changes unsolicited; refused by non-LTE modems.
+    EpsRegistrationUrcs,
     /// `AT+CREG?`: circuit-switched registration.
     Registration,
+    /// `AT+CGREG?`: GPRS registration; an error just means the modem does not say.
+    GprsRegistration,
     /// `AT+CEREG?`: EPS (LTE) registration; an error just means not an LTE modem.
     EpsRegistration,
     /// `AT+CMGL=4`: list every stored message.
@@ -136,17 +163,29 @@ pub enum Command {
 }
 
 /// The init sequence, in order.
-const INIT: [Command; 10] = [
+const INIT: [Command; 14] = [
     Command::Sync,
     Command::EchoOff,
     Command::NumericErrors,
     Command::PduMode,
     Command::Storage,
     Command::Indications,
+    Command::RegistrationUrcs,
+    Command::GprsRegistrationUrcs,
+    Command::EpsRegistrationUrcs,
     Command::SignalQuality,
     Command::Registration,
+    Command::GprsRegistration,
     Command::EpsRegistration,
     Command::ListAll,
+];
+
+/// One health round: signal, then every registration domain (the last one ends the round).
+const HEALTH_ROUND: [Command; 4] = [
+    Command::SignalQuality,
+    Command::Registration,
+    Command::GprsRegistration,
+    Command::EpsRegistration,
 ];
 
 impl Command {
@@ -161,7 +200,11 @@ impl Command {
             Command::Storage => format!("AT+CPMS=\"{storage}\",\"{storage}\",\"{storage}\""),
             Command::Indications => "AT+CNMI=2,1,0,1,0".to_owned(),
             Command::SignalQuality => "AT+CSQ".to_owned(),
+            Command::RegistrationUrcs => "AT+CREG=2".to_owned(),
+            Command::GprsRegistrationUrcs => "AT+CGREG=2".to_owned(),
+            Command::EpsRegistrationUrcs => "AT+CEREG=2".to_owned(),
             Command::Registration => "AT+CREG?".to_owned(),
+            Command::GprsRegistration => "AT+CGREG?".to_owned(),
             Command::EpsRegistration => "AT+CEREG?".to_owned(),
             Command::ListAll => "AT+CMGL=4".to_owned(),
             Command::ListUnread => "AT+CMGL=0".to_owned(),
@@ -224,6 +267,7 @@ impl Command {
         match self {
             Command::SignalQuality => Some("+CSQ:"),
             Command::Registration => Some("+CREG:"),
+            Command::GprsRegistration => Some("+CGREG:"),
             Command::EpsRegistration => Some("+CEREG:"),
             Command::Storage => Some("+CPMS:"),
             Command::SubmitBody(_) => Some("+CMGS:"),
@@ -234,6 +278,16 @@ impl Command {
 
     fn is_submit(&self) -> bool {
         matches!(self, Command::SubmitLength(_) | Command::SubmitBody(_))
+    }
+
+    /// The registration domain this command queries.
+    fn registration_domain(&self) -> Option<Domain> {
+        match self {
+            Command::Registration => Some(Domain::Cs),
+            Command::GprsRegistration => Some(Domain::Ps),
+            Command::EpsRegistration => Some(Domain::Eps),
+            _ => None,
+        }
     }
 }
 
@@ -391,6 +445,9 @@ struct ActiveSend {
     parts: Vec<pdu::SubmitPart>,
     next: usize,
     mrs: Vec<u8>,
+    /// The router cancelled it while a part was on the line: if that part finds no
+    /// network, the rest is dropped instead of waiting.
+    cancelled: bool,
 }
 
 /// Status reports still expected for one attempt.
@@ -433,8 +490,10 @@ pub struct Modem {
     timers: [Option<Timestamp>; 5],
     health: Health,
     last_health: Option<Health>,
-    creg: bool,
-    cereg: bool,
+    /// Network registration: while there is none, no send or call starts.
+    reg: Registration,
+    /// `health.last_error` says why the network is missing (cleared when it is back).
+    reg_error: bool,
     backoff: tocsin_serial::io::Backoff,
     concat_ref: u16,
     /// The init sequence: the SMS steps, then the family's voice setup.
@@ -492,8 +551,8 @@ impl Modem {
             timers: [None; 5],
             health: Health::default(),
             last_health: None,
-            creg: false,
-            cereg: false,
+            reg: Registration::default(),
+            reg_error: false,
             backoff: tocsin_serial::io::Backoff::between(BACKOFF_MIN, BACKOFF_MAX),
             concat_ref: 0,
             init,
@@ -562,13 +621,9 @@ impl Modem {
                 }
             }
             DriverCommand::Cancel(attempt) => {
+                // A queued call is dropped without a report, as a queued SMS is.
                 if let Some(pos) = self.voice_queue.iter().position(|o| o.attempt == attempt) {
                     self.voice_queue.remove(pos);
-                    self.voice_events.push_back(DriverEvent::Failed {
-                        attempt,
-                        retryable: false,
-                        reason: "cancelled".to_owned(),
-                    });
                 } else if self.call.as_ref().is_some_and(|c| c.out.attempt == attempt) {
                     self.cancel_call(now);
                 }
@@ -613,6 +668,8 @@ impl Modem {
         self.internal.clear();
         self.inbox.reset();
         self.timers = [None; 5];
+        // Registration is asked again at init; what the last session knew is stale.
+        self.reg = Registration::default();
         self.link = Link::Init(0);
         self.pump(now);
     }
@@ -651,6 +708,7 @@ impl Modem {
         self.reassembler = pdu::Reassembler::default();
         self.health.up = false;
         self.health.last_error = Some("port lost".to_owned());
+        self.reg_error = false;
         self.note_health();
     }
 
@@ -697,15 +755,25 @@ impl Modem {
                 }
             }
             DriverCommand::Cancel(attempt) => {
+                // Dropped without a report: the router has recorded why (the record became
+                // final, or the device went down and the send moves elsewhere). A
+                // `Failed { retryable: false }` here would end the route of a send that is
+                // being moved to another device.
+                let on_line = self.current.as_ref().is_some_and(|c| c.cmd.is_submit());
                 if let Some(pos) = self.queue.iter().position(|o| o.attempt == attempt) {
                     self.queue.remove(pos);
-                    self.events.push_back(DriverEvent::Failed {
-                        attempt,
-                        retryable: false,
-                        reason: "cancelled".to_owned(),
-                    });
+                } else if let Some(active) = self.active.as_mut()
+                    && active.out.attempt == attempt
+                {
+                    if on_line || self.reg.usable() {
+                        // Handed to the modem: it is reported as usual, unless the part on
+                        // the line finds no network (then the rest is dropped).
+                        active.cancelled = true;
+                    } else {
+                        // Waiting for the network with some parts out: the rest never goes.
+                        self.active = None;
+                    }
                 }
-                // Already handed to the modem: it is reported as usual.
             }
             DriverCommand::SendFrame(f) => self.events.push_back(f.refused()),
             DriverCommand::Release(receipt) => {
@@ -758,11 +826,7 @@ impl Modem {
                 Timer::Response => self.on_response_timeout(now),
                 Timer::Health => {
                     if self.link == Link::Ready {
-                        for cmd in [
-                            Command::SignalQuality,
-                            Command::Registration,
-                            Command::EpsRegistration,
-                        ] {
+                        for cmd in HEALTH_ROUND {
                             if !self.internal.contains(&cmd) {
                                 self.internal.push_back(cmd);
                             }
@@ -847,6 +911,12 @@ impl Modem {
         if self.call.is_some() {
             return self.call_cmds.pop_front();
         }
+        if !self.reg.usable() {
+            // No network: every submit would fail with +CMS ERROR 331 and every dial with
+            // +CME ERROR 30. Sends and calls wait (a message cut between parts resumes
+            // with the part that found no network).
+            return None;
+        }
         loop {
             if let Some(active) = &self.active {
                 let part = active.parts.get(active.next)?;
@@ -869,6 +939,7 @@ impl Modem {
                         parts,
                         next: 0,
                         mrs: Vec::new(),
+                        cancelled: false,
                     });
                 }
                 Ok(_) => self.events.push_back(DriverEvent::Failed {
@@ -981,6 +1052,26 @@ impl Modem {
             }
             return;
         }
+        if let Some(domain) = Domain::of_line(&line) {
+            let querying = self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.cmd.registration_domain() == Some(domain));
+            match registration::parse(&line) {
+                Some(r) if r.solicited && querying => {
+                    if let Some(current) = &mut self.current {
+                        current.lines.push(line);
+                    }
+                }
+                // Pushed (`AT+CREG=2`), or a late answer to a query that timed out: news
+                // either way.
+                Some(r) => self.on_registration(r),
+                None => self
+                    .events
+                    .push_back(DriverEvent::Unrecognized { raw: line }),
+            }
+            return;
+        }
         if let Some(urc) = crate::voice::parse_call_urc(&line) {
             if let Some(current) = &mut self.current
                 && current.cmd == Command::ListCalls
@@ -1047,7 +1138,16 @@ impl Modem {
                 );
                 return;
             }
-            if !ok && !essential && inflight.cmd != Command::EpsRegistration {
+            // Registration queries and reports a modem may not offer (not LTE, no GPRS).
+            let optional = matches!(
+                inflight.cmd,
+                Command::RegistrationUrcs
+                    | Command::GprsRegistrationUrcs
+                    | Command::EpsRegistrationUrcs
+                    | Command::GprsRegistration
+                    | Command::EpsRegistration
+            );
+            if !ok && !essential && !optional {
                 tracing::warn!(cmd = ?inflight.cmd, result = %wire::final_text(result), "init step refused");
             }
             self.link = Link::Init(step + 1);
@@ -1100,6 +1200,8 @@ impl Modem {
                 self.absorb(now, &inflight, result);
                 if inflight.cmd == Command::EpsRegistration {
                     // End of a health round.
+                    self.reg.round_done();
+                    self.refresh_health();
                     self.note_health();
                 }
             }
@@ -1119,25 +1221,19 @@ impl Modem {
                     .and_then(|v| v.trim().parse::<u8>().ok());
                 self.health.signal = rssi.filter(|r| *r <= 31);
             }
-            Command::Registration | Command::EpsRegistration => {
-                let prefix = if inflight.cmd == Command::Registration {
-                    "+CREG:"
-                } else {
-                    "+CEREG:"
+            Command::Registration | Command::GprsRegistration | Command::EpsRegistration => {
+                let Some(domain) = inflight.cmd.registration_domain() else {
+                    return;
                 };
+                // A refused query (not an LTE modem, no GPRS) says nothing about the domain.
                 let stat = inflight
                     .lines
                     .iter()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .and_then(|v| v.split(',').nth(1))
-                    .and_then(|v| v.trim().parse::<u8>().ok());
-                let registered = matches!(stat, Some(1 | 5));
-                if inflight.cmd == Command::Registration {
-                    self.creg = registered;
-                } else {
-                    self.cereg = ok && registered;
-                }
-                self.health.registered = self.creg || self.cereg;
+                    .filter_map(|l| registration::parse(l))
+                    .find(|r| r.domain == domain && r.solicited)
+                    .map(|r| r.stat)
+                    .filter(|_| ok);
+                self.reg.set(domain, stat);
             }
             Command::ListAll | Command::ListUnread | Command::Read(_) => {
                 self.stored_read(now, inflight, result);
@@ -1197,6 +1293,25 @@ impl Modem {
         let Some(active) = self.active.take() else {
             return;
         };
+        if let Some(why) = no_network(result) {
+            // The part did not go out: there is no network. The modem is down until it
+            // registers again; the send waits (the router moves it to another device or
+            // holds it) instead of spending one of its tries a second at a time.
+            tracing::warn!(%why, attempt = %active.out.attempt, "no network; sends wait");
+            self.reg.lost(why);
+            if !active.cancelled {
+                if active.mrs.is_empty() {
+                    self.queue.push_front(active.out);
+                } else {
+                    // Some parts went out: the rest follows, starting with this one, so
+                    // the handset can still join them.
+                    self.active = Some(active);
+                }
+            }
+            self.refresh_health();
+            self.note_health();
+            return;
+        }
         let (retryable, reason) = match result {
             FinalResult::CmsError(n) => {
                 let e = CmsError::from_code(n);
@@ -1314,9 +1429,54 @@ impl Modem {
     fn init_done(&mut self, now: Timestamp) {
         self.link = Link::Ready;
         self.backoff.reset();
-        self.health.up = true;
         self.set_timer(Timer::Health, now + self.cfg.health_interval());
+        self.refresh_health();
         self.note_health();
+    }
+
+    /// Recomputes `up` (initialised and on a network: any domain registered, or a modem
+    /// that cannot tell and whose last send found a network) and `registered`. Reported by
+    /// [`Self::note_health`] once ready; during init only the fields change.
+    fn refresh_health(&mut self) {
+        self.health.registered = self.reg.registered();
+        if self.link != Link::Ready {
+            return;
+        }
+        match self.reg.why_not() {
+            Some(why) => {
+                self.health.up = false;
+                self.health.last_error = Some(why);
+                self.reg_error = true;
+            }
+            None => {
+                self.health.up = true;
+                if std::mem::take(&mut self.reg_error) {
+                    self.health.last_error = None;
+                }
+            }
+        }
+    }
+
+    /// A registration report: a pushed `+CREG: <stat>` or a late query answer. The
+    /// network may have gone (sends stop) or come back (they resume).
+    fn on_registration(&mut self, report: registration::Report) {
+        self.reg.set(report.domain, Some(report.stat));
+        if self.link == Link::Ready
+            && !registration::is_registered(report.stat)
+            && self.reg.usable()
+        {
+            // Another domain still reads registered from the last poll, maybe stale (not
+            // every modem pushes every domain): ask them all now, ahead of any send.
+            for cmd in HEALTH_ROUND.iter().skip(1).rev() {
+                if !self.internal.contains(cmd) {
+                    self.internal.push_front(cmd.clone());
+                }
+            }
+        }
+        self.refresh_health();
+        if self.link == Link::Ready {
+            self.note_health();
+        }
     }
 
     /// Emits a health event if anything changed since the last one (to both sides: the
@@ -1392,6 +1552,15 @@ impl Modem {
         if result == FinalResult::Ok {
             call.dial_confirmed = true;
             self.next_call_poll = Some(now + self.call_poll_interval());
+            return;
+        }
+        if let Some(why) = no_network(result) {
+            // Nothing rang: the call waits for the network like a send.
+            tracing::warn!(%why, "no network for a call; calls wait");
+            self.reg.lost(why);
+            self.refresh_health();
+            self.note_health();
+            self.finish_call(now);
             return;
         }
         let (retryable, reason) = match result {
@@ -1471,6 +1640,17 @@ impl Modem {
                 }
             }
             CallUrc::Result(r) => {
+                if r == crate::voice::CallResult::NoDialtone
+                    && self
+                        .call
+                        .as_ref()
+                        .is_some_and(|c| c.record.answered_at.is_none())
+                {
+                    // No network to call over: the call waits for it (see finish_call).
+                    self.reg.lost("NO DIALTONE".to_owned());
+                    self.refresh_health();
+                    self.note_health();
+                }
                 if matches!(
                     self.current.as_ref().map(|c| &c.cmd),
                     Some(Command::Dial(_))
@@ -1537,16 +1717,21 @@ impl Modem {
     }
 
     /// The router no longer wants the call in progress (its record became final): hang
-    /// up with the family's command. It ends `Failed { retryable: false, "cancelled" }`
-    /// unless the warning had already got through (the prompt played to its end, or key
+    /// up with the family's command. It ends `Failed { "cancelled" }` (retryable if never
+    /// answered) unless the warning had already got through (the prompt played to its end, or key
     /// 1), which stays `Delivered`. A call already hanging up (e.g. after the ring
     /// timeout) only changes its verdict.
     fn cancel_call(&mut self, now: Timestamp) {
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        call.cancelled = true;
+        // Never answered: retryable, because the router cancels an unanswered call also
+        // when it moves it off a modem that lost its network, and a failure for good would
+        // end the call's route. Answered: nothing more to try on this call.
+        let unanswered = call.record.answered_at.is_none();
         let failure =
-            (!(call.acked || call.record.listened)).then(|| (false, "cancelled".to_owned()));
+            (!(call.acked || call.record.listened)).then(|| (unanswered, "cancelled".to_owned()));
         if call.phase == Phase::HangingUp {
             if failure.is_some() {
                 call.failure = failure;
@@ -1591,6 +1776,14 @@ impl Modem {
         };
         self.call_cmds.clear();
         self.next_call_poll = None;
+        if call.record.answered_at.is_none() && !call.cancelled && !self.reg.usable() {
+            // Never answered and the network is gone (ATD refused for want of it, or the
+            // call dropped with it): the call waits for the network in front of the
+            // queue, as a send does, rather than spend a try. The router may move it.
+            tracing::debug!(seq = call.record.seq, "call back in the queue: no network");
+            self.voice_queue.push_front(call.out);
+            return;
+        }
         if call.record.ended.is_empty() {
             call.end_media("ended");
         }
@@ -2209,6 +2402,19 @@ fn receipt_parts(receipt: &InboundReceipt) -> (Vec<u32>, Option<u64>) {
     (idxs, fp)
 }
 
+/// Why a failed submit or dial means the modem has no network (`+CMS ERROR: 331` no
+/// network service, `332` network timeout, `+CME ERROR: 30` no network service); `None`
+/// for any other result.
+fn no_network(result: FinalResult) -> Option<String> {
+    match result {
+        FinalResult::CmsError(n @ (331 | 332)) => {
+            Some(format!("+CMS ERROR: {}", CmsError::from_code(n)))
+        }
+        FinalResult::CmeError(30) => Some(format!("+CME ERROR: {}", CmeError::from_code(30))),
+        _ => None,
+    }
+}
+
 /// A command's name without its payload, for messages.
 fn short(cmd: &Command) -> String {
     match cmd {
@@ -2393,8 +2599,8 @@ mod tests {
         assert!(b.take().is_empty());
         assert_eq!(
             b.sim.commands_seen(),
-            seen + 6,
-            "two rounds of CSQ, CREG?, CEREG?"
+            seen + 24,
+            "six rounds of CSQ, CREG?, CGREG?, CEREG?"
         );
     }
 
@@ -2717,11 +2923,14 @@ mod tests {
             30,
         );
         let ev = b.take();
-        assert!(ev.contains(&DriverEvent::Failed {
-            attempt: AttemptId(2),
-            retryable: false,
-            reason: "cancelled".into()
-        }));
+        // Dropped without a report: the router recorded why, and a failure for good would
+        // end the route of a send the router is moving to another device.
+        assert!(
+            !ev.iter().any(
+                |e| matches!(e, DriverEvent::Failed { attempt, .. } if *attempt == AttemptId(2))
+            ),
+            "{ev:#?}"
+        );
         assert!(ev.contains(&DriverEvent::Sent {
             attempt: AttemptId(1),
             reference: "0".into()
@@ -2841,7 +3050,7 @@ mod tests {
         let mut m = Modem::new(ModemConfig::new("/dev/x"), T0);
         m.handle_port_opened(T0);
         let mut sent = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..14 {
             let bytes = m.poll_transmit().unwrap();
             sent.push(String::from_utf8(bytes).unwrap());
             m.handle_rx(T0, b"\r\nOK\r\n");
@@ -2855,15 +3064,19 @@ mod tests {
                 "AT+CMGF=0\r",
                 "AT+CPMS=\"ME\",\"ME\",\"ME\"\r",
                 "AT+CNMI=2,1,0,1,0\r",
+                "AT+CREG=2\r",
+                "AT+CGREG=2\r",
+                "AT+CEREG=2\r",
                 "AT+CSQ\r",
                 "AT+CREG?\r",
+                "AT+CGREG?\r",
                 "AT+CEREG?\r",
                 "AT+CMGL=4\r"
             ]
         );
         assert!(m.is_ready());
         // Idle: the only deadline is the next health poll, exactly one interval away.
-        assert_eq!(m.poll_timeout(), Some(T0 + Duration::from_secs(30)));
+        assert_eq!(m.poll_timeout(), Some(T0 + Duration::from_secs(10)));
     }
 
     // ---- reply storms: stored messages read and deleted in batches ------------------
@@ -3647,19 +3860,19 @@ mod tests {
         }
     }
 
-    fn assert_cancelled(ev: &[DriverEvent], attempt: u64) {
+    fn assert_cancelled(ev: &[DriverEvent], attempt: u64, retryable: bool) {
         match terminal(ev, attempt) {
             Some(DriverEvent::Failed {
-                retryable: false,
+                retryable: r,
                 reason,
                 ..
-            }) => assert!(reason.starts_with("cancelled; "), "{reason}"),
+            }) if r == retryable => assert!(reason.starts_with("cancelled; "), "{reason}"),
             other => panic!("{other:?}: {ev:#?}"),
         }
     }
 
     #[test]
-    fn cancelling_a_ringing_call_hangs_up_and_fails_it_for_good() {
+    fn cancelling_a_ringing_call_hangs_up_and_fails_it_retryable() {
         for family in [Family::Quectel, Family::Simcom, Family::Generic] {
             let mut b = voice_bench(family, CallBehaviour::Never);
             b.modem.submit_voice(b.now, call(5));
@@ -3669,7 +3882,9 @@ mod tests {
                 .submit_voice(b.now, DriverCommand::Cancel(AttemptId(5)));
             b.run_until(|e| terminal(e, 5).is_some(), 10);
             let ev = b.take();
-            assert_cancelled(&ev, 5);
+            // Retryable: the router also cancels an unanswered call when it moves it off a
+            // modem that lost its network.
+            assert_cancelled(&ev, 5, true);
             assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Sent { .. })));
             let hangup = format!("{}\r", family.hangup());
             let wire = String::from_utf8_lossy(&b.wire_out);
@@ -3702,7 +3917,7 @@ mod tests {
             .submit_voice(b.now, DriverCommand::Cancel(AttemptId(6)));
         b.run_until(|e| terminal(e, 6).is_some(), 10);
         let ev = b.take();
-        assert_cancelled(&ev, 6);
+        assert_cancelled(&ev, 6, false);
         let heard = &b.sim.calls()[0];
         assert_eq!(heard.ended_by, "gateway hung up");
         assert!(heard.audio.secs() < 3.0, "{:?}", heard.audio);
@@ -3722,14 +3937,7 @@ mod tests {
             .submit_voice(b.now, DriverCommand::Cancel(AttemptId(8)));
         b.run_until(|e| terminal(e, 7).is_some(), 120);
         let ev = b.take();
-        assert_eq!(
-            terminal(&ev, 8),
-            Some(DriverEvent::Failed {
-                attempt: AttemptId(8),
-                retryable: false,
-                reason: "cancelled".into()
-            })
-        );
+        assert_eq!(terminal(&ev, 8), None, "dropped without a report");
         assert!(matches!(
             terminal(&ev, 7),
             Some(DriverEvent::Delivered { .. })
@@ -3892,7 +4100,7 @@ mod tests {
             m.handle_rx(T0, b"\r\nOK\r\n");
         }
         assert_eq!(
-            &sent[10..],
+            &sent[14..],
             [
                 "AT+QPCMV=1,0\r",
                 "AT+QINDCFG=\"ccinfo\",1,0\r",
@@ -3900,5 +4108,393 @@ mod tests {
             ]
         );
         assert!(m.is_ready());
+    }
+
+    // ---- no network, no sends ------------------------------------------------------
+
+    fn health(e: &[DriverEvent]) -> Vec<Health> {
+        e.iter()
+            .filter_map(|e| match e {
+                DriverEvent::Health(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn failed(e: &[DriverEvent]) -> Vec<DriverEvent> {
+        e.iter()
+            .filter(|e| matches!(e, DriverEvent::Failed { .. }))
+            .cloned()
+            .collect()
+    }
+
+    fn count_sent(n: usize) -> impl Fn(&[DriverEvent]) -> bool {
+        move |e| {
+            e.iter()
+                .filter(|e| matches!(e, DriverEvent::Sent { .. }))
+                .count()
+                >= n
+        }
+    }
+
+    #[test]
+    fn a_lost_network_holds_sends_until_registration_returns() {
+        let mut b = Bench::new(SimConfig::default());
+        b.take();
+        b.sim.lose_network(b.now, Duration::from_secs(90));
+        b.pump();
+        // Pushed +CREG: 2 (the driver enabled it at init): down at once.
+        let h = health(&b.take());
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(!h[0].up && !h[0].registered);
+        assert_eq!(
+            h[0].last_error.as_deref(),
+            Some("not registered (searching)")
+        );
+        let wire_from = b.wire_out.len();
+        b.submit(send(1, "+8613800138000", "红色预警 回复 1 K7XT"));
+        b.submit(send(2, "+8613800138001", "红色预警 回复 1 K7XU"));
+        b.advance(60);
+        let ev = b.take();
+        assert!(failed(&ev).is_empty(), "nothing fails: {ev:#?}");
+        assert_eq!(b.modem.queued(), 2);
+        let lines = lines_since(&b, wire_from);
+        assert!(
+            !lines.iter().any(|l| l.starts_with("AT+CMGS")),
+            "no submit while unregistered: {lines:?}"
+        );
+        assert!(b.sim.submits().is_empty() && b.sim.refused_no_network() == 0);
+        // The polls go on meanwhile (and find it searching).
+        assert!(lines.iter().any(|l| l == "AT+CREG?"), "{lines:?}");
+        // Back at 90 s: up again, both go out, and their reports come.
+        b.run_until(count_sent(2), 60);
+        assert!(b.now >= T0 + Duration::from_secs(90), "{}", b.now);
+        let ev = b.take();
+        let h = health(&ev);
+        assert!(
+            h.first()
+                .is_some_and(|h| h.up && h.registered && h.last_error.is_none()),
+            "{h:?}"
+        );
+        assert!(failed(&ev).is_empty(), "{ev:#?}");
+        b.run_until(
+            |e| {
+                e.iter()
+                    .filter(|e| matches!(e, DriverEvent::Delivered { .. }))
+                    .count()
+                    == 2
+            },
+            30,
+        );
+    }
+
+    /// A modem past init whose health polls say `creg`, `cgreg`, `cereg` (stat or refused).
+    fn poll_round(m: &mut Modem, now: Timestamp, answers: [Option<&str>; 3]) {
+        m.handle_timeout(now);
+        let wrote = written(m);
+        assert_eq!(wrote, ["AT+CSQ"], "the round starts with the signal");
+        m.handle_rx(now, b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n");
+        for (cmd, answer) in ["AT+CREG?", "AT+CGREG?", "AT+CEREG?"]
+            .into_iter()
+            .zip(answers)
+        {
+            assert_eq!(written(m), [cmd]);
+            let reply = match answer {
+                Some(line) => format!("\r\n{line}\r\n\r\nOK\r\n"),
+                None => "\r\n+CME ERROR: 3\r\n".to_owned(),
+            };
+            m.handle_rx(now, reply.as_bytes());
+        }
+    }
+
+    fn health_events(m: &mut Modem) -> Vec<Health> {
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        health(&ev)
+    }
+
+    #[test]
+    fn polled_registration_on_any_domain_counts_and_none_means_down() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        let mut now = T0;
+        let mut round = |m: &mut Modem, answers| {
+            now = now + Duration::from_secs(10);
+            poll_round(m, now, answers);
+            health_events(m)
+        };
+        // Searching on every domain: down, and why.
+        let h = round(
+            &mut m,
+            [Some("+CREG: 0,2"), Some("+CGREG: 0,2"), Some("+CEREG: 0,2")],
+        );
+        assert_eq!(h.len(), 1);
+        assert!(!h[0].up);
+        assert_eq!(
+            h[0].last_error.as_deref(),
+            Some("not registered (searching)")
+        );
+        // Denied on CS, no GPRS answer, LTE home: an LTE-only modem is up.
+        let h = round(&mut m, [Some("+CREG: 0,3"), None, Some("+CEREG: 0,1")]);
+        assert!(
+            h.len() == 1 && h[0].up && h[0].registered && h[0].last_error.is_none(),
+            "{h:?}"
+        );
+        // Roaming on CS only: up; nothing changed, nothing said.
+        let h = round(
+            &mut m,
+            [Some("+CREG: 0,5"), Some("+CGREG: 0,0"), Some("+CEREG: 0,4")],
+        );
+        assert!(h.is_empty(), "{h:?}");
+        // Denied everywhere it answers.
+        let h = round(&mut m, [Some("+CREG: 0,3"), None, None]);
+        assert_eq!(h[0].last_error.as_deref(), Some("registration denied"));
+        // Not a single answer: the modem cannot say, so sends may try again.
+        let h = round(&mut m, [None, None, None]);
+        assert!(h.len() == 1 && h[0].up && !h[0].registered, "{h:?}");
+    }
+
+    #[test]
+    fn a_pushed_loss_on_one_domain_polls_the_others_before_any_send() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        let now = T0 + Duration::from_secs(10);
+        poll_round(&mut m, now, [Some("+CREG: 0,1"), None, Some("+CEREG: 0,1")]);
+        assert!(health_events(&mut m).iter().all(|h| h.up));
+        m.submit(now, send(1, "+8613800138000", "ACK 1"));
+        assert!(written(&mut m)[0].starts_with("AT+CMGS="));
+        m.handle_rx(now, b"\r\n> ");
+        written(&mut m);
+        m.submit(now, send(2, "+8613800138001", "ACK 2"));
+        // Only CS is pushed; EPS still reads home from the last poll.
+        m.handle_rx(now, b"\r\n+CREG: 2\r\n");
+        m.handle_rx(now, b"\r\n+CMGS: 3\r\n\r\nOK\r\n");
+        assert_eq!(
+            written(&mut m),
+            ["AT+CREG?"],
+            "asked again before the next send"
+        );
+        m.handle_rx(now, b"\r\n+CREG: 0,2\r\n\r\nOK\r\n");
+        assert_eq!(written(&mut m), ["AT+CGREG?"]);
+        m.handle_rx(now, b"\r\n+CME ERROR: 3\r\n");
+        assert_eq!(written(&mut m), ["AT+CEREG?"]);
+        m.handle_rx(now, b"\r\n+CEREG: 0,2\r\n\r\nOK\r\n");
+        let h = health_events(&mut m);
+        assert!(h.iter().any(|h| !h.up), "{h:?}");
+        assert!(written(&mut m).is_empty(), "send 2 waits");
+        assert_eq!(m.queued(), 1);
+    }
+
+    #[test]
+    fn a_submit_finding_no_network_flips_the_modem_down_and_the_send_waits() {
+        for (refusal, want) in [
+            ("+CMS ERROR: 331", "331"),
+            ("+CMS ERROR: 332", "332"),
+            ("+CME ERROR: 30", "30"),
+        ] {
+            let mut m = ready_modem(ModemConfig::new("/dev/x"));
+            m.submit(T0, send(1, "+8613800138000", "ACK 1"));
+            m.submit(T0, send(2, "+8613800138001", "ACK 2"));
+            let first = written(&mut m);
+            assert!(first[0].starts_with("AT+CMGS="), "{first:?}");
+            m.handle_rx(T0, b"\r\n> ");
+            let body = written(&mut m);
+            m.handle_rx(T0, format!("\r\n{refusal}\r\n").as_bytes());
+            let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+            assert!(failed(&ev).is_empty(), "{refusal}: not failed: {ev:#?}");
+            let h = health(&ev);
+            assert_eq!(h.len(), 1, "{refusal}: {ev:#?}");
+            assert!(!h[0].up && !h[0].registered);
+            assert!(
+                h[0].last_error.as_deref().is_some_and(|e| e.contains(want)),
+                "{h:?}"
+            );
+            assert_eq!(m.queued(), 2, "{refusal}: back in front of the queue");
+            assert!(
+                written(&mut m).is_empty(),
+                "{refusal}: nothing more goes out"
+            );
+            // Registration pushed back: up, and the same send goes first.
+            m.handle_rx(T0, b"\r\n+CEREG: 1,\"5A1F\",\"0B2C3D4E\",7\r\n");
+            let h = health_events(&mut m);
+            assert!(h.len() == 1 && h[0].up, "{h:?}");
+            assert_eq!(written(&mut m), first);
+            m.handle_rx(T0, b"\r\n> ");
+            assert_eq!(written(&mut m), body);
+        }
+    }
+
+    #[test]
+    fn a_long_text_cut_by_the_network_resumes_with_the_part_that_failed() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        m.submit(T0, send(7, "+8613800138000", WARNING));
+        let mut bodies = Vec::new();
+        for mr in 0..2 {
+            assert!(written(&mut m)[0].starts_with("AT+CMGS="));
+            m.handle_rx(T0, b"\r\n> ");
+            bodies.push(written(&mut m));
+            if mr == 0 {
+                m.handle_rx(T0, b"\r\n+CMGS: 40\r\n\r\nOK\r\n");
+            } else {
+                m.handle_rx(T0, b"\r\n+CMS ERROR: 331\r\n");
+            }
+        }
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            failed(&ev).is_empty() && health(&ev).iter().any(|h| !h.up),
+            "{ev:#?}"
+        );
+        assert_eq!(m.queued(), 0, "still the send in progress, paused");
+        assert!(written(&mut m).is_empty());
+        m.handle_rx(T0, b"\r\n+CREG: 1\r\n");
+        assert!(written(&mut m)[0].starts_with("AT+CMGS="));
+        m.handle_rx(T0, b"\r\n> ");
+        assert_eq!(written(&mut m), bodies[1], "part 2 again, same PDU");
+        m.handle_rx(T0, b"\r\n+CMGS: 41\r\n\r\nOK\r\n");
+        m.handle_rx(T0, b"\r\n> ");
+        written(&mut m);
+        m.handle_rx(T0, b"\r\n+CMGS: 42\r\n\r\nOK\r\n");
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            ev.contains(&DriverEvent::Sent {
+                attempt: AttemptId(7),
+                reference: "40,41,42".into()
+            }),
+            "{ev:#?}"
+        );
+    }
+
+    #[test]
+    fn a_send_waiting_for_the_network_is_dropped_when_the_router_moves_it() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        m.submit(T0, send(1, "+8613800138000", "ACK 1"));
+        written(&mut m);
+        m.handle_rx(T0, b"\r\n> ");
+        written(&mut m);
+        m.handle_rx(T0, b"\r\n+CMS ERROR: 331\r\n");
+        while m.poll_event().is_some() {}
+        // The router abandons it (device down) and cancels it here.
+        m.submit(T0, DriverCommand::Cancel(AttemptId(1)));
+        assert_eq!(
+            m.poll_event(),
+            None,
+            "no report: a failure would end its route"
+        );
+        assert_eq!(m.queued(), 0);
+        m.handle_rx(T0, b"\r\n+CREG: 5\r\n");
+        assert!(health_events(&mut m).iter().any(|h| h.up));
+        assert!(written(&mut m).is_empty(), "nothing left to send");
+    }
+
+    #[test]
+    fn a_cancel_while_the_part_is_on_the_line_drops_it_if_the_network_is_gone() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        m.submit(T0, send(1, "+8613800138000", "ACK 1"));
+        written(&mut m);
+        m.handle_rx(T0, b"\r\n> ");
+        written(&mut m);
+        m.submit(T0, DriverCommand::Cancel(AttemptId(1)));
+        m.handle_rx(T0, b"\r\n+CMS ERROR: 331\r\n");
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(failed(&ev).is_empty(), "{ev:#?}");
+        assert_eq!(m.queued(), 0);
+        m.handle_rx(T0, b"\r\n+CREG: 1\r\n");
+        assert!(written(&mut m).is_empty());
+    }
+
+    #[test]
+    fn garbage_registration_lines_are_unrecognized_and_change_nothing() {
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        for junk in [
+            "+CREG:",
+            "+CREG: ,,,",
+            "+CREG: 99999",
+            "+CEREG: x",
+            "+CGREG: 1,abc",
+            "+CREG: 1,999,\"",
+        ] {
+            m.handle_rx(T0, format!("\r\n{junk}\r\n").as_bytes());
+            let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+            assert_eq!(
+                ev,
+                [DriverEvent::Unrecognized {
+                    raw: junk.to_owned()
+                }]
+            );
+        }
+        m.submit(T0, send(1, "+8613800138000", "ACK 1"));
+        assert!(written(&mut m)[0].starts_with("AT+CMGS="), "still sending");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn registration_bytes_never_panic_the_modem(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let mut m = ready_modem(ModemConfig::new("/dev/x"));
+            for prefix in [&b"\r\n+CREG: "[..], b"\r\n+CEREG: ", b"\r\n+CGREG:"] {
+                let mut bytes = prefix.to_vec();
+                bytes.extend_from_slice(&tail);
+                bytes.extend_from_slice(b"\r\n");
+                m.handle_rx(T0, &bytes);
+            }
+            while m.poll_event().is_some() {}
+        }
+    }
+
+    #[test]
+    fn a_call_waits_for_the_network_instead_of_failing() {
+        let mut b = voice_bench(Family::Quectel, press_1());
+        // The network goes just as the call is placed: ATD meets +CME ERROR: 30.
+        b.sim.lose_network(b.now, Duration::from_secs(40));
+        b.modem.submit_voice(b.now, call(9));
+        b.pump();
+        let ev = b.take();
+        assert!(terminal(&ev, 9).is_none(), "{ev:#?}");
+        assert!(health(&ev).iter().any(|h| !h.up), "{ev:#?}");
+        assert_eq!(b.modem.calls_queued(), 1, "back in the queue");
+        assert!(b.sim.calls().is_empty());
+        b.run_until(|e| terminal(e, 9).is_some(), 120);
+        assert!(matches!(
+            terminal(&b.take(), 9),
+            Some(DriverEvent::Delivered { .. })
+        ));
+        assert!(b.now >= T0 + Duration::from_secs(40));
+    }
+
+    #[test]
+    fn a_ringing_call_dropped_with_the_network_is_placed_again_when_it_is_back() {
+        let mut b = voice_bench(Family::Simcom, press_1());
+        b.sim.set_faults(Faults::default());
+        b.modem.submit_voice(b.now, call(10));
+        b.advance(2);
+        assert!(b.modem.in_call(), "ringing");
+        b.sim.lose_network(b.now, Duration::from_secs(30));
+        b.pump();
+        let ev = b.take();
+        assert!(terminal(&ev, 10).is_none(), "{ev:#?}");
+        assert_eq!(b.sim.calls()[0].ended_by, "network lost");
+        assert_eq!(b.modem.calls_queued(), 1);
+        b.run_until(|e| terminal(e, 10).is_some(), 120);
+        assert!(matches!(
+            terminal(&b.take(), 10),
+            Some(DriverEvent::Delivered { .. })
+        ));
+        assert_eq!(b.sim.calls().len(), 2);
+    }
+
+    #[test]
+    fn a_scripted_loss_from_the_sim_config_takes_the_modem_down_and_back() {
+        let cfg = SimConfig {
+            faults: Faults {
+                network_loss: vec![crate::sim::NetworkLoss {
+                    at_secs: 20.0,
+                    for_secs: 15.0,
+                }],
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut b = Bench::new(cfg);
+        b.take();
+        b.run_until(|e| health(e).iter().any(|h| !h.up), 30);
+        assert_eq!(b.now, T0 + Duration::from_secs(20));
+        b.run_until(|e| health(e).iter().any(|h| h.up), 30);
+        assert_eq!(b.now, T0 + Duration::from_secs(35));
     }
 }

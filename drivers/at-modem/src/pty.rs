@@ -48,6 +48,12 @@ pub enum SimCommand {
     },
     /// Replace the injected faults.
     SetFaults(Faults),
+    /// The cell network goes now for `down_for` (simulated time): registration lost,
+    /// submits refused with `+CMS ERROR: 331` until it is back.
+    LoseNetwork {
+        /// How long it is gone, in simulated time.
+        down_for: Duration,
+    },
 }
 
 /// A running simulator.
@@ -184,6 +190,7 @@ async fn run_sim(
                         SimCommand::DeliverSms { from, text } => sim.deliver_sms(clock.now(), &from, &text),
                         SimCommand::SetFaults(f) => sim.set_faults(f),
                         SimCommand::HangUp { down_for } => port.hang_up(clock.real_now() + down_for),
+                        SimCommand::LoseNetwork { down_for } => sim.lose_network(clock.now(), down_for),
                     }
                     taken += 1;
                     if taken < COMMAND_BATCH {

@@ -16,7 +16,15 @@
 //!
 //! Faults, all seeded: `+CMS ERROR` on submits, commands never answered, garbage bytes
 //! before a response, a hang-up after N submits (the runner closes the port), a slow
-//! modem, and inbound parts delivered out of order.
+//! modem, inbound parts delivered out of order, and the cell network lost for a while.
+//!
+//! Network loss (scripted windows in [`Faults::network_loss`], seconds after the simulator
+//! starts, or [`SimModem::lose_network`] now): what a SIM7600 or EC20 does when its cell
+//! goes. Registration reads `stat` 2 (searching) on `AT+CREG?`, `AT+CGREG?` and
+//! `AT+CEREG?`; the change is pushed as `+CREG: 2` / `+CEREG: 2` (and `+CREG: 1,"<lac>",
+//! "<ci>",7` when it is back) where `AT+CREG=<n>` / `AT+CEREG=<n>` enabled it; a submit body
+//! is answered `+CMS ERROR: 331`, a dial `+CME ERROR: 30`; a call up is dropped (`NO
+//! CARRIER`); status reports and replies wait in the network until it is back.
 //!
 //! Voice: `ATD<n>;` rings the number, whose [`CallBehaviour`] says what the person does
 //! (answer after N s, never, busy, answer and press a key after M s, hang up early). The
@@ -390,6 +398,53 @@ pub struct Faults {
     /// and run none of them, like a modem without V.250 concatenation.
     #[serde(default)]
     pub refuse_concatenation: bool,
+    /// When the cell network is gone, as windows after the simulator starts.
+    #[serde(default)]
+    pub network_loss: Vec<NetworkLoss>,
+}
+
+/// The cell network gone for a while: "network lost at `at_secs` for `for_secs`".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkLoss {
+    /// Seconds after the simulator started (simulated time).
+    pub at_secs: f64,
+    /// How long it stays gone, seconds.
+    pub for_secs: f64,
+}
+
+impl NetworkLoss {
+    /// The window as instants, for a simulator started at `started`; `None` when empty or
+    /// not finite.
+    fn window(&self, started: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.at_secs) || !ok(self.for_secs) || self.for_secs == 0.0 {
+            return None;
+        }
+        let from = started + Duration::from_secs_f64(self.at_secs.min(1.0e9));
+        Some((
+            from,
+            from + Duration::from_secs_f64(self.for_secs.min(1.0e9)),
+        ))
+    }
+}
+
+/// Where the simulated cell network is.
+#[derive(Clone, Debug, Default)]
+struct Cell {
+    /// When the simulator started (loss windows count from here).
+    started: Timestamp,
+    /// The latest `now` seen (for [`SimModem::poll_timeout`], which takes none).
+    seen: Timestamp,
+    /// Gone now (the state last announced).
+    lost: bool,
+    /// Gone until then by [`SimModem::lose_network`].
+    lost_until: Option<Timestamp>,
+    /// `AT+CREG=<n>`, `AT+CGREG=<n>`, `AT+CEREG=<n>`: 0 no pushed reports, 1 stat, 2 with
+    /// location.
+    creg_n: u8,
+    cgreg_n: u8,
+    cereg_n: u8,
 }
 
 /// One message the simulated network was asked to deliver.
@@ -476,6 +531,10 @@ pub struct SimModem {
     lists: u64,
     /// Messages deleted by `AT+CMGD`.
     deletes: u64,
+    /// The cell network behind the modem.
+    cell: Cell,
+    /// Submits refused with `+CMS ERROR: 331` because the network was gone.
+    refused_no_network: u32,
 }
 
 /// Most messages the simulated storage holds, like a modem's `ME` memory.
@@ -484,7 +543,7 @@ pub const STORAGE_SLOTS: u32 = 255;
 impl SimModem {
     /// A modem just powered on (echo on), with its own seeded RNG.
     pub fn new(cfg: SimConfig, seed: u64, now: Timestamp) -> Self {
-        SimModem {
+        let mut sim = SimModem {
             cfg,
             rng: ChaCha8Rng::seed_from_u64(seed),
             decoder: wire::Decoder::new(),
@@ -509,6 +568,123 @@ impl SimModem {
             sms_refused_in_call: 0,
             lists: 0,
             deletes: 0,
+            cell: Cell {
+                started: now,
+                seen: now,
+                ..Cell::default()
+            },
+            refused_no_network: 0,
+        };
+        // A network lost from the start is simply not there: nothing to announce.
+        sim.cell.lost = sim.network_gone(now);
+        sim
+    }
+
+    /// Whether the cell network is gone now.
+    pub fn network_lost(&self) -> bool {
+        self.cell.lost
+    }
+
+    /// Submits refused with `+CMS ERROR: 331` because the network was gone.
+    pub fn refused_no_network(&self) -> u32 {
+        self.refused_no_network
+    }
+
+    /// The cell network goes now, for `for_` (simulated time), on top of any scripted
+    /// windows.
+    pub fn lose_network(&mut self, now: Timestamp, for_: Duration) {
+        let until = now + for_;
+        self.cell.lost_until = Some(self.cell.lost_until.map_or(until, |u| u.max(until)));
+        self.sync_network(now);
+    }
+
+    /// Whether the network is gone at `now`, by script or by [`Self::lose_network`].
+    fn network_gone(&self, now: Timestamp) -> bool {
+        self.cell.lost_until.is_some_and(|u| now < u)
+            || self
+                .cfg
+                .faults
+                .network_loss
+                .iter()
+                .filter_map(|l| l.window(self.cell.started))
+                .any(|(from, to)| from <= now && now < to)
+    }
+
+    /// When the network state may next change after `after`.
+    fn next_network_edge(&self, after: Timestamp) -> Option<Timestamp> {
+        self.cfg
+            .faults
+            .network_loss
+            .iter()
+            .filter_map(|l| l.window(self.cell.started))
+            .flat_map(|(from, to)| [from, to])
+            .chain(self.cell.lost_until)
+            .filter(|t| *t > after)
+            .min()
+    }
+
+    /// When a network gone at `now` is back, as far as anyone knows.
+    fn network_back_at(&self, now: Timestamp) -> Timestamp {
+        let mut t = now;
+        // Windows may overlap or abut: follow them to the end.
+        for _ in 0..64 {
+            if !self.network_gone(t) {
+                return t;
+            }
+            match self.next_network_edge(t) {
+                Some(next) => t = next,
+                None => break,
+            }
+        }
+        t + Duration::from_secs(1)
+    }
+
+    /// Brings the cell state to `now`: on a change, pushes the registration reports the
+    /// driver enabled, and drops a call that was up.
+    fn sync_network(&mut self, now: Timestamp) {
+        self.cell.seen = self.cell.seen.max(now);
+        let gone = self.network_gone(now);
+        if gone == self.cell.lost {
+            return;
+        }
+        self.cell.lost = gone;
+        let stat = self.reg_stat();
+        for (n, prefix) in [(self.cell.creg_n, "+CREG"), (self.cell.cereg_n, "+CEREG")] {
+            match n {
+                1 => self.emit(Frame::Line(format!("{prefix}: {stat}"))),
+                2 if !gone => self.emit(Frame::Line(format!(
+                    "{prefix}: {stat},\"1A2B\",\"01C3D4E\",7"
+                ))),
+                2 => self.emit(Frame::Line(format!("{prefix}: {stat}"))),
+                _ => {}
+            }
+        }
+        match self.cell.cgreg_n {
+            1 => self.emit(Frame::Line(format!("+CGREG: {stat}"))),
+            2 if !gone => self.emit(Frame::Line(format!("+CGREG: {stat},\"1A2B\",\"01C3D4E\""))),
+            2 => self.emit(Frame::Line(format!("+CGREG: {stat}"))),
+            _ => {}
+        }
+        if gone && self.call.is_some() {
+            self.emit(Frame::Line("NO CARRIER".into()));
+            self.announce_state(-1);
+            self.end_call(now, "network lost");
+        }
+    }
+
+    /// `<stat>` of every domain: 1 registered (home), 2 searching.
+    fn reg_stat(&self) -> u8 {
+        if self.cell.lost { 2 } else { 1 }
+    }
+
+    /// The answer to `AT+CREG?` and its kin: `<n>,<stat>`, with the location when `n` is 2
+    /// and the modem is registered.
+    fn reg_answer(&self, prefix: &str, n: u8) -> Frame {
+        let stat = self.reg_stat();
+        if n == 2 && !self.cell.lost {
+            Frame::Line(format!("{prefix}: {n},{stat},\"1A2B\",\"01C3D4E\",7"))
+        } else {
+            Frame::Line(format!("{prefix}: {n},{stat}"))
         }
     }
 
@@ -582,6 +758,10 @@ impl SimModem {
     pub fn handle_power_cycle(&mut self, _now: Timestamp) {
         self.echo = true;
         self.prompt = None;
+        // Pushed registration reports are off again until the driver asks.
+        self.cell.creg_n = 0;
+        self.cell.cgreg_n = 0;
+        self.cell.cereg_n = 0;
         self.decoder.clear();
         self.out.clear();
         self.scheduled
@@ -625,6 +805,7 @@ impl SimModem {
 
     /// Bytes from the driver.
     pub fn handle_rx(&mut self, now: Timestamp, bytes: &[u8]) {
+        self.sync_network(now);
         self.decoder.push(bytes);
         while let Some(frame) = self.decoder.next_dte_frame() {
             match frame {
@@ -638,6 +819,7 @@ impl SimModem {
 
     /// Time passed: run what is due.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.sync_network(now);
         loop {
             let due = self
                 .scheduled
@@ -648,6 +830,14 @@ impl SimModem {
                 .map(|(i, _)| i);
             let Some(i) = due else { break };
             let (_, _, action) = self.scheduled.swap_remove(i);
+            if self.cell.lost
+                && matches!(action, Action::StatusReport { .. } | Action::Deliver { .. })
+            {
+                // The network holds it until the modem is back on it.
+                let back = self.network_back_at(now);
+                self.schedule(back, action);
+                continue;
+            }
             match action {
                 Action::Respond(bytes) => self.out.push_back(bytes),
                 Action::StatusReport {
@@ -714,7 +904,8 @@ impl SimModem {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.scheduled.iter().map(|(t, _, _)| *t).min()
+        let edge = self.next_network_edge(self.cell.seen);
+        self.scheduled.iter().map(|(t, _, _)| *t).chain(edge).min()
     }
 
     fn schedule(&mut self, at: Timestamp, action: Action) {
@@ -837,9 +1028,23 @@ impl SimModem {
                 vec![ok]
             }
             "AT+CSQ" => vec![Frame::Line("+CSQ: 21,99".into()), ok],
-            "AT+CREG?" => vec![Frame::Line("+CREG: 0,1".into()), ok],
-            "AT+CEREG?" => vec![Frame::Line("+CEREG: 0,1".into()), ok],
+            "AT+CREG?" => vec![self.reg_answer("+CREG", self.cell.creg_n), ok],
+            "AT+CGREG?" => vec![self.reg_answer("+CGREG", self.cell.cgreg_n), ok],
+            "AT+CEREG?" => vec![self.reg_answer("+CEREG", self.cell.cereg_n), ok],
             _ => {
+                let set_n = |v: &str| v.trim().parse::<u8>().ok().filter(|n| *n <= 2);
+                if let Some(n) = upper.strip_prefix("AT+CREG=").and_then(set_n) {
+                    self.cell.creg_n = n;
+                    return vec![ok];
+                }
+                if let Some(n) = upper.strip_prefix("AT+CGREG=").and_then(set_n) {
+                    self.cell.cgreg_n = n;
+                    return vec![ok];
+                }
+                if let Some(n) = upper.strip_prefix("AT+CEREG=").and_then(set_n) {
+                    self.cell.cereg_n = n;
+                    return vec![ok];
+                }
                 if upper.starts_with("AT+CMGS=") && self.call.is_some() {
                     self.sms_refused_in_call += 1;
                     vec![Frame::Final(FinalResult::CmsError(500))]
@@ -944,6 +1149,12 @@ impl SimModem {
                 return;
             }
         };
+        if self.cell.lost {
+            // No network service: the modem gives up on the submit at once.
+            self.refused_no_network += 1;
+            self.respond(vec![Frame::Final(FinalResult::CmsError(331))]);
+            return;
+        }
         let latency = Duration::from_millis(
             self.cfg.per_message_latency_ms + self.cfg.faults.slow_ms_per_message,
         );
@@ -992,6 +1203,10 @@ impl SimModem {
             };
             if self.call.is_some() {
                 return Some(vec![Frame::Final(FinalResult::CmeError(3))]);
+            }
+            if self.cell.lost {
+                // 27.007 +CME ERROR 30: no network service.
+                return Some(vec![Frame::Final(FinalResult::CmeError(30))]);
             }
             self.place_call(now, number.trim());
             return Some(vec![ok]);

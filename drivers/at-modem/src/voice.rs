@@ -275,6 +275,8 @@ pub(crate) struct Call {
     prompt_done_at: Option<Timestamp>,
     /// Failure decided before the hang-up (retryable, reason), e.g. no answer in time.
     pub(crate) failure: Option<(bool, String)>,
+    /// The router cancelled it: it ends here, whatever the network does.
+    pub(crate) cancelled: bool,
 }
 
 impl Call {
@@ -317,6 +319,7 @@ impl Call {
             replayed: false,
             prompt_done_at: None,
             failure: None,
+            cancelled: false,
         }
     }
 

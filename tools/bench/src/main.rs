@@ -9,6 +9,7 @@ mod footprint;
 mod geofence;
 mod intake;
 mod mesh;
+mod pauses;
 mod rtp;
 mod sms;
 mod voice;

@@ -30,6 +30,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::pauses::{self, Pauses, Probe};
+
 /// Options of the RTP benchmark.
 #[derive(Debug, clap::Args)]
 pub struct RtpArgs {
@@ -53,12 +55,19 @@ pub(crate) fn wall() -> Instant {
     Instant::now()
 }
 
+/// A packet's arrival, and its arrival minus its media time, µs.
+type Arrival = (i64, i64);
+
+/// Whether every run of a stream count kept every packet in time: as read, by kernel
+/// time, and the driver's part (`None`: no probe).
+type Kept = (bool, bool, Option<bool>);
+
 /// Packet arrivals of many RTP streams, to check them against their schedules.
 #[derive(Debug, Default)]
 pub(crate) struct Pacing {
     /// Per stream (receiver key, SSRC): first RTP timestamp, and each packet's arrival
-    /// minus its media time, µs since `epoch`.
-    streams: HashMap<(u64, u32), (u32, Vec<i64>)>,
+    /// and its arrival minus its media time, µs on the stream's clock.
+    streams: HashMap<(u64, u32), (u32, Vec<Arrival>)>,
 }
 
 impl Pacing {
@@ -89,7 +98,7 @@ impl Pacing {
             .or_insert_with(|| (ts, Vec::new()));
         // 8 kHz G.711: 125 µs per sample.
         let media = i64::from(ts.wrapping_sub(s.0) as i32) * 125;
-        s.1.push(arrival - media);
+        s.1.push((arrival, arrival - media));
         true
     }
 
@@ -97,10 +106,20 @@ impl Pacing {
     /// by the stream's earliest-arriving packet (so a late first packet does not hide the
     /// others' lateness).
     pub(crate) fn summary(&self, within_us: i64) -> PacingSummary {
+        self.summary_by(within_us, |_, late| late)
+    }
+
+    /// [`Pacing::summary`] with each packet's lateness first passed through `charge`
+    /// (arrival µs, lateness µs → the lateness that counts).
+    pub(crate) fn summary_by(
+        &self,
+        within_us: i64,
+        charge: impl Fn(i64, i64) -> i64,
+    ) -> PacingSummary {
         let mut late: Vec<i64> = Vec::new();
-        for (_, offsets) in self.streams.values() {
-            let base = offsets.iter().copied().min().unwrap_or(0);
-            late.extend(offsets.iter().map(|o| o - base));
+        for (_, packets) in self.streams.values() {
+            let base = packets.iter().map(|p| p.1).min().unwrap_or(0);
+            late.extend(packets.iter().map(|&(at, o)| charge(at, o - base)));
         }
         late.sort_unstable();
         let pick = |q: f64| {
@@ -223,6 +242,10 @@ fn spawn_tap(n: usize) -> Result<Tap> {
     let stop = CancellationToken::new();
     let stop2 = stop.clone();
     let join = std::thread::spawn(move || {
+        // Off the driver's core (see `streams`), where the machine has a second one.
+        if pauses::cores() > 1 {
+            let _ = pauses::pin_to(pauses::cores() - 1);
+        }
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -348,13 +371,36 @@ async fn wait_for(
         .context("the speaker driver did not report in time")
 }
 
+/// What one level of concurrent streams measured.
+struct Level {
+    /// By when the benchmark read each packet.
+    read: PacingSummary,
+    /// By kernel receive time.
+    arrival: PacingSummary,
+    /// By kernel receive time, each packet's lateness less what machine pauses of the
+    /// driver's core cover; with the probe's findings. `Err`: no probe, and why.
+    driver: std::result::Result<(PacingSummary, Pauses), String>,
+}
+
+/// The driver's core: the thread running [`streams`] (its runtime runs the driver task).
+const DRIVER_CORE: usize = 0;
+
 /// One programme on `n` groups at once; the pacing of every packet.
 async fn streams(
     renderer: Arc<dyn Renderer>,
     n: usize,
     text: &str,
     within_ms: f64,
-) -> Result<(PacingSummary, PacingSummary)> {
+) -> Result<Level> {
+    // The driver on core 0, the receivers on the last core, a pause probe on each: a
+    // packet's lateness can then be split between the driver and the machine.
+    let probe = if pauses::cores() > 1 {
+        pauses::pin_to(DRIVER_CORE)
+            .and_then(|()| Probe::start(&(0..pauses::cores()).collect::<Vec<_>>()))
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        Err("one core: the driver and the probe would share it".to_owned())
+    };
     let tap = spawn_tap(n)?;
     let cancel = CancellationToken::new();
     // Roomy: one Sent per group, and nobody reads the events while the streams play.
@@ -398,9 +444,24 @@ async fn streams(
         .join
         .join()
         .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?;
+    let seen = probe.and_then(|p| p.stop().map_err(|e| format!("{e:#}")));
     r?;
     let within = (within_ms * 1e3) as i64;
-    Ok((pacing.read.summary(within), pacing.arrival.summary(within)))
+    let driver = seen.map(|seen| {
+        let charged = pacing.arrival.summary_by(within, |at, late| {
+            if late > 0 {
+                seen.unexplained_us(DRIVER_CORE, at, late)
+            } else {
+                late
+            }
+        });
+        (charged, seen)
+    });
+    Ok(Level {
+        read: pacing.read.summary(within),
+        arrival: pacing.arrival.summary(within),
+        driver,
+    })
 }
 
 /// From the command to the first RTP packet on the wire, then the warning is cancelled.
@@ -451,6 +512,8 @@ pub fn run(args: &RtpArgs) -> Result<()> {
     let speech = Speech::from_config(&SpeechConfig::default(), std::path::Path::new("."))?;
     let synth = speech.has_synthesizer();
     let renderer: Arc<dyn Renderer> = Arc::new(speech);
+    // The machine's cores, counted before `streams` pins threads to them.
+    let _ = pauses::cores();
     rt.block_on(async {
         // Latency with synthesis: a text never spoken before, each run.
         let villages = [
@@ -479,9 +542,13 @@ pub fn run(args: &RtpArgs) -> Result<()> {
         } else {
             println!("rtp.first_packet.synthesis.median unavailable ms");
         }
-        let (mut sustained, mut sustained_arrival) = (0, 0);
+        // Per stream count, whether every run of it kept every packet within the limit
+        // (read, kernel time, the driver's part; `None`: no probe).
+        let mut kept: std::collections::BTreeMap<usize, Kept> = std::collections::BTreeMap::new();
+        let within_us = (args.within_ms * 1e3) as i64;
         for &n in &args.streams {
-            let (s, k) = streams(renderer.clone(), n, TEXT, args.within_ms).await?;
+            let level = streams(renderer.clone(), n, TEXT, args.within_ms).await?;
+            let (s, k) = (level.read, level.arrival);
             println!("rtp.streams{n}.streams {} count", s.streams);
             println!("rtp.streams{n}.packets {} count", s.packets);
             println!("rtp.streams{n}.late_max {:.2} ms", s.max_late_ms);
@@ -491,15 +558,59 @@ pub fn run(args: &RtpArgs) -> Result<()> {
             println!("rtp.streams{n}.arrival_late_max {:.2} ms", k.max_late_ms);
             println!("rtp.streams{n}.arrival_late_p99 {:.2} ms", k.p99_late_ms);
             println!("rtp.streams{n}.arrival_late_over_limit {} count", k.over);
-            if s.over == 0 && s.streams == n {
-                sustained = sustained.max(n);
-            }
-            if k.over == 0 && k.streams == n && k.packets == s.packets {
-                sustained_arrival = sustained_arrival.max(n);
+            let all = s.streams == n && k.streams == n && k.packets == s.packets;
+            let this = (
+                all && s.over == 0,
+                all && k.over == 0,
+                level.driver.as_ref().ok().map(|(d, _)| all && d.over == 0),
+            );
+            let k = kept.entry(n).or_insert(this);
+            *k = (
+                k.0 && this.0,
+                k.1 && this.1,
+                k.2.zip(this.2).map(|(a, b)| a && b),
+            );
+            match &level.driver {
+                Ok((d, seen)) => {
+                    for c in &seen.cores {
+                        let core = c.core;
+                        println!("rtp.streams{n}.machine.core{core}.wakes {} count", c.wakes);
+                        println!(
+                            "rtp.streams{n}.machine.core{core}.pauses_over_limit {} count",
+                            c.over(within_us)
+                        );
+                        println!(
+                            "rtp.streams{n}.machine.core{core}.pause_max {:.2} ms",
+                            c.max_us as f64 / 1e3
+                        );
+                    }
+                    println!("rtp.streams{n}.driver_late_max {:.2} ms", d.max_late_ms);
+                    println!("rtp.streams{n}.driver_late_over_limit {} count", d.over);
+                }
+                Err(why) => {
+                    println!("rtp.streams{n}.driver_late_over_limit unavailable count ({why})");
+                }
             }
         }
-        println!("rtp.sustained_streams {sustained} count");
-        println!("rtp.sustained_streams_arrival {sustained_arrival} count");
+        // The largest count that, with every smaller one tried, kept every packet in time
+        // in every run.
+        let best = |ok: &dyn Fn(&Kept) -> bool| {
+            kept.iter()
+                .take_while(|(_, k)| ok(k))
+                .map(|(n, _)| *n)
+                .last()
+                .unwrap_or(0)
+        };
+        println!("rtp.sustained_streams {} count", best(&|k| k.0));
+        println!("rtp.sustained_streams_arrival {} count", best(&|k| k.1));
+        if kept.values().all(|k| k.2.is_some()) {
+            println!(
+                "rtp.sustained_streams_driver {} count",
+                best(&|k| k.2 == Some(true))
+            );
+        } else {
+            println!("rtp.sustained_streams_driver unavailable count");
+        }
         anyhow::Ok(())
     })
 }
@@ -537,6 +648,39 @@ mod tests {
         assert_eq!((s.streams, s.packets), (2, 5));
         assert_eq!(s.max_late_ms, 3.0);
         assert_eq!(s.over, 1);
+    }
+
+    #[test]
+    fn a_machine_pause_is_not_charged_to_the_driver() {
+        let mut p = Pacing::default();
+        // One stream, 20 ms packets; the fourth (due at 60 ms) arrives at 69 ms, the
+        // fifth (due at 80 ms) at 83 ms.
+        for (i, at_ms) in [0, 20, 40, 69, 83].into_iter().enumerate() {
+            assert!(p.record_us(0, at_ms * 1_000, &rtp(160 * i as u32, 1)));
+        }
+        // The driver's core stopped from 59 to 68 ms.
+        let seen = Pauses {
+            cores: vec![pauses::CoreProbe {
+                core: 0,
+                wakes: 90,
+                pauses: vec![pauses::Pause {
+                    from_us: 59_000,
+                    to_us: 68_000,
+                }],
+                max_us: 9_000,
+            }],
+        };
+        let raw = p.summary(2_000);
+        assert_eq!((raw.over, raw.max_late_ms), (2, 9.0));
+        let driver = p.summary_by(2_000, |at, late| {
+            if late > 0 {
+                seen.unexplained_us(0, at, late)
+            } else {
+                late
+            }
+        });
+        // 8 of the fourth's 9 ms were the pause; the fifth's 3 ms were not.
+        assert_eq!((driver.over, driver.max_late_ms), (1, 3.0));
     }
 
     #[test]

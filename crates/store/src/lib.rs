@@ -323,39 +323,7 @@ impl<R: LogRecord> Store<R> {
     /// Walks the whole hash chain and reports the first broken row, if any. Blocking; reads
     /// one consistent snapshot while appends go on.
     pub fn verify(&self) -> Result<AuditReport, StoreError> {
-        let conn = lock(&self.inner.reader);
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, kind, alert, body, prev_hash, hash FROM events ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut report = AuditReport {
-            records_verified: 0,
-            last_seq: None,
-            head_hash: None,
-            first_broken: None,
-        };
-        let mut expected_seq: i64 = 1;
-        let mut prev: Vec<u8> = chain::GENESIS.to_vec();
-        while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            report.last_seq = Some(seq);
-            if report.first_broken.is_some() {
-                // Keep scanning only to report the true last seq.
-                continue;
-            }
-            match check_row(row, seq, expected_seq, &prev) {
-                Ok(hash) => {
-                    report.records_verified += 1;
-                    prev = hash;
-                    expected_seq = seq.saturating_add(1);
-                }
-                Err(reason) => report.first_broken = Some(ChainBreak { seq, reason }),
-            }
-        }
-        if report.records_verified > 0 {
-            report.head_hash = Some(prev);
-        }
-        Ok(report)
+        verify_chain(&lock(&self.inner.reader))
     }
 
     /// Size and activity figures. Blocking.
@@ -460,6 +428,52 @@ fn decode_rows<R: LogRecord>(mut rows: rusqlite::Rows<'_>) -> Result<Vec<R>, Sto
         out.push(record);
     }
     Ok(out)
+}
+
+/// Verifies the log at `path` without writing to it: read-only, no migration, no writer
+/// (`tocsind audit`, run beside a live gateway or on a copy of its file).
+pub fn verify_file(path: &Path) -> Result<AuditReport, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(StoreOptions::default().busy_timeout)?;
+    verify_chain(&conn)
+}
+
+/// Walks the hash chain of the log on `conn` in one read transaction.
+fn verify_chain(conn: &Connection) -> Result<AuditReport, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT seq, at, kind, alert, body, prev_hash, hash FROM events ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut report = AuditReport {
+        records_verified: 0,
+        last_seq: None,
+        head_hash: None,
+        first_broken: None,
+    };
+    let mut expected_seq: i64 = 1;
+    let mut prev: Vec<u8> = chain::GENESIS.to_vec();
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        report.last_seq = Some(seq);
+        if report.first_broken.is_some() {
+            // Keep scanning only to report the true last seq.
+            continue;
+        }
+        match check_row(row, seq, expected_seq, &prev) {
+            Ok(hash) => {
+                report.records_verified += 1;
+                prev = hash;
+                expected_seq = seq.saturating_add(1);
+            }
+            Err(reason) => report.first_broken = Some(ChainBreak { seq, reason }),
+        }
+    }
+    if report.records_verified > 0 {
+        report.head_hash = Some(prev);
+    }
+    Ok(report)
 }
 
 /// Checks one row against the chain; returns its hash when sound.

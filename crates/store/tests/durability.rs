@@ -284,6 +284,13 @@ async fn tampering_with_a_row_is_reported_at_its_seq() {
     assert_eq!(report.last_seq, Some(10));
     // The forged body still decodes: tampering is caught by the chain, not the parser.
     assert_eq!(store.load_all().unwrap()[6].id, "forged");
+    // The offline check (`tocsind audit`) reads the file alone and finds the same break,
+    // and leaves the file as it was.
+    let before = std::fs::read(&path).unwrap();
+    let offline = tocsin_store::verify_file(&path).unwrap();
+    assert_eq!(offline, report);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(tocsin_store::verify_file(&dir.0.join("missing.db")).is_err());
 
     // Changing only an indexed column is caught too.
     let dir2 = TempDir::new("tamper-col");

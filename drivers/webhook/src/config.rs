@@ -304,7 +304,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: Vec<(Box<dyn Fn(&mut WebhookConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut WebhookConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.url = "app.example/push".into()), "url:"),
             (
                 Box::new(|c| c.url = "https://app.example/push".into()),

@@ -372,27 +372,28 @@ impl Webhook {
                     ),
                     _ => failed(false, format!("http {code}: {}", excerpt(&body))),
                 };
+                // The attempt's outcome first, then what it says about the backend.
+                self.events.push_back(event);
                 if (500..=599).contains(&code) {
                     self.push_failed(format!("http {code}"));
                 } else {
                     self.push_answered();
                 }
-                self.events.push_back(event);
             }
             PushOutcome::Timeout => {
                 let reason = format!("no answer within {} ms", self.cfg.timeout_ms);
-                self.push_failed(reason.clone());
-                self.events.push_back(failed(true, reason));
+                self.events.push_back(failed(true, reason.clone()));
+                self.push_failed(reason);
             }
             PushOutcome::Connect(e) => {
                 let reason = format!("cannot connect: {e}");
-                self.push_failed(reason.clone());
-                self.events.push_back(failed(true, reason));
+                self.events.push_back(failed(true, reason.clone()));
+                self.push_failed(reason);
             }
             PushOutcome::Broken(e) => {
                 let reason = format!("connection broke: {e}");
-                self.push_failed(reason.clone());
-                self.events.push_back(failed(true, reason));
+                self.events.push_back(failed(true, reason.clone()));
+                self.push_failed(reason);
             }
         }
         self.pump(now);
@@ -426,8 +427,12 @@ impl Webhook {
             .push_back(DriverEvent::Health(self.health.clone()));
     }
 
-    /// The callback listener is bound: acks can come in.
-    pub fn handle_listener_opened(&mut self, _now: Timestamp) {
+    /// The callback listener is bound at `local`: acks can come in. Without a
+    /// `public_url`, pushes name `local` (so `callback_bind` may use port 0).
+    pub fn handle_listener_opened(&mut self, _now: Timestamp, local: std::net::SocketAddr) {
+        if self.cfg.public_url.is_none() {
+            self.base = format!("http://{local}");
+        }
         self.listening = true;
         if self.backend_up {
             self.health.last_error = None;
@@ -731,13 +736,17 @@ mod tests {
 
     const KEY: &str = "tocsin-test-secret-0001";
     const T0: Timestamp = Timestamp(1_700_000_000_000);
+    const LOCAL: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        8091,
+    ));
 
     fn webhook() -> Webhook {
         let mut cfg = WebhookConfig::new("http://127.0.0.1:9000/push", KEY);
         cfg.max_in_flight = 2;
         cfg.timeout_ms = 5_000;
         let mut w = Webhook::new(cfg, Secret::new(KEY.as_bytes().to_vec()), T0);
-        w.handle_listener_opened(T0);
+        w.handle_listener_opened(T0, LOCAL);
         assert!(matches!(
             w.poll_event(),
             Some(DriverEvent::Health(Health { up: true, .. }))
@@ -1235,7 +1244,7 @@ mod tests {
         // Retries that fail again say nothing new.
         w.handle_listener_failed(T0, "address in use");
         assert!(w.poll_event().is_none());
-        w.handle_listener_opened(T0);
+        w.handle_listener_opened(T0, LOCAL);
         assert!(matches!(
             w.poll_event(),
             Some(DriverEvent::Health(Health {

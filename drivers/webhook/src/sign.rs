@@ -202,7 +202,7 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         _ => None,
     };
     let bytes = s.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes

@@ -101,7 +101,9 @@ struct AlertArgs {
 
 #[derive(Subcommand, Debug)]
 enum PeopleCommand {
-    /// Check a people CSV and report every rejected row; optionally write the accepted rows.
+    /// Check a people CSV before it replaces the directory file: every rejected row and
+    /// warning, exit 2 if any row is rejected. The gateway reads the file at start (its
+    /// log restores every alert in flight), so restart it to load the new directory.
     Import {
         /// The CSV (columns: id,name,role,supervisor,areas,lon,lat,town,phones).
         file: PathBuf,

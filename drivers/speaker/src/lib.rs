@@ -3,7 +3,8 @@
 //! reception evidence; and the RTP speaker simulator.
 //!
 //! - [`wire`]: RTP and RTCP (SR, RR, SDES, BYE) parse and emit.
-//! - [`proto`]: programmes, pacing, preemption by grade, evidence — a sans-IO state machine.
+//! - [`proto`]: programmes, pacing, preemption (live warnings over drills, then grade),
+//!   evidence — a sans-IO state machine.
 //! - [`io`]: the tokio task on UDP sockets; renders programmes with `tocsin-voice`.
 //! - [`sim`]: a speaker as a state machine: checks the stream, decodes the audio, reports.
 //! - [`udp`]: the simulated speaker on a real UDP socket.

@@ -15,10 +15,13 @@
 //! stream (one SSRC) per group. The reserved name [`BROADCAST_GROUP`] (`*`) plays it on
 //! every group of the driver at once. A send to a group this driver does not serve, or
 //! to any other kind of address, fails at once and is not retried: the router must not
-//! believe a village heard a warning that was streamed to another one. A red programme interrupts a
-//! lower-grade one on the same group (which then waits and plays again from its start);
-//! any other programme waits behind higher or equal grades. A cancel stops the programme
-//! and plays a short cancellation message where it was heard.
+//! believe a village heard a warning that was streamed to another one. A live warning of
+//! any grade interrupts a drill on the same group, and a drill never interrupts a live
+//! warning; among the same kind, a red programme interrupts a lower-grade one (which
+//! then waits and plays again from its start) and any other waits behind higher or equal
+//! grades ([`interrupts`], [`Precedence`]). A text is a drill only when it starts with
+//! the router's [`EXERCISE_MARK`]. A cancel stops the programme and plays a short
+//! cancellation message where it was heard.
 //!
 //! **Pacing.** Packet `n` of a stream is due at `start + n × 20 ms` and carries timestamp
 //! `ts0 + n × 160`: the schedule is computed from the start, never accumulated, so a
@@ -125,12 +128,18 @@ pub struct RenderRequest {
     pub job: RenderJob,
 }
 
+/// The mark the router puts first on every text of a drill (`【演练】【红色预警】…`).
+/// Only this prefix makes a drill: a live warning may well say 演练 in its body ("按演练路线
+/// 立即转移", evacuate along the drill route), and announcing it as an exercise would tell
+/// a village that a real evacuation order is practice.
+pub const EXERCISE_MARK: &str = "【演练】";
+
 /// A warning text read for a loudspeaker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announcement {
     /// The grade the text names (`【红色预警】` …), else the configured default.
     pub grade: Grade,
-    /// The text is marked as an exercise (演练).
+    /// The text is a drill: it starts with [`EXERCISE_MARK`].
     pub exercise: bool,
     /// What to speak: brackets turned into pauses, the exercise mark and any SMS reply
     /// instruction (回复 1 CODE) removed — speakers take no replies, and a code read
@@ -142,8 +151,10 @@ impl Announcement {
     /// Reads a text as the router writes it (`【演练】【红色预警】标题：正文 回复 1 K7XT 确认`).
     pub fn from_text(text: &str, default_grade: Grade) -> Announcement {
         let t = text.trim();
-        let exercise = t.contains("演练");
-        let t = t.replace("【演练】", "");
+        let (exercise, t) = match t.strip_prefix(EXERCISE_MARK) {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, t),
+        };
         let grade = Grade::ALL
             .iter()
             .rev()
@@ -157,7 +168,7 @@ impl Announcement {
             .filter_map(|m| t.find(m))
             .min()
             .unwrap_or(t.len());
-        let body = t.get(..cut).unwrap_or(&t);
+        let body = t.get(..cut).unwrap_or(t);
         let spoken = body
             .replace('【', "")
             .replace('】', "，")
@@ -184,28 +195,69 @@ impl Announcement {
     }
 }
 
-/// Whether a programme of grade `incoming` stops one of grade `playing` on the same
-/// output: only red does, and only a lower grade (a red alert never cuts another red).
-/// The interrupted programme waits and plays again from its start.
-pub fn interrupts(incoming: Grade, playing: Grade) -> bool {
-    incoming == Grade::Red && playing < Grade::Red
+/// Where a programme stands against others on the same output: every live warning
+/// before every drill, then by grade. The derived order compares `live` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Precedence {
+    /// A live warning, not a drill.
+    pub live: bool,
+    /// Its grade.
+    pub grade: Grade,
 }
 
-/// The programmes waiting for one output (an RTP group, the local sound card): highest
-/// grade first, then in order of arrival.
+impl Precedence {
+    /// The precedence of a programme of `grade`, a drill when `exercise`.
+    pub fn of(grade: Grade, exercise: bool) -> Precedence {
+        Precedence {
+            live: !exercise,
+            grade,
+        }
+    }
+}
+
+/// Whether a programme `incoming` stops the one `playing` on the same output. A live
+/// warning of any grade stops a drill (people must hear the real warning now, not after
+/// a practice run); a drill never stops a live warning, whatever its grade. Among the
+/// same kind only red interrupts, and only a lower grade (a red alert never cuts another
+/// red). The interrupted programme waits and plays again from its start.
+pub fn interrupts(incoming: Precedence, playing: Precedence) -> bool {
+    match (incoming.live, playing.live) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => incoming.grade == Grade::Red && playing.grade < Grade::Red,
+    }
+}
+
+/// Why a programme was interrupted, for the goodbye the speakers get and the logs.
+pub fn interruption_reason(incoming: Precedence, playing: Precedence) -> &'static str {
+    if incoming.live && !playing.live {
+        "drill interrupted by a live warning"
+    } else {
+        "interrupted by a red alert"
+    }
+}
+
+/// The programmes waiting for one output (an RTP group, the local sound card): live
+/// warnings before drills, the highest grade first, then in order of arrival.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lineup {
-    /// (grade, arrival order, programme), kept sorted.
-    waiting: Vec<(Grade, u64, ProgrammeId)>,
+    /// (precedence, arrival order, programme), kept sorted.
+    waiting: Vec<(Precedence, u64, ProgrammeId)>,
 }
 
 impl Lineup {
-    /// Puts a programme in its place: behind every higher or equal grade that came first.
-    pub fn insert(&mut self, grade: Grade, order: u64, id: ProgrammeId) {
+    /// Puts a programme in its place: behind every higher or equal precedence that came
+    /// first.
+    pub fn insert(&mut self, precedence: Precedence, order: u64, id: ProgrammeId) {
         let at = self
             .waiting
-            .partition_point(|&(g, o, _)| g > grade || (g == grade && o <= order));
-        self.waiting.insert(at, (grade, order, id));
+            .partition_point(|&(p, o, _)| p > precedence || (p == precedence && o <= order));
+        self.waiting.insert(at, (precedence, order, id));
+    }
+
+    /// The programmes waiting, in the order they will play.
+    pub fn waiting(&self) -> impl Iterator<Item = ProgrammeId> + '_ {
+        self.waiting.iter().map(|&(_, _, id)| id)
     }
 
     /// Takes a programme out (cancelled).
@@ -275,7 +327,8 @@ pub struct StreamReport {
     pub ssrc: u32,
     /// RTP packets sent.
     pub packets: u64,
-    /// Stopped before its end (interrupted by a red alert, cancelled, or a send failed).
+    /// Stopped before its end (interrupted by a red alert or, for a drill, a live warning;
+    /// cancelled; or a send failed).
     pub stopped_early: bool,
     /// Speakers that reported: "reached".
     pub reached: Vec<SpeakerEvidence>,
@@ -313,6 +366,12 @@ struct Programme {
     missing: Vec<String>,
     /// Speakers already reported `Delivered` for this attempt.
     delivered: HashSet<SocketAddr>,
+}
+
+impl Programme {
+    fn precedence(&self) -> Precedence {
+        Precedence::of(self.grade, self.exercise)
+    }
 }
 
 #[derive(Debug)]
@@ -701,54 +760,61 @@ impl Speakers {
         p.audio = Arc::new(bytes);
         p.phase = Phase::Ready;
         p.missing = missing;
-        let (grade, order, groups) = (p.grade, p.order, p.groups.clone());
+        let (precedence, order, groups) = (p.precedence(), p.order, p.groups.clone());
         // A broadcast starts hundreds of streams here: count the slots once and send
         // once, after all have started, instead of scanning every group for each start
         // (quadratic: 750 groups kept the task from sending for milliseconds).
         self.starting = Some(self.slot_use());
         for gi in groups {
-            self.enqueue(now, gi, id, grade, order);
+            self.enqueue(now, gi, id, precedence, order);
         }
         self.starting = None;
         self.pump(now);
     }
 
-    fn enqueue(&mut self, now: Timestamp, gi: usize, id: ProgrammeId, grade: Grade, order: u64) {
-        let playing_grade = self
+    fn enqueue(
+        &mut self,
+        now: Timestamp,
+        gi: usize,
+        id: ProgrammeId,
+        precedence: Precedence,
+        order: u64,
+    ) {
+        let playing = self
             .groups
             .get(gi)
             .and_then(|g| g.playing.as_ref())
             .and_then(|s| self.programmes.get(&s.programme))
-            .map(|p| p.grade);
-        match playing_grade {
+            .map(Programme::precedence);
+        match playing {
             // No sockets yet: nothing would leave; wait for them.
-            None if !self.health.up => self.insert_waiting(gi, grade, order, id),
+            None if !self.health.up => self.insert_waiting(gi, precedence, order, id),
             None => {
                 self.start_stream(now, gi, id);
             }
-            Some(pg) if interrupts(grade, pg) => {
-                // Interrupt: the lower grade plays again, from its start, afterwards.
+            Some(pp) if interrupts(precedence, pp) => {
+                // Interrupt: the interrupted one plays again, from its start, afterwards.
                 let interrupted = self
                     .groups
                     .get(gi)
                     .and_then(|g| g.playing.as_ref())
                     .map(|s| s.programme);
-                self.stop_stream(now, gi, false, "interrupted by a red alert");
+                self.stop_stream(now, gi, false, interruption_reason(precedence, pp));
                 if let Some(old) = interrupted
                     && let Some(op) = self.programmes.get(&old)
                 {
-                    let (og, oo) = (op.grade, op.order);
-                    self.insert_waiting(gi, og, oo, old);
+                    let (opp, oo) = (op.precedence(), op.order);
+                    self.insert_waiting(gi, opp, oo, old);
                 }
                 self.start_stream(now, gi, id);
             }
-            Some(_) => self.insert_waiting(gi, grade, order, id),
+            Some(_) => self.insert_waiting(gi, precedence, order, id),
         }
     }
 
-    fn insert_waiting(&mut self, gi: usize, grade: Grade, order: u64, id: ProgrammeId) {
+    fn insert_waiting(&mut self, gi: usize, precedence: Precedence, order: u64, id: ProgrammeId) {
         if let Some(g) = self.groups.get_mut(gi) {
-            g.waiting.insert(grade, order, id);
+            g.waiting.insert(precedence, order, id);
         }
     }
 
@@ -1284,6 +1350,139 @@ mod tests {
         // The grade named first wins ("蓝色预警升级为黄色").
         let c = Announcement::from_text("蓝色预警升级为黄色预警", Grade::Red);
         assert_eq!(c.grade, Grade::Blue);
+    }
+
+    #[test]
+    fn only_the_routers_mark_makes_a_drill() {
+        // A live red order to evacuate along the drill route is a live warning.
+        let live = "【红色预警】山洪红色预警：请按演练路线立即转移。 回复 1 K7XT 确认";
+        let a = Announcement::from_text(live, Grade::Orange);
+        assert_eq!((a.grade, a.exercise), (Grade::Red, false));
+        assert_eq!(a.spoken, "红色预警，山洪红色预警：请按演练路线立即转移。");
+        // The drill of the same text, as the router marks it (leading space allowed).
+        let a = Announcement::from_text(&format!("  {EXERCISE_MARK}{live}"), Grade::Orange);
+        assert_eq!((a.grade, a.exercise), (Grade::Red, true));
+        assert_eq!(a.spoken, "红色预警，山洪红色预警：请按演练路线立即转移。");
+        // 演练 anywhere else, even bracketed, is just words.
+        let a = Announcement::from_text("【黄色预警】明日【演练】取消，大风", Grade::Blue);
+        assert!(!a.exercise);
+        assert_eq!(a.spoken, "黄色预警，明日演练，取消，大风");
+        // And the driver renders what it read.
+        let mut s = driver(cfg(1), 5);
+        s.submit(T0, send(1, live));
+        s.submit(T0, send(2, &format!("{EXERCISE_MARK}{live}")));
+        let exercise: Vec<bool> = render_all(&mut s, T0, 100)
+            .into_iter()
+            .map(|j| matches!(j, RenderJob::Programme { exercise: true, .. }))
+            .collect();
+        assert_eq!(exercise, vec![false, true]);
+    }
+
+    #[test]
+    fn a_live_warning_interrupts_a_drill_and_a_drill_never_interrupts_a_live_one() {
+        let pr = |grade, exercise| Precedence::of(grade, exercise);
+        assert!(interrupts(pr(Grade::Blue, false), pr(Grade::Red, true)));
+        assert!(!interrupts(pr(Grade::Red, true), pr(Grade::Blue, false)));
+        assert!(interrupts(pr(Grade::Red, true), pr(Grade::Orange, true)));
+        assert!(interrupts(pr(Grade::Red, false), pr(Grade::Orange, false)));
+        assert!(!interrupts(
+            pr(Grade::Orange, false),
+            pr(Grade::Blue, false)
+        ));
+        assert!(!interrupts(pr(Grade::Red, false), pr(Grade::Red, false)));
+
+        let mut s = driver(cfg(1), 5);
+        s.submit(T0, send(1, "【演练】【红色预警】山洪"));
+        render_all(&mut s, T0, 1000);
+        let drill_ssrc = s.playing()[0].2;
+        let t1 = T0 + Duration::from_millis(200);
+        s.handle_timeout(t1);
+        // A live blue cuts the red drill off.
+        s.submit(t1, send(2, "【蓝色预警】降温"));
+        render_all(&mut s, t1, 300);
+        assert_eq!(s.playing()[0].1, Some(AttemptId(2)), "live blue interrupts");
+        let byes: Vec<(u32, Option<String>)> = std::iter::from_fn(|| s.poll_transmit())
+            .filter(|t| t.socket == Socket::Rtcp)
+            .flat_map(|t| parse_compound(&t.bytes).0)
+            .filter_map(|p| match p {
+                RtcpPacket::Goodbye { sources, reason } => {
+                    Some((sources.first().copied()?, reason))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            byes,
+            vec![(
+                drill_ssrc,
+                Some("drill interrupted by a live warning".to_owned())
+            )]
+        );
+        // Another red drill waits behind live blue; a live orange does not cut live blue
+        // (only red interrupts its own kind) but goes ahead of both drills.
+        s.submit(t1, send(3, "【演练】【红色预警】泥石流"));
+        s.submit(t1, send(4, "【橙色预警】暴雨"));
+        render_all(&mut s, t1, 300);
+        assert_eq!(s.playing()[0].1, Some(AttemptId(2)));
+        let attempt_of =
+            |s: &Speakers, id: ProgrammeId| s.programmes.get(&id).and_then(|p| p.attempt);
+        let line: Vec<Option<AttemptId>> = s.groups[0]
+            .waiting
+            .waiting()
+            .map(|id| attempt_of(&s, id))
+            .collect();
+        assert_eq!(
+            line,
+            vec![Some(AttemptId(4)), Some(AttemptId(1)), Some(AttemptId(3))]
+        );
+        let mut starts = Vec::new();
+        // Until the last stream's report is out (its grace period after the end).
+        while let Some(now) = s.poll_timeout() {
+            s.handle_timeout(now);
+            for (_, p) in rtp(&mut s) {
+                if p.marker {
+                    starts.push(p.ssrc);
+                }
+            }
+        }
+        assert_eq!(s.pending(), 0);
+        // The waiting ones played in that order, each once more from its start.
+        assert_eq!(starts.len(), 3);
+        assert!(!starts.contains(&drill_ssrc));
+        let sent: Vec<AttemptId> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                DriverEvent::Sent { attempt, .. } => Some(attempt),
+                _ => None,
+            })
+            .collect();
+        // Sent once each when first heard: the interrupted drill is not sent again, the
+        // waiting drill only when it played.
+        assert_eq!(
+            sent,
+            vec![AttemptId(1), AttemptId(2), AttemptId(4), AttemptId(3)]
+        );
+        let reports: Vec<StreamReport> = std::iter::from_fn(|| s.poll_report()).collect();
+        let attempt_of_stream = |ssrc: u32| {
+            reports
+                .iter()
+                .find(|r| r.ssrc == ssrc)
+                .and_then(|r| r.attempt)
+        };
+        let played: Vec<Option<AttemptId>> =
+            starts.iter().map(|&ssrc| attempt_of_stream(ssrc)).collect();
+        assert_eq!(
+            played,
+            vec![Some(AttemptId(4)), Some(AttemptId(1)), Some(AttemptId(3))]
+        );
+        // The interrupted drill's first stream is on record as stopped early; every
+        // other stream played to its end.
+        let early: Vec<(Option<AttemptId>, u32)> = reports
+            .iter()
+            .filter(|r| r.stopped_early)
+            .map(|r| (r.attempt, r.ssrc))
+            .collect();
+        assert_eq!(early, vec![(Some(AttemptId(1)), drill_ssrc)]);
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //!
 //! **Programme.** The same as the RTP driver's, from the same pieces of
 //! [`crate::proto`]: the text is read by [`Announcement`], rendered as the same
-//! [`RenderJob`] (siren and speech, repeated), a red programme interrupts a lower grade
-//! ([`interrupts`]; the interrupted one waits and plays again from its start), others
-//! wait in a [`Lineup`], and a cancel stops the programme and plays the short
-//! cancellation where it was heard.
+//! [`RenderJob`] (siren and speech, repeated), a live warning interrupts a drill and a
+//! red programme a lower grade of its kind ([`interrupts`]; the interrupted one waits and
+//! plays again from its start), a drill never interrupts a live warning, others wait in a
+//! [`Lineup`], and a cancel stops the programme and plays the short cancellation where it
+//! was heard.
 //!
 //! **Pacing.** The card plays at its own pace; the driver queues 100 ms chunks at most
 //! [`LEAD`] ahead of when they are heard, so a red alert or a cancel cuts in within a
@@ -38,7 +39,8 @@ use tocsin_voice::Pcm;
 use super::config::LocalAudioConfig;
 use super::sink::SinkError;
 use crate::proto::{
-    Announcement, BROADCAST_GROUP, Lineup, ProgrammeId, RenderJob, RenderRequest, interrupts,
+    Announcement, BROADCAST_GROUP, Lineup, Precedence, ProgrammeId, RenderJob, RenderRequest,
+    interruption_reason, interrupts,
 };
 
 /// How much audio one sink write carries.
@@ -85,6 +87,12 @@ struct Programme {
     started: bool,
     /// Phrases that could not be spoken.
     missing: Vec<String>,
+}
+
+impl Programme {
+    fn precedence(&self) -> Precedence {
+        Precedence::of(self.grade, self.exercise)
+    }
 }
 
 #[derive(Debug)]
@@ -362,26 +370,31 @@ impl LocalAudio {
         };
         p.audio = Some(Arc::new(pcm));
         p.missing = missing;
-        let (grade, order) = (p.grade, p.order);
+        let (precedence, order) = (p.precedence(), p.order);
         let playing = self
             .playing
             .as_ref()
             .and_then(|s| self.programmes.get(&s.programme))
-            .map(|p| p.grade);
+            .map(Programme::precedence);
         match playing {
             // No card yet: wait for it.
-            _ if !matches!(self.card, Card::Up(_)) => self.lineup.insert(grade, order, id),
+            _ if !matches!(self.card, Card::Up(_)) => self.lineup.insert(precedence, order, id),
             None => self.start(now, id),
-            Some(pg) if interrupts(grade, pg) => {
+            Some(pp) if interrupts(precedence, pp) => {
                 if let Some(old) = self.playing.take() {
+                    tracing::info!(
+                        programme = old.programme.0,
+                        "{}",
+                        interruption_reason(precedence, pp)
+                    );
                     self.ops.push_back(SinkOp::Stop);
                     if let Some(op) = self.programmes.get(&old.programme) {
-                        self.lineup.insert(op.grade, op.order, old.programme);
+                        self.lineup.insert(op.precedence(), op.order, old.programme);
                     }
                 }
                 self.start(now, id);
             }
-            Some(_) => self.lineup.insert(grade, order, id),
+            Some(_) => self.lineup.insert(precedence, order, id),
         }
     }
 
@@ -793,10 +806,68 @@ mod tests {
     }
 
     #[test]
+    fn a_live_warning_cuts_a_drill_and_a_drill_waits_behind_every_live_one() {
+        // Marks: the grade (blue 1 … red 4), plus 10 for a drill.
+        let render = |la: &mut LocalAudio, now: Timestamp, ms: usize| {
+            while let Some(r) = la.poll_render() {
+                let mark = match &r.job {
+                    RenderJob::Programme {
+                        grade, exercise, ..
+                    } => *grade as i16 + 1 + if *exercise { 10 } else { 0 },
+                    RenderJob::Cancellation { .. } => 9,
+                };
+                la.handle_rendered(now, r.id, Ok(tone(ms, mark)), Vec::new());
+            }
+        };
+        let mut la = la();
+        la.submit(T0, send(1, "【演练】【红色预警】山洪"));
+        render(&mut la, T0, 1_000);
+        let t1 = T0 + Duration::from_millis(400);
+        while let Some(t) = la.poll_timeout().filter(|t| *t < t1) {
+            la.handle_timeout(t);
+        }
+        while la.poll_sink().is_some() {}
+        // Live blue cuts the red drill; an orange drill and a live yellow that come next
+        // wait, the live one first.
+        la.submit(t1, send(2, "【蓝色预警】降温"));
+        render(&mut la, t1, 600);
+        assert_eq!(la.now_playing(), Some((Some(AttemptId(2)), Grade::Blue)));
+        assert_eq!(la.poll_sink(), Some(SinkOp::Stop));
+        la.submit(t1, send(3, "  【演练】【橙色预警】泥石流"));
+        la.submit(t1, send(4, "【黄色预警】大风，请按演练路线转移"));
+        render(&mut la, t1, 500);
+        assert_eq!(la.now_playing(), Some((Some(AttemptId(2)), Grade::Blue)));
+        let (ops, evs) = run(&mut la, t1);
+        assert!(
+            !ops.iter().any(|(_, o)| *o == SinkOp::Stop),
+            "nothing else cuts in"
+        );
+        assert_eq!(
+            heard(&ops),
+            vec![(1, 600), (2, 500), (14, 1_000), (13, 500)],
+            "live blue, live yellow (演练 in its body is no drill), then the drills"
+        );
+        let sent: Vec<AttemptId> = evs
+            .iter()
+            .filter_map(|(_, e)| match e {
+                DriverEvent::Sent { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        // The interrupted drill was Sent once, when first heard; the waiting one only
+        // when it played.
+        assert_eq!(
+            sent,
+            vec![AttemptId(1), AttemptId(2), AttemptId(4), AttemptId(3)]
+        );
+    }
+
+    #[test]
     fn cancel_before_playing_fails_and_cancel_while_playing_says_so_on_the_horn() {
         let mut la = la();
         la.submit(T0, send(1, "【演练】【黄色预警】大风"));
-        la.submit(T0, send(2, "【黄色预警】大风"));
+        // Another drill: a live warning would cut the drill off.
+        la.submit(T0, send(2, "【演练】【黄色预警】大风"));
         render_all(&mut la, T0, 1_000);
         events(&mut la);
         // 2 waits behind 1; cancelled, it fails for good and is never heard.

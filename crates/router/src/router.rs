@@ -7,7 +7,9 @@ use crate::record::{
     version_code,
 };
 use crate::reply::{ReplyForm, read_reply};
-use crate::state::{CodeRef, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, QUEUES, State, TimerKind};
+use crate::state::{
+    CodeRef, Lane, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, QUEUES, State, TimerKind,
+};
 use crate::text;
 use crate::view::{AlertState, DeliveryState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -290,7 +292,12 @@ impl Router {
                 continue;
             }
             let person = del.person.clone();
-            let notice = self.notice_route(a, d, |k| k == &LaneKind::Alert);
+            let (name, town) = (del.name.clone(), del.town.clone());
+            let notice = self.notice_route(a, d, |l| l.kind == LaneKind::Alert);
+            // Door-knock assignees already sent a task for this person are told the
+            // visit is off, as a cancellation tells them; each once, by the route their
+            // task went.
+            let assignees = self.task_notices(a, d);
             self.emit(Record::DeliveryWithdrawn {
                 at: now,
                 alert: alert_id.clone(),
@@ -301,9 +308,20 @@ impl Router {
                     at: now,
                     alert: alert_id.clone(),
                     person: person.clone(),
-                    recipient: person,
+                    recipient: person.clone(),
                     notice: NoticeKind::Withdrawn,
                     text: text::withdrawn_message(&plan.alert),
+                    route,
+                });
+            }
+            for (recipient, route) in assignees {
+                self.emit(Record::NoticePlanned {
+                    at: now,
+                    alert: alert_id.clone(),
+                    person: person.clone(),
+                    recipient,
+                    notice: NoticeKind::Withdrawn,
+                    text: text::task_withdrawn_message(&plan.alert, &name, &town),
                     route,
                 });
             }
@@ -370,19 +388,11 @@ impl Router {
         for d in 0..n {
             let del = self.state.delivery(a, d);
             let person = del.person.clone();
-            if let Some(route) = self.notice_route(a, d, |k| k == &LaneKind::Alert) {
+            if let Some(route) = self.notice_route(a, d, |l| l.kind == LaneKind::Alert) {
                 notices.push((person.clone(), person.clone(), route));
             }
-            let mut told = BTreeSet::new();
-            for task in &del.tasks {
-                if told.contains(&task.assignee) {
-                    continue;
-                }
-                let level = task.level;
-                if let Some(route) = self.notice_route(a, d, |k| k == &LaneKind::Task(level)) {
-                    told.insert(task.assignee.clone());
-                    notices.push((person.clone(), task.assignee.clone(), route));
-                }
+            for (assignee, route) in self.task_notices(a, d) {
+                notices.push((person.clone(), assignee, route));
             }
         }
         let speakers = self.speaker_cancels(a);
@@ -699,13 +709,34 @@ impl Router {
         }
     }
 
+    /// Each door-knock assignee of a record that a task was sent to, once, with the route
+    /// a notice to them should take.
+    fn task_notices(&self, a: u32, d: u32) -> Vec<(PersonId, Route)> {
+        let del = self.state.delivery(a, d);
+        let mut told = BTreeSet::new();
+        let mut out = Vec::new();
+        for task in &del.tasks {
+            if told.contains(&task.assignee) {
+                continue;
+            }
+            let level = task.level;
+            // The lane of this task (levels repeat in a later version's chain; codes do not).
+            let this = |l: &Lane| l.kind == LaneKind::Task(level) && l.code == task.code;
+            if let Some(route) = self.notice_route(a, d, this) {
+                told.insert(task.assignee.clone());
+                out.push((task.assignee.clone(), route));
+            }
+        }
+        out
+    }
+
     /// The route a notice should take: the lane (of the given kind) that worked best.
-    fn notice_route(&self, a: u32, d: u32, kind: impl Fn(&LaneKind) -> bool) -> Option<Route> {
+    fn notice_route(&self, a: u32, d: u32, which: impl Fn(&Lane) -> bool) -> Option<Route> {
         let del = self.state.delivery(a, d);
         let tried = || {
             del.lanes
                 .iter()
-                .filter(|l| kind(&l.kind) && l.used > 0 && self.has_device(l.route.bearer))
+                .filter(|l| which(l) && l.used > 0 && self.has_device(l.route.bearer))
         };
         tried()
             .find(|l| l.delivered)
@@ -1145,6 +1176,9 @@ impl Router {
             }
             LaneKind::Task(_) => text::short_escalation(alert, &del.name, lane.code, max_chars),
             LaneKind::Notice(NoticeKind::Cancelled, _) => text::short_cancel(alert, max_chars),
+            LaneKind::Notice(NoticeKind::Withdrawn, to) if to != &del.person => {
+                text::short_task_withdrawn(alert, &del.name, max_chars)
+            }
             LaneKind::Notice(NoticeKind::Withdrawn, _) => text::short_withdrawn(alert, max_chars),
         };
         let out = Outbound {

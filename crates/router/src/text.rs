@@ -34,6 +34,18 @@ pub fn withdrawn_message(alert: &Alert) -> String {
     )
 }
 
+/// Sent to a door-knock assignee when the updated area no longer covers the person they
+/// were sent to: the visit is no longer asked for.
+pub fn task_withdrawn_message(alert: &Alert, name: &str, town: &str) -> String {
+    drill(
+        alert,
+        format!(
+            "【预警范围调整】{name}（{town}）已不在 {} 范围内，上门确认任务取消。",
+            alert.headline
+        ),
+    )
+}
+
 /// The door-knock task sent to a supervisor, with the task's own code.
 pub fn escalation_message(alert: &Alert, name: &str, town: &str, task_code: AckCode) -> String {
     drill(
@@ -101,6 +113,17 @@ pub fn short_withdrawn(alert: &Alert, max_chars: usize) -> String {
         &drill(alert, "【预警范围调整】".to_owned()),
         &alert.headline,
         " 不再含您所在区域",
+        max_chars,
+    )
+}
+
+/// The assignee's withdrawal notice, cut to fit:
+/// `【预警范围调整】{name}已不在范围内 上门任务取消`.
+pub fn short_task_withdrawn(alert: &Alert, name: &str, max_chars: usize) -> String {
+    squeeze(
+        &drill(alert, "【预警范围调整】".to_owned()),
+        &format!("{name}已不在范围内"),
+        " 上门任务取消",
         max_chars,
     )
 }

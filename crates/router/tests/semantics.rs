@@ -534,3 +534,59 @@ fn an_answer_on_the_next_bearer_stops_the_escalation_and_red_escalates_at_once()
     assert_eq!(next, vec!["or-t".to_string()]);
     assert_restores(&sim);
 }
+
+#[test]
+fn an_area_update_tells_the_door_knock_assignee_the_visit_is_off() {
+    let a = "area-1";
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert(a, Grade::Red, "山洪红色预警"),
+                &["p5"],
+                &district(),
+            )),
+        ),
+        // The area shrinks after p5 was escalated to t1: p5 is out.
+        (
+            secs(500),
+            Script::Update(plan(
+                alert(a, Grade::Red, "山洪红色预警"),
+                &["p1"],
+                &district(),
+            )),
+        ),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.run(secs(600));
+    let notices: Vec<_> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::NoticePlanned {
+                person,
+                recipient,
+                notice: tocsin_router::NoticeKind::Withdrawn,
+                text,
+                ..
+            } => Some((person.to_string(), recipient.to_string(), text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert_eq!((notices[0].0.as_str(), notices[0].1.as_str()), ("p5", "p5"));
+    assert_eq!((notices[1].0.as_str(), notices[1].1.as_str()), ("p5", "t1"));
+    assert!(notices[1].2.contains("陈静"), "{}", notices[1].2);
+    let to_t1: Vec<_> = sim
+        .sends
+        .iter()
+        .filter(|s| s.3 == phone(10) && s.0 >= secs(500))
+        .map(|s| s.4.clone())
+        .collect();
+    assert!(
+        to_t1.iter().any(|t| t.contains("上门确认任务取消")),
+        "{to_t1:?}"
+    );
+    assert_eq!(state_of(&sim, a, "p5"), DeliveryState::Withdrawn);
+    assert_restores(&sim);
+}

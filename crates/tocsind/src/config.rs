@@ -328,6 +328,8 @@ pub enum DeviceConfig {
     /// This gateway's own sound card feeding a village amplifier: one speaker group
     /// (plays only when tocsind is built with the `audio-local` feature).
     LocalAudio(tocsin_speaker::local::config::LocalAudioConfig),
+    /// An app backend: signed HTTP pushes, acks by signed callback or ack link.
+    Webhook(tocsin_webhook::config::WebhookConfig),
 }
 
 impl DeviceConfig {
@@ -365,6 +367,11 @@ impl DeviceConfig {
                     c.card.as_deref().unwrap_or("default")
                 )]
             }
+            // The callback listener's address; port 0 lets the system choose.
+            DeviceConfig::Webhook(c) => match c.callback_bind.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.port() != 0 => vec![format!("tcp:{a}")],
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -484,6 +491,15 @@ impl Config {
             let key = msg.split(':').next().unwrap_or("policies").to_owned();
             return Err(invalid(&key, msg));
         }
+        // A webhook's secret_file is relative to the config file, like every path in it.
+        for dev in cfg.devices.values_mut() {
+            if let DeviceConfig::Webhook(c) = dev
+                && let Some(file) = c.secret_file.as_mut()
+                && file.is_relative()
+            {
+                *file = base.join(&*file);
+            }
+        }
         let mut held: BTreeMap<String, String> = BTreeMap::new();
         for (name, dev) in &cfg.devices {
             if name.is_empty()
@@ -512,6 +528,11 @@ impl Config {
                 DeviceConfig::Sip(c) => c.validate().map_err(|e| e.to_string()),
                 DeviceConfig::Speaker(c) => c.validate().map_err(|e| e.to_string()),
                 DeviceConfig::LocalAudio(c) => c.validate().map_err(|e| e.to_string()),
+                // The key is read now, so a missing secret_file stops the start.
+                DeviceConfig::Webhook(c) => c
+                    .validate()
+                    .and_then(|()| c.load_secret().map(drop))
+                    .map_err(|e| e.to_string()),
             };
             if let DeviceConfig::AtModem(m) = dev {
                 let voice_name = format!("{name}-voice");
@@ -849,6 +870,59 @@ mod tests {
             (
                 "[devices.horn]\ntype = \"local_audio\"\ngroup = \"v\"\nrepeats = 2\n".to_owned(),
                 "repeats",
+            ),
+        ] {
+            let err = Config::parse(&with(&extra), Path::new("example.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wanted), "{wanted}: {err}");
+        }
+    }
+
+    #[test]
+    fn webhook_devices_parse_and_bad_values_name_their_key() {
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let with = |extra: &str| format!("{text}\n{extra}");
+        let app = "[devices.app-1]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9000/push\"\nsecret = \"0123456789abcdef-app\"\ncallback_bind = \"127.0.0.1:8091\"\n";
+        let cfg = Config::parse(&with(app), Path::new("example.toml"), Path::new(".")).unwrap();
+        let Some(DeviceConfig::Webhook(c)) = cfg.devices.get("app-1") else {
+            panic!("webhook device expected")
+        };
+        assert_eq!(c.url, "http://127.0.0.1:9000/push");
+        assert_eq!(c.down_after, 3);
+        assert_eq!(
+            cfg.devices["app-1"].resources(),
+            vec!["tcp:127.0.0.1:8091".to_owned()]
+        );
+        let dir = std::env::temp_dir().join(format!("tocsind-webhook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.key"), "0123456789abcdef-from-file\n").unwrap();
+        let from_file = app.replace(
+            "secret = \"0123456789abcdef-app\"",
+            "secret_file = \"app.key\"",
+        );
+        let cfg = Config::parse(&with(&from_file), Path::new("example.toml"), &dir).unwrap();
+        let Some(DeviceConfig::Webhook(c)) = cfg.devices.get("app-1") else {
+            panic!("webhook device expected")
+        };
+        assert_eq!(
+            c.secret_file.as_deref(),
+            Some(dir.join("app.key").as_path())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (extra, wanted) in [
+            (app.replace("url =", "ulr ="), "ulr"),
+            (
+                app.replace("http://127.0.0.1:9000", "https://app.example"),
+                "only http://",
+            ),
+            (app.replace("0123456789abcdef-app", "short"), "secret"),
+            (from_file.clone(), "secret_file: cannot read"),
+            (
+                format!(
+                    "{app}[devices.app-2]\ntype = \"webhook\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef-two\"\ncallback_bind = \"127.0.0.1:8091\"\n"
+                ),
+                "tcp:127.0.0.1:8091 is already used",
             ),
         ] {
             let err = Config::parse(&with(&extra), Path::new("example.toml"), Path::new("."))

@@ -223,6 +223,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                 events,
                 cancel,
             ),
+            DeviceConfig::Webhook(c) => {
+                tocsin_webhook::io::spawn_webhook(id.clone(), c.clone(), events, cancel)
+            }
             DeviceConfig::Sip(c) => tocsin_sip::io::spawn_sip_with_prompts(
                 id.clone(),
                 c.clone(),

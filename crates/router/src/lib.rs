@@ -124,7 +124,15 @@
 //! a late ack. Everything else is recorded as a rejected reply with the reason and never counted:
 //! unknown sender, wrong code, someone else's code (naming whose, for the audit only),
 //! ambiguous bare ack, code of a cancelled or withdrawn record. A second ack for the same
-//! record (e.g. over another bearer) is recorded as a duplicate and counts once. Every
+//! record (e.g. over another bearer) is recorded as a duplicate and counts once.
+//!
+//! Guessing defence: of a reply that carries several codes only the first three are
+//! tried, and once five wrong codes (each candidate tried counts) came from one address
+//! within ten minutes, its replies in the next ten minutes are recorded as rejected
+//! `rate_limited` without being tried — except a key pressed in the gateway's own call
+//! (`in_reply_to`), which is no guess. A rejected reply counts against the alerts where
+//! the sender has an open record or door-knock task; with none open, against the one
+//! whose record of theirs closed last, if within the hour; else against none. Every
 //! reply is recorded with its verdict, and the device's inbound receipt is released in the
 //! same output batch, after the record.
 //!

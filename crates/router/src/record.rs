@@ -211,6 +211,12 @@ pub enum Rejection {
     NothingOpen,
     /// Neither a code nor a bare ack.
     NotAnAck,
+    /// The sender gave five wrong codes within ten minutes: their replies are not tried
+    /// until `until` (a defence against guessing codes).
+    RateLimited {
+        /// When replies are tried again.
+        until: Timestamp,
+    },
     /// A field kit relayed an ack for an alert it was not sent, or for someone it does
     /// not serve in that alert.
     NotRelayed {

@@ -8,7 +8,8 @@ use crate::record::{
 };
 use crate::reply::{ReplyForm, read_reply};
 use crate::state::{
-    CodeRef, Lane, LaneKind, LaneRef, LaneStatus, MAX_LEVELS, QUEUES, State, TimerKind,
+    CodeRef, Lane, LaneKind, LaneRef, LaneStatus, MAX_CANDIDATES, MAX_LEVELS, QUEUES, State,
+    TimerKind,
 };
 use crate::text;
 use crate::view::{AlertState, DeliveryState};
@@ -1218,12 +1219,19 @@ impl Router {
         let people = self.state.address_people.get(from).unwrap_or(&empty);
         let reject = |rejection: Rejection| Verdict::Rejected {
             rejection,
-            alerts: self.alerts_of(people),
+            alerts: self.alerts_of(now, people),
         };
         if people.is_empty() {
             return reject(Rejection::UnknownSender);
         }
-        let form = read_reply(text);
+        let form = match read_reply(text) {
+            // A reply that lists many codes is a guess: only the first few are tried.
+            ReplyForm::Codes(mut codes) => {
+                codes.truncate(MAX_CANDIDATES);
+                ReplyForm::Codes(codes)
+            }
+            other => other,
+        };
         // The bearer knows which attempt this answers (a key pressed in the call placed
         // for it): the answer is for that attempt's record, whatever else the sender has
         // open — not for their most urgent record, which may be another task entirely.
@@ -1238,6 +1246,11 @@ impl Router {
             if for_it {
                 return self.verdict_for(now, r, code, by, &reject);
             }
+        }
+        // Guessing defence: a sender who gave too many wrong codes is not tried for a
+        // while (a key pressed in the gateway's own call, above, is no guess).
+        if let Some(until) = self.state.locked_until(from, now) {
+            return reject(Rejection::RateLimited { until });
         }
         match form {
             ReplyForm::Codes(codes) => {
@@ -1533,16 +1546,36 @@ impl Router {
         }
     }
 
-    /// Alerts in which any of `people` has a record or a task (for rejection counts).
-    fn alerts_of(&self, people: &BTreeSet<PersonId>) -> Vec<AlertId> {
+    /// The alerts a rejected reply from `people` counts against: those where one of them
+    /// has an open record or an open door-knock task; with none open, the one alert whose
+    /// record (or task) of theirs closed most recently, within the last hour; else none. A
+    /// "谢谢" after acking does not raise the count of every alert they ever had.
+    fn alerts_of(&self, now: Timestamp, people: &BTreeSet<PersonId>) -> Vec<AlertId> {
         let mut ix: Vec<u32> = Vec::new();
+        let mut recent: Option<(Timestamp, u32)> = None;
+        let horizon = Timestamp(now.0.saturating_sub(3_600_000));
+        let mut consider = |a: u32, open: bool, since: Timestamp, ix: &mut Vec<u32>| {
+            if open {
+                ix.push(a);
+            } else if since >= horizon && recent.is_none_or(|r| (since, a) > r) {
+                recent = Some((since, a));
+            }
+        };
         for p in people {
-            for &(a, _) in self.state.person_targets.get(p).into_iter().flatten() {
-                ix.push(a);
+            for &(a, d) in self.state.person_targets.get(p).into_iter().flatten() {
+                let del = self.state.delivery(a, d);
+                consider(a, !del.closed, del.since, &mut ix);
             }
-            for &(a, _) in self.state.assignee_tasks.get(p).into_iter().flatten() {
-                ix.push(a);
+            for &(a, d) in self.state.assignee_tasks.get(p).into_iter().flatten() {
+                let del = self.state.delivery(a, d);
+                let open = !del.closed && del.state == DeliveryState::Escalated;
+                consider(a, open, del.since, &mut ix);
             }
+        }
+        if ix.is_empty()
+            && let Some((_, a)) = recent
+        {
+            ix.push(a);
         }
         ix.sort_unstable();
         ix.dedup();

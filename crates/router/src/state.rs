@@ -4,9 +4,12 @@
 //! records to emit; they never touch this state except through `apply`.
 
 use crate::plan::{AlertPlan, Contact};
-use crate::record::{DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Record, Route, Verdict};
+use crate::record::{
+    DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Record, Rejection, Route, Verdict,
+};
+use crate::reply::{ReplyForm, read_reply};
 use crate::view::{AlertState, DeliveryState, SpeakerState};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use tocsin_core::{
     AckCode, Address, AttemptId, Bearer, DeviceId, Grade, PersonId, Role, SpeakerId, Timestamp,
 };
@@ -326,7 +329,20 @@ pub(crate) struct State {
     pub uplink_timers: BTreeSet<(Timestamp, u32)>,
     /// Alerts with field-kit relays or an uplink (the only ones the relay pump visits).
     pub relay_alerts: BTreeSet<u32>,
+    /// Wrong codes per sender within the last [`GUESS_WINDOW`], one entry per code tried.
+    pub guesses: HashMap<Address, VecDeque<Timestamp>>,
+    /// Senders whose replies are not tried until the given time.
+    pub locked: HashMap<Address, Timestamp>,
 }
+
+/// At most this many candidate codes of one reply are tried.
+pub(crate) const MAX_CANDIDATES: usize = 3;
+/// Wrong codes from one sender within [`GUESS_WINDOW`] that lock them out.
+pub(crate) const GUESS_LIMIT: usize = 5;
+/// The window wrong codes are counted in.
+pub(crate) const GUESS_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a sender who hit [`GUESS_LIMIT`] is not tried.
+pub(crate) const LOCKOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How many door-knock levels an escalation climbs before the record is unreached.
 pub(crate) const MAX_LEVELS: u32 = 6;
@@ -894,6 +910,27 @@ impl State {
         }
     }
 
+    /// Wrong codes from `from` at `at`: the sender is locked out for [`LOCKOUT`] once
+    /// [`GUESS_LIMIT`] fall within [`GUESS_WINDOW`].
+    fn note_wrong_codes(&mut self, from: &Address, at: Timestamp, tried: usize) {
+        let q = self.guesses.entry(from.clone()).or_default();
+        while q.front().is_some_and(|t| *t + GUESS_WINDOW <= at) {
+            q.pop_front();
+        }
+        for _ in 0..tried {
+            q.push_back(at);
+        }
+        if q.len() >= GUESS_LIMIT {
+            self.guesses.remove(from);
+            self.locked.insert(from.clone(), at + LOCKOUT);
+        }
+    }
+
+    /// Until when replies from `from` are not tried, if they are locked out at `now`.
+    pub fn locked_until(&self, from: &Address, now: Timestamp) -> Option<Timestamp> {
+        self.locked.get(from).copied().filter(|t| *t > now)
+    }
+
     /// Applies one record. Errors name what in the log does not fit the state.
     pub fn apply(&mut self, rec: &Record) -> Result<(), String> {
         match rec {
@@ -1458,6 +1495,23 @@ impl State {
                     self.close(a, d, DeliveryState::Confirmed, *at);
                 }
                 Verdict::Duplicate { .. } => {}
+                Verdict::Rejected {
+                    alerts,
+                    rejection: Rejection::WrongCode { .. } | Rejection::OthersCode { .. },
+                } => {
+                    // Every candidate tried was wrong (one that matched the sender's own
+                    // record would have given another verdict).
+                    let tried = match read_reply(text) {
+                        ReplyForm::Codes(c) => c.len().min(MAX_CANDIDATES),
+                        _ => 1,
+                    };
+                    self.note_wrong_codes(from, *at, tried);
+                    for alert in alerts {
+                        if let Some(&a) = self.alert_ix.get(alert) {
+                            self.alerts[a as usize].rejected += 1;
+                        }
+                    }
+                }
                 Verdict::Rejected { alerts, .. } => {
                     for alert in alerts {
                         if let Some(&a) = self.alert_ix.get(alert) {

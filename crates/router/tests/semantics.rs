@@ -590,3 +590,135 @@ fn an_area_update_tells_the_door_knock_assignee_the_visit_is_off() {
     assert_eq!(state_of(&sim, a, "p5"), DeliveryState::Withdrawn);
     assert_restores(&sim);
 }
+
+fn rejected(sim: &Sim, alert: &str) -> u32 {
+    sim.router
+        .summary(&AlertId::from(alert))
+        .unwrap()
+        .counts
+        .rejected_replies
+}
+
+#[test]
+fn a_rejected_reply_counts_only_against_open_or_just_closed_alerts() {
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("old-1", Grade::Yellow, "暴雨黄色预警"),
+                &["p1"],
+                &district(),
+            )),
+        ),
+        reply(10, "gsm-1", phone(1), format!("1 {}", code("old-1", "p1"))),
+        (
+            secs(4000),
+            Script::Alert(plan(
+                alert("new-1", Grade::Red, "山洪红色预警"),
+                &["p1"],
+                &district(),
+            )),
+        ),
+        // Open: counts for the open alert only, not the one acked an hour ago.
+        reply(4100, "gsm-1", phone(1), "谢谢".into()),
+        reply(
+            4200,
+            "gsm-1",
+            phone(1),
+            format!("1 {}", code("new-1", "p1")),
+        ),
+        // Nothing open: counts for the alert whose record just closed.
+        reply(4300, "gsm-1", phone(1), "谢谢".into()),
+        // More than an hour after it closed: counts for none.
+        reply(4200 + 3700, "gsm-1", phone(1), "谢谢".into()),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.verbose = false;
+    sim.run(secs(8000));
+    assert_eq!(rejected(&sim, "old-1"), 0);
+    assert_eq!(rejected(&sim, "new-1"), 2);
+    let v = verdicts_from(&sim, &phone(1));
+    assert!(
+        matches!(v.last(), Some(Verdict::Rejected { alerts, .. }) if alerts.is_empty()),
+        "{v:?}"
+    );
+    assert_restores(&sim);
+}
+
+#[test]
+fn many_codes_in_one_reply_and_repeated_wrong_codes_are_not_tried() {
+    let a = "guess-1";
+    let mine = code(a, "p2");
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert(a, Grade::Orange, "山洪橙色预警"),
+                &["p2"],
+                &district(),
+            )),
+        ),
+        // The right code fourth in a list: only three candidates are tried.
+        reply(30, "gsm-1", phone(2), format!("AAAA CCCC EEEE {mine}")),
+        reply(40, "gsm-1", phone(2), "1 FFFF".into()),
+        // The fifth wrong code within ten minutes: the sender is locked out.
+        reply(50, "gsm-1", phone(2), "1 HHHH".into()),
+        reply(60, "gsm-1", phone(2), format!("1 {mine}")),
+        // Ten minutes after the fifth wrong code: tried again.
+        reply(50 + 601, "gsm-1", phone(2), format!("1 {mine}")),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.verbose = false;
+    sim.run(secs(61));
+    let v = verdicts_from(&sim, &phone(2));
+    assert!(
+        matches!(&v[0], Verdict::Rejected { rejection: tocsin_router::Rejection::WrongCode { code }, .. } if code.as_str() == "AAAA"),
+        "{v:?}"
+    );
+    let until = secs(50) + std::time::Duration::from_secs(600);
+    assert!(
+        matches!(&v[3], Verdict::Rejected { rejection: tocsin_router::Rejection::RateLimited { until: u }, .. } if *u == until),
+        "{v:?}"
+    );
+    assert_ne!(state_of(&sim, a, "p2"), DeliveryState::Acknowledged);
+    assert_eq!(rejected(&sim, a), 4, "every rejected reply counts");
+
+    // The lockout survives a restart: restored from the log, the same reply is refused.
+    let mut restored = Router::restore(config(devices()), sim.records.clone(), sim.now).unwrap();
+    while restored.poll_output().is_some() {}
+    restored.handle_device_event(
+        secs(62),
+        tocsin_channel::DeviceEvent {
+            device: "gsm-1".into(),
+            at: secs(62),
+            event: tocsin_channel::DriverEvent::Inbound {
+                from: phone(2),
+                text: format!("1 {mine}"),
+                evidence: "pdu".into(),
+                sent_at: None,
+                receipt: None,
+                in_reply_to: None,
+            },
+        },
+    );
+    let verdict = std::iter::from_fn(|| restored.poll_output()).find_map(|o| match o {
+        tocsin_router::Output::Record(Record::Reply { verdict, .. }) => Some(verdict),
+        _ => None,
+    });
+    assert!(
+        matches!(
+            verdict,
+            Some(Verdict::Rejected {
+                rejection: tocsin_router::Rejection::RateLimited { .. },
+                ..
+            })
+        ),
+        "{verdict:?}"
+    );
+
+    sim.run(secs(700));
+    let v = verdicts_from(&sim, &phone(2));
+    assert!(matches!(&v[4], Verdict::Ack { .. }), "{v:?}");
+    assert_eq!(state_of(&sim, a, "p2"), DeliveryState::Acknowledged);
+    assert_restores(&sim);
+}

@@ -15,6 +15,9 @@
 //!
 //! `tocsin-sim speaker --count 2` starts two simulated IP speakers on UDP (RTP on
 //! 127.0.0.1:5004 and :5006) that write what they heard to WAV files.
+//!
+//! `tocsin-sim app` starts a simulated app backend (pushes on 127.0.0.1:9000/push) whose
+//! subscribers answer with the code from the text by signed callback or ack link.
 
 use std::path::PathBuf;
 
@@ -28,6 +31,7 @@ use tocsin_at_modem::sim::{
 };
 use tokio_util::sync::CancellationToken;
 
+mod app;
 mod beidou;
 mod sbd;
 mod sip;
@@ -55,6 +59,8 @@ enum Kind {
     Speaker(speaker::SpeakerArgs),
     /// A SIP trunk far end on UDP: phones that ring, answer and press a key.
     Sip(sip::SipArgs),
+    /// An app backend on 127.0.0.1 taking signed webhook pushes; people ack by callback or link.
+    App(app::AppArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         Kind::Sbd(args) => sbd::sbd(args).await,
         Kind::Speaker(args) => speaker::speaker(args).await,
         Kind::Sip(args) => sip::sip(args).await,
+        Kind::App(args) => app::app(args).await,
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`config`]: the modem's configuration as the daemon's config file gives it.
 //! - [`pty`]: the simulator on a pseudo-terminal, for integration tests and `tocsin-sim`.
 //! - [`quirks`]: command families and per-model quirks (satellite handsets).
+//! - [`reports`]: status reports matched to sends by TP-MR and recipient, bounded.
 //! - [`registration`]: network registration (`+CREG`/`+CGREG`/`+CEREG`): no network, no sends.
 //! - [`voice`]: call-progress notifications, the prompt, one call's paced PCM media.
 
@@ -28,6 +29,7 @@ pub mod proto;
 pub mod pty;
 pub mod quirks;
 pub mod registration;
+pub mod reports;
 pub mod sim;
 pub mod voice;
 pub mod wire;

@@ -26,7 +26,9 @@
 //! what it holds and sends it elsewhere or holds it, and cancels it here; when registration
 //! returns the modem reports up and sends resume. Then internal work (reading, deleting, health polls) goes before sends, and a
 //! send goes out part by part: `AT+CMGS=<len>`, the `> ` prompt, the hex PDU and Ctrl-Z,
-//! `+CMGS: <mr>`. Each part's TP-MR is remembered to match the status report later.
+//! `+CMGS: <mr>`. Each part's TP-MR and recipient are remembered to match the status report
+//! later ([`crate::reports`]: both must agree, so a late report after the 8-bit MR wrapped
+//! never marks another person's message delivered).
 //!
 //! Replies are stored by the modem and announced with `+CMTI`. Two or more announced are
 //! read with one `AT+CMGL=0` (the unread ones; a burst of 20 is one round trip, not 20
@@ -89,13 +91,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_channel::{DriverCommand, DriverEvent, Health, InboundReceipt, Outbound};
-use tocsin_core::{Address, AttemptId, PhoneNumber, Timestamp};
+use tocsin_core::{Address, PhoneNumber, Timestamp};
 
 use crate::cms::{CmeError, CmsError};
 use crate::config::ModemConfig;
-use crate::pdu::{self, StatusClass, SubmitOptions, Tpdu};
+use crate::pdu::{self, SubmitOptions, Tpdu};
 use crate::quirks::Quirks;
 use crate::registration::{self, Domain, Registration};
+use crate::reports::Awaited;
 use crate::voice::{Call, CallStat, CallUrc, Phase, PromptSource, ToneSource};
 use crate::wire::{self, CTRL_Z, ESC, FinalResult, Frame};
 
@@ -450,13 +453,6 @@ struct ActiveSend {
     cancelled: bool,
 }
 
-/// Status reports still expected for one attempt.
-#[derive(Debug)]
-struct Tracking {
-    pending: Vec<u8>,
-    evidence: Vec<String>,
-}
-
 /// Stored parts of a concatenated inbound text: which storage indexes and PDUs.
 #[derive(Debug, Default)]
 struct PartRecords {
@@ -477,8 +473,7 @@ pub struct Modem {
     queue: VecDeque<Outbound>,
     active: Option<ActiveSend>,
     /// TP-MR → attempt, for status reports.
-    by_mr: HashMap<u8, AttemptId>,
-    tracking: HashMap<AttemptId, Tracking>,
+    awaited: Awaited,
     reassembler: pdu::Reassembler,
     part_records: HashMap<(String, u16, u8), PartRecords>,
     /// Stored messages: announced, reported, released, being deleted.
@@ -532,6 +527,7 @@ impl Modem {
         }
         let quirks = cfg.quirks();
         let status_reports = cfg.status_report && quirks.status_reports;
+        let awaited = Awaited::new(&cfg.default_country);
         Modem {
             cfg,
             link: Link::Down,
@@ -540,8 +536,7 @@ impl Modem {
             internal: VecDeque::new(),
             queue: VecDeque::new(),
             active: None,
-            by_mr: HashMap::new(),
-            tracking: HashMap::new(),
+            awaited,
             reassembler: pdu::Reassembler::default(),
             part_records: HashMap::new(),
             inbox: Inbox::default(),
@@ -685,6 +680,7 @@ impl Modem {
                 // Nothing of it reached the modem: it keeps its place in line.
                 self.queue.push_front(active.out);
             } else {
+                self.awaited.forget(active.out.attempt);
                 self.events.push_back(DriverEvent::Failed {
                     attempt: active.out.attempt,
                     retryable: true,
@@ -771,6 +767,7 @@ impl Modem {
                         active.cancelled = true;
                     } else {
                         // Waiting for the network with some parts out: the rest never goes.
+                        self.awaited.forget(attempt);
                         self.active = None;
                     }
                 }
@@ -1194,7 +1191,7 @@ impl Modem {
                     .find_map(|l| l.strip_prefix("+CMGS:"))
                     .and_then(|v| v.split(',').next())
                     .and_then(|v| v.trim().parse::<u8>().ok());
-                self.part_sent(mr);
+                self.part_sent(now, mr);
             }
             _ => {
                 self.absorb(now, &inflight, result);
@@ -1242,13 +1239,20 @@ impl Modem {
         }
     }
 
-    fn part_sent(&mut self, mr: Option<u8>) {
+    fn part_sent(&mut self, now: Timestamp, mr: Option<u8>) {
         let Some(active) = &mut self.active else {
             return;
         };
         // A modem that omits the MR still sent the part; it just cannot be matched.
         if let Some(mr) = mr {
             active.mrs.push(mr);
+            // Awaited from now: a report may come before the last part is out.
+            if self.status_reports
+                && active.out.want_report
+                && let Address::Phone(to) = &active.out.to
+            {
+                self.awaited.part_sent(active.out.attempt, mr, to, now);
+            }
         }
         active.next += 1;
         if active.next < active.parts.len() {
@@ -1265,28 +1269,12 @@ impl Modem {
             .collect::<Vec<_>>()
             .join(",");
         self.health.sent += 1;
-        if self.status_reports && done.out.want_report && !done.mrs.is_empty() {
-            for mr in &done.mrs {
-                // An MR reused by the modem belongs to the newer message now.
-                if let Some(old) = self.by_mr.insert(*mr, attempt)
-                    && let Some(t) = self.tracking.get_mut(&old)
-                {
-                    t.pending.retain(|m| m != mr);
-                    if t.pending.is_empty() {
-                        self.tracking.remove(&old);
-                    }
-                }
-            }
-            self.tracking.insert(
-                attempt,
-                Tracking {
-                    pending: done.mrs.clone(),
-                    evidence: Vec::new(),
-                },
-            );
-        }
         self.events
             .push_back(DriverEvent::Sent { attempt, reference });
+        // Every report may have come already (they can be quick).
+        if let Some(delivered) = self.awaited.complete(attempt) {
+            self.events.push_back(delivered);
+        }
     }
 
     fn fail_active(&mut self, result: FinalResult) {
@@ -1299,7 +1287,9 @@ impl Modem {
             // holds it) instead of spending one of its tries a second at a time.
             tracing::warn!(%why, attempt = %active.out.attempt, "no network; sends wait");
             self.reg.lost(why);
-            if !active.cancelled {
+            if active.cancelled {
+                self.awaited.forget(active.out.attempt);
+            } else {
                 if active.mrs.is_empty() {
                     self.queue.push_front(active.out);
                 } else {
@@ -1324,6 +1314,7 @@ impl Modem {
             FinalResult::Error => (true, "ERROR".to_owned()),
             FinalResult::Ok => (true, "OK without +CMGS".to_owned()),
         };
+        self.awaited.forget(active.out.attempt);
         let reason = if active.mrs.is_empty() {
             reason
         } else {
@@ -1380,6 +1371,7 @@ impl Modem {
                         } else {
                             "timeout waiting for the > prompt".to_owned()
                         };
+                        self.awaited.forget(active.out.attempt);
                         self.events.push_back(DriverEvent::Failed {
                             attempt: active.out.attempt,
                             retryable: true,
@@ -1920,7 +1912,7 @@ impl Modem {
         let parsed = pdu::hex_decode(hex).and_then(|b| pdu::parse_pdu(&b, true));
         match parsed {
             Ok(p) => match p.tpdu {
-                Tpdu::StatusReport(sr) => self.on_status_report(sr.mr, sr.status, hex),
+                Tpdu::StatusReport(sr) => self.on_status_report(&sr, hex),
                 _ => self.events.push_back(DriverEvent::Unrecognized {
                     raw: format!("+CDS {hex}"),
                 }),
@@ -1931,45 +1923,11 @@ impl Modem {
         }
     }
 
-    fn on_status_report(&mut self, mr: u8, status: u8, hex: &str) {
-        let Some(attempt) = self.by_mr.get(&mr).copied() else {
-            self.events.push_back(DriverEvent::Unrecognized {
-                raw: format!("status report for unknown MR {mr}: {hex}"),
-            });
-            return;
-        };
-        let class = pdu::status_class(status);
-        if class == StatusClass::TemporaryRetrying {
-            return; // The SMSC keeps trying; a final report follows.
-        }
-        self.by_mr.remove(&mr);
-        let Some(track) = self.tracking.get_mut(&attempt) else {
-            return;
-        };
-        track.pending.retain(|m| *m != mr);
-        track.evidence.push(hex.to_owned());
-        match class {
-            StatusClass::Delivered => {
-                if track.pending.is_empty() {
-                    let evidence = track.evidence.join(" ");
-                    self.tracking.remove(&attempt);
-                    self.events
-                        .push_back(DriverEvent::Delivered { attempt, evidence });
-                }
-            }
-            StatusClass::Permanent | StatusClass::TemporaryStopped => {
-                if let Some(t) = self.tracking.remove(&attempt) {
-                    for m in t.pending {
-                        self.by_mr.remove(&m);
-                    }
-                }
-                self.events.push_back(DriverEvent::Failed {
-                    attempt,
-                    retryable: class == StatusClass::TemporaryStopped,
-                    reason: format!("status report TP-ST 0x{status:02X}"),
-                });
-            }
-            StatusClass::TemporaryRetrying => {}
+    /// A status report, matched by MR and recipient ([`Awaited`]); one matching nothing is
+    /// reported `Unrecognized` (recorded, not applied).
+    fn on_status_report(&mut self, sr: &pdu::StatusReport, hex: &str) {
+        if let Some(event) = self.awaited.report(sr, hex) {
+            self.events.push_back(event);
         }
     }
 
@@ -2026,7 +1984,7 @@ impl Modem {
                 }
             }
             Tpdu::StatusReport(sr) => {
-                self.on_status_report(sr.mr, sr.status, hex);
+                self.on_status_report(&sr, hex);
                 if let Some(i) = idx {
                     self.release_index(i);
                 }
@@ -2428,6 +2386,7 @@ fn short(cmd: &Command) -> String {
 mod tests {
     use super::*;
     use crate::sim::{Faults, ReplyBehaviour, SimConfig, SimModem};
+    use tocsin_core::AttemptId;
 
     const T0: Timestamp = Timestamp(1_750_000_000_000);
     const WARNING: &str = "【红色预警】北京市防汛指挥部发布山洪灾害红色预警：受强降雨影响，未来六小时内本区沿河村庄可能发生山洪、泥石流等灾害。请立即组织危险区群众向高处转移，关闭涉水道路和下凹式立交桥，确保人员安全。请村干部逐户通知到位，不漏一户一人，并将转移情况报告镇防汛办公室。回复 1 K7XT 确认收到";
@@ -3043,6 +3002,100 @@ mod tests {
         assert!(
             matches!(&ev[1], DriverEvent::Unrecognized { raw } if raw.contains("unknown MR 42"))
         );
+    }
+
+    /// Sends `attempt` to `to` on a hand-driven modem, the network answering `+CMGS: <mr>`.
+    fn send_by_hand(m: &mut Modem, attempt: u64, to: &str, mr: u8) {
+        m.submit(T0, send(attempt, to, "ACK 1"));
+        assert!(written(m)[0].starts_with("AT+CMGS="));
+        m.handle_rx(T0, b"\r\n> ");
+        written(m);
+        m.handle_rx(T0, format!("\r\n+CMGS: {mr}\r\n\r\nOK\r\n").as_bytes());
+    }
+
+    #[test]
+    fn a_status_report_applies_only_to_the_message_with_its_mr_and_recipient() {
+        // protocols.md §4.6: MR 0x2A to +8613800138000, delivered.
+        let cds = b"\r\n+CDS: 26\r\n0891683108100005F0062A0D91683108108300F0427010010300234270100103502300\r\n";
+        let mut m = ready_modem(ModemConfig::new("/dev/x"));
+        // Someone else got MR 42 (the modem's counter wrapped since).
+        send_by_hand(&mut m, 1, "+8613900139000", 42);
+        while m.poll_event().is_some() {}
+        m.handle_rx(T0, cds);
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            matches!(ev.as_slice(), [DriverEvent::Unrecognized { raw }] if raw.contains("MR 42")),
+            "recorded, not applied: {ev:#?}"
+        );
+        // The report's own recipient, national form in the directory: it matches.
+        send_by_hand(&mut m, 2, "13800138000", 42);
+        while m.poll_event().is_some() {}
+        m.handle_rx(T0, cds);
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            matches!(ev.as_slice(), [DriverEvent::Delivered { attempt, .. }] if *attempt == AttemptId(2)),
+            "{ev:#?}"
+        );
+        // The first is still awaited as the first person's: its own report applies.
+        let sr = pdu::encode_status_report(
+            Some("+8613800100500"),
+            42,
+            "+8613900139000",
+            &pdu::Scts::from_timestamp(T0, 32).unwrap(),
+            &pdu::Scts::from_timestamp(T0, 32).unwrap(),
+            0x00,
+        )
+        .unwrap();
+        m.handle_rx(
+            T0,
+            format!("\r\n+CDS: {}\r\n{}\r\n", sr.tpdu_len(), sr.to_hex()).as_bytes(),
+        );
+        let ev: Vec<_> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(
+            matches!(ev.as_slice(), [DriverEvent::Delivered { attempt, .. }] if *attempt == AttemptId(1)),
+            "{ev:#?}"
+        );
+    }
+
+    #[test]
+    fn three_hundred_sends_wrap_the_mr_and_every_report_lands_on_its_own_message() {
+        let cfg = SimConfig {
+            per_message_latency_ms: 100,
+            status_report_delay_ms: 60_000,
+            default_script: ReplyBehaviour::Never,
+            ..SimConfig::default()
+        };
+        let mut b = Bench::new(cfg);
+        b.take();
+        for i in 0..300u64 {
+            b.submit(send(i, &format!("+86138{i:08}"), "ACK 1"));
+        }
+        b.run_until(
+            |e| {
+                e.iter()
+                    .filter(|e| matches!(e, DriverEvent::Delivered { .. }))
+                    .count()
+                    == 300
+            },
+            600,
+        );
+        let ev = b.take();
+        assert!(
+            !ev.iter().any(|e| matches!(
+                e,
+                DriverEvent::Unrecognized { .. } | DriverEvent::Failed { .. }
+            )),
+            "{ev:#?}"
+        );
+        let mut delivered: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Delivered { attempt, .. } => Some(attempt.0),
+                _ => None,
+            })
+            .collect();
+        delivered.sort_unstable();
+        assert_eq!(delivered, (0..300).collect::<Vec<_>>());
     }
 
     #[test]

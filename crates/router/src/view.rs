@@ -68,8 +68,14 @@ pub struct Counts {
     /// count here only if their own warning was delivered.
     #[serde(default)]
     pub reached: u32,
-    /// Acknowledged after the deadline (included in `acknowledged`).
+    /// Records acknowledged by the person after the deadline (included in `acknowledged`:
+    /// acknowledged in time = acknowledged − late). A late door-knock confirmation is not
+    /// counted here but in `late_door_knocks`.
     pub late: u32,
+    /// Door-knock tasks confirmed after their record had closed unreached (included in
+    /// `confirmed`). Absent in older summaries: 0.
+    #[serde(default)]
+    pub late_door_knocks: u32,
     /// Escalated at some point (whatever state they are in now).
     pub escalated: u32,
     /// Attempts made in all.

@@ -33,7 +33,11 @@ fn count(c: &mut Counts, d: &Delivery) {
     c.targets += 1;
     *c.by_state.entry(d.state).or_default() += 1;
     c.reached += u32::from(d.reached);
-    c.late += u32::from(d.late);
+    // `late` is a fact of the ack that closed the record: the person's own (acknowledged)
+    // or a door knock's (confirmed). Each goes in its own count, so that "acknowledged in
+    // time = acknowledged − late" holds.
+    c.late += u32::from(d.late && d.state == DeliveryState::Acknowledged);
+    c.late_door_knocks += u32::from(d.late && d.state == DeliveryState::Confirmed);
     c.escalated += u32::from(d.escalated);
     c.attempts += u32::try_from(d.attempts.len()).unwrap_or(u32::MAX);
 }

@@ -722,3 +722,35 @@ fn many_codes_in_one_reply_and_repeated_wrong_codes_are_not_tried() {
     assert_eq!(state_of(&sim, a, "p2"), DeliveryState::Acknowledged);
     assert_restores(&sim);
 }
+
+#[test]
+fn a_late_door_knock_is_counted_apart_from_late_acks() {
+    let a = "late-1";
+    // p5's chain: t1, then d1, neither answers in time; the record closes unreached and
+    // d1 confirms the visit afterwards. p1 acks in time.
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert(a, Grade::Red, "山洪红色预警"),
+                &["p1", "p5"],
+                &district(),
+            )),
+        ),
+        reply(30, "gsm-1", phone(1), format!("1 {}", code(a, "p1"))),
+        reply(
+            4000,
+            "gsm-1",
+            phone(11),
+            format!("1 {}", task_code(a, "p5")),
+        ),
+    ];
+    let mut sim = Sim::new(config(devices()), script);
+    sim.verbose = false;
+    sim.run(secs(4100));
+    assert_eq!(state_of(&sim, a, "p5"), DeliveryState::Confirmed);
+    let c = sim.router.summary(&AlertId::from(a)).unwrap().counts;
+    assert_eq!(c.by_state[&DeliveryState::Acknowledged], 1);
+    assert_eq!((c.late, c.late_door_knocks), (0, 1));
+    assert_restores(&sim);
+}

@@ -129,8 +129,8 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
     row(&mut out, "ALL", &summary.counts);
     let _ = writeln!(
         out,
-        "attempts {}  rejected replies {}  (ack = in time; late acks counted separately)",
-        summary.counts.attempts, summary.counts.rejected_replies
+        "attempts {}  rejected replies {}  late door-knock confirmations {}  (ack = in time; late acks counted separately)",
+        summary.counts.attempts, summary.counts.rejected_replies, summary.counts.late_door_knocks
     );
     render_by_bearer(&mut out, summary, deliveries);
     let not_woken: Vec<&DeliveryView> = deliveries
@@ -325,6 +325,49 @@ mod tests {
             escalated_to: None,
             since: Timestamp(1),
         }
+    }
+
+    #[test]
+    fn a_late_door_knock_does_not_lower_the_in_time_acks() {
+        // Three acknowledged (one late) and one door knock confirmed after the record had
+        // closed unreached, as the router counts them.
+        let mut counts = Counts {
+            targets: 4,
+            late: 1,
+            late_door_knocks: 1,
+            escalated: 1,
+            ..Counts::default()
+        };
+        counts.by_state.insert(DeliveryState::Acknowledged, 3);
+        counts.by_state.insert(DeliveryState::Confirmed, 1);
+        let summary = AlertSummary {
+            alert: tocsin_core::Alert {
+                id: tocsin_core::AlertId::from("a1"),
+                grade: tocsin_core::Grade::Red,
+                kind: "flood".into(),
+                headline: "山洪红色预警".into(),
+                text: "转移".into(),
+                area: vec![],
+                exercise: false,
+                issuer: "op".into(),
+                accepted_at: Timestamp(0),
+                reference: None,
+            },
+            state: tocsin_router::AlertState::Done,
+            counts: counts.clone(),
+            by_town: BTreeMap::from([("town".to_owned(), counts)]),
+            finished_at: None,
+            speakers: Default::default(),
+        };
+        let text = render(&summary, &[]);
+        let all = text
+            .lines()
+            .find(|l| l.starts_with("ALL"))
+            .unwrap_or_else(|| panic!("no ALL row in {text}"));
+        let cols: Vec<&str> = all.split_whitespace().collect();
+        // town targets reached ack late escalated confirmed unreached
+        assert_eq!(cols.get(3..7), Some(&["2", "1", "1", "1"][..]), "{all}");
+        assert!(text.contains("late door-knock confirmations 1"), "{text}");
     }
 
     #[test]

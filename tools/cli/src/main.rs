@@ -314,7 +314,7 @@ fn print_summary(s: &AlertSummary) {
     let c = &s.counts;
     let get = |st: DeliveryState| c.by_state.get(&st).copied().unwrap_or(0);
     say!(
-        "{} [{}] {:?}: targets {}  attempting {}  reached {}  acknowledged {} (late {})  escalated {}  confirmed {}  unreached {}  rejected replies {}",
+        "{} [{}] {:?}: targets {}  attempting {}  reached {}  acknowledged {} (late {})  escalated {}  confirmed {} (late {})  unreached {}  rejected replies {}",
         s.alert.headline,
         s.alert.grade,
         s.state,
@@ -325,6 +325,7 @@ fn print_summary(s: &AlertSummary) {
         c.late,
         c.escalated,
         get(DeliveryState::Confirmed),
+        c.late_door_knocks,
         get(DeliveryState::Unreached),
         c.rejected_replies
     );

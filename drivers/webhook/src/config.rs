@@ -117,8 +117,9 @@ pub fn default_commit_wait_ms() -> u64 {
     10_000
 }
 
-/// Longest subscriber id the driver handles (it travels inside tokens and links).
-pub const MAX_SUBSCRIBER_BYTES: usize = 128;
+/// Longest subscriber id the driver handles, in characters: what the directory accepts
+/// in its `app` column (the id travels hex-encoded inside tokens and links).
+pub const MAX_SUBSCRIBER_CHARS: usize = tocsin_core::directory::APP_ID_MAX_CHARS;
 
 /// A webhook configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tocsin_channel::{DriverCommand, DriverEvent, Health, InboundReceipt, Outbound};
 use tocsin_core::{Address, AttemptId, Timestamp};
 
-use crate::config::{MAX_SUBSCRIBER_BYTES, WebhookConfig};
+use crate::config::{MAX_SUBSCRIBER_CHARS, WebhookConfig};
 use crate::sign::{self, Secret};
 use crate::wire::{Callback, Push, PushAnswer, answer_body, classify};
 
@@ -266,9 +266,9 @@ impl Webhook {
                 return;
             }
         };
-        if sub.trim().is_empty() || sub.len() > MAX_SUBSCRIBER_BYTES {
+        if sub.trim().is_empty() || sub.chars().count() > MAX_SUBSCRIBER_CHARS {
             self.events.push_back(fail(format!(
-                "subscriber id must be 1 to {MAX_SUBSCRIBER_BYTES} bytes"
+                "subscriber id must be 1 to {MAX_SUBSCRIBER_CHARS} characters"
             )));
             return;
         }

@@ -162,7 +162,7 @@ pub fn open_token(secret: &Secret, token: &str) -> Result<(AttemptId, String), T
     let attempt = AttemptId(a.parse().map_err(|_| TokenError::Malformed)?);
     let subscriber = unhex(s)
         .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty() && s.len() <= crate::config::MAX_SUBSCRIBER_BYTES)
+        .filter(|s| !s.is_empty() && s.chars().count() <= crate::config::MAX_SUBSCRIBER_CHARS)
         .ok_or(TokenError::Malformed)?;
     let tag = unhex(t)
         .filter(|t| t.len() == TOKEN_TAG_BYTES)
@@ -305,6 +305,10 @@ mod tests {
         let t = token(&key(), AttemptId(42), "u-1001");
         assert_eq!(t, "42.752d31303031.5da85a7bceb5ff6b4e423454a15027a4");
         assert_eq!(open_token(&key(), &t), Ok((AttemptId(42), "u-1001".into())));
+        // Any subscriber id the directory takes (128 characters, any script) round trips.
+        let long = "张".repeat(128);
+        let t2 = token(&key(), AttemptId(u64::MAX), &long);
+        assert_eq!(open_token(&key(), &t2), Ok((AttemptId(u64::MAX), long)));
         // Someone else's subscriber, another attempt, a flipped tag bit: refused.
         for forged in [
             "42.752d31303032.5da85a7bceb5ff6b4e423454a15027a4",

@@ -126,7 +126,7 @@ impl Push {
 
 impl Callback {
     /// Reads a callback body and checks its fields: a subscriber of 1 to
-    /// [`MAX_SUBSCRIBER_BYTES`](crate::config::MAX_SUBSCRIBER_BYTES) bytes, a text of at
+    /// [`MAX_SUBSCRIBER_CHARS`](crate::config::MAX_SUBSCRIBER_CHARS) characters, a text of at
     /// most [`MAX_REPLY_CHARS`], and a text or a token.
     pub fn parse(body: &[u8]) -> Result<Callback, WireError> {
         let c: Callback =
@@ -137,10 +137,10 @@ impl Callback {
                 problem: "is empty",
             });
         }
-        if c.subscriber.len() > crate::config::MAX_SUBSCRIBER_BYTES {
+        if c.subscriber.chars().count() > crate::config::MAX_SUBSCRIBER_CHARS {
             return Err(WireError::Field {
                 field: "subscriber",
-                problem: "is longer than 128 bytes",
+                problem: "is longer than 128 characters",
             });
         }
         if c.text

@@ -103,7 +103,7 @@ fn bearer_token(header: &[u8]) -> Option<&[u8]> {
 pub(crate) struct Issuer(pub Caller);
 
 /// Any authenticated caller (issuers may do everything viewers may).
-pub(crate) struct Viewer(#[allow(dead_code)] pub Caller);
+pub(crate) struct Viewer(pub Caller);
 
 impl<S> FromRequestParts<S> for Viewer
 where

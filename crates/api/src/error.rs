@@ -42,6 +42,20 @@ pub enum ApiError {
     /// The body is not `application/json` (415).
     #[error("request body must be JSON (content-type: application/json)")]
     UnsupportedMediaType,
+    /// The body of a CAP route is not XML (415).
+    #[error(
+        "request body must be a CAP message (content-type: application/cap+xml or application/xml)"
+    )]
+    NotXml,
+    /// A well-formed request the gateway will not act on (422), e.g. a CAP message with a
+    /// bad element or status Test; `field` names the element when known.
+    #[error("{message}")]
+    Unprocessable {
+        /// Path to the element at fault, e.g. `alert/info[0]/area[0]/polygon[0]`.
+        field: Option<String>,
+        /// What is wrong, or why it is not acted on.
+        message: String,
+    },
     /// The gateway cannot take the request now (503).
     #[error("{0}")]
     Unavailable(String),
@@ -69,7 +83,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::NotXml => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,7 +100,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType | ApiError::NotXml => "unsupported_media_type",
+            ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -132,7 +148,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let field = match &self {
-            ApiError::Invalid { field, .. } => field.as_deref(),
+            ApiError::Invalid { field, .. } | ApiError::Unprocessable { field, .. } => {
+                field.as_deref()
+            }
             _ => None,
         };
         let body = Body {

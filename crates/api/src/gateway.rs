@@ -30,6 +30,21 @@ pub trait Gateway: Send + Sync + 'static {
     /// One alert, or `None` if no such alert exists.
     fn alert(&self, id: &AlertId) -> impl Future<Output = Option<AlertSummary>> + Send;
 
+    /// The alert issued under an upstream `reference` (a CAP message's
+    /// `sender,identifier,sent`), or `None`. The default scans [`Gateway::alerts`]; a
+    /// gateway with an index may answer faster.
+    fn alert_by_reference(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Option<AlertSummary>> + Send {
+        async move {
+            self.alerts()
+                .await
+                .into_iter()
+                .find(|s| s.alert.reference.as_deref() == Some(reference))
+        }
+    }
+
     /// The 叫应 records of one alert, optionally only those in `state`; `None` if no such
     /// alert exists.
     fn deliveries(

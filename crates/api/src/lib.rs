@@ -9,11 +9,13 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cap;
 pub mod config;
 pub mod error;
 mod extract;
 pub mod gateway;
 pub mod model;
+mod redact;
 mod routes;
 #[cfg(test)]
 mod testing;
@@ -21,5 +23,9 @@ mod testing;
 pub use config::{ApiConfig, ApiToken, ConfigError, Role};
 pub use error::ApiError;
 pub use gateway::{Gateway, GatewayError};
-pub use model::{Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, NewAlert};
-pub use routes::{MAX_EVENT_STREAMS, OPENAPI_JSON, app};
+pub use model::{
+    Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, IntakeOutcome, IntakeReceipt,
+    NewAlert,
+};
+pub use routes::{MAX_EVENT_STREAMS, OPENAPI_JSON, app, app_with_cap_policy};
+pub use tocsin_cap::CapPolicy;

@@ -119,6 +119,45 @@ pub struct Accepted {
     pub located: u32,
 }
 
+/// What became of a message that carries an upstream reference: a CAP message on
+/// `/v1/cap`, or a JSON alert with `reference` that was already accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeReceipt {
+    /// The alert concerned: the new one, or the one the message referred to.
+    pub id: AlertId,
+    /// What was done.
+    pub outcome: IntakeOutcome,
+    /// The message's own reference (`sender,identifier,sent` for CAP).
+    pub reference: String,
+    /// People targeted, when a new alert was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people: Option<u32>,
+    /// Of which responsible persons, when a new alert was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible: Option<u32>,
+    /// Of which found by location, when a new alert was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub located: Option<u32>,
+}
+
+/// What an intake message did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntakeOutcome {
+    /// A new alert was stored and its deliveries planned (`202`).
+    Accepted,
+    /// The same message was accepted before; nothing new was issued (`200`).
+    AlreadyAccepted,
+    /// The referenced alert was changed (`200`).
+    Updated,
+    /// The referenced alert already matched the update; nothing changed (`200`).
+    Unchanged,
+    /// The referenced alert was cancelled (`200`).
+    Cancelled,
+    /// The referenced alert had been cancelled already (`200`).
+    AlreadyCancelled,
+}
+
 /// One device as operators see it on the devices page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceView {

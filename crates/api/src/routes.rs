@@ -2,11 +2,14 @@
 //! against which the OpenAPI document is checked.
 
 use crate::auth::{Issuer, TokenTable, Viewer};
+use crate::cap::{already_accepted, submit_cap};
 use crate::config::ApiConfig;
+use crate::config::Role;
 use crate::error::ApiError;
 use crate::extract::{AlertIdPath, ApiJson, BodyLimit, parse_deliveries_query};
 use crate::gateway::Gateway;
 use crate::model::{AlertPatch, GatewayEvent, NewAlert};
+use crate::redact::redact;
 use axum::extract::{DefaultBodyLimit, FromRef, RawQuery, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,8 +20,9 @@ use futures_util::stream::{self, Stream};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_cap::CapPolicy;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`, written by hand; a test checks
 /// that it lists exactly the routes the app serves.
@@ -33,9 +37,14 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What every handler can reach.
 pub(crate) struct AppState<G> {
-    gateway: Arc<G>,
+    pub(crate) gateway: Arc<G>,
     tokens: Arc<TokenTable>,
     event_streams: Arc<Semaphore>,
+    /// How CAP messages map onto the district.
+    pub(crate) cap_policy: Arc<CapPolicy>,
+    /// Held while a message with an upstream reference is looked up and submitted, so
+    /// two pushes of one message cannot both issue it.
+    pub(crate) intake: Arc<Mutex<()>>,
 }
 
 impl<G> Clone for AppState<G> {
@@ -44,6 +53,8 @@ impl<G> Clone for AppState<G> {
             gateway: Arc::clone(&self.gateway),
             tokens: Arc::clone(&self.tokens),
             event_streams: Arc::clone(&self.event_streams),
+            cap_policy: Arc::clone(&self.cap_policy),
+            intake: Arc::clone(&self.intake),
         }
     }
 }
@@ -60,8 +71,20 @@ pub const MAX_EVENT_STREAMS: usize = 64;
 
 /// The HTTP API over a gateway. Serve it with `axum::serve`, or call it in tests with
 /// `tower::ServiceExt::oneshot`.
+/// CAP messages are read with the default [`CapPolicy`]: areas given only by geocodes
+/// are refused (see [`app_with_cap_policy`]).
 pub fn app<G: Gateway>(gateway: Arc<G>, config: ApiConfig) -> Router {
-    app_with_stream_limit(gateway, config, MAX_EVENT_STREAMS)
+    app_with_stream_limit(gateway, config, MAX_EVENT_STREAMS, CapPolicy::default())
+}
+
+/// [`app`] with the district's CAP policy: its geocode table, the grade for severity
+/// Unknown, the preferred languages.
+pub fn app_with_cap_policy<G: Gateway>(
+    gateway: Arc<G>,
+    config: ApiConfig,
+    cap_policy: CapPolicy,
+) -> Router {
+    app_with_stream_limit(gateway, config, MAX_EVENT_STREAMS, cap_policy)
 }
 
 /// [`app`] with a different cap on event streams (tests use a small one).
@@ -69,11 +92,14 @@ pub(crate) fn app_with_stream_limit<G: Gateway>(
     gateway: Arc<G>,
     config: ApiConfig,
     max_event_streams: usize,
+    cap_policy: CapPolicy,
 ) -> Router {
     let state = AppState {
         gateway,
         tokens: Arc::new(TokenTable::new(&config.tokens)),
         event_streams: Arc::new(Semaphore::new(max_event_streams)),
+        cap_policy: Arc::new(cap_policy),
+        intake: Arc::new(Mutex::new(())),
     };
     let mut router = Router::new();
     for (_, path, handler) in endpoints::<G>() {
@@ -92,6 +118,7 @@ pub(crate) fn app_with_stream_limit<G: Gateway>(
 pub(crate) fn endpoints<G: Gateway>() -> Vec<(Method, &'static str, MethodRouter<AppState<G>>)> {
     vec![
         (Method::POST, "/v1/alerts", post(submit::<G>)),
+        (Method::POST, "/v1/cap", post(submit_cap::<G>)),
         (Method::GET, "/v1/alerts", get(list::<G>)),
         (Method::POST, "/v1/alerts/preview", post(preview::<G>)),
         (Method::GET, "/v1/alerts/{id}", get(show::<G>)),
@@ -119,6 +146,17 @@ async fn submit<G: Gateway>(
 ) -> Result<Response, ApiError> {
     alert.validate()?;
     let (grade, exercise) = (alert.grade, alert.exercise);
+    // With an upstream reference the same alert pushed twice is issued once.
+    let _one_at_a_time = match &alert.reference {
+        Some(reference) => {
+            let guard = s.intake.lock().await;
+            if let Some(existing) = s.gateway.alert_by_reference(reference).await {
+                return Ok(already_accepted(&existing, reference.clone()));
+            }
+            Some(guard)
+        }
+        None => None,
+    };
     let accepted = s.gateway.submit(alert, &caller.name).await?;
     tracing::info!(alert = %accepted.id, %grade, exercise, issuer = %caller.name, people = accepted.people, "alert accepted through the API");
     let location = HeaderValue::try_from(format!("/v1/alerts/{}", accepted.id)).ok();
@@ -177,15 +215,22 @@ async fn cancel<G: Gateway>(
 
 async fn deliveries<G: Gateway>(
     State(s): State<AppState<G>>,
-    _: Viewer,
+    Viewer(caller): Viewer,
     AlertIdPath(id): AlertIdPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let state = parse_deliveries_query(query.as_deref())?;
-    match s.gateway.deliveries(&id, state).await {
-        Some(records) => Ok(Json(records).into_response()),
-        None => Err(ApiError::NotFound(format!("alert {id}"))),
+    let Some(records) = s.gateway.deliveries(&id, state).await else {
+        return Err(ApiError::NotFound(format!("alert {id}")));
+    };
+    if caller.role == Role::Issuer {
+        return Ok(Json(records).into_response());
     }
+    // A viewer sees each record without its code (and without it in any text).
+    let mut value = serde_json::to_value(&records)
+        .map_err(|e| ApiError::Internal(format!("serializing delivery records: {e}")))?;
+    redact(&mut value);
+    Ok(Json(value).into_response())
 }
 
 async fn speakers<G: Gateway>(
@@ -216,24 +261,34 @@ async fn devices<G: Gateway>(State(s): State<AppState<G>>, _: Viewer) -> Respons
 
 async fn events<G: Gateway>(
     State(s): State<AppState<G>>,
-    _: Viewer,
+    Viewer(caller): Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let permit = Arc::clone(&s.event_streams)
         .try_acquire_owned()
         .map_err(|_| ApiError::Unavailable("too many event streams are open".into()))?;
-    let stream = event_stream(s.gateway.events(), permit);
+    let full = caller.role == Role::Issuer;
+    let stream = event_stream(s.gateway.events(), permit, full);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }
 
 /// Turns a broadcast subscription into SSE events. The permit lives as long as the
 /// stream, so a closed connection frees its slot.
+///
+/// Unless `full` (an issuer's stream), each event's data is redacted: records carry
+/// planned codes and the message texts that contain them.
 fn event_stream(
     rx: tokio::sync::broadcast::Receiver<GatewayEvent>,
     permit: OwnedSemaphorePermit,
+    full: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold((rx, permit), |(mut rx, permit)| async move {
+    stream::unfold((rx, permit), move |(mut rx, permit)| async move {
         match rx.recv().await {
-            Ok(event) => Some((Ok(sse_event(&event)), (rx, permit))),
+            Ok(mut event) => {
+                if !full {
+                    redact(&mut event.data);
+                }
+                Some((Ok(sse_event(&event)), (rx, permit)))
+            }
             // The watcher fell behind the bounded channel: tell it how much it missed and
             // carry on from the oldest event still held.
             Err(RecvError::Lagged(missed)) => {
@@ -403,6 +458,17 @@ mod tests {
     /// A request that reaches `method path`'s handler successfully once `alert-1` exists.
     fn happy_request(method: &Method, path: &str, token: &str) -> Request<Body> {
         let uri = path.replace("{id}", "alert-1");
+        if path == "/v1/cap" {
+            return Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/cap+xml")
+                .body(Body::from(include_str!(
+                    "../../cap/fixtures/protocols-example.xml"
+                )))
+                .unwrap();
+        }
         let body = match (method.as_str(), path) {
             ("POST", "/v1/alerts") | ("POST", "/v1/alerts/preview") => Some(new_alert()),
             ("PATCH", _) => Some(json!({"headline": "山洪橙色预警", "grade": "orange"})),
@@ -473,6 +539,7 @@ mod tests {
         submit_one(&router).await;
         let issuer_only = [
             (Method::POST, "/v1/alerts"),
+            (Method::POST, "/v1/cap"),
             (Method::PATCH, "/v1/alerts/{id}"),
             (Method::POST, "/v1/alerts/{id}/cancel"),
         ];
@@ -1078,6 +1145,75 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn viewers_never_see_ack_codes_in_records() {
+        let (_fake, router) = setup();
+        submit_one(&router).await;
+        let uri = "/v1/alerts/alert-1/deliveries";
+        let (status, full) =
+            send_json(&router, request(Method::GET, uri, Some(ISSUER), None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(full[0]["code"], "K7XY", "issuers see codes: {full}");
+        assert_eq!(full[0]["ack_evidence"], "sms +8613800000001: 1 k7xy");
+
+        let (status, seen) =
+            send_json(&router, request(Method::GET, uri, Some(VIEWER), None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = seen.to_string();
+        assert!(!text.to_uppercase().contains("K7XY"), "{text}");
+        for record in seen.as_array().unwrap() {
+            assert!(record.get("code").is_none(), "{record}");
+        }
+        assert_eq!(seen[0]["ack_evidence"], "sms +8613800000001: 1 ****");
+        // Everything else is as the issuer sees it.
+        assert_eq!(seen[0]["person"], full[0]["person"]);
+        assert_eq!(seen[1]["state"], "attempting");
+        assert_eq!(seen.as_array().map(Vec::len), Some(2));
+    }
+
+    #[tokio::test]
+    async fn viewers_event_streams_carry_no_codes_issuers_get_them_whole() {
+        let (fake, router) = setup();
+        let open = |token: &str| {
+            router
+                .clone()
+                .oneshot(request(Method::GET, "/v1/events", Some(token), None))
+        };
+        let viewer = open(VIEWER).await.unwrap();
+        let issuer = open(ISSUER).await.unwrap();
+        assert_eq!(fake.subscribers(), 2);
+        // As the router logs them: a planned record with its code and message text, and
+        // an attempt whose text carries the code.
+        let planned = json!({"delivery_planned": {
+            "alert": "alert-1", "person": "p1",
+            "plan": {"code": "K7XY", "message": "【红色预警】山洪红色预警：立即转移 回复 1 K7XY 确认", "grade": "red"}
+        }});
+        let attempt = json!({"attempt_started": {
+            "alert": "alert-1", "person": "p1", "device": "gsm-1",
+            "text": "【红色预警】山洪红色预警 回复1 K7XY"
+        }});
+        fake.push_data(1, "delivery_planned", planned.clone());
+        fake.push_data(2, "attempt_started", attempt.clone());
+        let done = |t: &str| t.matches("\n\n").count() >= 2;
+        let seen = read_sse(viewer.into_body(), done).await;
+        let whole = read_sse(issuer.into_body(), done).await;
+        assert!(!seen.contains("K7XY"), "{seen}");
+        assert!(seen.contains("回复 1 **** 确认"), "{seen}");
+        assert!(seen.contains("回复1 ****"), "{seen}");
+        assert!(seen.contains("\"person\":\"p1\""), "{seen}");
+        let data = |t: &str, i: usize| -> Value {
+            let event = t.split("\n\n").nth(i).unwrap();
+            serde_json::from_str(event.split("data: ").nth(1).unwrap()).unwrap()
+        };
+        assert!(
+            data(&seen, 0)["data"]["delivery_planned"]["plan"]
+                .get("code")
+                .is_none()
+        );
+        assert_eq!(data(&whole, 0)["data"], planned);
+        assert_eq!(data(&whole, 1)["data"], attempt);
+    }
+
+    #[tokio::test]
     async fn a_lagging_watcher_is_told_and_continues() {
         let fake = Arc::new(FakeGateway::new(2));
         let router = app(Arc::clone(&fake), config());
@@ -1098,7 +1234,7 @@ mod tests {
     #[tokio::test]
     async fn event_streams_are_bounded_and_freed_on_disconnect() {
         let fake = Arc::new(FakeGateway::new(4));
-        let router = app_with_stream_limit(Arc::clone(&fake), config(), 1);
+        let router = app_with_stream_limit(Arc::clone(&fake), config(), 1, CapPolicy::default());
         let first = router
             .clone()
             .oneshot(request(Method::GET, "/v1/events", Some(VIEWER), None))

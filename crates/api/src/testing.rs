@@ -52,6 +52,17 @@ impl FakeGateway {
         });
     }
 
+    /// Pushes an event carrying `data` to every subscriber.
+    pub(crate) fn push_data(&self, seq: u64, kind: &str, data: serde_json::Value) {
+        let _ = self.events.send(GatewayEvent {
+            seq,
+            kind: kind.into(),
+            alert: Some(AlertId::from("alert-1")),
+            at: Timestamp(1_700_000_000_000),
+            data,
+        });
+    }
+
     /// How many event streams are subscribed.
     pub(crate) fn subscribers(&self) -> usize {
         self.events.receiver_count()
@@ -129,7 +140,9 @@ fn delivery(person: &str, state: DeliveryState) -> DeliveryView {
         code: AckCode::try_from("K7XY".to_owned()).unwrap_or_else(|_| panic!("fixture code")),
         attempts: Vec::new(),
         acked_at: None,
-        ack_evidence: None,
+        // As the router records it: the bearer, the address and the reply as typed.
+        ack_evidence: (state == DeliveryState::Acknowledged)
+            .then(|| "sms +8613800000001: 1 k7xy".to_owned()),
         late: false,
         escalated_to: None,
         since: Timestamp(1_700_000_000_000),

@@ -9,9 +9,7 @@
 //! Redaction works on the JSON about to be sent, so it covers every record shape the
 //! router has or will have: fields that are codes or encoded frames are dropped, and in
 //! every other string each run of letters and digits that the router would read as a
-//! code is masked. Identifier fields (ids, names, addresses) are masked only where they
-//! hold one of the codes found in the same value, so an id that happens to look like a
-//! code stays readable.
+//! code is masked, how eagerly depending on the field ([`Field`]).
 
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -23,6 +21,10 @@ pub(crate) const MASK: &str = "****";
 
 /// Fields dropped outright: codes, code lists, and frames in hex (which carry codes).
 const DROPPED: &[&str] = &["code", "codes", "task_code", "bytes"];
+
+/// Fields holding messages as sent or replies as typed: a code there is masked in any
+/// letter case, since people type codes in lowercase.
+const MESSAGES: &[&str] = &["text", "message", "evidence", "ack_evidence", "raw"];
 
 /// Fields holding identifiers, names or fixed vocabularies rather than free text.
 const IDENTIFIERS: &[&str] = &[
@@ -47,6 +49,29 @@ const IDENTIFIERS: &[&str] = &[
     "reference",
     "value",
 ];
+
+/// How eagerly codes are looked for in a string, by the field that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Field {
+    /// A message or reply text: every run that reads as a code, in any case.
+    Message,
+    /// Other free text (reasons, outcomes, often English): runs in capitals or with a
+    /// digit, as codes are sent, so words like "were" or "near" stay readable.
+    Text,
+    /// Identifiers and names: only the codes seen elsewhere in the same value, so an id
+    /// that happens to look like a code stays readable.
+    Identifier,
+}
+
+impl Field {
+    fn of(key: Option<&str>) -> Field {
+        match key {
+            Some(k) if MESSAGES.contains(&k) => Field::Message,
+            Some(k) if IDENTIFIERS.contains(&k) => Field::Identifier,
+            _ => Field::Text,
+        }
+    }
+}
 
 /// Removes ack codes from `value` in place, for a viewer.
 pub(crate) fn redact(value: &mut Value) {
@@ -90,8 +115,7 @@ fn scrub(value: &mut Value, key: Option<&str>, known: &BTreeSet<String>) {
         Value::Object(map) => scrub_map(map, known),
         Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, key, known)),
         Value::String(s) => {
-            let free_text = !key.is_some_and(|k| IDENTIFIERS.contains(&k));
-            if let Some(masked) = mask_codes(s, free_text, known) {
+            if let Some(masked) = mask_codes(s, Field::of(key), known) {
                 *s = masked;
             }
         }
@@ -108,15 +132,15 @@ fn scrub_map(map: &mut Map<String, Value>, known: &BTreeSet<String>) {
 
 /// `text` with codes masked, or `None` if it holds none. Runs of ASCII letters and
 /// digits (full-width folded) are read the way the router reads a reply: four that make
-/// a code, or five starting with `1` (`1K7QX`). In free text every such run is masked; in
-/// an identifier only the `known` codes are.
-pub(crate) fn mask_codes(text: &str, free_text: bool, known: &BTreeSet<String>) -> Option<String> {
+/// a code, or five starting with `1` (`1K7QX`); `field` says which of those are masked
+/// besides the `known` codes.
+pub(crate) fn mask_codes(text: &str, field: Field, known: &BTreeSet<String>) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let mut changed = false;
     let mut flush = |run: &mut String, out: &mut String| {
         if !run.is_empty() {
-            match masked_run(run, free_text, known) {
+            match masked_run(run, field, known) {
                 Some(m) => {
                     out.push_str(&m);
                     changed = true;
@@ -138,15 +162,19 @@ pub(crate) fn mask_codes(text: &str, free_text: bool, known: &BTreeSet<String>) 
     changed.then_some(out)
 }
 
-fn masked_run(run: &str, free_text: bool, known: &BTreeSet<String>) -> Option<String> {
+fn masked_run(run: &str, field: Field, known: &BTreeSet<String>) -> Option<String> {
     let folded: String = run.chars().map(fold_width).collect();
-    // Codes are sent in capitals; a lowercase word of code letters ("were", "near") is
-    // English, unless it has a digit or is one of the codes seen in the same value.
+    // Codes are sent in capitals: outside messages and replies, a lowercase word of code
+    // letters ("were", "near") is English unless it has a digit.
     let is_code = |s: &str| {
         let looks_sent = s.chars().any(|ch| ch.is_ascii_digit())
             || s.chars()
                 .all(|ch| ch.is_ascii_digit() || ch.is_ascii_uppercase());
-        AckCode::parse(s).is_some_and(|c| known.contains(c.as_str()) || (free_text && looks_sent))
+        AckCode::parse(s).is_some_and(|c| {
+            known.contains(c.as_str())
+                || field == Field::Message
+                || (field == Field::Text && looks_sent)
+        })
     };
     match folded.len() {
         4 if is_code(&folded) => Some(MASK.to_owned()),
@@ -165,7 +193,7 @@ mod tests {
     #[test]
     fn codes_in_texts_are_masked_as_the_router_would_read_them() {
         let none = BTreeSet::new();
-        let m = |s: &str| mask_codes(s, true, &none);
+        let m = |s: &str| mask_codes(s, Field::Message, &none);
         assert_eq!(
             m("【红色预警】山洪：转移 回复 1 K7XY 确认").as_deref(),
             Some("【红色预警】山洪：转移 回复 1 **** 确认")
@@ -173,19 +201,43 @@ mod tests {
         assert_eq!(m("回复1 K7XY").as_deref(), Some("回复1 ****"));
         assert_eq!(m("1k7xy").as_deref(), Some("1****"));
         assert_eq!(
-            m("1wxya"),
-            None,
-            "lowercase letters only: a word, unless known"
+            m("1wxya").as_deref(),
+            Some("1****"),
+            "replies come in any case"
         );
+        // Outside messages, lowercase words of code letters are words...
+        let t = |s: &str| mask_codes(s, Field::Text, &none);
+        assert_eq!(t("the modem went away near here"), None);
+        assert_eq!(t("failed: WXYA k7xy").as_deref(), Some("failed: **** ****"));
+        // ...and identifiers lose only the codes seen in the same value.
+        let known = BTreeSet::from(["WXYA".to_owned()]);
+        assert_eq!(mask_codes("AC34", Field::Identifier, &known), None);
         assert_eq!(
-            mask_codes("1wxya", true, &BTreeSet::from(["WXYA".to_owned()])).as_deref(),
-            Some("1****")
+            mask_codes("wxya", Field::Identifier, &known).as_deref(),
+            Some(MASK)
         );
-        assert_eq!(m("the modem went away near here"), None);
         assert_eq!(m("收到ｋ７ｘｙ").as_deref(), Some("收到****"));
         // Not codes: wrong letters (O, S, B are not in the alphabet), other lengths.
         assert_eq!(m("HOST 12345 K7XYZ ABS"), None);
         assert_eq!(m("沿河各村立即组织人员向高处转移"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever surrounds it, a code in a message text never reaches a viewer.
+        #[test]
+        fn a_code_in_a_message_is_always_masked(
+            before in "[\\p{Han}，。 a-z]{0,20}",
+            after in "[\\p{Han}，。 a-z]{0,20}",
+            code in "[ACEFHJKMNPRTWXY3479]{4}",
+            glue in proptest::sample::select(vec![" ", "：", "1", " 1 ", "\n"]),
+        ) {
+            let text = format!("{before} {glue}{code} {after}");
+            let mut v = json!({"kind": "attempt_started", "data": {"text": text, "code": code}});
+            redact(&mut v);
+            let out = v["data"]["text"].as_str().unwrap_or_default().to_owned();
+            proptest::prop_assert!(!out.contains(&code), "{text:?} -> {out:?}");
+            proptest::prop_assert!(v["data"].get("code").is_none());
+        }
     }
 
     #[test]

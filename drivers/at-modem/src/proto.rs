@@ -76,10 +76,11 @@
 //! `DriverCommand::Cancel` (the person acked on another bearer, the record closed, or the
 //! router moved the work off this modem because it went down) removes a queued call or
 //! SMS without a report (the router has recorded why), and hangs up a call dialling,
-//! ringing or active with the family's command (`AT+CHUP`, `ATH`): `Failed`, reason
-//! `cancelled…`, retryable when it was never answered (so a call moved off a modem that
-//! lost its network keeps its route) and for good once answered, unless the prompt had
-//! already played through or key 1 came (then `Delivered`). Cancelling an SMS whose
+//! ringing or active with the family's command (`AT+CHUP`, `ATH`): `Failed { retryable:
+//! false }`, reason `cancelled…`, unless the prompt had already played through or key 1
+//! came (then `Delivered`). A call dialling or ringing when the network goes is put back
+//! in front of the calls waiting and hung up *before* the modem reports itself down, so
+//! the router's move-off finds it queued and nothing fails it for good. Cancelling an SMS whose
 //! `AT+CMGS` is in flight cannot take it back: its outcome comes as usual.
 //!
 //! A modem in a call cannot send SMS: sends wait in the queue until the call is over (the
@@ -1062,7 +1063,7 @@ impl Modem {
                 }
                 // Pushed (`AT+CREG=2`), or a late answer to a query that timed out: news
                 // either way.
-                Some(r) => self.on_registration(r),
+                Some(r) => self.on_registration(now, r),
                 None => self
                     .events
                     .push_back(DriverEvent::Unrecognized { raw: line }),
@@ -1198,6 +1199,7 @@ impl Modem {
                 if inflight.cmd == Command::EpsRegistration {
                     // End of a health round.
                     self.reg.round_done();
+                    self.requeue_unanswered_call(now);
                     self.refresh_health();
                     self.note_health();
                 }
@@ -1449,9 +1451,37 @@ impl Modem {
         }
     }
 
+    /// The network is gone while a call is dialling or ringing: nobody can answer it now.
+    /// Its attempt goes back to the front of the calls waiting and the modem hangs up the
+    /// call, before the device is reported down: the router then moves the attempt off
+    /// this modem and its cancel finds it queued (dropped, no report). Were the call still
+    /// live, the cancel would end it `Failed { retryable: false }` and its route with it.
+    fn requeue_unanswered_call(&mut self, now: Timestamp) {
+        if self.reg.usable() {
+            return;
+        }
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.record.answered_at.is_some()
+            || call.cancelled
+            || call.detached
+            || call.phase == Phase::HangingUp
+        {
+            return;
+        }
+        call.detached = true;
+        tracing::debug!(
+            seq = call.record.seq,
+            "network gone while ringing; call queued again"
+        );
+        self.voice_queue.push_front(call.out.clone());
+        self.hang_up(now, "network lost before answer", None);
+    }
+
     /// A registration report: a pushed `+CREG: <stat>` or a late query answer. The
     /// network may have gone (sends stop) or come back (they resume).
-    fn on_registration(&mut self, report: registration::Report) {
+    fn on_registration(&mut self, now: Timestamp, report: registration::Report) {
         self.reg.set(report.domain, Some(report.stat));
         if self.link == Link::Ready
             && !registration::is_registered(report.stat)
@@ -1465,6 +1495,7 @@ impl Modem {
                 }
             }
         }
+        self.requeue_unanswered_call(now);
         self.refresh_health();
         if self.link == Link::Ready {
             self.note_health();
@@ -1709,8 +1740,8 @@ impl Modem {
     }
 
     /// The router no longer wants the call in progress (its record became final): hang
-    /// up with the family's command. It ends `Failed { "cancelled" }` (retryable if never
-    /// answered) unless the warning had already got through (the prompt played to its end, or key
+    /// up with the family's command. It ends `Failed { retryable: false, "cancelled" }`
+    /// unless the warning had already got through (the prompt played to its end, or key
     /// 1), which stays `Delivered`. A call already hanging up (e.g. after the ring
     /// timeout) only changes its verdict.
     fn cancel_call(&mut self, now: Timestamp) {
@@ -1718,12 +1749,8 @@ impl Modem {
             return;
         };
         call.cancelled = true;
-        // Never answered: retryable, because the router cancels an unanswered call also
-        // when it moves it off a modem that lost its network, and a failure for good would
-        // end the call's route. Answered: nothing more to try on this call.
-        let unanswered = call.record.answered_at.is_none();
         let failure =
-            (!(call.acked || call.record.listened)).then(|| (unanswered, "cancelled".to_owned()));
+            (!(call.acked || call.record.listened)).then(|| (false, "cancelled".to_owned()));
         if call.phase == Phase::HangingUp {
             if failure.is_some() {
                 call.failure = failure;
@@ -1768,6 +1795,10 @@ impl Modem {
         };
         self.call_cmds.clear();
         self.next_call_poll = None;
+        if call.detached {
+            // Its attempt waits in the queue already (the network went while it rang).
+            return;
+        }
         if call.record.answered_at.is_none() && !call.cancelled && !self.reg.usable() {
             // Never answered and the network is gone (ATD refused for want of it, or the
             // call dropped with it): the call waits for the network in front of the
@@ -3925,7 +3956,7 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_a_ringing_call_hangs_up_and_fails_it_retryable() {
+    fn cancelling_a_ringing_call_hangs_up_and_fails_it_for_good() {
         for family in [Family::Quectel, Family::Simcom, Family::Generic] {
             let mut b = voice_bench(family, CallBehaviour::Never);
             b.modem.submit_voice(b.now, call(5));
@@ -3935,9 +3966,7 @@ mod tests {
                 .submit_voice(b.now, DriverCommand::Cancel(AttemptId(5)));
             b.run_until(|e| terminal(e, 5).is_some(), 10);
             let ev = b.take();
-            // Retryable: the router also cancels an unanswered call when it moves it off a
-            // modem that lost its network.
-            assert_cancelled(&ev, 5, true);
+            assert_cancelled(&ev, 5, false);
             assert!(!ev.iter().any(|e| matches!(e, DriverEvent::Sent { .. })));
             let hangup = format!("{}\r", family.hangup());
             let wire = String::from_utf8_lossy(&b.wire_out);
@@ -4529,6 +4558,26 @@ mod tests {
             Some(DriverEvent::Delivered { .. })
         ));
         assert_eq!(b.sim.calls().len(), 2);
+    }
+
+    #[test]
+    fn a_ringing_call_moved_off_a_modem_that_lost_its_network_is_not_failed_for_good() {
+        let mut b = voice_bench(Family::Quectel, CallBehaviour::Never);
+        b.modem.submit_voice(b.now, call(11));
+        b.advance(2);
+        assert!(b.modem.in_call(), "ringing");
+        b.sim.lose_network(b.now, Duration::from_secs(30));
+        b.pump();
+        // The router, told the device is down, abandons the call and cancels it here.
+        assert!(health(&b.take()).iter().any(|h| !h.up));
+        b.modem
+            .submit_voice(b.now, DriverCommand::Cancel(AttemptId(11)));
+        b.advance(60);
+        let ev = b.take();
+        assert_eq!(terminal(&ev, 11), None, "no failure for good: {ev:#?}");
+        assert_eq!(b.modem.calls_queued(), 0);
+        assert!(!b.modem.in_call());
+        assert_eq!(b.sim.calls().len(), 1, "not dialled again after the cancel");
     }
 
     #[test]

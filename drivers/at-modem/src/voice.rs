@@ -277,6 +277,9 @@ pub(crate) struct Call {
     pub(crate) failure: Option<(bool, String)>,
     /// The router cancelled it: it ends here, whatever the network does.
     pub(crate) cancelled: bool,
+    /// The network went while it rang: its attempt is queued again, and this call only
+    /// waits for the hang-up (it reports nothing).
+    pub(crate) detached: bool,
 }
 
 impl Call {
@@ -320,6 +323,7 @@ impl Call {
             prompt_done_at: None,
             failure: None,
             cancelled: false,
+            detached: false,
         }
     }
 

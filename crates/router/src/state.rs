@@ -233,6 +233,10 @@ pub(crate) struct AttemptEntry {
     pub done: bool,
     /// The router cancelled it (its record became final); later outcomes change nothing.
     pub cancelled: bool,
+    /// The router abandoned it (its device went down) and sends again elsewhere or later;
+    /// what its driver says of it afterwards — often a final failure answering the
+    /// router's Cancel — is recorded but moves no lane.
+    pub abandoned: bool,
     /// Counted in its lane's `ok_count` (sent or delivered, not failed since).
     pub ok: bool,
 }
@@ -1140,6 +1144,7 @@ impl State {
                         never_out: false,
                         done: false,
                         cancelled: false,
+                        abandoned: false,
                         ok: false,
                     },
                 );
@@ -1185,13 +1190,15 @@ impl State {
                     .ok_or_else(|| format!("outcome of unknown attempt {attempt}"))?;
                 let r = entry.lane;
                 let device = entry.device.clone();
-                if entry.cancelled {
+                if entry.cancelled || entry.abandoned {
                     // Recorded, changes nothing: the record is final and its lanes are
-                    // stopped. A delivery report is still a fact about the person.
+                    // stopped, or the lane has moved on to a new attempt. A delivery
+                    // report is still a fact about the person.
+                    let after = if entry.cancelled { "cancel" } else { "abandon" };
                     match outcome {
                         Outcome::Sent { reference } => entry.reference = Some(reference.clone()),
                         Outcome::Delivered { .. } => {
-                            entry.outcome = "delivered after cancel".into();
+                            entry.outcome = format!("delivered after {after}");
                             entry.done = true;
                             let lane = self.lane_mut(r);
                             lane.ever_ok = true;
@@ -1290,6 +1297,7 @@ impl State {
                 entry.outcome = format!("abandoned: {reason}");
                 entry.settled = true;
                 entry.done = true;
+                entry.abandoned = true;
                 entry.never_out = !*possible_duplicate;
                 let (r, device) = (entry.lane, entry.device.clone());
                 let lane = self.lane(r);

@@ -484,6 +484,69 @@ fn a_first_attempt_that_never_left_a_dead_modem_does_not_start_the_window() {
     assert_eq!(escalated["p1"], secs(310));
 }
 
+/// A modem that loses its network is moved off; its driver answers the router's Cancel of
+/// the send it held with a final failure. That answer is about an attempt the router has
+/// already abandoned: the route must stay open and the warning go out again when a modem
+/// is back, not be declared dead ("every route failed") and the person escalated.
+#[test]
+fn a_final_failure_for_an_abandoned_attempt_does_not_kill_the_route() {
+    let contacts = district();
+    let script = vec![
+        (
+            secs(0),
+            Script::Alert(plan(
+                alert("red-1", Grade::Red, "山洪红色预警"),
+                &["p1"],
+                &contacts,
+            )),
+        ),
+        // The only modem goes down before it reports the SMS sent, and comes back at 60 s.
+        (
+            secs(1),
+            Script::Health {
+                device: "gsm-1".into(),
+                up: false,
+            },
+        ),
+        (
+            secs(60),
+            Script::Health {
+                device: "gsm-1".into(),
+                up: true,
+            },
+        ),
+    ];
+    let mut sim = Sim::new(config(vec![device("gsm-1", Bearer::Sms, 6.0)]), script);
+    sim.verbose = false;
+    sim.cancel_fails = true;
+    // Until just before the first reminder (100 s).
+    sim.run(secs(95));
+    let abandoned = sim
+        .records
+        .iter()
+        .any(|r| matches!(r, Record::AttemptAbandoned { person, .. } if person.as_str() == "p1"));
+    assert!(abandoned, "{}", sim.transcript);
+    // The failure was recorded, then the warning went out again once the modem was up.
+    let sms_to_p1: Vec<Timestamp> = sim
+        .sends
+        .iter()
+        .filter(|(_, _, _, to, _)| *to == phone(1))
+        .map(|(at, ..)| *at)
+        .collect();
+    assert_eq!(sms_to_p1, vec![secs(0), secs(60)], "{}", sim.transcript);
+    assert!(
+        !sim.records
+            .iter()
+            .any(|r| matches!(r, Record::Escalated { .. })),
+        "escalated before its deadline"
+    );
+    let views = sim
+        .router
+        .deliveries(&AlertId::from("red-1"), None)
+        .unwrap();
+    assert_eq!(views[0].state, DeliveryState::Reached);
+}
+
 #[test]
 fn a_late_bare_ack_after_the_door_knock_still_counts() {
     let contacts = district();

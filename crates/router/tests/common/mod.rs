@@ -175,6 +175,9 @@ pub struct Sim {
     pub batches: usize,
     /// Crash after committing this batch: its commands are lost and the router is restored.
     pub crash_after: Option<usize>,
+    /// Answer a Cancel of an attempt not yet sent with `Failed{retryable: false}` (as some
+    /// drivers do) instead of dropping it silently.
+    pub cancel_fails: bool,
     config: RouterConfig,
     script: Vec<(Timestamp, Script)>,
     pending: BTreeMap<(Timestamp, u64), Pending>,
@@ -200,6 +203,7 @@ impl Sim {
             verbose: true,
             batches: 0,
             crash_after: None,
+            cancel_fails: false,
             config,
             script: Vec::new(),
             pending: BTreeMap::new(),
@@ -450,6 +454,19 @@ impl Sim {
                 } else {
                     self.pending.retain(|_, p| !matches!(p, Pending::Driver(DeviceEvent { event, .. }) if event_attempt(event) == Some(attempt)));
                     self.line(format!("  → {device}: cancel {attempt} (dropped)"));
+                    if self.cancel_fails {
+                        let failed = DriverEvent::Failed {
+                            attempt,
+                            retryable: false,
+                            reason: "cancelled".into(),
+                        };
+                        let event = DeviceEvent {
+                            device: device.clone(),
+                            at: now,
+                            event: failed,
+                        };
+                        self.push(now + ms(10), Pending::Driver(event));
+                    }
                 }
             }
             DriverCommand::Release(r) => self.line(format!("  → {device}: release {}", r.0)),

@@ -213,6 +213,7 @@ async fn update<G: Gateway>(
         headline: (draft.headline != current.headline).then_some(draft.headline),
         text: (draft.text != current.text).then_some(draft.text),
         area: (draft.area != current.area).then_some(draft.area),
+        re_notify: false,
     };
     if patch == AlertPatch::default() {
         return Ok(ok(&current.id, IntakeOutcome::Unchanged, draft.reference));

@@ -76,6 +76,10 @@ pub struct AlertPatch {
         skip_serializing_if = "Option::is_none"
     )]
     pub area: Option<Vec<AreaSpec>>,
+    /// Tell everyone still in the area again, with a fresh code and a new ack window, even
+    /// those who already acknowledged (a higher grade or a new text does so anyway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub re_notify: bool,
 }
 
 impl AlertPatch {
@@ -86,10 +90,11 @@ impl AlertPatch {
             && self.headline.is_none()
             && self.text.is_none()
             && self.area.is_none()
+            && !self.re_notify
         {
             return Err(GatewayError::invalid(
                 "",
-                "a patch must change at least one of grade, headline, text, area",
+                "a patch must change at least one of grade, headline, text, area, or ask to re_notify",
             ));
         }
         if let Some(h) = &self.headline {
@@ -548,6 +553,15 @@ mod tests {
         let p: AlertPatch = serde_json::from_value(json!({"headline": ""})).unwrap();
         assert_eq!(field_of(p.validate().unwrap_err()), "headline");
         assert!(serde_json::from_value::<AlertPatch>(json!({"kind": "x"})).is_err());
+        // Asking to tell everyone again is a change on its own; it is omitted when false.
+        let p: AlertPatch = serde_json::from_value(json!({"re_notify": true})).unwrap();
+        assert!(p.re_notify && p.validate().is_ok());
+        assert!(
+            serde_json::from_value::<AlertPatch>(json!({"re_notify": false}))
+                .unwrap()
+                .validate()
+                .is_err()
+        );
         // Serialized patches omit what they do not change, so a client can round-trip them.
         let p = AlertPatch {
             text: Some("新".into()),

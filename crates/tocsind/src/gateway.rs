@@ -598,6 +598,7 @@ impl Engine {
                     )));
                     return;
                 }
+                let re_notify = patch.re_notify;
                 let new = NewAlert {
                     grade: patch.grade.unwrap_or(a.grade),
                     kind: a.kind.clone(),
@@ -611,15 +612,17 @@ impl Engine {
                     .validate()
                     .and_then(|()| self.plan(id.clone(), &new, &by, a.accepted_at));
                 match result {
-                    Ok((plan, left)) => match self.router.handle_update(now, plan) {
-                        Ok(()) => {
-                            self.log_left_out(&id, &left);
-                            deferred.push(Deferred::Summary(reply, id));
+                    Ok((plan, left)) => {
+                        match self.router.handle_update_with(now, plan, re_notify) {
+                            Ok(()) => {
+                                self.log_left_out(&id, &left);
+                                deferred.push(Deferred::Summary(reply, id));
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(router_error(&id, e)));
+                            }
                         }
-                        Err(e) => {
-                            let _ = reply.send(Err(router_error(&id, e)));
-                        }
-                    },
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }

@@ -45,6 +45,12 @@ pub struct Config {
     /// On a field kit's node: the satellite link to the district it takes alerts from.
     #[serde(default)]
     pub uplink: Option<UplinkConfig>,
+    /// How CAP 1.2 / GB/T 35965.1 pushes (`POST /v1/cap`) map onto this district: the
+    /// geocode table (admin code → named areas), the grade for severity Unknown, the
+    /// preferred languages. Optional; without a table, areas given only by geocodes are
+    /// refused.
+    #[serde(default)]
+    pub cap: tocsin_cap::CapPolicy,
 }
 
 /// `[kits.NAME]`: a field kit (a Tocsin node with a BeiDou terminal or an SBD modem)
@@ -686,6 +692,35 @@ mod tests {
             }
         }
         assert!(seen >= 1);
+    }
+
+    #[test]
+    fn the_cap_geocode_table_is_read_and_checked_against_the_directory() {
+        let path = configs_dir().join("example.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(
+            cfg.cap.geocodes.get("110116001201").map(Vec::len),
+            Some(2),
+            "{:?}",
+            cfg.cap
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bad = text.replacen("\"110116001\" = [\"T05\"]", "\"110116001\" = [\"T55\"]", 1);
+        assert_ne!(bad, text);
+        let dir_cfg = Config::parse(&bad, &path, &configs_dir()).unwrap();
+        let (dir, _) = tocsin_core::directory::load_from_dir_with(
+            &dir_cfg.directory.path,
+            &dir_cfg.directory.default_country,
+        )
+        .unwrap();
+        let err = crate::daemon::check_cap(&dir_cfg, &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cap.geocodes.110116001") && err.contains("T55"),
+            "{err}"
+        );
+        crate::daemon::check_cap(&cfg, &dir).unwrap();
     }
 
     #[test]

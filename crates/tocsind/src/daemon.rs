@@ -58,6 +58,7 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     if let Some(p) = problems.iter().find(|p| p.starts_with("checkins.")) {
         anyhow::bail!("{}: {p}", path.display());
     }
+    check_cap(&cfg, &dir).with_context(|| path.display().to_string())?;
     if cfg.checkins.enabled && !crews.is_empty() {
         println!(
             "check-ins: {} field crew members watched over the mesh",
@@ -71,6 +72,23 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         cfg.devices.len(),
         cfg.api.tokens.len()
     );
+    Ok(())
+}
+
+/// The CAP geocode table names only areas the directory has: a typo there would make
+/// every upstream warning for that county fail at the worst moment.
+pub(crate) fn check_cap(
+    cfg: &Config,
+    dir: &tocsin_core::directory::Directory,
+) -> anyhow::Result<()> {
+    for (code, areas) in &cfg.cap.geocodes {
+        if areas.is_empty() {
+            anyhow::bail!("cap.geocodes.{code}: names no area");
+        }
+        if let Some(a) = areas.iter().find(|a| dir.area(a).is_none()) {
+            anyhow::bail!("cap.geocodes.{code}: the directory has no area {a}");
+        }
+    }
     Ok(())
 }
 
@@ -118,6 +136,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     for r in &rejected {
         tracing::warn!(line = r.line, reason = %r.reason, "people.csv row rejected");
     }
+    check_cap(&cfg, &directory)?;
     let directory = Arc::new(directory);
 
     std::fs::create_dir_all(&cfg.node.data_dir)
@@ -311,12 +330,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("listening on {}", cfg.api.listen))?;
     let api_addr = listener.local_addr()?;
-    let app = tocsin_api::app(
+    let app = tocsin_api::app_with_cap_policy(
         Arc::new(handle.clone()),
         tocsin_api::ApiConfig {
             tokens: cfg.api.tokens.clone(),
             max_body_bytes: cfg.api.max_body_bytes,
         },
+        cfg.cap.clone(),
     );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {

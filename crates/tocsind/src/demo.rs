@@ -416,6 +416,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         speech: tocsin_voice::SpeechConfig::default(),
         checkins: crate::config::CheckinsConfig::default(),
         mesh: crate::config::MeshSection::default(),
+        cap: tocsin_cap::CapPolicy::default(),
     };
     // The kit's node starts first: it is out in the valley, waiting for the district.
     let kit = match &kit_village {
@@ -898,6 +899,7 @@ async fn start_kit(
         speech: tocsin_voice::SpeechConfig::default(),
         checkins: crate::config::CheckinsConfig::default(),
         mesh: crate::config::MeshSection::default(),
+        cap: tocsin_cap::CapPolicy::default(),
     };
     let _ = std::fs::remove_dir_all(root.join("data"));
     let running = daemon::start(cfg).await?;

@@ -48,9 +48,11 @@ impl Bearer {
     }
 
     /// Whether the sender of an inbound message on this bearer can be forged (SMS caller
-    /// id can be); such acks must carry the person's code.
+    /// id can be); such acks must carry the person's code. An app's answer is not: the
+    /// app backend signs each callback (HMAC over timestamp and body) and so vouches for
+    /// which subscriber answered — the webhook driver says `sender_authenticated` for it.
     pub fn sender_spoofable(self) -> bool {
-        matches!(self, Bearer::Sms | Bearer::Voice | Bearer::App)
+        matches!(self, Bearer::Sms | Bearer::Voice)
     }
 }
 

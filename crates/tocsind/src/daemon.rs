@@ -283,6 +283,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         events,
     )
     .with_links(links);
+    // The log's hash chain is checked in the background while the gateway serves: a
+    // restart in an emergency must not wait for it. A break is logged loudly and shown in
+    // the metrics (`tocsin_audit_chain_intact 0`); `tocsind audit` names the record.
+    {
+        let (store, audit) = (store.clone(), engine.audit_state());
+        tokio::task::spawn_blocking(move || match store.verify() {
+            Ok(r) if r.is_intact() => {
+                audit.set(true);
+                tracing::info!(records = r.records_verified, "log chain intact");
+            }
+            Ok(r) => {
+                audit.set(false);
+                if let Some(b) = &r.first_broken {
+                    tracing::error!(record = b.seq, reason = ?b.reason, "the log's hash chain is broken: a record was edited, deleted or inserted outside the gateway");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the log's hash chain could not be checked"),
+        });
+    }
     // Every mesh radio's node table feeds the engine: last heard and hops of every node
     // (a stale node lets another off-grid bearer go first) and crews' check-ins.
     if !mesh_nodes.is_empty() {

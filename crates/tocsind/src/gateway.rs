@@ -139,6 +139,11 @@ struct LeftOut {
 }
 
 impl Engine {
+    /// Where the start-time check of the log's chain reports (see `daemon::start`).
+    pub fn audit_state(&self) -> crate::metrics::AuditState {
+        self.metrics.audit.clone()
+    }
+
     /// Wires an engine; `router` is already restored from `store`.
     pub fn new(
         router: Router,

@@ -8,9 +8,35 @@ use tocsin_channel::{DeviceEvent, DriverEvent, DriverHandle};
 use tocsin_core::DeviceId;
 use tocsin_router::{AlertState, Record, Router};
 
+/// The log's hash chain as checked at start: not yet known, intact, or broken.
+#[derive(Clone, Default)]
+pub struct AuditState(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl AuditState {
+    const INTACT: u8 = 1;
+    const BROKEN: u8 = 2;
+
+    /// The check finished.
+    pub fn set(&self, intact: bool) {
+        let v = if intact { Self::INTACT } else { Self::BROKEN };
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Some(intact)` once the check finished.
+    pub fn get(&self) -> Option<bool> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Self::INTACT => Some(true),
+            Self::BROKEN => Some(false),
+            _ => None,
+        }
+    }
+}
+
 /// Counters the engine keeps.
 #[derive(Default)]
 pub struct Metrics {
+    /// The start-time check of the log's chain (`tocsind audit` in the background).
+    pub audit: AuditState,
     records: BTreeMap<&'static str, u64>,
     commits: u64,
     commit_seconds_sum: f64,
@@ -138,6 +164,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tocsin_alerts_active gauge");
         let _ = writeln!(out, "tocsin_alerts_active {active}");
+        if let Some(intact) = self.audit.get() {
+            let _ = writeln!(
+                out,
+                "# HELP tocsin_audit_chain_intact Whether every record of the log chained to the one before it when checked at start (1) or not (0)."
+            );
+            let _ = writeln!(out, "# TYPE tocsin_audit_chain_intact gauge");
+            let _ = writeln!(out, "tocsin_audit_chain_intact {}", u8::from(intact));
+        }
         out
     }
 }

@@ -282,5 +282,14 @@ async fn sigkill_mid_campaign_loses_nothing_and_the_campaign_finishes() {
             .all(|x| !matches!(x["state"].as_str(), Some("planned" | "attempting"))),
         "{s}"
     );
+    // The kill left the log's hash chain whole: the restart's background check (a few
+    // hundred records, done long before the campaign above finished) says so.
+    let r = api
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let metrics = r.text().await.unwrap();
+    assert!(metrics.contains("tocsin_audit_chain_intact 1"), "{metrics}");
     daemon.stop();
 }

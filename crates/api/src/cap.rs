@@ -8,7 +8,7 @@
 
 use crate::auth::Issuer;
 use crate::error::ApiError;
-use crate::extract::BodyLimit;
+use crate::extract::limited_body;
 use crate::gateway::{Gateway, GatewayError};
 use crate::model::{AlertPatch, IntakeOutcome, IntakeReceipt, NewAlert};
 use crate::routes::AppState;
@@ -27,28 +27,7 @@ impl<S: Send + Sync> FromRequest<S> for CapBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_xml(
-            req.headers()
-                .get(header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-        ) {
-            return Err(ApiError::NotXml);
-        }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or(usize::MAX);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::Invalid {
-                    field: None,
-                    message: format!("could not read the request body: {rejection}"),
-                }
-            }
-        })?;
+        let bytes = limited_body(req, state, is_xml, ApiError::NotXml).await?;
         Ok(CapBody(bytes))
     }
 }

@@ -13,6 +13,39 @@ use tocsin_router::DeliveryState;
 /// Longest alert id accepted in a path.
 pub const MAX_ID_CHARS: usize = 128;
 
+/// The body of `req` if its content type passes `accepts` (else `wrong_type`), read no
+/// further than the router's body limit (`413` naming it past that).
+pub(crate) async fn limited_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    accepts: fn(Option<&[u8]>) -> bool,
+    wrong_type: ApiError,
+) -> Result<Bytes, ApiError> {
+    if !accepts(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+    ) {
+        return Err(wrong_type);
+    }
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(usize::MAX);
+    // `Bytes` honours the router's `DefaultBodyLimit` and stops reading past it.
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::Invalid {
+                field: None,
+                message: format!("could not read the request body: {rejection}"),
+            }
+        }
+    })
+}
+
 /// A JSON body, checked for content type and size, with serde errors turned into
 /// `invalid` errors that name the field (`area[0].coordinates`, `headline`).
 pub(crate) struct ApiJson<T>(pub T);
@@ -25,29 +58,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(
-            req.headers()
-                .get(header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-        ) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or(usize::MAX);
-        // `Bytes` honours the router's `DefaultBodyLimit` and stops reading past it.
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::Invalid {
-                    field: None,
-                    message: format!("could not read the request body: {rejection}"),
-                }
-            }
-        })?;
+        let bytes = limited_body(req, state, is_json, ApiError::UnsupportedMediaType).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::auth::Issuer;
 use crate::error::ApiError;
-use crate::extract::limited_body;
+use crate::extract::{limited_body, media_type};
 use crate::gateway::{Gateway, GatewayError};
 use crate::model::{AlertPatch, IntakeOutcome, IntakeReceipt, NewAlert};
 use crate::routes::AppState;
@@ -35,18 +35,11 @@ impl<S: Send + Sync> FromRequest<S> for CapBody {
 /// `application/cap+xml`, `application/xml`, `text/xml` or any `application/*+xml`,
 /// parameters (charset) allowed.
 fn is_xml(content_type: Option<&[u8]>) -> bool {
-    let Some(ct) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else {
-        return false;
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/xml"
-        || essence == "text/xml"
-        || (essence.starts_with("application/") && essence.ends_with("+xml"))
+    media_type(content_type).is_some_and(|m| {
+        m == "application/xml"
+            || m == "text/xml"
+            || (m.starts_with("application/") && m.ends_with("+xml"))
+    })
 }
 
 /// The handler. Intake is serialized (one message at a time) so two pushes of the same

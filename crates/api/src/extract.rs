@@ -67,19 +67,24 @@ where
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BodyLimit(pub usize);
 
+/// A Content-Type header's media type without its parameters, lower-cased
+/// (`Application/JSON; charset=utf-8` → `application/json`).
+pub(crate) fn media_type(content_type: Option<&[u8]>) -> Option<String> {
+    let ct = std::str::from_utf8(content_type?).ok()?;
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
 /// `application/json` or any `application/*+json`, parameters (charset) allowed.
 fn is_json(content_type: Option<&[u8]>) -> bool {
-    let Some(ct) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else {
-        return false;
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    media_type(content_type).is_some_and(|m| {
+        m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+    })
 }
 
 /// Deserializes a JSON document, naming the field serde stumbled on.

@@ -146,6 +146,8 @@ fn delivery(person: &str, state: DeliveryState) -> DeliveryView {
         late: false,
         escalated_to: None,
         since: Timestamp(1_700_000_000_000),
+        // Neither record was escalated, so neither has a door-knock task.
+        door_knock: None,
     }
 }
 

@@ -25,6 +25,14 @@
 //! Per (alert, person): `planned → attempting → reached → acknowledged`, or
 //! `→ escalated` (a door-knock task for the supervisor, with its own code and deadline,
 //! climbing the supervisor chain while unanswered) `→ confirmed`, or finally `unreached`.
+//! The task itself moves `assigned → accepted → confirmed` ([`TaskState`]): a bare ack the
+//! router attributes to the task (key 1 in the task's call, 收到 when the task is all the
+//! assignee has open) only ACCEPTS it — the record stays `escalated`, the task's answer
+//! deadline stops, its calls are not redialled, and its visit window
+//! ([`DoorKnockTask::visit_ms`], the policy's `door_knock_visit_s`) starts, after which it
+//! goes one level further up as an unanswered task does. Only the task's code (`1 CODE`,
+//! as the task's text asks once the visit is done) confirms the visit and closes the
+//! record `confirmed`.
 //! `cancelled` and `withdrawn` end records of cancelled alerts and of people an update no
 //! longer covers. A late ack still counts and is marked late, even after escalation or
 //! `unreached` (the door-knock task is then closed). When a record becomes final
@@ -103,12 +111,15 @@
 //! lowercase folded ("1 K7QX", "K7QX", "收到k7qx", "1k7qx"). A bare acknowledgement without
 //! a code — "1", "１", "收到", "确认", "ok"/"OK", "好" after trimming and folding — counts only
 //! if that person has exactly one open record (an alert record or a door-knock task) that
-//! needs an ack — except over a bearer that authenticates the sender
+//! needs an ack (a door-knock task counts only while not yet accepted, and not at all
+//! while the person's own live warning is open: their "1" is about their own warning) —
+//! except over a bearer that authenticates the sender
 //! (`Capabilities::sender_authenticated`: BeiDou cards, Meshtastic nodes, later voice calls
 //! answered in the person's own call): there a bare ack from an address registered to
 //! exactly one person counts for that person's most urgent open record (a live alert's
-//! before a drill's, then the highest grade, then the most recently opened; a door-knock
-//! task opens when escalated), even when they
+//! before a drill's, then their own warning before a door-knock task, then the highest
+//! grade, then the most recently opened; a door-knock task opens when escalated), even
+//! when they
 //! have several. An address shared by several people (a village terminal) keeps the strict
 //! rule, and SMS, whose caller id can be forged, always does. When the bearer says which
 //! attempt a reply answers (`DriverEvent::Inbound::in_reply_to`: key 1 pressed in the call
@@ -117,8 +128,9 @@
 //! attempt was placed on the same device to the sender's address and the sender owns the
 //! record; if that record has closed meanwhile the verdict is about it (duplicate, late,
 //! closed), never about another. The reply record keeps `in_reply_to`. A door-knock task
-//! is acked the same way by any supervisor it was sent to,
-//! with the task code: `AckCode::derive(key, alert, "{person}/door")` (see [`door_code`]).
+//! is accepted the same way by any supervisor it was sent to (a bare ack), and its visit
+//! confirmed with the task code: `AckCode::derive(key, alert, "{person}/door")` (see
+//! [`door_code`]).
 //! A bare ack from someone with nothing open is judged the same way against their records
 //! that closed without their ack (`unreached`, or `confirmed` by a door knock): it counts as
 //! a late ack. Everything else is recorded as a rejected reply with the reason and never counted:
@@ -174,12 +186,12 @@ pub use plan::{
 };
 pub use policy::{GradePolicy, Policies, PolicyError, RoleOverride};
 pub use record::{
-    DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection, RelayFrame,
-    Route, Verdict, version_code,
+    DEFAULT_VISIT_MS, DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection,
+    RelayFrame, Route, Verdict, version_code,
 };
 pub use relays::{RelayState, RelayView, RelayedAck};
 pub use router::{DeviceInfo, Output, Router, RouterConfig, RouterError, door_code, door_code_of};
 pub use view::{
     AlertState, AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView,
-    Preview, SpeakerCounts, SpeakerState, SpeakerView,
+    DoorKnockView, Preview, SpeakerCounts, SpeakerState, SpeakerView, TaskState,
 };

@@ -14,6 +14,12 @@
 //! - yellow: SMS or app, one reminder, then the record closes unreached (no escalation);
 //! - blue: no ack.
 //!
+//! A door-knock task (red and orange) escalates one level further when nobody answers it
+//! within `door_knock_deadline_s` (15 minutes). Once its assignee accepts it (key 1 in the
+//! task's call, a bare 收到), that clock stops and the visit window starts:
+//! `door_knock_visit_s` (30 minutes) to confirm the visit with the task's code, after
+//! which the task goes one level further too.
+//!
 //! Independently of silence, a bearer that fails for good (a permanent error, every retry
 //! spent) opens the next fallback bearer at once, whatever the grade.
 //!
@@ -84,6 +90,12 @@ pub struct GradePolicy {
     pub escalate: bool,
     /// Deadline of a door-knock task before it goes one further up the chain, in seconds.
     pub door_knock_deadline_s: u64,
+    /// Once the assignee accepted a door-knock task (key 1 in the task's call, a bare
+    /// 收到), how long they have to confirm the visit with the task's code before the task
+    /// goes one further up the chain, in seconds (30 minutes by default: a walk to a
+    /// mountain hamlet). Accepting stops `door_knock_deadline_s`.
+    #[serde(default = "default_door_knock_visit_s")]
+    pub door_knock_visit_s: u64,
     /// When nobody answers by the ack deadline: how many `fallback` bearers (the next one
     /// the person has an address and the gateway a device for, one after another) are
     /// tried before the record escalates (or closes unreached), each with
@@ -115,6 +127,14 @@ pub const DEFAULT_SILENCE_WAIT_S: u64 = 300;
 
 fn default_silence_wait_s() -> u64 {
     DEFAULT_SILENCE_WAIT_S
+}
+
+/// Default [`GradePolicy::door_knock_visit_s`]: thirty minutes from accepting a door-knock
+/// task to confirming the visit.
+pub const DEFAULT_DOOR_KNOCK_VISIT_S: u64 = 1800;
+
+fn default_door_knock_visit_s() -> u64 {
+    DEFAULT_DOOR_KNOCK_VISIT_S
 }
 
 /// Default [`GradePolicy::speaker_window_s`]: a siren and the spoken warning three times
@@ -196,6 +216,7 @@ impl GradePolicy {
             reminders: 2,
             escalate: true,
             door_knock_deadline_s: 900,
+            door_knock_visit_s: DEFAULT_DOOR_KNOCK_VISIT_S,
             silence_fallbacks: 0,
             silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
@@ -217,6 +238,7 @@ impl GradePolicy {
             reminders: 0,
             escalate: true,
             door_knock_deadline_s: 900,
+            door_knock_visit_s: DEFAULT_DOOR_KNOCK_VISIT_S,
             silence_fallbacks: 1,
             silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
@@ -238,6 +260,7 @@ impl GradePolicy {
             reminders: 1,
             escalate: false,
             door_knock_deadline_s: 900,
+            door_knock_visit_s: DEFAULT_DOOR_KNOCK_VISIT_S,
             silence_fallbacks: 0,
             silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
@@ -259,6 +282,7 @@ impl GradePolicy {
             reminders: 0,
             escalate: false,
             door_knock_deadline_s: 900,
+            door_knock_visit_s: DEFAULT_DOOR_KNOCK_VISIT_S,
             silence_fallbacks: 0,
             silence_wait_s: DEFAULT_SILENCE_WAIT_S,
             roles: resident_roles(),
@@ -291,6 +315,8 @@ pub struct ResolvedPolicy {
     pub escalate: bool,
     /// See [`GradePolicy::door_knock_deadline_s`].
     pub door_knock_deadline_s: u64,
+    /// See [`GradePolicy::door_knock_visit_s`] (at least 1).
+    pub door_knock_visit_s: u64,
     /// See [`GradePolicy::silence_fallbacks`]; 0 when no ack is required.
     pub silence_fallbacks: u32,
     /// See [`GradePolicy::silence_wait_s`] (at least 1).
@@ -350,6 +376,7 @@ impl Policies {
             },
             escalate: ack_required && o.escalate.unwrap_or(g.escalate),
             door_knock_deadline_s: g.door_knock_deadline_s.max(1),
+            door_knock_visit_s: g.door_knock_visit_s.max(1),
             silence_fallbacks: if ack_required { g.silence_fallbacks } else { 0 },
             silence_wait_s: g.silence_wait_s.max(1),
         }

@@ -116,8 +116,22 @@ pub struct DoorKnockTask {
     /// Routes to the assignee.
     pub routes: Vec<Route>,
     /// How long after the task's first attempt handed to a device it escalates one level
-    /// further if nobody confirms, in milliseconds.
+    /// further if nobody answers (neither accepts nor confirms it), in milliseconds.
     pub deadline_ms: u64,
+    /// Once the assignee accepted the task (a key 1 in the task's call, a bare 收到 the
+    /// router attributes to it), how long they have to confirm the visit (`1 CODE`) before
+    /// the task goes one level further, in milliseconds. Absent in older logs: the default
+    /// of the policies' `door_knock_visit_s` ([`DEFAULT_VISIT_MS`]).
+    #[serde(default = "default_visit_ms")]
+    pub visit_ms: u64,
+}
+
+/// The visit window of a task from a log written before tasks could be accepted: 30
+/// minutes, as the red policy's default `door_knock_visit_s`.
+pub const DEFAULT_VISIT_MS: u64 = crate::policy::DEFAULT_DOOR_KNOCK_VISIT_S * 1000;
+
+fn default_visit_ms() -> u64 {
+    DEFAULT_VISIT_MS
 }
 
 /// What an attempt is for.
@@ -245,7 +259,23 @@ pub enum Verdict {
         #[serde(default = "first_version")]
         version: u32,
     },
-    /// A supervisor confirmed the door-knock task of `person`'s record.
+    /// A supervisor accepted the door-knock task of `person`'s record (a key 1 in the
+    /// task's call, or a bare ack the router attributes to the task): they are going. The
+    /// task stops escalating for want of an answer; its visit window (`visit_ms`) starts.
+    /// The record stays escalated until the visit is confirmed with the task's code.
+    DoorKnockAccepted {
+        /// Alert.
+        alert: AlertId,
+        /// Whose record the task belongs to.
+        person: PersonId,
+        /// Who accepted.
+        by: PersonId,
+        /// The version of the person's warning current when it was accepted.
+        #[serde(default = "first_version")]
+        version: u32,
+    },
+    /// A supervisor confirmed the visit of the door-knock task of `person`'s record (the
+    /// task's code, `1 CODE`).
     DoorKnockConfirmed {
         /// Alert.
         alert: AlertId,
@@ -745,6 +775,7 @@ impl Record {
             | Record::UplinkOutcome { alert, .. } => Some(alert),
             Record::Reply { verdict, .. } => match verdict {
                 Verdict::Ack { alert, .. }
+                | Verdict::DoorKnockAccepted { alert, .. }
                 | Verdict::DoorKnockConfirmed { alert, .. }
                 | Verdict::Duplicate { alert, .. } => Some(alert),
                 Verdict::Rejected { alerts, .. } => alerts.first(),

@@ -760,7 +760,7 @@ impl Router {
         // Late or not by when they answered at the kit, not by when the link carried it
         // (never before the relay went out, never after now).
         let answered = ack.answered_at.min(now);
-        self.verdict_for(answered, r, code, ack.person.clone(), &reject)
+        self.verdict_for(answered, r, code, ack.person.clone(), false, &reject)
     }
 
     /// The field-kit relays of one alert, or `None` if unknown.

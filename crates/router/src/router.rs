@@ -94,6 +94,11 @@ pub struct Router {
 /// Why a record is escalated when none of its warnings could start within its window.
 pub(crate) const NOT_ATTEMPTED: &str = "not attempted: no device could send in time";
 
+/// Why a record is escalated further when an accepted door-knock task's visit was not
+/// confirmed within its visit window.
+pub(crate) const VISIT_OVERDUE: &str =
+    "door knock accepted but the visit was not confirmed in time";
+
 /// Door-knock task codes are derived like the person's own code, for the pseudo-person
 /// `{person}/door`: distinct from every person's code and the same at every level.
 pub fn door_code(key: &AckKey, alert: &AlertId, person: &PersonId) -> AckCode {
@@ -931,9 +936,19 @@ impl Router {
             }
             TimerKind::Task(level) => {
                 if del.state == DeliveryState::Escalated
+                    && del.task_accepted.is_none()
                     && del.tasks.last().is_some_and(|t| t.level == level)
                 {
                     self.escalate(now, a, d);
+                }
+            }
+            TimerKind::Visit(level) => {
+                // Accepted, and nobody confirmed the visit in time: the next one up goes.
+                if del.state == DeliveryState::Escalated
+                    && del.task_accepted.is_some()
+                    && del.tasks.last().is_some_and(|t| t.level == level)
+                {
+                    self.escalate_because(now, a, d, Some(VISIT_OVERDUE));
                 }
             }
             TimerKind::NotAttempted => {
@@ -995,6 +1010,7 @@ impl Router {
             let reason = match (level, cause) {
                 (0, Some(cause)) => format!("{cause}; no supervisor to escalate to"),
                 (0, None) => "no ack and no supervisor to escalate to".to_owned(),
+                (_, Some(cause)) => format!("{cause}; escalation chain exhausted"),
                 _ => "escalation chain exhausted".to_owned(),
             };
             self.close(now, a, d, DeliveryState::Unreached, &reason);
@@ -1020,6 +1036,7 @@ impl Router {
             text: text::escalation_message(&alert, &del.name, &del.town, code),
             routes,
             deadline_ms: del.plan.task_deadline_ms,
+            visit_ms: pol.door_knock_visit_s.saturating_mul(1000),
         };
         let person = del.person.clone();
         self.emit(Record::Escalated {
@@ -1063,6 +1080,10 @@ impl Router {
                 .any(|l| k(&l.kind) && l.status == LaneStatus::Active)
         };
         if del.state == DeliveryState::Escalated {
+            // An accepted task waits for its visit (its calls are stopped on purpose).
+            if del.task_accepted.is_some() {
+                return false;
+            }
             let level = del.tasks.last().map_or(0, |t| t.level);
             if !active(&|k| k == &LaneKind::Task(level)) {
                 self.escalate(now, a, d);
@@ -1244,7 +1265,8 @@ impl Router {
                 ReplyForm::Other => false,
             };
             if for_it {
-                return self.verdict_for(now, r, code, by, &reject);
+                let bare = matches!(form, ReplyForm::Bare);
+                return self.verdict_for(now, r, code, by, bare, &reject);
             }
         }
         // Guessing defence: a sender who gave too many wrong codes is not tried for a
@@ -1264,7 +1286,7 @@ impl Router {
                         .unwrap_or(&[]);
                     for r in refs {
                         if let Some(by) = self.owner_among(*r, code, people) {
-                            return self.verdict_for(now, *r, code, by, &reject);
+                            return self.verdict_for(now, *r, code, by, false, &reject);
                         }
                     }
                     let rejection = match refs.first() {
@@ -1283,7 +1305,14 @@ impl Router {
                 reject(first_rejection.unwrap_or(Rejection::NotAnAck))
             }
             ReplyForm::Bare => {
-                let mut open: Vec<(CodeRef, PersonId)> = Vec::new();
+                // What a bare ack can still do, best first: acknowledge the sender's own
+                // open warning; accept a door-knock task not yet accepted (a bare ack never
+                // confirms a visit: that takes the task's code); answer late a warning of
+                // theirs that closed without their ack. A supervisor's "1" with their own
+                // warning open is about that warning, never about a task.
+                let mut own: Vec<(CodeRef, PersonId)> = Vec::new();
+                let mut tasks: Vec<(CodeRef, PersonId)> = Vec::new();
+                let mut accepted: Vec<(CodeRef, PersonId)> = Vec::new();
                 for p in people {
                     for &(a, d) in self.state.person_targets.get(p).into_iter().flatten() {
                         let del = self.state.delivery(a, d);
@@ -1291,16 +1320,28 @@ impl Router {
                             && !del.closed
                             && self.state.alert(a).state == AlertState::Active
                         {
-                            open.push((CodeRef { a, d, task: false }, p.clone()));
+                            own.push((CodeRef { a, d, task: false }, p.clone()));
                         }
                     }
                     for &(a, d) in self.state.assignee_tasks.get(p).into_iter().flatten() {
                         let del = self.state.delivery(a, d);
                         if del.state == DeliveryState::Escalated && !del.closed {
-                            open.push((CodeRef { a, d, task: true }, p.clone()));
+                            let r = (CodeRef { a, d, task: true }, p.clone());
+                            if del.task_accepted.is_some() {
+                                accepted.push(r);
+                            } else {
+                                tasks.push(r);
+                            }
                         }
                     }
                 }
+                // A task stays a candidate only against drills: a live task before a drill
+                // warning of one's own, as live traffic always goes first.
+                let live = |r: &CodeRef| !self.state.alert(r.a).plan.alert.exercise;
+                let own_live = own.iter().any(|(r, _)| live(r));
+                tasks.retain(|(r, _)| own.is_empty() || (!own_live && live(r)));
+                let mut open = own;
+                open.extend(tasks);
                 if open.is_empty() {
                     // Nothing open: a late answer to a record that was closed without the
                     // person's ack (unreached, or confirmed by a door knock) still counts,
@@ -1320,11 +1361,18 @@ impl Router {
                         }
                     }
                 }
+                if open.is_empty()
+                    && let Some((r, by)) = accepted.first()
+                {
+                    // "收到" again for a task already accepted: counted once.
+                    let code = self.code_of(*r);
+                    return self.verdict_for(now, *r, code, by.clone(), true, &reject);
+                }
                 match open.as_slice() {
                     [] => reject(Rejection::NothingOpen),
                     [(r, by)] => {
                         let code = self.code_of(*r);
-                        self.verdict_for(now, *r, code, by.clone(), &reject)
+                        self.verdict_for(now, *r, code, by.clone(), true, &reject)
                     }
                     // The bearer vouches for the sender (a BeiDou card, a mesh node): the
                     // bare ack is for the person's most urgent open record. An address
@@ -1335,7 +1383,7 @@ impl Router {
                         match most_urgent {
                             Some((r, by)) => {
                                 let code = self.code_of(*r);
-                                self.verdict_for(now, *r, code, by.clone(), &reject)
+                                self.verdict_for(now, *r, code, by.clone(), true, &reject)
                             }
                             None => reject(Rejection::NothingOpen),
                         }
@@ -1400,9 +1448,10 @@ impl Router {
     }
 
     /// How urgent an open record is for a bare ack over an authenticated bearer: a live
-    /// alert's before a drill's, then the highest grade, then the most recently opened (a
-    /// record when planned, a door-knock task when escalated), then the later alert.
-    fn urgency(&self, r: CodeRef) -> (bool, Grade, Timestamp, u32, bool) {
+    /// alert's before a drill's, then the person's own warning before a door-knock task,
+    /// then the highest grade, then the most recently opened (a record when planned, a
+    /// door-knock task when escalated), then the later alert.
+    fn urgency(&self, r: CodeRef) -> (bool, bool, Grade, Timestamp, u32) {
         let del = self.state.delivery(r.a, r.d);
         let opened = if r.task {
             del.task_opened.unwrap_or(del.opened)
@@ -1410,7 +1459,7 @@ impl Router {
             del.opened
         };
         let live = !self.state.alert(r.a).plan.alert.exercise;
-        (live, del.plan.grade, opened, r.a, r.task)
+        (live, !r.task, del.plan.grade, opened, r.a)
     }
 
     /// The current code of a record: its warning's (of the current version), or its
@@ -1444,12 +1493,16 @@ impl Router {
         }
     }
 
+    /// What a reply from `by` carrying `code` is for record `r`; `bare`: the reply had no
+    /// code (a key 1 in a call, 收到), which accepts a door-knock task but never confirms
+    /// the visit.
     pub(crate) fn verdict_for(
         &self,
         now: Timestamp,
         r: CodeRef,
         code: AckCode,
         by: PersonId,
+        bare: bool,
         reject: &dyn Fn(Rejection) -> Verdict,
     ) -> Verdict {
         let entry = self.state.alert(r.a);
@@ -1498,7 +1551,28 @@ impl Router {
             };
         }
         let version = del.plan.version;
-        if r.task {
+        if r.task && bare {
+            // A bare ack (key 1 in the task's call, 收到) accepts the task: the assignee is
+            // going. Only the task's code confirms that they went.
+            match del.state {
+                S::Confirmed | S::Acknowledged => Verdict::Duplicate { alert, person },
+                _ if del.task_accepted.is_some() => Verdict::Duplicate { alert, person },
+                S::Escalated => Verdict::DoorKnockAccepted {
+                    alert,
+                    person,
+                    by,
+                    version,
+                },
+                // The chain ran out: the acceptance is kept, nothing is left to escalate.
+                S::Unreached if del.escalated => Verdict::DoorKnockAccepted {
+                    alert,
+                    person,
+                    by,
+                    version,
+                },
+                _ => closed(),
+            }
+        } else if r.task {
             match del.state {
                 S::Confirmed | S::Acknowledged => Verdict::Duplicate { alert, person },
                 S::Escalated => Verdict::DoorKnockConfirmed {

@@ -32,6 +32,9 @@ pub(crate) enum TimerKind {
     Deadline,
     /// The door-knock task of this level is due; set at the task's first attempt.
     Task(u32),
+    /// The visit of the accepted door-knock task of this level is due; set when the task
+    /// is accepted (the `Task` timer is then dropped).
+    Visit(u32),
     /// No warning attempt has started one ack window after planning (every device of the
     /// record's bearers down or saturated): a record that escalates is escalated anyway.
     NotAttempted,
@@ -142,6 +145,9 @@ pub(crate) struct Delivery {
     pub task_opened: Option<Timestamp>,
     /// Whether the latest door-knock task's deadline runs (its first attempt started).
     pub task_started: bool,
+    /// The current door-knock chain's task was accepted (when, by whom): the visit window
+    /// runs instead of the answer deadline. Cleared when a new task opens.
+    pub task_accepted: Option<(Timestamp, PersonId)>,
     /// The warning reached the person: delivered on some bearer, or they acknowledged.
     pub reached: bool,
     /// When the current plan was made (planned or re-planned): the not-attempted window
@@ -597,6 +603,7 @@ impl State {
             del.task_base = del.tasks.len();
             del.task_opened = None;
             del.task_started = false;
+            del.task_accepted = None;
             if !del.closed {
                 // Reached or attempting with the old text: the new one has not gone out.
                 del.state = DeliveryState::Planned;
@@ -914,6 +921,39 @@ impl State {
         }
     }
 
+    /// The current door-knock task of a record was accepted by `by`: its answer deadline
+    /// stops and its visit window starts; the task's calls are not redialled (its texts,
+    /// which carry the code the visit is confirmed with, still go out). A record already
+    /// closed (the chain ran out) keeps the fact only.
+    fn task_accepted(&mut self, a: u32, d: u32, at: Timestamp, by: &PersonId) {
+        let del = self.delivery_mut(a, d);
+        if del.task_accepted.is_some() {
+            return;
+        }
+        del.task_accepted = Some((at, by.clone()));
+        if del.closed || del.state != DeliveryState::Escalated {
+            return;
+        }
+        let Some((level, visit_ms)) = del.tasks.last().map(|t| (t.level, t.visit_ms)) else {
+            return;
+        };
+        self.remove_timers(a, d, |k| matches!(k, TimerKind::Task(_)));
+        let due = at + std::time::Duration::from_millis(visit_ms);
+        self.add_timer(a, d, due, TimerKind::Visit(level));
+        for l in 0..ix(self.delivery(a, d).lanes.len()) {
+            let r = LaneRef { a, d, l };
+            let lane = self.lane(r);
+            if matches!(lane.kind, LaneKind::Task(_))
+                && lane.route.bearer == Bearer::Voice
+                && lane.status == LaneStatus::Active
+            {
+                self.dequeue(r);
+                self.lane_mut(r).status = LaneStatus::Stopped;
+            }
+        }
+        self.touched.push((a, d));
+    }
+
     /// Wrong codes from `from` at `at`: the sender is locked out for [`LOCKOUT`] once
     /// [`GUESS_LIMIT`] fall within [`GUESS_WINDOW`].
     fn note_wrong_codes(&mut self, from: &Address, at: Timestamp, tried: usize) {
@@ -1046,6 +1086,7 @@ impl State {
                     window_from: None,
                     task_opened: None,
                     task_started: false,
+                    task_accepted: None,
                     reached: false,
                     planned_at: *at,
                     earlier: Vec::new(),
@@ -1073,7 +1114,9 @@ impl State {
             } => {
                 let (a, d) = self.find(alert, person)?;
                 self.stop_lanes(a, d, true, false);
-                self.remove_timers(a, d, |k| !matches!(k, TimerKind::Task(_)));
+                self.remove_timers(a, d, |k| {
+                    !matches!(k, TimerKind::Task(_) | TimerKind::Visit(_))
+                });
                 let del = self.delivery(a, d);
                 let renotified = plan.version > del.plan.version;
                 let reopened = del.closed
@@ -1159,8 +1202,10 @@ impl State {
                     LaneKind::Task(level) => {
                         let del = self.delivery_mut(a, d);
                         let current = del.tasks.last().filter(|t| t.level == level);
+                        // An accepted task's clock is its visit window, not this one.
                         if let Some(task) = current
                             && !del.task_started
+                            && del.task_accepted.is_none()
                             && !del.closed
                             && del.state == DeliveryState::Escalated
                         {
@@ -1368,6 +1413,7 @@ impl State {
                 del.tasks.push(task.clone());
                 del.task_opened = Some(*at);
                 del.task_started = false;
+                del.task_accepted = None;
                 let refs = self.codes.entry(task.code).or_default();
                 let r = CodeRef { a, d, task: true };
                 if !refs.contains(&r) {
@@ -1484,6 +1530,12 @@ impl State {
                     del.reached = true;
                     self.close(a, d, DeliveryState::Acknowledged, *at);
                     self.uplink_acked(a, d);
+                }
+                Verdict::DoorKnockAccepted {
+                    alert, person, by, ..
+                } => {
+                    let (a, d) = self.find(alert, person)?;
+                    self.task_accepted(a, d, *at, by);
                 }
                 Verdict::DoorKnockConfirmed {
                     alert,

@@ -78,6 +78,11 @@ pub struct Counts {
     pub late_door_knocks: u32,
     /// Escalated at some point (whatever state they are in now).
     pub escalated: u32,
+    /// Escalated records whose door-knock task was accepted and whose visit is not yet
+    /// confirmed (included in the `escalated` state: someone is on the way; `confirmed`
+    /// counts visits). Absent in older summaries: 0.
+    #[serde(default)]
+    pub door_knocks_accepted: u32,
     /// Attempts made in all.
     pub attempts: u32,
     /// Replies rejected (wrong number, wrong code) for this alert.
@@ -217,6 +222,41 @@ pub struct DeliveryView {
     pub escalated_to: Option<PersonId>,
     /// When the record entered its current state.
     pub since: Timestamp,
+    /// The current door-knock task, if the record was escalated: assigned, accepted (the
+    /// assignee is going) or confirmed (the visit). Absent in older views.
+    #[serde(default)]
+    pub door_knock: Option<DoorKnockView>,
+}
+
+/// Where a door-knock task stands: `assigned → accepted → confirmed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Sent to the assignee; nobody has answered it yet.
+    Assigned,
+    /// The assignee acknowledged the task (key 1 in its call, a bare 收到): they are going;
+    /// the visit is not confirmed yet.
+    Accepted,
+    /// The visit was confirmed with the task's code.
+    Confirmed,
+}
+
+/// The current door-knock task of a record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoorKnockView {
+    /// Who is asked to go (the latest level).
+    pub assignee: PersonId,
+    /// 0 for the person's own supervisor, 1 for the next one up, and so on.
+    pub level: u32,
+    /// Where the task stands.
+    pub state: TaskState,
+    /// Who accepted it, if it was accepted.
+    pub accepted_by: Option<PersonId>,
+    /// When it was accepted.
+    pub accepted_at: Option<Timestamp>,
+    /// When the visit must be confirmed by before the task goes one level further (while
+    /// accepted and the record open).
+    pub visit_due: Option<Timestamp>,
 }
 
 /// The predicted load of an alert on one bearer.

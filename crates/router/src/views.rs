@@ -4,7 +4,8 @@ use crate::plan::AlertPlan;
 use crate::router::{Router, interval_us};
 use crate::state::{AlertEntry, Delivery};
 use crate::view::{
-    AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView, Preview,
+    AlertSummary, AttemptView, BearerLoad, Counts, DeliveryState, DeliveryView, DoorKnockView,
+    Preview, TaskState,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use tocsin_channel::{Capabilities, Health};
@@ -39,7 +40,38 @@ fn count(c: &mut Counts, d: &Delivery) {
     c.late += u32::from(d.late && d.state == DeliveryState::Acknowledged);
     c.late_door_knocks += u32::from(d.late && d.state == DeliveryState::Confirmed);
     c.escalated += u32::from(d.escalated);
+    c.door_knocks_accepted +=
+        u32::from(d.state == DeliveryState::Escalated && d.task_accepted.is_some());
     c.attempts += u32::try_from(d.attempts.len()).unwrap_or(u32::MAX);
+}
+
+/// The record's current door-knock task, as operators see it.
+fn door_knock(d: &Delivery) -> Option<DoorKnockView> {
+    let task = d.chain().last()?;
+    let state = if d.state == DeliveryState::Confirmed {
+        TaskState::Confirmed
+    } else if d.task_accepted.is_some() {
+        TaskState::Accepted
+    } else {
+        TaskState::Assigned
+    };
+    let (accepted_at, accepted_by) = match &d.task_accepted {
+        Some((at, by)) => (Some(*at), Some(by.clone())),
+        None => (None, None),
+    };
+    let visit_due = d
+        .timers
+        .iter()
+        .find(|(_, k)| matches!(k, crate::state::TimerKind::Visit(_)))
+        .map(|(at, _)| *at);
+    Some(DoorKnockView {
+        assignee: task.assignee.clone(),
+        level: task.level,
+        state,
+        accepted_by,
+        accepted_at,
+        visit_due,
+    })
 }
 
 impl Router {
@@ -128,6 +160,7 @@ impl Router {
                     late: d.late,
                     escalated_to: d.tasks.last().map(|t| t.assignee.clone()),
                     since: d.since,
+                    door_knock: door_knock(d),
                 })
                 .collect(),
         )

@@ -10,7 +10,7 @@ use tocsin_channel::DriverEvent;
 use tocsin_core::{Address, AlertId, AttemptId, Bearer, Grade, PersonId, Role, Timestamp};
 use tocsin_router::{
     AlertState, Contact, DeliveryState, Purpose, Record, Rejection, Router, Target, TargetReason,
-    Verdict,
+    TaskState, Verdict,
 };
 
 /// `n` residents located in the area, with phones from 1000 on.
@@ -582,7 +582,9 @@ fn a_late_bare_ack_after_the_door_knock_still_counts() {
 
 /// A supervisor holds two open door-knock tasks (red-1's for p1, then red-2's for p2) and
 /// presses 1 in the call placed for the OLDER one. The key answers that call's task, not
-/// the most urgent one; the other task stays open and its call still goes out.
+/// the most urgent one — and only accepts it: the record stays escalated until the visit
+/// is confirmed with the task's code. The other task stays open and its call still goes
+/// out.
 #[test]
 fn a_key_pressed_in_a_call_answers_that_calls_task() {
     let contacts = district();
@@ -682,21 +684,33 @@ fn a_key_pressed_in_a_call_answers_that_calls_task() {
     assert!(
         matches!(
             &verdict,
-            Verdict::DoorKnockConfirmed { alert, person, by, late: false, .. }
+            Verdict::DoorKnockAccepted { alert, person, by, .. }
                 if alert.as_str() == "red-1" && person.as_str() == "p1" && by.as_str() == "t1"
         ),
         "{verdict:?}"
     );
     let view =
         |sim: &Sim, a: &str| sim.router.deliveries(&AlertId::from(a), None).unwrap()[0].clone();
-    assert_eq!(view(&sim, "red-1").state, DeliveryState::Confirmed);
+    let accepted_at = secs(t);
+    let v1 = view(&sim, "red-1");
     assert_eq!(
-        view(&sim, "red-1").ack_evidence.as_deref(),
-        Some(
-            "door knock confirmed by t1, +8613800000010 via voice-1: 1 — \
-             DTMF 1 (+QTONEDET: 49) in call-7 at +3.0 s"
-        )
+        v1.state,
+        DeliveryState::Escalated,
+        "accepted is not confirmed"
     );
+    assert_eq!(v1.ack_evidence, None);
+    let dk = v1.door_knock.expect("the task is shown");
+    assert_eq!(dk.state, TaskState::Accepted);
+    assert_eq!(dk.accepted_by.as_ref().map(|p| p.as_str()), Some("t1"));
+    assert_eq!(dk.accepted_at, Some(accepted_at));
+    assert_eq!(
+        dk.visit_due,
+        Some(accepted_at + std::time::Duration::from_secs(1800)),
+        "the red policy's 30-minute visit window"
+    );
+    let summary = sim.router.summary(&AlertId::from("red-1")).unwrap();
+    assert_eq!(summary.counts.door_knocks_accepted, 1);
+    assert_eq!(summary.counts.by_state[&DeliveryState::Confirmed], 0);
     assert_eq!(view(&sim, "red-2").state, DeliveryState::Escalated);
     // Nothing of p2's record was cancelled; its task call still goes out.
     let cancelled_p2 = sim
@@ -712,7 +726,7 @@ fn a_key_pressed_in_a_call_answers_that_calls_task() {
     assert_eq!(view(&sim, "red-2").state, DeliveryState::Escalated);
 
     // The same key press with no attempt named goes by the old rule, to the most urgent
-    // open record: p2's task now (the only one), so the rule still holds there.
+    // open record: p2's task now (the only one not yet accepted), which it accepts.
     sim.device_event(
         "voice-1",
         DriverEvent::Inbound {
@@ -725,7 +739,29 @@ fn a_key_pressed_in_a_call_answers_that_calls_task() {
         },
     );
     sim.run(secs(t + 181));
-    assert_eq!(view(&sim, "red-2").state, DeliveryState::Confirmed);
+    assert_eq!(view(&sim, "red-2").state, DeliveryState::Escalated);
+    assert_eq!(
+        view(&sim, "red-2").door_knock.map(|k| k.state),
+        Some(TaskState::Accepted)
+    );
+    // t1 went to p1's house and confirms with the task's code, as the task's SMS says.
+    sim.device_event(
+        "gsm-1",
+        DriverEvent::Inbound {
+            from: phone(10),
+            text: format!("1 {}", task_code("red-1", "p1")),
+            evidence: "pdu".into(),
+            sent_at: None,
+            receipt: None,
+            in_reply_to: None,
+        },
+    );
+    sim.run(secs(t + 182));
+    let v1 = view(&sim, "red-1");
+    assert_eq!(v1.state, DeliveryState::Confirmed);
+    assert_eq!(v1.door_knock.map(|k| k.state), Some(TaskState::Confirmed));
+    assert!(!v1.late);
+    assert_eq!(view(&sim, "red-2").state, DeliveryState::Escalated);
 
     // The log replays to the same views.
     let restored = Router::restore(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use tocsin_core::{Bearer, DeviceId};
-use tocsin_router::{AlertSummary, Counts, DeliveryState, DeliveryView};
+use tocsin_router::{AlertSummary, Counts, DeliveryState, DeliveryView, TaskState};
 
 /// The bearers the report has a column for, in order.
 pub const REPORTED_BEARERS: [Bearer; 5] = [
@@ -132,6 +132,12 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
         "attempts {}  rejected replies {}  late door-knock confirmations {}  (ack = in time; late acks counted separately)",
         summary.counts.attempts, summary.counts.rejected_replies, summary.counts.late_door_knocks
     );
+    // Accepted is not confirmed: someone said they are going; the visit is still owed.
+    let _ = writeln!(
+        out,
+        "door knocks accepted, visit not yet confirmed {}  (counted in escalated, not in confirmed)",
+        summary.counts.door_knocks_accepted
+    );
     render_by_bearer(&mut out, summary, deliveries);
     let not_woken: Vec<&DeliveryView> = deliveries
         .iter()
@@ -147,10 +153,7 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
                 d.name,
                 d.town,
                 d.state,
-                d.escalated_to
-                    .as_ref()
-                    .map(|s| format!(" → door-knock by {s}"))
-                    .unwrap_or_default()
+                door_knock(d)
             );
         }
         if not_woken.len() > 40 {
@@ -163,6 +166,23 @@ pub fn render(summary: &AlertSummary, deliveries: &[DeliveryView]) -> String {
         }
     }
     out
+}
+
+/// Who is asked to knock on the door of a record not woken, and whether they accepted.
+fn door_knock(d: &DeliveryView) -> String {
+    let Some(to) = &d.escalated_to else {
+        return String::new();
+    };
+    match &d.door_knock {
+        Some(k) if k.state == TaskState::Accepted => format!(
+            " → door-knock by {to}, accepted by {}{}, visit not yet confirmed",
+            k.accepted_by.as_ref().unwrap_or(to),
+            k.visit_due
+                .map(|t| format!(" (due {t})"))
+                .unwrap_or_default()
+        ),
+        _ => format!(" → door-knock by {to} (assigned)"),
+    }
 }
 
 /// Acks by the bearer they came from, per town and in total; who listened to the call and
@@ -324,6 +344,7 @@ mod tests {
             late: false,
             escalated_to: None,
             since: Timestamp(1),
+            door_knock: None,
         }
     }
 
@@ -368,6 +389,75 @@ mod tests {
         // town targets reached ack late escalated confirmed unreached
         assert_eq!(cols.get(3..7), Some(&["2", "1", "1", "1"][..]), "{all}");
         assert!(text.contains("late door-knock confirmations 1"), "{text}");
+    }
+
+    #[test]
+    fn an_accepted_door_knock_is_shown_apart_from_a_confirmed_one() {
+        let mut counts = Counts {
+            targets: 2,
+            escalated: 2,
+            door_knocks_accepted: 1,
+            ..Counts::default()
+        };
+        counts.by_state.insert(DeliveryState::Escalated, 2);
+        let summary = AlertSummary {
+            alert: tocsin_core::Alert {
+                id: tocsin_core::AlertId::from("a1"),
+                grade: tocsin_core::Grade::Red,
+                kind: "flood".into(),
+                headline: "山洪红色预警".into(),
+                text: "转移".into(),
+                area: vec![],
+                exercise: false,
+                issuer: "op".into(),
+                accepted_at: Timestamp(0),
+                reference: None,
+            },
+            state: tocsin_router::AlertState::Active,
+            counts: counts.clone(),
+            by_town: BTreeMap::from([("town".to_owned(), counts)]),
+            finished_at: None,
+            speakers: Default::default(),
+        };
+        let escalated = |person: &str, state: TaskState| DeliveryView {
+            person: PersonId::from(person),
+            state: DeliveryState::Escalated,
+            acked_at: None,
+            ack_evidence: None,
+            escalated_to: Some(PersonId::from("t1")),
+            door_knock: Some(tocsin_router::DoorKnockView {
+                assignee: PersonId::from("t1"),
+                level: 0,
+                state,
+                accepted_by: (state == TaskState::Accepted).then(|| PersonId::from("t1")),
+                accepted_at: (state == TaskState::Accepted).then_some(Timestamp(360_000)),
+                visit_due: (state == TaskState::Accepted).then_some(Timestamp(2_160_000)),
+            }),
+            ..acked("")
+        };
+        let text = render(
+            &summary,
+            &[
+                escalated("v1", TaskState::Accepted),
+                escalated("v2", TaskState::Assigned),
+            ],
+        );
+        assert!(
+            text.contains("door knocks accepted, visit not yet confirmed 1"),
+            "{text}"
+        );
+        let line = |p: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(p))
+                .unwrap_or_else(|| panic!("no {p} in {text}"))
+                .to_owned()
+        };
+        assert!(
+            line("v1").contains("door-knock by t1, accepted by t1")
+                && line("v1").contains("visit not yet confirmed"),
+            "{text}"
+        );
+        assert!(line("v2").contains("door-knock by t1 (assigned)"), "{text}");
     }
 
     #[test]

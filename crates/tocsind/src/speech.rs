@@ -7,6 +7,10 @@
 //! the key press in the person's own call — and speaking it would make every call's prompt
 //! different. So the reply instruction is cut off, the spoken instruction (按1确认) is
 //! said instead, and one rendering serves every call of a campaign.
+//!
+//! A door-knock task's call (【叫应升级】…) says what its key does there: key 1 ACCEPTS the
+//! task (the router records the supervisor as on the way); the visit itself is confirmed
+//! afterwards with the task's code by text message, as the task's SMS says.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,6 +19,13 @@ use tocsin_voice::{Attention, Prompt, Speech};
 
 /// The mark the router puts in front of every exercise message.
 const EXERCISE_MARK: &str = "【演练】";
+
+/// The mark that opens every door-knock task the router sends.
+const TASK_MARK: &str = "【叫应升级】";
+
+/// What a door-knock task's call asks: key 1 accepts the task, the visit is confirmed by
+/// SMS with the task's code once done.
+pub const TASK_INSTRUCTION: &str = "按1表示收到任务。上门核实后，请按短信回复确认已上门";
 
 /// Rendered prompts kept, by spoken text (a campaign speaks a handful: the warning, the
 /// door-knock task per person, an update).
@@ -64,6 +75,16 @@ pub fn spoken_text(text: &str) -> (bool, String) {
     (exercise, body.trim().to_owned())
 }
 
+/// What a call asks after `body` (its spoken text): the configured instruction (按1确认),
+/// or for a door-knock task that key 1 accepts the task and the visit is confirmed by SMS.
+pub fn call_instruction<'a>(body: &str, configured: &'a str) -> &'a str {
+    if body.starts_with(TASK_MARK) {
+        TASK_INSTRUCTION
+    } else {
+        configured
+    }
+}
+
 impl PromptSource for CallPrompts {
     fn render(&self, text: &str) -> Arc<[i16]> {
         let (exercise, body) = spoken_text(text);
@@ -76,10 +97,11 @@ impl PromptSource for CallPrompts {
         {
             return hit;
         }
+        let instruction = call_instruction(&body, self.speech.instruction());
         let rendered = self.speech.render(&Prompt {
             attention: Attention::Tone,
             text: body,
-            instruction: Some(self.speech.instruction().to_owned()),
+            instruction: Some(instruction.to_owned()),
             exercise,
         });
         if !rendered.missing.is_empty() {
@@ -144,5 +166,37 @@ mod tests {
         assert!(loud > 800, "the attention tone is audible: {loud}");
         let c = prompts.render("【演练】【红色预警】山洪：请转移 回复 1 AAAA 确认");
         assert!(!Arc::ptr_eq(&a, &c), "an exercise is rendered on its own");
+    }
+
+    #[test]
+    fn a_door_knock_call_says_key_1_accepts_the_task() {
+        let speech = Arc::new(Speech::new(None, HashMap::new(), 4));
+        let prompts = CallPrompts::new(speech.clone());
+        let task =
+            "【叫应升级】孙一（石门镇）未确认红色预警“山洪”，请上门确认。回复 1 ZZ99 确认已上门。";
+        let (exercise, body) = spoken_text(task);
+        assert_eq!(call_instruction(&body, "按1确认"), TASK_INSTRUCTION);
+        let (_, drill_task) = spoken_text(&format!("【演练】{task}"));
+        assert_eq!(call_instruction(&drill_task, "按1确认"), TASK_INSTRUCTION);
+        let (_, warning) = spoken_text("【红色预警】山洪：请转移 回复 1 AAAA 确认");
+        assert_eq!(call_instruction(&warning, "按1确认"), "按1确认");
+        let rendered = speech.render(&Prompt {
+            attention: Attention::Tone,
+            text: body,
+            instruction: Some(TASK_INSTRUCTION.to_owned()),
+            exercise,
+        });
+        // Without a synthesizer every phrase is missing: that lists what would be said.
+        assert_eq!(
+            rendered.missing.last().map(String::as_str),
+            Some(TASK_INSTRUCTION),
+            "{:?}",
+            rendered.missing
+        );
+        assert!(!rendered.missing.iter().any(|m| m == "按1确认"));
+        // The call prompt is rendered with the task's instruction, and on its own.
+        let warning = prompts.render("【红色预警】山洪：请转移 回复 1 AAAA 确认");
+        let call = prompts.render(task);
+        assert!(!Arc::ptr_eq(&warning, &call));
     }
 }

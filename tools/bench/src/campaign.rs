@@ -472,7 +472,8 @@ impl Run {
                     o.confirmed += 1;
                     o.last_close = o.last_close.max(at);
                 }
-                Verdict::Duplicate { .. } => {}
+                // Accepting a door-knock task closes nothing: the visit is still owed.
+                Verdict::DoorKnockAccepted { .. } | Verdict::Duplicate { .. } => {}
                 Verdict::Rejected { .. } => o.rejected += 1,
             },
             Record::DeliveryClosed { at, state, .. } => {

@@ -277,10 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         d["name"].as_str().unwrap_or("?"),
                         d["role"].as_str().unwrap_or("?"),
                         d["town"].as_str().unwrap_or("?"),
-                        d["escalated_to"]
-                            .as_str()
-                            .map(|s| format!("door-knock: {s}"))
-                            .unwrap_or_default()
+                        door_knock(d)
                     );
                 }
             }
@@ -310,11 +307,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The door-knock column of a pending record: who is asked to go, and whether they
+/// accepted (on the way, visit not yet confirmed) — accepted is not confirmed.
+fn door_knock(d: &Value) -> String {
+    let Some(to) = d["escalated_to"].as_str() else {
+        return String::new();
+    };
+    match d["door_knock"]["state"].as_str() {
+        Some("accepted") => {
+            let by = d["door_knock"]["accepted_by"].as_str().unwrap_or(to);
+            format!("door-knock: {to} (accepted by {by}, visit not yet confirmed)")
+        }
+        Some("confirmed") => format!("door-knock: {to} (visit confirmed)"),
+        _ => format!("door-knock: {to} (assigned)"),
+    }
+}
+
 fn print_summary(s: &AlertSummary) {
     let c = &s.counts;
     let get = |st: DeliveryState| c.by_state.get(&st).copied().unwrap_or(0);
     say!(
-        "{} [{}] {:?}: targets {}  attempting {}  reached {}  acknowledged {} (late {})  escalated {}  confirmed {} (late {})  unreached {}  rejected replies {}",
+        "{} [{}] {:?}: targets {}  attempting {}  reached {}  acknowledged {} (late {})  escalated {} (door knock accepted, visit not yet confirmed {})  confirmed {} (late {})  unreached {}  rejected replies {}",
         s.alert.headline,
         s.alert.grade,
         s.state,
@@ -324,6 +337,7 @@ fn print_summary(s: &AlertSummary) {
         get(DeliveryState::Acknowledged),
         c.late,
         c.escalated,
+        c.door_knocks_accepted,
         get(DeliveryState::Confirmed),
         c.late_door_knocks,
         get(DeliveryState::Unreached),

@@ -675,6 +675,9 @@ pub fn describe(r: &Record) -> String {
                 Verdict::Ack { person, late, .. } => {
                     format!("ACK {person}{}", if *late { " LATE" } else { "" })
                 }
+                Verdict::DoorKnockAccepted { person, by, .. } => {
+                    format!("DOOR-KNOCK ACCEPTED {person} by {by}")
+                }
                 Verdict::DoorKnockConfirmed {
                     person, by, late, ..
                 } => {

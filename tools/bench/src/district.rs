@@ -43,6 +43,11 @@ const HEAD_BEIDOU_SHARE: f64 = 0.3;
 const MESH_SHARE: f64 = 0.4;
 /// People in the field crew.
 const CREW: usize = 3;
+/// Share of the leads with a phone (village heads, grid leads, hazard and reservoir
+/// wardens) who also use the warning app; district and town officials all do.
+const LEAD_APP_SHARE: f64 = 0.33;
+/// Share of residents who registered in the warning app.
+const RESIDENT_APP_SHARE: f64 = 0.05;
 /// Lattice row whose main valley is the demo flood valley.
 const VALLEY_ROW: usize = 1;
 /// Prefix of a town's speaker device name (`speakers-T05`): the daemon names a town's
@@ -512,6 +517,7 @@ pub fn generate(seed: u64) -> Result<District> {
         format!("+86199000{range}{:04}", phone)
     };
     let mut offgrid = OffGrid::new(seed);
+    let mut apps = AppIds::new(seed);
     let mut name_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let mut person_name = || {
         format!(
@@ -548,10 +554,11 @@ pub fn generate(seed: u64) -> Result<District> {
             beidou,
             mesh,
             sbd,
+            app,
         } = reach;
         let _ = writeln!(
             csv,
-            "{id},{name},{role},{sup},{areas},{lon},{lat},{town},{phones},{beidou},{mesh},{sbd},"
+            "{id},{name},{role},{sup},{areas},{lon},{lat},{town},{phones},{beidou},{mesh},{sbd},{app}"
         );
     };
     let seat = |t: usize| villages.iter().find(|v| v.town == t).map(|v| v.center);
@@ -567,7 +574,7 @@ pub fn generate(seed: u64) -> Result<District> {
             "",
             loc,
             town_name(0),
-            &Reach::phone(p),
+            &Reach::phone(p).with_app(apps.maybe(1.0)),
         );
     }
     for t in 0..towns.len() {
@@ -584,7 +591,7 @@ pub fn generate(seed: u64) -> Result<District> {
                 &format!("T{:02}", t + 1),
                 loc,
                 town_name(t),
-                &Reach::phone(p),
+                &Reach::phone(p).with_app(apps.maybe(1.0)),
             );
         }
     }
@@ -592,15 +599,19 @@ pub fn generate(seed: u64) -> Result<District> {
         let town = town_name(v.town);
         let official = format!("T{:02}-O1", v.town + 1);
         let off_grid = remote.get(vi).copied().unwrap_or(false);
-        // A lead's reach: in an off-grid village a BeiDou card instead of the phone;
-        // in an at-risk village, sometimes a mesh radio as well.
-        let lead = |phones: String, offgrid: &mut OffGrid, beidou_share: f64| {
+        // A lead's reach: in an off-grid village a BeiDou card instead of the phone (and
+        // no app: there is no mobile data either); elsewhere sometimes the app, and a
+        // card; in an at-risk village, sometimes a mesh radio as well.
+        let lead = |phones: String, offgrid: &mut OffGrid, apps: &mut AppIds, beidou_share: f64| {
             let mut reach = Reach::phone(phones);
             if off_grid {
                 reach.phones.clear();
                 reach.beidou = offgrid.card();
-            } else if offgrid.chance(beidou_share) {
-                reach.beidou = offgrid.card();
+            } else {
+                reach.app = apps.maybe(LEAD_APP_SHARE);
+                if offgrid.chance(beidou_share) {
+                    reach.beidou = offgrid.card();
+                }
             }
             if v.at_risk && offgrid.chance(MESH_SHARE) {
                 reach.mesh = offgrid.node();
@@ -610,7 +621,7 @@ pub fn generate(seed: u64) -> Result<District> {
         let head = format!("{}-H", v.id);
         let loc = at_village(&mut rng, v);
         let phones = format!("{};{}", next_phone(0), next_phone(1));
-        let reach = lead(phones, &mut offgrid, HEAD_BEIDOU_SHARE);
+        let reach = lead(phones, &mut offgrid, &mut apps, HEAD_BEIDOU_SHARE);
         row(
             &mut csv,
             &head,
@@ -630,7 +641,7 @@ pub fn generate(seed: u64) -> Result<District> {
         for g in 0..grid_leads {
             let loc = at_village(&mut rng, v);
             let p = next_phone(0);
-            let reach = lead(p, &mut offgrid, 0.0);
+            let reach = lead(p, &mut offgrid, &mut apps, 0.0);
             row(
                 &mut csv,
                 &format!("{}-G{}", v.id, g + 1),
@@ -656,7 +667,7 @@ pub fn generate(seed: u64) -> Result<District> {
                 "",
                 Some(loc),
                 town,
-                &Reach::phone(p),
+                &Reach::phone(p).with_app(apps.maybe(RESIDENT_APP_SHARE)),
             );
         }
     }
@@ -673,7 +684,7 @@ pub fn generate(seed: u64) -> Result<District> {
             &format!("{id};{}", vil.id),
             Some(*c),
             town_name(vil.town),
-            &Reach::phone(p),
+            &Reach::phone(p).with_app(apps.maybe(LEAD_APP_SHARE)),
         );
     }
     for (id, t, c) in &reservoirs {
@@ -690,7 +701,7 @@ pub fn generate(seed: u64) -> Result<District> {
                 id,
                 Some(loc),
                 town_name(*t),
-                &Reach::phone(p),
+                &Reach::phone(p).with_app(apps.maybe(LEAD_APP_SHARE)),
             );
         }
     }
@@ -814,12 +825,13 @@ fn speakers_text(villages: &[Village]) -> String {
 }
 
 /// The addresses written for one person: `;`-separated phone numbers and one BeiDou
-/// card, mesh node and SBD IMEI at most (empty when they have none).
+/// card, mesh node, SBD IMEI and app subscriber id at most (empty when they have none).
 struct Reach {
     phones: String,
     beidou: String,
     mesh: String,
     sbd: String,
+    app: String,
 }
 
 impl Reach {
@@ -830,6 +842,41 @@ impl Reach {
             beidou: String::new(),
             mesh: String::new(),
             sbd: String::new(),
+            app: String::new(),
+        }
+    }
+
+    /// The same, with the app subscriber id `app` (empty: none).
+    fn with_app(mut self, app: String) -> Reach {
+        self.app = app;
+        self
+    }
+}
+
+/// Hands out app subscriber ids (`syn-app-0001`, …) from a random stream of their own, so
+/// that adding the app moved nobody's phone, card or radio.
+struct AppIds {
+    rng: ChaCha8Rng,
+    issued: u32,
+}
+
+impl AppIds {
+    fn new(seed: u64) -> AppIds {
+        AppIds {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0a99_5eed),
+            issued: 0,
+        }
+    }
+
+    /// A fresh subscriber id with probability `share`, else empty. One draw per person
+    /// asked, whatever the share, so who gets an id never depends on another group's share.
+    fn maybe(&mut self, share: f64) -> String {
+        let x: f64 = self.rng.random();
+        if x < share {
+            self.issued += 1;
+            format!("syn-app-{:04}", self.issued)
+        } else {
+            String::new()
         }
     }
 }
@@ -1104,8 +1151,8 @@ fn readme(seed: u64, summary: &[String]) -> String {
     let _ = writeln!(
         s,
         "**Everything in this folder is synthetic.** The towns, villages, hazard points, reservoirs, people, \
-         names, phone numbers, BeiDou card numbers, Meshtastic node numbers and the Iridium IMEI were made up \
-         by a deterministic generator; they do not describe real places, real people or real devices. The \
+         names, phone numbers, BeiDou card numbers, Meshtastic node numbers, app subscriber ids and the Iridium \
+         IMEI were made up by a deterministic generator; they do not describe real places, real people or real devices. The \
          layout only imitates the kind of district Tocsin is built for: a mountain district north of Beijing \
          (roughly lon 115.9–117.0, lat 40.3–40.9) with villages strung along valleys, some of them beyond the \
          mobile network.\n"
@@ -1123,7 +1170,7 @@ fn readme(seed: u64, summary: &[String]) -> String {
          (villages have 8–16 vertices and lie inside their town); hazard points are Points with a `radius_m` \
          buffer; reservoirs are Polygons.\n\
          - `people.csv` — `id,name,role,supervisor,areas,lon,lat,town,phones,beidou,mesh,sbd,app` (format in \
-         `tocsin_core::directory`; `app` is empty here). Village heads and grid leads, hazard and reservoir \
+         `tocsin_core::directory`; `app` is the warning app's subscriber id, see below). Village heads and grid leads, hazard and reservoir \
          wardens report to their town's first official (`Txx-O1`), town officials to a district official \
          (`D00x`). Residents have no supervisor and answer for no area.\n\
          - `speakers.csv` — `id,name,town,lon,lat,areas,device,group` (format in `tocsin_core::directory`): \
@@ -1165,9 +1212,15 @@ fn readme(seed: u64, summary: &[String]) -> String {
          - About {:.0}% of the leads (head and grid leads) of at-risk villages carry a Meshtastic radio.\n\
          - Field crew `F01` ({CREW} people, role `field_crew`): stationed at the seat of the town at the \
          valley's head and answering for that town; each has a phone and a BeiDou card, and the crew lead \
-         `F01-1` also the crew's Iridium SBD field kit.\n",
+         `F01-1` also the crew's Iridium SBD field kit.\n\
+         - **Warning app** (`app` column, the `webhook` bearer): every district and town official, about \
+         {:.0}% of the leads with a phone (village heads, grid leads, hazard and reservoir wardens; leads of \
+         off-grid villages have no mobile data) and about {:.0}% of the residents are registered in the app \
+         backend under a subscriber id. The field crew is not.\n",
         HEAD_BEIDOU_SHARE * 100.0,
-        MESH_SHARE * 100.0
+        MESH_SHARE * 100.0,
+        LEAD_APP_SHARE * 100.0,
+        RESIDENT_APP_SHARE * 100.0
     );
     let _ = writeln!(
         s,
@@ -1175,7 +1228,8 @@ fn readme(seed: u64, summary: &[String]) -> String {
          (village heads have a second number in the latter; the numbers of leads in off-grid villages are \
          skipped, so everyone else keeps theirs); BeiDou cards `99xxxxx` (7 digits, as BDS-2 cards report \
          them); Meshtastic node numbers drawn at random, written `!%08x`; the SBD IMEI in the test-IMEI range \
-         (`00…`) with a valid check digit. Do not point a real modem, terminal or radio at them.\n"
+         (`00…`) with a valid check digit; app subscriber ids \
+         `syn-app-xxxx`. Do not point a real modem, terminal, radio or app backend at them.\n"
     );
     let _ = writeln!(s, "## Contents\n\n```");
     for line in summary {
@@ -1404,6 +1458,67 @@ mod tests {
         let line = format!("valley alert: {} loudspeakers on ", r.speakers.len());
         assert!(
             d.summary.iter().any(|l| l.starts_with(&line)),
+            "{:?}",
+            d.summary
+        );
+    }
+
+    #[test]
+    fn app_subscribers_are_the_officials_a_third_of_the_leads_and_a_few_residents() {
+        let d = generate(7).unwrap();
+        let (people, _) = load_people_csv(d.people_csv.as_bytes(), "86");
+        let apps = |p: &Person| {
+            p.addresses
+                .iter()
+                .filter(|a| matches!(a, Address::App(_)))
+                .count()
+        };
+        let share = |roles: &[Role]| {
+            let group: Vec<&Person> = people.iter().filter(|p| roles.contains(&p.role)).collect();
+            let with = group.iter().filter(|p| apps(p) == 1).count();
+            (with, group.len())
+        };
+        assert!(people.iter().all(|p| apps(p) <= 1));
+        let (with, of) = share(&[Role::DistrictOfficial, Role::TownOfficial]);
+        assert_eq!((with, of), (36, 36));
+        // Leads with a phone: about a third. Off-grid leads (no phone) have no mobile data.
+        let leads: Vec<&Person> = people
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.role,
+                    Role::VillageHead | Role::GridLead | Role::HazardWarden | Role::ReservoirWarden
+                )
+            })
+            .collect();
+        assert!(
+            leads
+                .iter()
+                .filter(|p| !p.addresses.iter().any(|a| a.serves(Bearer::Sms)))
+                .all(|p| apps(p) == 0)
+        );
+        let with = leads.iter().filter(|p| apps(p) == 1).count() as f64;
+        let share_leads = with / leads.len() as f64;
+        assert!((0.25..=0.42).contains(&share_leads), "{share_leads}");
+        let (with, of) = share(&[Role::Resident]);
+        assert!(
+            with > 10 && (with as f64) < 0.1 * of as f64,
+            "{with} of {of}"
+        );
+        assert_eq!(share(&[Role::FieldCrew]).0, 0);
+        // Ids are unique and in the synthetic range.
+        let mut seen = HashSet::new();
+        for a in people.iter().flat_map(|p| &p.addresses) {
+            if let Address::App(id) = a {
+                assert!(id.starts_with("syn-app-"), "{id}");
+                assert!(seen.insert(id.clone()), "{id} twice");
+            }
+        }
+        // The valley alert reaches some app users among its responsible persons.
+        assert!(
+            d.summary
+                .iter()
+                .any(|l| l.starts_with("  responsible reachable by:") && !l.ends_with("app 0")),
             "{:?}",
             d.summary
         );

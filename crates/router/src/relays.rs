@@ -6,7 +6,19 @@
 //! the link fails; its update and cancellation follow as frames of their own. The kit
 //! answers with ack batches naming (short alert id, person, code, time): each entry is
 //! judged like a reply from that person, but only for an alert relayed to that kit and a
-//! person it serves in that alert — a kit cannot ack for anyone else.
+//! person it serves in that alert — a kit cannot ack for anyone else. An entry for someone
+//! the district did not target in the alert (the kit serves its own valley) is recorded as
+//! rejected `not_relayed` but is no forgery and does not count among the alert's rejected
+//! replies; one for a target the kit does not serve does.
+//!
+//! An entry counts as answered when the kit says, but never before the relay first went
+//! out (a kit with a slow clock is not always in time) and never after now. Frames carry
+//! no version of a person's warning: after an update re-notified a record (a new version),
+//! an entry answered before the frame carrying it (the update, or the alert itself when it
+//! first went out after the update) went out is the earlier version's ack — kept on record,
+//! the record stays open — and only one answered after it is the current version's. Only
+//! the latter confirms that the kit has the frame in flight. On the kit, a record
+//! re-notified by the district's update sends its new ack up too.
 //!
 //! On a kit's node, an alert that came down the uplink carries [`Uplink`]: the acks of its
 //! records go back up in batches, one batch in flight per alert, so that acks arriving
@@ -93,6 +105,12 @@ pub(crate) struct Relay {
     pub reason: Option<String>,
     /// The next try is due then (a failed try's pause).
     pub retry_at: Option<Timestamp>,
+    /// When each alert or update frame was handed to the device (every try), in order: the
+    /// first is the earliest the kit can have had the alert; the first at or after a
+    /// record's version was planned, the earliest it can have had that version.
+    pub starts: Vec<Timestamp>,
+    /// When the current frame was first handed to the device (reset by a new frame).
+    pub frame_started: Option<Timestamp>,
 }
 
 /// A kit's acks of one uplinked alert on their way to the district (router state).
@@ -100,10 +118,11 @@ pub(crate) struct Relay {
 pub(crate) struct UplinkState {
     /// Acked records not yet in a batch the network took.
     pub pending: BTreeSet<u32>,
-    /// Records whose batch the network took.
-    pub done: HashSet<u32>,
-    /// The batch in flight and its records.
-    pub inflight: Option<(AttemptId, Vec<u32>)>,
+    /// (record, version of the warning) whose ack a batch the network took carried: a
+    /// record re-notified by an update (a new version) sends its new ack up too.
+    pub done: HashSet<(u32, u32)>,
+    /// The batch in flight and its (record, version) entries.
+    pub inflight: Option<(AttemptId, Vec<(u32, u32)>)>,
     /// Failed batches so far in a row (for the pause).
     pub failures: u32,
     /// The next batch waits until then after a failure.
@@ -143,6 +162,8 @@ impl State {
                 since: at,
                 reason: None,
                 retry_at: None,
+                starts: Vec::new(),
+                frame_started: None,
             });
         }
     }
@@ -157,6 +178,7 @@ impl State {
                 r.tries = 0;
                 r.retry_at = None;
                 r.since = at;
+                r.frame_started = None;
             }
         }
         self.add_relays(a, at);
@@ -170,6 +192,7 @@ impl State {
                 r.frame = RelayFrame::Cancel;
                 r.state = RelayState::Planned;
                 r.tries = 0;
+                r.frame_started = None;
             } else if r.state == RelayState::Planned {
                 r.state = RelayState::Cancelled;
             }
@@ -219,6 +242,12 @@ impl State {
                 self.spend_budget(device, *at);
                 self.next_attempt = self.next_attempt.max(attempt.0.saturating_add(1));
                 let r = &mut self.alerts[a as usize].relays[k as usize];
+                if *frame != RelayFrame::Cancel {
+                    r.starts.push(*at);
+                }
+                if r.frame != *frame || r.frame_started.is_none() {
+                    r.frame_started = Some(*at);
+                }
                 r.frame = *frame;
                 r.attempt = Some(*attempt);
                 r.tries += 1;
@@ -297,13 +326,14 @@ impl State {
                     .get(alert)
                     .ok_or_else(|| format!("uplink of unknown alert {alert}"))?;
                 self.next_attempt = self.next_attempt.max(attempt.0.saturating_add(1));
-                let ds: Vec<u32> = people
+                let ds: Vec<(u32, u32)> = people
                     .iter()
                     .filter_map(|p| self.alert(a).by_person.get(p).copied())
+                    .map(|d| (d, self.uplinked_ack(a, d).1))
                     .collect();
                 self.uplink_attempts.insert(*attempt, a);
                 let up = &mut self.alerts[a as usize].uplink;
-                for d in &ds {
+                for (d, _) in &ds {
                     up.pending.remove(d);
                 }
                 up.inflight = Some((*attempt, ds));
@@ -336,7 +366,7 @@ impl State {
                     }
                     Outcome::Failed { .. } => {
                         if let Some((_, ds)) = up.inflight.take() {
-                            up.pending.extend(ds);
+                            up.pending.extend(ds.into_iter().map(|(d, _)| d));
                         }
                         up.failures += 1;
                         let due = *at + backoff(up.failures);
@@ -352,9 +382,29 @@ impl State {
 
     /// A record of an uplinked alert was acknowledged: its ack goes up.
     pub(crate) fn uplink_acked(&mut self, a: u32, d: u32) {
+        let version = self.delivery(a, d).plan.version;
         let entry = &mut self.alerts[a as usize];
-        if entry.plan.uplink.is_some() && !entry.uplink.done.contains(&d) {
+        if entry.plan.uplink.is_some() && !entry.uplink.done.contains(&(d, version)) {
             entry.uplink.pending.insert(d);
+        }
+    }
+
+    /// The ack of a record an uplink batch carries: when it was given and for which
+    /// version — the current one's, or, when an update re-notified the record before its
+    /// earlier ack went up, that earlier ack (with its own time, so the district judges
+    /// it as the earlier version's).
+    pub(crate) fn uplinked_ack(&self, a: u32, d: u32) -> (Option<Timestamp>, u32, AckCode) {
+        let del = self.delivery(a, d);
+        match del.acked_at {
+            Some(at) => (Some(at), del.plan.version, del.plan.code),
+            None => del
+                .earlier
+                .iter()
+                .rev()
+                .find(|e| e.acked_at.is_some())
+                .map_or((None, del.plan.version, del.plan.code), |e| {
+                    (e.acked_at, e.version, e.code)
+                }),
         }
     }
 }
@@ -510,8 +560,8 @@ impl Router {
             .filter(|&&d| self.state.delivery(a, d).person.as_str().len() <= 32)
             .map(|&d| {
                 let del = self.state.delivery(a, d);
-                let at = del.acked_at.unwrap_or(now);
-                let code = self.code_of(CodeRef { a, d, task: false });
+                let (acked_at, _, code) = self.state.uplinked_ack(a, d);
+                let at = acked_at.unwrap_or(now);
                 (
                     d,
                     at,
@@ -620,8 +670,11 @@ impl Router {
             }
             let up = &mut entry.uplink;
             if let Some((_, ds)) = up.inflight.take() {
-                up.pending
-                    .extend(ds.into_iter().filter(|d| !up.done.contains(d)));
+                up.pending.extend(
+                    ds.into_iter()
+                        .filter(|e| !up.done.contains(e))
+                        .map(|(d, _)| d),
+                );
             }
         }
     }
@@ -666,7 +719,7 @@ impl Router {
         acks: Vec<RelayedAck>,
     ) {
         for ack in acks {
-            let verdict = self.judge_relayed(now, from, &ack);
+            let (verdict, answered) = self.judge_relayed(now, from, &ack);
             let confirmed = match &verdict {
                 Verdict::Ack { alert, .. }
                 | Verdict::Duplicate { alert, .. }
@@ -698,6 +751,9 @@ impl Router {
                     .find(|r| &r.target.address == from)
                 && matches!(r.state, RelayState::Sending | RelayState::Sent)
                 && r.frame != RelayFrame::Cancel
+                // An answer given before this frame went out (to the previous version)
+                // says nothing of whether the kit has it.
+                && r.frame_started.is_some_and(|t| answered >= t)
                 && let Some(attempt) = r.attempt
             {
                 let kit = r.target.kit.clone();
@@ -717,7 +773,14 @@ impl Router {
         self.pump(now);
     }
 
-    fn judge_relayed(&self, now: Timestamp, from: &Address, ack: &RelayedAck) -> Verdict {
+    /// The verdict on one relayed ack, and when it counts as answered (the kit's time,
+    /// never before the relay first went out, never after now).
+    fn judge_relayed(
+        &self,
+        now: Timestamp,
+        from: &Address,
+        ack: &RelayedAck,
+    ) -> (Verdict, Timestamp) {
         // The most recent alert with that short id relayed to this kit.
         // Only alerts with relays can match (not every alert of the log).
         let found = self.state.relay_alerts.iter().rev().find_map(|&a| {
@@ -732,14 +795,20 @@ impl Router {
                 .map(|r| (a, r))
         });
         let Some((a, relay)) = found else {
-            return Verdict::Rejected {
+            let verdict = Verdict::Rejected {
                 rejection: Rejection::NotRelayed {
                     kit: from.to_string(),
                     person: ack.person.clone(),
                 },
                 alerts: Vec::new(),
             };
+            return (verdict, now);
         };
+        // Late or not by when they answered at the kit, not by when the link carried it —
+        // but never before the relay went out (a kit with a slow clock is not always in
+        // time) and never after now (nor a fast one never late).
+        let floor = relay.starts.first().copied().unwrap_or(now);
+        let answered = ack.answered_at.max(floor).min(now);
         let entry = self.state.alert(a);
         let alert = entry.plan.alert.id.clone();
         let reject = |rejection: Rejection| Verdict::Rejected {
@@ -749,18 +818,30 @@ impl Router {
         let d = match entry.by_person.get(&ack.person) {
             Some(&d) if relay.people.contains(&ack.person) => d,
             _ => {
-                return reject(Rejection::NotRelayed {
+                let verdict = reject(Rejection::NotRelayed {
                     kit: relay.target.kit.clone(),
                     person: ack.person.clone(),
                 });
+                return (verdict, answered);
             }
         };
         let r = CodeRef { a, d, task: false };
-        let code = self.code_of(r);
-        // Late or not by when they answered at the kit, not by when the link carried it
-        // (never before the relay went out, never after now).
-        let answered = ack.answered_at.min(now);
-        self.verdict_for(answered, r, code, ack.person.clone(), false, &reject)
+        let del = self.state.delivery(a, d);
+        // The compact frames carry no version: an ack answered at the kit before the frame
+        // with the record's current version went out (the update that re-notified them,
+        // or the alert itself when it went out after the update) answers the version
+        // before; one answered after it, the current one.
+        let current_out = relay
+            .starts
+            .iter()
+            .find(|t| **t >= del.version_since)
+            .is_some_and(|t| answered >= *t);
+        let code = match del.earlier.last() {
+            Some(e) if !current_out => e.code,
+            _ => self.code_of(r),
+        };
+        let verdict = self.verdict_for(answered, r, code, ack.person.clone(), false, &reject);
+        (verdict, answered)
     }
 
     /// The field-kit relays of one alert, or `None` if unknown.

@@ -155,6 +155,9 @@ pub(crate) struct Delivery {
     pub planned_at: Timestamp,
     /// Superseded versions of the person's warning, oldest first.
     pub earlier: Vec<EarlierVersion>,
+    /// When the current version of the warning was planned (planned, or re-notified): a
+    /// field kit's ack answered before the kit can have had it is for the earlier version.
+    pub version_since: Timestamp,
     /// Silence fallbacks used in the current version (see `DeliveryPlan::silence_fallbacks`).
     pub silence_used: u32,
     /// Index in `tasks` of the current door-knock chain's first task: tasks before it
@@ -599,6 +602,7 @@ impl State {
         del.acked_at = None;
         del.ack_evidence = None;
         del.late = false;
+        del.version_since = at;
         if chain_ended {
             del.task_base = del.tasks.len();
             del.task_opened = None;
@@ -1090,6 +1094,7 @@ impl State {
                     reached: false,
                     planned_at: *at,
                     earlier: Vec::new(),
+                    version_since: *at,
                     task_base: 0,
                     silence_used: 0,
                 });
@@ -1568,6 +1573,21 @@ impl State {
                     self.note_wrong_codes(from, *at, tried);
                     for alert in alerts {
                         if let Some(&a) = self.alert_ix.get(alert) {
+                            self.alerts[a as usize].rejected += 1;
+                        }
+                    }
+                }
+                Verdict::Rejected {
+                    alerts,
+                    rejection: Rejection::NotRelayed { person, .. },
+                } => {
+                    // A kit's ack for someone of its own whom the district did not target
+                    // in the alert is no forgery: recorded, not counted as a rejected
+                    // reply. One for a target the kit does not serve still counts.
+                    for alert in alerts {
+                        if let Some(&a) = self.alert_ix.get(alert)
+                            && self.alerts[a as usize].by_person.contains_key(person)
+                        {
                             self.alerts[a as usize].rejected += 1;
                         }
                     }

@@ -387,3 +387,342 @@ fn a_kit_sends_acks_up_in_batches_one_in_flight_and_again_after_a_restart() {
     let (_, frames, _) = drain(&mut r3);
     assert!(frames.is_empty(), "{frames:?}");
 }
+
+/// Who is where, acked when and late or not (a restore re-sends attempts in flight, so
+/// attempts are left out).
+fn acks_of(r: &Router) -> Vec<(String, DeliveryState, Option<Timestamp>, bool)> {
+    r.deliveries(&AlertId::from("red-1"), None)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.person.to_string(), d.state, d.acked_at, d.late))
+        .collect()
+}
+
+fn relayed(person: &str, at: Timestamp) -> RelayedAck {
+    RelayedAck {
+        alert: short_id(&AlertId::from("red-1")),
+        person: PersonId::from(person),
+        code: code("red-1", person),
+        answered_at: at,
+        evidence: "batch".into(),
+    }
+}
+
+/// The verdicts of the replies recorded among `recs`.
+fn verdicts(recs: &[Record]) -> Vec<Verdict> {
+    recs.iter()
+        .filter_map(|x| match x {
+            Record::Reply { verdict, .. } => Some(verdict.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The link to the kit is down for the first ten minutes: the alert reaches the kit only
+/// when the relay goes out at 600 s, long after p1's own SMS window (0–300 s) closed. The
+/// kit's clock is slow and says p1 answered at 120 s: the answer cannot be earlier than
+/// the relay, so it counts as given at 600 s — late.
+#[test]
+fn a_relayed_ack_is_never_earlier_than_the_relay() {
+    let mut r = Router::new(config(devices()));
+    event(
+        &mut r,
+        secs(0),
+        "bd-1",
+        DriverEvent::Health(tocsin_channel::Health {
+            up: false,
+            ..Default::default()
+        }),
+    );
+    r.handle_alert(secs(0), district_plan()).unwrap();
+    let (mut log, frames, _) = drain(&mut r);
+    assert!(frames.is_empty(), "the link is down");
+    event(
+        &mut r,
+        secs(600),
+        "bd-1",
+        DriverEvent::Health(tocsin_channel::Health {
+            up: true,
+            ..Default::default()
+        }),
+    );
+    let (recs, frames, _) = drain(&mut r);
+    log.extend(recs);
+    assert_eq!(frames.len(), 1, "the relay goes when the link is back");
+    r.handle_relayed_acks(
+        secs(900),
+        &DeviceId::from("bd-1"),
+        &kit_card(),
+        vec![relayed("p1", secs(120))],
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs);
+    let v = verdicts(&log);
+    assert!(
+        matches!(&v[..], [Verdict::Ack { person, late: true, .. }] if person.as_str() == "p1"),
+        "{v:?}"
+    );
+    let p1 = r
+        .deliveries(&AlertId::from("red-1"), None)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.person.as_str() == "p1")
+        .unwrap();
+    assert_eq!(p1.state, DeliveryState::Acknowledged);
+    assert!(p1.late);
+    // A kit clock ahead of the district's is held to now.
+    r.handle_relayed_acks(
+        secs(910),
+        &DeviceId::from("bd-1"),
+        &kit_card(),
+        vec![relayed("p2", secs(5000))],
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs);
+    let at = recs_at_of_ack(&log, "p2");
+    assert_eq!(at, Some(secs(910)));
+    let back = Router::restore(config(devices()), log, secs(920)).unwrap();
+    assert_eq!(acks_of(&back), acks_of(&r));
+}
+
+/// When the ack of `person` was recorded (the record's acked_at).
+fn recs_at_of_ack(log: &[Record], person: &str) -> Option<Timestamp> {
+    log.iter().find_map(|x| match x {
+        Record::Reply {
+            at,
+            verdict: Verdict::Ack { person: p, .. },
+            ..
+        } if p.as_str() == person => Some(*at),
+        _ => None,
+    })
+}
+
+/// An update re-notifies everyone (new instruction text) after the kit already had the
+/// alert: the district relays the update frame with the new text. The kit's acks carry no
+/// version, so an ack answered before the update frame went out is the first version's
+/// (kept on record, the record stays open, and it does not confirm the update frame) and
+/// one answered after it is the new version's.
+#[test]
+fn a_re_notified_record_at_a_kit_is_relayed_again_and_acked_by_version() {
+    let mut r = Router::new(config(devices()));
+    r.handle_alert(secs(0), district_plan()).unwrap();
+    let (mut log, frames, _) = drain(&mut r);
+    let first = frames[0].1.attempt;
+    event(
+        &mut r,
+        secs(5),
+        "bd-1",
+        DriverEvent::Sent {
+            attempt: first,
+            reference: "a".into(),
+        },
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs);
+
+    let mut updated = district_plan();
+    updated.alert.text = "水位继续上涨，立即撤离到高处".into();
+    r.handle_update(secs(400), updated).unwrap();
+    let (recs, frames, _) = drain(&mut r);
+    log.extend(recs);
+    let update: Vec<_> = frames
+        .iter()
+        .filter(|(d, _)| d.as_str() == "bd-1")
+        .collect();
+    assert_eq!(update.len(), 1, "{frames:?}");
+    let Frame::Update(u) = Frame::decode(&update[0].1.bytes).unwrap() else {
+        panic!("not an update frame");
+    };
+    assert_eq!(u.replaces, ShortAlertId::derive(&AlertId::from("red-1")));
+    assert!(u.alert.text.starts_with("水位继续上涨"), "{}", u.alert.text);
+    event(
+        &mut r,
+        secs(410),
+        "bd-1",
+        DriverEvent::Sent {
+            attempt: update[0].1.attempt,
+            reference: "u".into(),
+        },
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs);
+    assert_eq!(relay_state(&r), RelayState::Sent);
+
+    // p1 answered at the kit at 300 s, before the update; the batch arrives at 500 s.
+    r.handle_relayed_acks(
+        secs(500),
+        &DeviceId::from("bd-1"),
+        &kit_card(),
+        vec![relayed("p1", secs(300))],
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs.clone());
+    let v = verdicts(&recs);
+    assert!(
+        matches!(&v[..], [Verdict::Ack { person, version: 1, .. }] if person.as_str() == "p1"),
+        "{v:?}"
+    );
+    assert_ne!(
+        state_of(&r, "p1"),
+        DeliveryState::Acknowledged,
+        "v2 is open"
+    );
+    assert_eq!(
+        relay_state(&r),
+        RelayState::Sent,
+        "an answer to the first version says nothing of the update"
+    );
+
+    // p2 answered at 450 s, after the update frame went out: the new version's ack.
+    r.handle_relayed_acks(
+        secs(520),
+        &DeviceId::from("bd-1"),
+        &kit_card(),
+        vec![relayed("p2", secs(450))],
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs.clone());
+    let v = verdicts(&recs);
+    assert!(
+        matches!(&v[..], [Verdict::Ack { person, version: 2, late: false, .. }] if person.as_str() == "p2"),
+        "{v:?}"
+    );
+    assert_eq!(state_of(&r, "p2"), DeliveryState::Acknowledged);
+    assert_eq!(relay_state(&r), RelayState::Confirmed);
+
+    // p1 answers the new version at the kit too.
+    r.handle_relayed_acks(
+        secs(530),
+        &DeviceId::from("bd-1"),
+        &kit_card(),
+        vec![relayed("p1", secs(470))],
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs.clone());
+    assert!(matches!(
+        &verdicts(&recs)[..],
+        [Verdict::Ack { version: 2, .. }]
+    ));
+    assert_eq!(state_of(&r, "p1"), DeliveryState::Acknowledged);
+
+    let back = Router::restore(config(devices()), log, secs(540)).unwrap();
+    assert_eq!(acks_of(&back), acks_of(&r));
+    assert_eq!(
+        back.relays(&AlertId::from("red-1")),
+        r.relays(&AlertId::from("red-1"))
+    );
+}
+
+/// A kit's ack for someone the district did not target in the alert (the kit serves its
+/// own valley) is recorded as rejected `not_relayed` but is no forgery: it does not raise
+/// the alert's rejected replies. One for a target the kit does not serve still does.
+#[test]
+fn a_kits_ack_for_someone_not_targeted_is_not_counted_as_rejected() {
+    let mut r = Router::new(config(devices()));
+    r.handle_alert(secs(0), district_plan()).unwrap();
+    let (mut log, _, _) = drain(&mut r);
+    r.handle_relayed_acks(
+        secs(60),
+        &DeviceId::from("bd-1"),
+        &kit_card(),
+        vec![relayed("p9", secs(50)), relayed("p3", secs(51))],
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs.clone());
+    let v = verdicts(&recs);
+    assert!(
+        matches!(
+            &v[..],
+            [
+                Verdict::Rejected { rejection: Rejection::NotRelayed { person: a, .. }, .. },
+                Verdict::Rejected { rejection: Rejection::NotRelayed { person: b, .. }, .. },
+            ] if a.as_str() == "p9" && b.as_str() == "p3"
+        ),
+        "{v:?}"
+    );
+    let rejected = |r: &Router| {
+        r.summary(&AlertId::from("red-1"))
+            .unwrap()
+            .counts
+            .rejected_replies
+    };
+    assert_eq!(rejected(&r), 1, "only p3's");
+    let back = Router::restore(config(devices()), log, secs(70)).unwrap();
+    assert_eq!(rejected(&back), 1);
+}
+
+/// On the kit: p1's ack went up; then the district's update re-notified p1 (the kit's
+/// record has a new version), and p1's new ack goes up too.
+#[test]
+fn a_kit_sends_the_new_versions_ack_up_after_an_update() {
+    let mut r = Router::new(config(devices()));
+    let mut p = kit_plan();
+    p.alert.accepted_at = t(0);
+    r.handle_alert(t(0), p.clone()).unwrap();
+    let (mut log, _, _) = drain(&mut r);
+    sms_ack(&mut r, t(30), 1, "p1");
+    let (recs, frames, _) = drain(&mut r);
+    log.extend(recs);
+    assert_eq!(acks_in(&frames[0].1), vec![(0xABCDEF, "p1".to_owned())]);
+    event(
+        &mut r,
+        t(40),
+        "bd-1",
+        DriverEvent::Sent {
+            attempt: frames[0].1.attempt,
+            reference: "ok".into(),
+        },
+    );
+    let (recs, _, _) = drain(&mut r);
+    log.extend(recs);
+
+    p.alert.text = "水位继续上涨，立即撤离".into();
+    r.handle_update(t(100), p).unwrap();
+    let (recs, frames, _) = drain(&mut r);
+    log.extend(recs);
+    assert!(
+        frames.iter().all(|(d, _)| d.as_str() != "bd-1"),
+        "nothing new to send up yet"
+    );
+    let v2 = tocsin_router::version_code(
+        &key(),
+        &AlertId::from("uplink-bd-0242286-abcdef"),
+        &PersonId::from("p1"),
+        2,
+    );
+    event(
+        &mut r,
+        t(160),
+        "gsm-1",
+        DriverEvent::Inbound {
+            from: phone(1),
+            text: format!("1 {v2}"),
+            evidence: String::new(),
+            sent_at: None,
+            receipt: None,
+            in_reply_to: None,
+        },
+    );
+    let (recs, frames, _) = drain(&mut r);
+    log.extend(recs);
+    let up: Vec<_> = frames
+        .iter()
+        .filter(|(d, _)| d.as_str() == "bd-1")
+        .collect();
+    assert_eq!(up.len(), 1, "the new version's ack goes up");
+    assert_eq!(acks_in(&up[0].1), vec![(0xABCDEF, "p1".to_owned())]);
+    let Frame::Acks(b) = Frame::decode(&up[0].1.bytes).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(b.time_of(&b.acks[0]), t(160));
+    assert_eq!(b.acks[0].code, v2);
+    // A restart with the batch in flight sends it again, and only it.
+    let mut back = Router::restore(config(devices()), log, t(170)).unwrap();
+    let (_, frames, _) = drain(&mut back);
+    let up: Vec<_> = frames
+        .iter()
+        .filter(|(d, _)| d.as_str() == "bd-1")
+        .collect();
+    assert_eq!(up.len(), 1);
+    assert_eq!(acks_in(&up[0].1), vec![(0xABCDEF, "p1".to_owned())]);
+}

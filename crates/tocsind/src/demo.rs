@@ -4,7 +4,8 @@
 //! district answers the way people do — most reply with their code after a while, some
 //! late, some with a wrong code, some from another phone, some never. The real modem
 //! driver talks to them over real pseudo-terminals; the router, the store and the API are
-//! the production ones.
+//! the production ones. People registered in the warning app get a signed push from the
+//! real webhook driver to the simulated app backend on 127.0.0.1, and answer it there.
 
 use crate::config::{AckConfig, ApiSection, Config, DeviceConfig, DirectoryConfig, NodeConfig};
 use crate::daemon;
@@ -221,6 +222,44 @@ fn call_behaviour(c: &Conduct, speed: f64, rng: &mut impl Rng) -> tocsin_sip::si
     }
 }
 
+/// The person's warning app, as the simulated backend plays it: most prompt people answer
+/// the push in the app (a signed callback with the code, or a tap on the ack link, a few
+/// by the push's token) while some leave it to their SMS; late people answer late, people
+/// who reply with a wrong code type it in the app too; everyone else reads it and answers
+/// nothing. `speed` turns gateway seconds into the backend's real time. Drawn from `rng`,
+/// a stream of its own, so the app changes nobody's SMS, call or radio behaviour.
+fn app_behaviour(c: &Conduct, speed: f64, rng: &mut impl Rng) -> tocsin_webhook::sim::Behaviour {
+    use tocsin_webhook::sim::{Behaviour as A, Via};
+    let after = |gateway_secs: f64| (gateway_secs * 1000.0 / speed.max(0.001)) as u64;
+    let x: f64 = rng.random();
+    let delay: f64 = rng.random();
+    let via = if x < 0.15 {
+        Via::Token
+    } else if x < 0.45 {
+        Via::Link
+    } else {
+        Via::Callback
+    };
+    match c {
+        Conduct::Prompt { .. } if x < 0.8 => A::Reply {
+            after_ms: after(10.0 + delay * 140.0),
+            text: None,
+            via,
+        },
+        Conduct::Late => A::Reply {
+            after_ms: after(330.0 + delay * 270.0),
+            text: None,
+            via: Via::Callback,
+        },
+        Conduct::WrongCode => A::Reply {
+            after_ms: after(20.0 + delay * 70.0),
+            text: Some("1 ZZZZ".into()),
+            via: Via::Callback,
+        },
+        _ => A::Ignore,
+    }
+}
+
 /// The user part the SIP driver dials for a number (national form for Chinese numbers,
 /// the driver's default dial plan).
 fn dialled(number: &str) -> String {
@@ -257,6 +296,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut cards = Vec::new();
     let mut nodes = Vec::new();
     let mut callees = Vec::new();
+    let mut subscribers = std::collections::HashMap::new();
+    let mut app_rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ APP_SEED);
     let mut kit: Option<(String, String)> = None;
     for p in directory.people() {
         let c = conduct(p.role, &mut rng);
@@ -309,6 +350,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 Address::SbdImei(imei) if kit.is_none() => {
                     kit = Some((imei.clone(), p.id.as_str().to_owned()));
                 }
+                Address::App(id) => {
+                    subscribers.insert(id.clone(), app_behaviour(&c, speed, &mut app_rng));
+                }
                 _ => {}
             }
         }
@@ -352,6 +396,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let speakers = speaker_devices(&directory, &valley, args.seed, &sims_cancel, &mut devices)
         .await
         .context("starting the simulated loudspeakers")?;
+    let app_users = subscribers.len();
+    let app = app_device(subscribers, args.seed, &sims_cancel, &mut devices)
+        .await
+        .context("starting the simulated app backend")?;
     let bearers = offgrid_devices(
         &data_dir,
         OffGridPeople {
@@ -451,6 +499,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  off-grid: 2 BeiDou terminals (BDS-2, BDS-3) with the satellite network, 1 Meshtastic radio, \
          1 Iridium 9603 for field kit F01, SIP trunk to 127.0.0.1 (calls play in real time)"
+    );
+    println!(
+        "  app: webhook device app-1 pushing to the simulated app backend {} ({app_users} subscribers)",
+        app.url
     );
     if let (Some(v), Some(k)) = (&kit_village, &kit) {
         println!(
@@ -574,6 +626,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
     }
+    println!("{}", app.seen.summary(&deliveries));
     if !args.until_done {
         println!(
             "API still up on http://{} (token {}); Ctrl-C to stop.",
@@ -590,13 +643,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     drop(sims);
     drop(bearers);
     drop(speakers);
+    drop(app);
     result
 }
 
 /// The default policies, with the field crew's SBD kit used alongside their phones: the
-/// kit is the crew's own uplink, so it is not left waiting behind their BeiDou card.
+/// kit is the crew's own uplink, so it is not left waiting behind their BeiDou card. And
+/// a red warning goes to the app too, with the SMS and the call, for those registered in
+/// it: a push costs no airtime, and many answer the app before they read an SMS (by
+/// default the app is red's last fallback, which a demo whose SMS always goes out never
+/// reaches). Residents are left off the app: their records need no ack and close
+/// "unreached" when no delivery report comes within 5 minutes of their first attempt; the
+/// push goes out at once but the backend's 200 is not a delivery report, and the SMS still
+/// queued behind the leads' is then cancelled with the record.
 fn demo_policies() -> tocsin_router::Policies {
     let mut p = tocsin_router::Policies::default();
+    let without_app = p.red.parallel.clone();
+    p.red.parallel.push(Bearer::App);
+    p.red.fallback.retain(|b| *b != Bearer::App);
+    p.red.roles.entry(Role::Resident).or_default().parallel = Some(without_app);
     p.red.roles.insert(
         Role::FieldCrew,
         tocsin_router::RoleOverride {
@@ -620,6 +685,135 @@ fn calls_in_progress(deliveries: &[tocsin_router::DeliveryView]) -> usize {
 
 /// Meshtastic routing error 1 (NO_ROUTE): the radio found no way to the node.
 const NAK_NO_ROUTE: i32 = 1;
+
+/// Mixed into the seed for the app users' own random stream.
+const APP_SEED: u64 = 0x0a99_0a99;
+
+/// The simulated app backend while the demo runs.
+struct AppSim {
+    /// Its push endpoint.
+    url: String,
+    /// What it saw, counted as its reports come in.
+    seen: std::sync::Arc<AppSeen>,
+}
+
+/// What the simulated app backend saw: pushes it accepted, and answers the gateway took.
+#[derive(Debug, Default)]
+struct AppSeen {
+    /// Pushes answered 200.
+    pushes: std::sync::atomic::AtomicUsize,
+    /// Subscribers who got at least one push.
+    pushed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Pushes refused (bad signature, injected fault).
+    refused: std::sync::atomic::AtomicUsize,
+    /// Answers (callback, token or link) the gateway answered 200.
+    answered: std::sync::atomic::AtomicUsize,
+    /// Answers the gateway refused or never answered.
+    unanswered: std::sync::atomic::AtomicUsize,
+}
+
+impl AppSeen {
+    fn record(&self, r: &tocsin_webhook::sim::Report) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tocsin_webhook::sim::Report;
+        match r {
+            Report::Pushed {
+                subscriber, status, ..
+            } if (200..300).contains(status) => {
+                self.pushes.fetch_add(1, Relaxed);
+                if let (Some(s), Ok(mut set)) = (subscriber, self.pushed.lock()) {
+                    set.insert(s.clone());
+                }
+            }
+            Report::Pushed { .. } => {
+                self.refused.fetch_add(1, Relaxed);
+            }
+            Report::Answered { status: 200, .. } => {
+                self.answered.fetch_add(1, Relaxed);
+            }
+            Report::Answered { .. } => {
+                self.unanswered.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// One line for the end of the demo: whom the gateway pushed and whose acks it
+    /// counted from the app (from the alert's records), then what the backend saw. The
+    /// backend takes more answers than acks are counted: a person answers every reminder
+    /// push, supervisors answer door-knock tasks, some answered by SMS first, some typed a
+    /// wrong code.
+    fn summary(&self, deliveries: &[tocsin_router::DeliveryView]) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pushed: std::collections::BTreeSet<&Address> = deliveries
+            .iter()
+            .flat_map(|d| &d.attempts)
+            .filter(|a| a.bearer == Bearer::App)
+            .map(|a| &a.to)
+            .collect();
+        let devices = report::device_bearers(deliveries);
+        let acked = deliveries
+            .iter()
+            .filter(|d| report::ack_bearer(d, &devices) == Some(Bearer::App))
+            .count();
+        let subscribers = self.pushed.lock().map(|s| s.len()).unwrap_or(0);
+        format!(
+            "app: {} people pushed, {acked} acks counted from the app; the backend accepted {} pushes \
+             to {subscribers} subscribers ({} refused) and the gateway took {} of their answers ({} not)",
+            pushed.len(),
+            self.pushes.load(Relaxed),
+            self.refused.load(Relaxed),
+            self.answered.load(Relaxed),
+            self.unanswered.load(Relaxed),
+        )
+    }
+}
+
+/// Starts the simulated app backend on 127.0.0.1 with `subscribers` scripted, and a
+/// `webhook` device `app-1` pushing to it (its callback listener on a port the system
+/// picks: the pushes carry its address). The backend's reports are counted as they come.
+async fn app_device(
+    subscribers: std::collections::HashMap<String, tocsin_webhook::sim::Behaviour>,
+    seed: u64,
+    cancel: &tokio_util::sync::CancellationToken,
+    devices: &mut BTreeMap<String, DeviceConfig>,
+) -> anyhow::Result<AppSim> {
+    let key: String = {
+        let mut r = rand::rngs::StdRng::from_os_rng();
+        (0..32)
+            .map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[r.random_range(0..32)]))
+            .collect()
+    };
+    let secret = tocsin_webhook::sign::Secret::new(key.as_bytes().to_vec());
+    let mut sim = tocsin_webhook::sim::SimConfig::new(secret);
+    sim.people = subscribers;
+    sim.seed = seed;
+    let mut backend = tocsin_webhook::backend::spawn_backend(
+        ([127, 0, 0, 1], 0).into(),
+        sim,
+        cancel.child_token(),
+    )
+    .await?;
+    let url = backend.url.clone();
+    let mut cfg = tocsin_webhook::config::WebhookConfig::new(url.clone(), key);
+    cfg.callback_bind = "127.0.0.1:0".into();
+    cfg.validate()?;
+    devices.insert("app-1".into(), DeviceConfig::Webhook(cfg));
+    let seen = std::sync::Arc::new(AppSeen::default());
+    let counter = seen.clone();
+    let stop = cancel.child_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                r = backend.reports.recv() => match r {
+                    Some(r) => counter.record(&r),
+                    None => return,
+                },
+            }
+        }
+    });
+    Ok(AppSim { url, seen })
+}
 
 /// The people the off-grid simulators play.
 struct OffGridPeople {
@@ -778,7 +972,8 @@ async fn offgrid_devices(
 const KIT_CARD: &str = "0242407";
 
 /// The village the demo's field kit serves: the first village in the alert's area whose
-/// head has phones only (no BeiDou card, mesh radio or SBD kit of their own).
+/// head has phones only (no BeiDou card, mesh radio or SBD kit of their own; the app rides
+/// on the same cell network as the phones, so it does not count as a way around it).
 fn kit_village(
     directory: &tocsin_core::directory::Directory,
     valley: &[AreaSpec],
@@ -791,7 +986,10 @@ fn kit_village(
         let inside = p
             .location
             .is_some_and(|pos| regions.iter().any(|r| r.contains(pos)));
-        let phones_only = p.addresses.iter().all(|a| matches!(a, Address::Phone(_)));
+        let phones_only = p
+            .addresses
+            .iter()
+            .all(|a| matches!(a, Address::Phone(_) | Address::App(_)));
         (p.role == Role::VillageHead && inside && phones_only)
             .then(|| p.areas.first().cloned())
             .flatten()
@@ -934,6 +1132,7 @@ fn draw_progress(
     // from it. Every bearer the demo runs has a line, used yet or not.
     let mut per_bearer: BTreeMap<Bearer, (usize, usize, usize)> = report::REPORTED_BEARERS
         .into_iter()
+        .chain([Bearer::App])
         .map(|b| (b, (0, 0, 0)))
         .collect();
     let devices = report::device_bearers(deliveries);
@@ -1073,4 +1272,147 @@ async fn speaker_devices(
         devices.insert(device, DeviceConfig::Speaker(cfg));
     }
     Ok(sims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_webhook::sim::{Behaviour as App, Report, Via};
+
+    fn district() -> tocsin_core::directory::Directory {
+        let dir = find_district(None).unwrap();
+        load_from_dir(&dir).unwrap().0
+    }
+
+    #[test]
+    fn app_users_answer_as_they_answer_everything_else_in_the_backends_real_time() {
+        let speed = 20.0;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let prompt = Conduct::Prompt {
+            presses: false,
+            bare: false,
+        };
+        let (mut replies, mut ignored, mut vias) = (0, 0, Vec::new());
+        for _ in 0..200 {
+            match app_behaviour(&prompt, speed, &mut rng) {
+                App::Reply {
+                    after_ms,
+                    text,
+                    via,
+                } => {
+                    // 10–150 gateway seconds are 0.5–7.5 s for the backend at ×20.
+                    assert!((500..=7500).contains(&after_ms), "{after_ms}");
+                    assert_eq!(text, None, "the code comes from the push");
+                    if !vias.contains(&via) {
+                        vias.push(via);
+                    }
+                    replies += 1;
+                }
+                App::Ignore => ignored += 1,
+            }
+        }
+        // Most answer in the app, some leave it to their SMS; by callback, link and token.
+        assert!((140..=180).contains(&replies), "{replies}");
+        assert_eq!(replies + ignored, 200);
+        assert_eq!(vias.len(), 3, "{vias:?}");
+
+        let App::Reply { after_ms, via, .. } = app_behaviour(&Conduct::Late, speed, &mut rng)
+        else {
+            panic!("late people answer the app late");
+        };
+        assert!(
+            after_ms >= 16_500,
+            "{after_ms}: after the 5-minute deadline"
+        );
+        assert_eq!(via, Via::Callback);
+        let App::Reply { text, .. } = app_behaviour(&Conduct::WrongCode, speed, &mut rng) else {
+            panic!("a wrong code is typed in the app too");
+        };
+        assert_eq!(text.as_deref(), Some("1 ZZZZ"));
+        for c in [
+            Conduct::Never,
+            Conduct::FromOther,
+            Conduct::Resident { listens: true },
+        ] {
+            assert_eq!(app_behaviour(&c, speed, &mut rng), App::Ignore, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn red_pushes_the_app_with_the_sms_and_call_except_to_residents() {
+        let p = demo_policies();
+        assert_eq!(
+            p.red.parallel,
+            vec![Bearer::Sms, Bearer::Voice, Bearer::App]
+        );
+        assert!(!p.red.fallback.contains(&Bearer::App));
+        let resident = &p.red.roles[&Role::Resident];
+        assert_eq!(
+            resident.parallel.as_deref(),
+            Some(&[Bearer::Sms, Bearer::Voice][..])
+        );
+        // The resident override still needs no ack and never escalates.
+        assert_eq!(resident.ack_required, Some(false));
+        assert_eq!(resident.escalate, Some(false));
+        assert_eq!(
+            p.red.roles[&Role::FieldCrew].parallel.as_deref(),
+            Some(&[Bearer::Sms, Bearer::Voice, Bearer::Sbd][..])
+        );
+        // The other grades keep their defaults.
+        let d = tocsin_router::Policies::default();
+        assert_eq!((p.orange, p.yellow, p.blue), (d.orange, d.yellow, d.blue));
+    }
+
+    #[test]
+    fn the_field_kit_serves_the_same_village_now_that_leads_have_the_app() {
+        let d = district();
+        let text =
+            std::fs::read_to_string(find_district(None).unwrap().join("valley.geojson")).unwrap();
+        let valley = valley_area(&text).unwrap();
+        assert_eq!(
+            kit_village(&d, &valley).map(|v| v.to_string()).as_deref(),
+            Some("T05-V01")
+        );
+        // And the valley alert has app users among the people it must wake.
+        let r = d.resolve(&valley).unwrap();
+        let app_users = r
+            .responsible
+            .iter()
+            .filter_map(|(p, _)| d.person(p))
+            .filter(|p| p.addresses.iter().any(|a| matches!(a, Address::App(_))))
+            .count();
+        assert!(app_users >= 30, "{app_users}");
+    }
+
+    #[test]
+    fn the_app_line_counts_pushes_and_answers_the_backend_saw() {
+        let seen = AppSeen::default();
+        let pushed = |s: &str, status| Report::Pushed {
+            subscriber: Some(s.into()),
+            text: Some("【红色预警】… 回复 1 K7XT 确认".into()),
+            status,
+            note: None,
+        };
+        let answered = |status| Report::Answered {
+            subscriber: "syn-app-0001".into(),
+            text: "link".into(),
+            status,
+            forged: false,
+        };
+        for r in [
+            pushed("syn-app-0001", 200),
+            pushed("syn-app-0001", 200),
+            pushed("syn-app-0002", 200),
+            pushed("syn-app-0003", 503),
+            answered(200),
+            answered(401),
+        ] {
+            seen.record(&r);
+        }
+        assert_eq!(
+            seen.summary(&[]),
+            "app: 0 people pushed, 0 acks counted from the app; the backend accepted 3 pushes to 2 \
+             subscribers (1 refused) and the gateway took 1 of their answers (1 not)"
+        );
+    }
 }

@@ -1132,7 +1132,6 @@ fn draw_progress(
     // from it. Every bearer the demo runs has a line, used yet or not.
     let mut per_bearer: BTreeMap<Bearer, (usize, usize, usize)> = report::REPORTED_BEARERS
         .into_iter()
-        .chain([Bearer::App])
         .map(|b| (b, (0, 0, 0)))
         .collect();
     let devices = report::device_bearers(deliveries);

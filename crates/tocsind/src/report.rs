@@ -7,12 +7,13 @@ use tocsin_core::{Bearer, DeviceId};
 use tocsin_router::{AlertSummary, Counts, DeliveryState, DeliveryView, TaskState};
 
 /// The bearers the report has a column for, in order.
-pub const REPORTED_BEARERS: [Bearer; 5] = [
+pub const REPORTED_BEARERS: [Bearer; 6] = [
     Bearer::Sms,
     Bearer::Voice,
     Bearer::Beidou,
     Bearer::Mesh,
     Bearer::Sbd,
+    Bearer::App,
 ];
 
 /// Which bearer each device serves, as seen in the attempts made through it.
@@ -348,6 +349,29 @@ mod tests {
         }
     }
 
+    /// A red flood alert in one town with these counts.
+    fn summary_of(counts: Counts, state: tocsin_router::AlertState) -> AlertSummary {
+        AlertSummary {
+            alert: tocsin_core::Alert {
+                id: tocsin_core::AlertId::from("a1"),
+                grade: tocsin_core::Grade::Red,
+                kind: "flood".into(),
+                headline: "山洪红色预警".into(),
+                text: "转移".into(),
+                area: vec![],
+                exercise: false,
+                issuer: "op".into(),
+                accepted_at: Timestamp(0),
+                reference: None,
+            },
+            state,
+            counts: counts.clone(),
+            by_town: BTreeMap::from([("town".to_owned(), counts)]),
+            finished_at: None,
+            speakers: Default::default(),
+        }
+    }
+
     #[test]
     fn a_late_door_knock_does_not_lower_the_in_time_acks() {
         // Three acknowledged (one late) and one door knock confirmed after the record had
@@ -361,25 +385,7 @@ mod tests {
         };
         counts.by_state.insert(DeliveryState::Acknowledged, 3);
         counts.by_state.insert(DeliveryState::Confirmed, 1);
-        let summary = AlertSummary {
-            alert: tocsin_core::Alert {
-                id: tocsin_core::AlertId::from("a1"),
-                grade: tocsin_core::Grade::Red,
-                kind: "flood".into(),
-                headline: "山洪红色预警".into(),
-                text: "转移".into(),
-                area: vec![],
-                exercise: false,
-                issuer: "op".into(),
-                accepted_at: Timestamp(0),
-                reference: None,
-            },
-            state: tocsin_router::AlertState::Done,
-            counts: counts.clone(),
-            by_town: BTreeMap::from([("town".to_owned(), counts)]),
-            finished_at: None,
-            speakers: Default::default(),
-        };
+        let summary = summary_of(counts, tocsin_router::AlertState::Done);
         let text = render(&summary, &[]);
         let all = text
             .lines()
@@ -400,25 +406,7 @@ mod tests {
             ..Counts::default()
         };
         counts.by_state.insert(DeliveryState::Escalated, 2);
-        let summary = AlertSummary {
-            alert: tocsin_core::Alert {
-                id: tocsin_core::AlertId::from("a1"),
-                grade: tocsin_core::Grade::Red,
-                kind: "flood".into(),
-                headline: "山洪红色预警".into(),
-                text: "转移".into(),
-                area: vec![],
-                exercise: false,
-                issuer: "op".into(),
-                accepted_at: Timestamp(0),
-                reference: None,
-            },
-            state: tocsin_router::AlertState::Active,
-            counts: counts.clone(),
-            by_town: BTreeMap::from([("town".to_owned(), counts)]),
-            finished_at: None,
-            speakers: Default::default(),
-        };
+        let summary = summary_of(counts, tocsin_router::AlertState::Active);
         let escalated = |person: &str, state: TaskState| DeliveryView {
             person: PersonId::from(person),
             state: DeliveryState::Escalated,
@@ -458,6 +446,43 @@ mod tests {
             "{text}"
         );
         assert!(line("v2").contains("door-knock by t1 (assigned)"), "{text}");
+    }
+
+    #[test]
+    fn an_ack_from_the_app_has_its_own_column() {
+        let mut counts = Counts {
+            targets: 1,
+            ..Counts::default()
+        };
+        counts.by_state.insert(DeliveryState::Acknowledged, 1);
+        let summary = summary_of(counts, tocsin_router::AlertState::Done);
+        let app = acked("app:syn-app-0001 via app-1: 1 K7XY (signed callback)");
+        let text = render(&summary, &[app]);
+        let section = text
+            .split("acks by bearer")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no acks by bearer in {text}"));
+        let header: Vec<&str> = section
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let all: Vec<&str> = section
+            .lines()
+            .find(|l| l.starts_with("ALL"))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .and_then(|i| all.get(i))
+        };
+        assert_eq!(col("app"), Some(&"1"), "{section}");
+        assert_eq!(col("sms"), Some(&"0"), "{section}");
+        assert_eq!(col("other"), Some(&"0"), "{section}");
     }
 
     #[test]

@@ -61,6 +61,18 @@
 //! timers. A re-plan without re-notifying keeps the window (`window_from`); a re-notify
 //! starts a new one with the first attempt of the new text.
 //!
+//! A record that needs no ack and was not delivered by its deadline is not closed while a
+//! lane of its warning still waits for its first attempt and some device of that lane's
+//! bearer is up: a resident's app push goes out at once (the app reports `sent`, never
+//! `delivered`), their SMS waits behind the leads', and closing at the push's deadline
+//! would cancel the SMS that reaches them. That lane's first attempt gives the record a
+//! new deadline, one window from it. With every device of the waiting lanes' bearers down
+//! at the deadline, nothing would move and the record closes `unreached` as before; a
+//! record held while its devices go down later stays open with its send queued, like a
+//! not-attempted record with nobody to escalate to. The decision is taken from the state
+//! when the deadline fires and the new deadline from the attempt's record, so a restore
+//! reproduces both.
+//!
 //! # Versions
 //!
 //! An update that raises the grade, changes the instruction text or the exercise mark, or

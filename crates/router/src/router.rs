@@ -924,6 +924,12 @@ impl Router {
                     );
                 } else if del.state == DeliveryState::Reached {
                     self.close(now, a, d, DeliveryState::Reached, "delivered");
+                } else if self.awaits_first_send(a, d) {
+                    // A lane of the warning still waits its turn in the queue (the app
+                    // push went out at once, the SMS is behind the leads'): closing now
+                    // would cancel the send that may reach the person. Its first attempt
+                    // gives the record a new deadline (see `State::hold_for_lane`).
+                    return;
                 } else {
                     self.close(
                         now,
@@ -965,6 +971,29 @@ impl Router {
             }
         }
         self.state.touched.push((a, d));
+    }
+
+    /// Whether a warning lane of the record is still waiting for its first attempt on a
+    /// bearer with a device that is up (it will be sent when its turn comes). A function
+    /// of the state alone: the deadline's decision is the same live and after a restore.
+    fn awaits_first_send(&self, a: u32, d: u32) -> bool {
+        let del = self.state.delivery(a, d);
+        del.lanes.iter().any(|l| {
+            l.kind == LaneKind::Alert
+                && l.status == LaneStatus::Active
+                && l.used == 0
+                && l.queued.is_some()
+                && self.bearer_up(l.route.bearer)
+        })
+    }
+
+    /// Some device of `bearer` is up and may send at all.
+    fn bearer_up(&self, bearer: Bearer) -> bool {
+        self.bearer_devices
+            .iter()
+            .filter(|(b, _)| *b == bearer)
+            .flat_map(|(_, devs)| devs)
+            .any(|&i| self.ready_at(i).is_some())
     }
 
     fn close(&mut self, now: Timestamp, a: u32, d: u32, state: DeliveryState, reason: &str) {

@@ -28,7 +28,8 @@ pub(crate) enum TimerKind {
     /// The n-th reminder (1-based) is due.
     Reminder(u32),
     /// The ack deadline (or the delivery-report deadline when no ack is needed); set when
-    /// the window starts, at the record's first warning attempt.
+    /// the window starts, at the record's first warning attempt, and for a record without
+    /// ack held past it, again at the first attempt of the lane it was held for.
     Deadline,
     /// The door-knock task of this level is due; set at the task's first attempt.
     Task(u32),
@@ -141,6 +142,11 @@ pub(crate) struct Delivery {
     pub opened: Timestamp,
     /// Start of the ack window: the first warning attempt handed to a device.
     pub window_from: Option<Timestamp>,
+    /// A record without ack held past its deadline for a warning lane still waiting for
+    /// its first attempt (see [`State::hold_for_lane`]): the deadline that lane's first
+    /// attempt set, at its start plus the window. `None` while the window's own deadline
+    /// stands.
+    pub held_until: Option<Timestamp>,
     /// When the latest door-knock task was opened.
     pub task_opened: Option<Timestamp>,
     /// Whether the latest door-knock task's deadline runs (its first attempt started).
@@ -624,6 +630,7 @@ impl State {
         let plan = self.delivery(a, d).plan.clone();
         let del = self.delivery_mut(a, d);
         del.window_from = plan.window_from;
+        del.held_until = None;
         del.planned_at = at;
         for route in plan.routes {
             self.add_lane(a, d, LaneKind::Alert, route, plan.message.clone(), at);
@@ -660,6 +667,31 @@ impl State {
         self.window_timers(a, d, at, at);
     }
 
+    /// The first attempt of a warning lane of a record that needs no ack, started at or
+    /// after the record's deadline: the record is still open, so at its deadline it was
+    /// held for this lane (see the router's `Deadline` timer), and its wait for a delivery
+    /// report now runs one window from this attempt. Derived from the attempt's record
+    /// alone, so a replay moves the deadline the same way (and drops the window's own
+    /// deadline timer, which must not fire again after a restart).
+    fn hold_for_lane(&mut self, a: u32, d: u32, at: Timestamp) {
+        let del = self.delivery_mut(a, d);
+        if del.plan.ack_required || del.closed || del.state != DeliveryState::Attempting {
+            return;
+        }
+        let Some(from) = del.window_from else {
+            return;
+        };
+        let window = std::time::Duration::from_millis(del.plan.window_ms);
+        let deadline = del.held_until.unwrap_or(from + window);
+        if at < deadline {
+            return;
+        }
+        let due = at + window;
+        del.held_until = Some(due);
+        self.remove_timers(a, d, |k| k == TimerKind::Deadline);
+        self.add_timer(a, d, due, TimerKind::Deadline);
+    }
+
     /// The window started with an attempt that never went out (its device went down
     /// before accepting it): when no warning attempt of the record is left that may have
     /// gone out, the window has not really started and waits for the next attempt.
@@ -685,6 +717,7 @@ impl State {
         });
         let del = self.delivery_mut(a, d);
         del.window_from = None;
+        del.held_until = None;
         del.reminders_done = 0;
         del.state = DeliveryState::Planned;
         del.since = at;
@@ -1088,6 +1121,7 @@ impl State {
                     timers: Vec::new(),
                     opened: *at,
                     window_from: None,
+                    held_until: None,
                     task_opened: None,
                     task_started: false,
                     task_accepted: None,
@@ -1170,6 +1204,9 @@ impl State {
                 }
                 self.dequeue(r);
                 let l = self.lane_mut(r);
+                // No attempt of this lane went out before (an abandoned one that never
+                // left gave its use back).
+                let first_on_lane = l.used == 0;
                 l.used += 1;
                 l.current = Some(*attempt);
                 l.avoid = None;
@@ -1203,7 +1240,12 @@ impl State {
                     del.since = *at;
                 }
                 match kind {
-                    LaneKind::Alert => self.start_window(a, d, *at),
+                    LaneKind::Alert => {
+                        self.start_window(a, d, *at);
+                        if first_on_lane {
+                            self.hold_for_lane(a, d, *at);
+                        }
+                    }
                     LaneKind::Task(level) => {
                         let del = self.delivery_mut(a, d);
                         let current = del.tasks.last().filter(|t| t.level == level);

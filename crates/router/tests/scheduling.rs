@@ -1,6 +1,7 @@
 //! Scheduling under load: ack windows that start with the first attempt, responsible
-//! persons before residents, texts that fit each device, and bare acks over bearers that
-//! vouch for their sender.
+//! persons before residents, residents without ack not closed while their SMS waits in the
+//! queue, texts that fit each device, and bare acks over bearers that vouch for their
+//! sender.
 
 mod common;
 
@@ -827,4 +828,244 @@ fn a_key_press_naming_someone_elses_call_goes_by_the_ordinary_rules() {
     // p1's own single open record takes the bare ack; p2's stays open.
     assert_eq!(state("p1"), DeliveryState::Acknowledged);
     assert_ne!(state("p2"), DeliveryState::Acknowledged);
+}
+
+/// A red alert pushed to the app alongside SMS (as the demo does) on one slow modem
+/// (1/min): eight leads with phones who answer their SMS 30 s after it goes out, and two
+/// residents with the app and a phone. The app device only ever reports `sent` (a backend's
+/// 200 is no delivery report); r1's SMS is only ever `sent` too. `down_at`: gsm-1 goes
+/// down for good then.
+fn pushed_residents_script() -> (Vec<tocsin_router::DeviceInfo>, Vec<(Timestamp, Script)>) {
+    let a = "red-1";
+    let mut contacts: Vec<Contact> = (0..8)
+        .map(|i| {
+            contact(
+                &format!("lead{i}"),
+                "村干部",
+                Role::VillageHead,
+                "大庄镇",
+                vec![phone(100 + i)],
+                None,
+            )
+        })
+        .collect();
+    for i in 0..2 {
+        contacts.push(contact(
+            &format!("r{i}"),
+            "居民",
+            Role::Resident,
+            "大庄镇",
+            vec![phone(1000 + i), Address::App(format!("syn-app-{i}"))],
+            None,
+        ));
+    }
+    let mut ids: Vec<String> = (0..2).map(|i| format!("r{i}")).collect();
+    ids.extend((0..8).map(|i| format!("lead{i}")));
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut script = vec![(
+        secs(0),
+        Script::Alert(plan(alert(a, Grade::Red, "山洪红色预警"), &ids, &contacts)),
+    )];
+    // The leads go first, one a minute: lead i's SMS leaves at i minutes.
+    for i in 0..8u32 {
+        script.push(reply(
+            i64::from(i) * 60 + 30,
+            "gsm-1",
+            phone(100 + i),
+            format!("1 {}", code(a, &format!("lead{i}"))),
+        ));
+    }
+    let devs = vec![
+        device("gsm-1", Bearer::Sms, 1.0),
+        device("app-1", Bearer::App, 600.0),
+    ];
+    (devs, script)
+}
+
+fn pushed_residents(down_at: Option<i64>, crash_after: Option<usize>) -> Sim {
+    let (devs, mut script) = pushed_residents_script();
+    if let Some(t) = down_at {
+        script.push((
+            secs(t),
+            Script::Health {
+                device: "gsm-1".into(),
+                up: false,
+            },
+        ));
+    }
+    let mut cfg = config(devs);
+    cfg.policies.red.parallel.push(Bearer::App);
+    let mut sim = Sim::new(cfg, script);
+    sim.verbose = false;
+    sim.crash_after = crash_after;
+    sim.device_fates
+        .insert(tocsin_core::DeviceId::from("app-1"), Fate::SentOnly);
+    sim.fates.insert(phone(1001), Fate::SentOnly);
+    sim
+}
+
+/// When `person`'s record was closed, in what state and why.
+fn closed(sim: &Sim, person: &str) -> Option<(Timestamp, DeliveryState, String)> {
+    sim.records.iter().find_map(|r| match r {
+        Record::DeliveryClosed {
+            at,
+            person: p,
+            state,
+            reason,
+            ..
+        } if p.as_str() == person => Some((*at, *state, reason.clone())),
+        _ => None,
+    })
+}
+
+/// When the first SMS to `to` was handed to a device, if ever.
+fn first_sms(sim: &Sim, to: &Address) -> Option<Timestamp> {
+    sim.sends
+        .iter()
+        .find(|(_, d, _, a, _)| d.as_str() == "gsm-1" && a == to)
+        .map(|s| s.0)
+}
+
+#[test]
+fn a_resident_pushed_by_app_is_not_closed_while_their_sms_waits_in_the_queue() {
+    let mut sim = pushed_residents(None, None);
+    sim.run(secs(3600));
+    let a = AlertId::from("red-1");
+    // The pushes went out at once; the residents' SMS waited behind the eight leads' and
+    // left after the residents' own five-minute window had run out.
+    let app_push = sim
+        .sends
+        .iter()
+        .find(|(_, d, _, to, _)| d.as_str() == "app-1" && to == &Address::App("syn-app-0".into()))
+        .map(|s| s.0);
+    assert_eq!(app_push, Some(secs(0)));
+    let sms0 = first_sms(&sim, &phone(1000)).expect("r0's SMS went out");
+    let sms1 = first_sms(&sim, &phone(1001)).expect("r1's SMS went out");
+    assert!(sms0 >= secs(300) && sms1 >= secs(300), "{sms0} {sms1}");
+    // r0's SMS is delivered: reached, closed when its report came, not at the deadline.
+    let (at, state, reason) = closed(&sim, "r0").unwrap();
+    assert_eq!(
+        (state, reason.as_str()),
+        (DeliveryState::Reached, "delivered")
+    );
+    assert_eq!(
+        at,
+        sms0 + std::time::Duration::from_secs(7),
+        "sent 2 s, report 5 s later"
+    );
+    let r0 = sim
+        .router
+        .deliveries(&a, None)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.person.as_str() == "r0")
+        .unwrap();
+    assert!(
+        r0.attempts
+            .iter()
+            .any(|x| x.bearer == Bearer::Sms && x.outcome == "delivered"),
+        "{:?}",
+        r0.attempts
+    );
+    // r1's SMS only ever says sent: one window after it went out, r1 is unreached.
+    let (at, state, reason) = closed(&sim, "r1").unwrap();
+    assert_eq!(
+        (state, reason.as_str()),
+        (
+            DeliveryState::Unreached,
+            "no delivery report by the deadline"
+        )
+    );
+    assert_eq!(at, sms1 + std::time::Duration::from_secs(300));
+    // What the closes cancelled had all gone out (a push, r1's SMS without a report);
+    // no SMS was cancelled while it waited in the queue.
+    let cancelled: Vec<(&str, &str, Timestamp)> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::AttemptCancelled {
+                person, device, at, ..
+            } if person.as_str().starts_with('r') => Some((person.as_str(), device.as_str(), *at)),
+            _ => None,
+        })
+        .collect();
+    let r0_at = sms0 + std::time::Duration::from_secs(7);
+    let r1_at = sms1 + std::time::Duration::from_secs(300);
+    assert_eq!(
+        cancelled,
+        [
+            ("r0", "app-1", r0_at),
+            ("r1", "app-1", r1_at),
+            ("r1", "gsm-1", r1_at)
+        ],
+        "{}",
+        sim.transcript
+    );
+    let s = sim.router.summary(&a).unwrap();
+    assert_eq!(s.state, AlertState::Done);
+    assert_eq!(s.counts.by_state[&DeliveryState::Acknowledged], 8);
+}
+
+#[test]
+fn a_resident_whose_sms_modem_is_down_at_the_deadline_closes_unreached_as_before() {
+    // gsm-1 dies at 4:00: lead4..lead7 and both residents' SMS are stuck in its queue.
+    let mut sim = pushed_residents(Some(240), None);
+    sim.run(secs(3600));
+    for (r, push) in [("r0", secs(0)), ("r1", Timestamp(100))] {
+        let (at, state, reason) = closed(&sim, r).unwrap();
+        assert_eq!(
+            (at, state, reason.as_str()),
+            (
+                push + std::time::Duration::from_secs(300),
+                DeliveryState::Unreached,
+                "no delivery report by the deadline"
+            ),
+            "{r}"
+        );
+    }
+    assert_eq!(first_sms(&sim, &phone(1000)), None);
+    assert_eq!(first_sms(&sim, &phone(1001)), None);
+}
+
+#[test]
+fn a_held_resident_restores_to_the_same_outcome_at_every_cut() {
+    let mut sim = pushed_residents(None, None);
+    // Batches at landmarks: before the deadline, while held, as the SMS goes, after.
+    let mut cuts = Vec::new();
+    for t in [100, 299, 300, 301, 420, 479, 480, 481, 485, 600, 780] {
+        sim.run(secs(t));
+        cuts.push(sim.batches);
+    }
+    sim.run(secs(3600));
+    let want = sim.outcome();
+    assert!(
+        want.iter()
+            .any(|o| o.1 == "r0" && o.2 == DeliveryState::Reached),
+        "{want:?}"
+    );
+    cuts.extend([1, 2, 3]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    for cut in cuts {
+        // Crash after the batch that follows the landmark (its commands are lost).
+        let mut cut_sim = pushed_residents(None, Some(cut + 1));
+        cut_sim.run(secs(3600));
+        assert!(cut_sim.transcript.contains("CRASH"), "cut {cut}");
+        assert_eq!(cut_sim.outcome(), want, "cut after batch {}", cut + 1);
+        let (_, state, _) = closed(&cut_sim, "r0").unwrap();
+        assert_eq!(state, DeliveryState::Reached, "cut {cut}");
+    }
+    // Replaying the whole log gives the same views and the same next timer.
+    let a = AlertId::from("red-1");
+    let (devs, _) = pushed_residents_script();
+    let mut cfg = config(devs);
+    cfg.policies.red.parallel.push(Bearer::App);
+    let mut restored = Router::restore(cfg, sim.records.clone(), sim.now).unwrap();
+    assert!(restored.poll_output().is_none());
+    assert_eq!(restored.summary(&a), sim.router.summary(&a));
+    assert_eq!(
+        restored.deliveries(&a, None),
+        sim.router.deliveries(&a, None)
+    );
+    assert_eq!(restored.poll_timeout(), sim.router.poll_timeout());
 }

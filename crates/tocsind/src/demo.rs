@@ -652,16 +652,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// a red warning goes to the app too, with the SMS and the call, for those registered in
 /// it: a push costs no airtime, and many answer the app before they read an SMS (by
 /// default the app is red's last fallback, which a demo whose SMS always goes out never
-/// reaches). Residents are left off the app: their records need no ack and close
-/// "unreached" when no delivery report comes within 5 minutes of their first attempt; the
-/// push goes out at once but the backend's 200 is not a delivery report, and the SMS still
-/// queued behind the leads' is then cancelled with the record.
+/// reaches). Residents get the push too: their records need no ack, and the router keeps
+/// one open past its 5 minutes while the resident's SMS still waits behind the leads' (the
+/// push's `sent` is no delivery report), so the SMS is not cancelled with the record.
 fn demo_policies() -> tocsin_router::Policies {
     let mut p = tocsin_router::Policies::default();
-    let without_app = p.red.parallel.clone();
     p.red.parallel.push(Bearer::App);
     p.red.fallback.retain(|b| *b != Bearer::App);
-    p.red.roles.entry(Role::Resident).or_default().parallel = Some(without_app);
     p.red.roles.insert(
         Role::FieldCrew,
         tocsin_router::RoleOverride {
@@ -1338,7 +1335,7 @@ mod tests {
     }
 
     #[test]
-    fn red_pushes_the_app_with_the_sms_and_call_except_to_residents() {
+    fn red_pushes_the_app_with_the_sms_and_call_residents_included() {
         let p = demo_policies();
         assert_eq!(
             p.red.parallel,
@@ -1347,8 +1344,8 @@ mod tests {
         assert!(!p.red.fallback.contains(&Bearer::App));
         let resident = &p.red.roles[&Role::Resident];
         assert_eq!(
-            resident.parallel.as_deref(),
-            Some(&[Bearer::Sms, Bearer::Voice][..])
+            resident.parallel, None,
+            "residents take the grade's bearers"
         );
         // The resident override still needs no ack and never escalates.
         assert_eq!(resident.ack_required, Some(false));

@@ -14,8 +14,27 @@ pub enum ReplyForm {
     Other,
 }
 
-/// Bare acknowledgements, after trimming, width folding and lowercasing.
-const BARE: &[&str] = &["1", "收到", "确认", "ok", "好"];
+/// Bare acknowledgements, after trimming, width folding and lowercasing: what people type,
+/// and the short forms set up as canned messages on Meshtastic handhelds and BeiDou
+/// terminals (a lead picks one from a list instead of typing on a keypad in the rain).
+/// Anything asking for help or saying something is wrong is never here: "我家进水了"
+/// must reach an operator as text, not close a record.
+const BARE: &[&str] = &[
+    "1",
+    "收到",
+    "已收到",
+    "收到了",
+    "确认",
+    "确认收到",
+    "明白",
+    "ok",
+    "好",
+    "好的",
+    "received",
+    "ack",
+    "copy",
+    "roger",
+];
 
 /// Reads a reply. A code is a run of exactly four letters/digits (full-width and
 /// lowercase folded) that is a valid code; a run of five starting with `1` ("1K7QX",
@@ -77,7 +96,31 @@ mod tests {
         for s in ["1", "１", " 收到 ", "确认。", "OK", "ok!", "好", "Ｏｋ"] {
             assert_eq!(read_reply(s), ReplyForm::Bare, "{s:?}");
         }
-        for s in ["", "hello", "K7X", "K7XTT", "我家进水了", "12", "K0XT"] {
+        // Canned-message forms from a handheld's preset list.
+        for s in [
+            "已收到",
+            "收到了！",
+            "确认收到",
+            "明白",
+            "好的",
+            "Received",
+            "ACK",
+            "Copy.",
+            "Roger",
+        ] {
+            assert_eq!(read_reply(s), ReplyForm::Bare, "{s:?}");
+        }
+        for s in [
+            "",
+            "hello",
+            "K7X",
+            "K7XTT",
+            "我家进水了",
+            "12",
+            "K0XT",
+            "需要救援",
+            "not received",
+        ] {
             assert_eq!(read_reply(s), ReplyForm::Other, "{s:?}");
         }
     }

@@ -9,7 +9,7 @@ use crate::record::{
 use crate::reply::{ReplyForm, read_reply};
 use crate::state::{
     CodeRef, Lane, LaneKind, LaneRef, LaneStatus, MAX_CANDIDATES, MAX_LEVELS, QUEUES, State,
-    TimerKind,
+    TimerKind, ix,
 };
 use crate::text;
 use crate::view::{AlertState, DeliveryState};
@@ -481,6 +481,7 @@ impl Router {
                     });
                     if !up {
                         self.move_off(now, &device);
+                        self.close_stranded(now);
                     } else {
                         self.start_announcements(now, Some(&device));
                     }
@@ -985,6 +986,44 @@ impl Router {
                 && l.queued.is_some()
                 && self.bearer_up(l.route.bearer)
         })
+    }
+
+    /// Records that need no ack, past their deadline and held open only for a lane whose
+    /// bearer has just lost its last device: nothing will move them now, so they close as
+    /// the deadline would have closed them had the device been down then. Taken when a
+    /// device goes down (a recorded fact), so a replay closes the same records.
+    fn close_stranded(&mut self, now: Timestamp) {
+        let mut stranded = Vec::new();
+        for (a, entry) in self.state.alerts.iter().enumerate() {
+            if entry.state != AlertState::Active {
+                continue;
+            }
+            for (d, del) in entry.deliveries.iter().enumerate() {
+                let Some(from) = del.window_from else {
+                    continue;
+                };
+                let window = std::time::Duration::from_millis(del.plan.window_ms);
+                let due = del.held_until.unwrap_or(from + window);
+                if !del.plan.ack_required
+                    && !del.closed
+                    && del.state == DeliveryState::Attempting
+                    && due <= now
+                {
+                    stranded.push((ix(a), ix(d)));
+                }
+            }
+        }
+        for (a, d) in stranded {
+            if !self.awaits_first_send(a, d) {
+                self.close(
+                    now,
+                    a,
+                    d,
+                    DeliveryState::Unreached,
+                    "no delivery report by the deadline; the bearers it waited for are down",
+                );
+            }
+        }
     }
 
     /// Some device of `bearer` is up and may send at all.

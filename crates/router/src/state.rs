@@ -366,7 +366,7 @@ pub(crate) const LOCKOUT: std::time::Duration = std::time::Duration::from_secs(6
 /// How many door-knock levels an escalation climbs before the record is unreached.
 pub(crate) const MAX_LEVELS: u32 = 6;
 
-fn ix(n: usize) -> u32 {
+pub(crate) fn ix(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 

@@ -1028,6 +1028,33 @@ fn a_resident_whose_sms_modem_is_down_at_the_deadline_closes_unreached_as_before
 }
 
 #[test]
+fn a_held_resident_closes_when_the_modem_it_waits_for_goes_down() {
+    // Held at 5:00 for their queued SMS; gsm-1 dies at 5:30, before either resident's SMS
+    // left: nothing will move them now, so they close then, not never.
+    let mut sim = pushed_residents(Some(330), None);
+    sim.run(secs(3600));
+    for r in ["r0", "r1"] {
+        let (at, state, reason) = closed(&sim, r).unwrap_or_else(|| panic!("{r} never closed"));
+        assert_eq!(
+            (at, state, reason.as_str()),
+            (
+                secs(330),
+                DeliveryState::Unreached,
+                "no delivery report by the deadline; the bearers it waited for are down"
+            ),
+            "{r}"
+        );
+    }
+    assert_eq!(first_sms(&sim, &phone(1000)), None);
+    let s = sim.router.summary(&AlertId::from("red-1")).unwrap();
+    assert!(
+        s.counts.by_state[&DeliveryState::Unreached] >= 2,
+        "{:?}",
+        s.counts
+    );
+}
+
+#[test]
 fn a_held_resident_restores_to_the_same_outcome_at_every_cut() {
     let mut sim = pushed_residents(None, None);
     // Batches at landmarks: before the deadline, while held, as the SMS goes, after.

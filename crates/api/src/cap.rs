@@ -2,15 +2,19 @@
 //!
 //! A message with msgType Alert becomes a new alert exactly as a JSON submit would,
 //! carrying its `sender,identifier,sent` reference; the same message pushed again finds
-//! that alert and issues nothing. Update and Cancel find the alert issued under one of
-//! their references and change or cancel it. Anything Tocsin will not act on is a `422`
+//! that alert and issues nothing. Update and Cancel find the alert known under one of
+//! their references and change or cancel it, and add their own reference to its list:
+//! upstream systems chain updates (Update #2 references only Update #1), and a re-pushed
+//! Update is recognised by its reference. Anything Tocsin will not act on is a `422`
 //! naming the element.
 
 use crate::auth::Issuer;
 use crate::error::ApiError;
 use crate::extract::{limited_body, media_type};
 use crate::gateway::{Gateway, GatewayError};
-use crate::model::{AlertPatch, IntakeOutcome, IntakeReceipt, NewAlert};
+use crate::model::{
+    AlertPatch, IntakeOutcome, IntakeReceipt, NewAlert, check_reference, is_known_as,
+};
 use crate::routes::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -137,7 +141,8 @@ fn ok(id: &tocsin_core::AlertId, outcome: IntakeOutcome, reference: String) -> R
     (StatusCode::OK, Json(receipt)).into_response()
 }
 
-/// The alert issued under the first of `references` (message order) that Tocsin knows.
+/// The alert known under the first of `references` (message order) that Tocsin knows:
+/// the message that issued it or any update or cancel since.
 async fn referenced<G: Gateway>(
     s: &AppState<G>,
     references: &[String],
@@ -153,6 +158,9 @@ async fn referenced<G: Gateway>(
     )))
 }
 
+/// Applies an Update to the alert it references. Its own reference joins the alert's
+/// list, so a later Update or Cancel that references only this one still finds the alert;
+/// a re-push of it (its reference already on the list) touches nothing.
 async fn update<G: Gateway>(
     s: &AppState<G>,
     target: AlertSummary,
@@ -160,6 +168,10 @@ async fn update<G: Gateway>(
     by: &str,
 ) -> Result<Response, ApiError> {
     let current = &target.alert;
+    if is_known_as(current.reference.as_deref(), &draft.reference) {
+        tracing::info!(alert = %current.id, reference = %draft.reference, "update already applied; nothing changed");
+        return Ok(ok(&current.id, IntakeOutcome::Unchanged, draft.reference));
+    }
     if current.exercise != draft.exercise {
         return Err(ApiError::Unprocessable {
             field: Some("alert/status".into()),
@@ -179,14 +191,21 @@ async fn update<G: Gateway>(
             ),
         });
     }
-    // Only what differs: a re-pushed update then changes nothing and re-notifies no one.
-    let patch = AlertPatch {
+    // Only what differs: an update that matches the alert re-notifies no one.
+    let mut patch = AlertPatch {
         grade: (draft.grade != current.grade).then_some(draft.grade),
         headline: (draft.headline != current.headline).then_some(draft.headline),
         text: (draft.text != current.text).then_some(draft.text),
         area: (draft.area != current.area).then_some(draft.area),
         re_notify: false,
+        reference: None,
     };
+    let changes = patch != AlertPatch::default();
+    // A cancelled alert takes no update; one that changes nothing is answered as before
+    // rather than refused for the sake of remembering its reference.
+    if changes || target.state != AlertState::Cancelled {
+        patch.reference = rememberable(&current.id, &draft.reference);
+    }
     if patch == AlertPatch::default() {
         return Ok(ok(&current.id, IntakeOutcome::Unchanged, draft.reference));
     }
@@ -196,14 +215,19 @@ async fn update<G: Gateway>(
         .update(&current.id, patch, by)
         .await
         .map_err(unprocessable)?;
-    tracing::info!(alert = %summary.alert.id, %by, reference = %draft.reference, "alert updated by CAP");
-    Ok(ok(
-        &summary.alert.id,
-        IntakeOutcome::Updated,
-        draft.reference,
-    ))
+    let outcome = if changes {
+        tracing::info!(alert = %summary.alert.id, %by, reference = %draft.reference, "alert updated by CAP");
+        IntakeOutcome::Updated
+    } else {
+        tracing::info!(alert = %summary.alert.id, %by, reference = %draft.reference, "CAP update matched the alert; only its reference was added");
+        IntakeOutcome::Unchanged
+    };
+    Ok(ok(&summary.alert.id, outcome, draft.reference))
 }
 
+/// Cancels the alert a Cancel references, adding the Cancel's own reference to its list
+/// first (a cancelled alert takes no update), so a re-pushed Cancel, or one referencing
+/// this Cancel, is answered `already_cancelled` rather than `404`.
 async fn cancel<G: Gateway>(
     s: &AppState<G>,
     target: AlertSummary,
@@ -214,9 +238,33 @@ async fn cancel<G: Gateway>(
     if target.state == AlertState::Cancelled {
         return Ok(ok(&id, IntakeOutcome::AlreadyCancelled, reference));
     }
+    if !is_known_as(target.alert.reference.as_deref(), &reference)
+        && let Some(r) = rememberable(&id, &reference)
+    {
+        let patch = AlertPatch {
+            reference: Some(r),
+            ..AlertPatch::default()
+        };
+        // The cancellation matters more than the bookkeeping: it goes ahead either way.
+        if let Err(e) = s.gateway.update(&id, patch, by).await {
+            tracing::warn!(alert = %id, %reference, error = %e, "the cancel's reference was not added; cancelling anyway");
+        }
+    }
     s.gateway.cancel(&id, by).await?;
     tracing::info!(alert = %id, %by, %reference, "alert cancelled by CAP");
     Ok(ok(&id, IntakeOutcome::Cancelled, reference))
+}
+
+/// `reference` if the alert can keep it. One that cannot (too long) is not a reason to
+/// refuse the change or cancellation it came with; it is logged and not remembered.
+fn rememberable(alert: &tocsin_core::AlertId, reference: &str) -> Option<String> {
+    match check_reference(reference) {
+        Ok(()) => Some(reference.to_owned()),
+        Err(e) => {
+            tracing::warn!(%alert, %reference, error = %e, "reference not kept on the alert");
+            None
+        }
+    }
 }
 
 /// CAP errors are `422` naming the element, except a body too large (`413`).
@@ -429,7 +477,8 @@ mod tests {
             (status, v["outcome"].as_str()),
             (StatusCode::OK, Some("already_cancelled"))
         );
-        let log: Vec<(String, String, String)> = ["submit", "update", "cancel"]
+        // The cancel's own reference is added first (a cancelled alert takes no update).
+        let log: Vec<(String, String, String)> = ["submit", "update", "update", "cancel"]
             .iter()
             .map(|a| {
                 (
@@ -440,6 +489,249 @@ mod tests {
             })
             .collect();
         assert_eq!(fake.log(), log);
+    }
+
+    const UPDATE_REF: &str =
+        "huairou.gov.example,11011600000000_20240701120000_0,2024-07-01T12:00:00+08:00";
+
+    /// A message made from `template` (the Update or Cancel fixture) under its own
+    /// `identifier` and `sent`, referencing only `references`.
+    fn chained(template: &str, identifier: &str, sent: &str, references: &str) -> String {
+        let (own_id, own_sent) = if template.contains("<msgType>Update</msgType>") {
+            (
+                "11011600000000_20240701120000_0",
+                "2024-07-01T12:00:00+08:00",
+            )
+        } else {
+            (
+                "11011600000000_20240701150000_0",
+                "2024-07-01T15:00:00+08:00",
+            )
+        };
+        template
+            .replace(
+                &format!("<identifier>{own_id}</identifier>"),
+                &format!("<identifier>{identifier}</identifier>"),
+            )
+            .replace(
+                &format!("<sent>{own_sent}</sent>"),
+                &format!("<sent>{sent}</sent>"),
+            )
+            .replace(
+                &format!("<references>{EXAMPLE_REF}</references>"),
+                &format!("<references>{references}</references>"),
+            )
+    }
+
+    fn reference_of(identifier: &str, sent: &str) -> String {
+        format!("huairou.gov.example,{identifier},{sent}")
+    }
+
+    #[tokio::test]
+    async fn a_chain_of_updates_and_a_cancel_each_referencing_only_the_last_find_the_alert() {
+        let (fake, router) = setup();
+        assert_eq!(push_cap(&router, EXAMPLE).await.0, StatusCode::ACCEPTED);
+        // Update #1 references the alert.
+        let (status, v) = push_cap(&router, UPDATE).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("updated"))
+        );
+        // Update #2 references only Update #1, and lowers the grade again.
+        let (id2, sent2) = (
+            "11011600000000_20240701130000_0",
+            "2024-07-01T13:00:00+08:00",
+        );
+        let update2 = chained(UPDATE, id2, sent2, UPDATE_REF)
+            .replace(
+                "<severity>Severe</severity>",
+                "<severity>Moderate</severity>",
+            )
+            .replace("暴雨橙色预警", "暴雨黄色预警");
+        let (status, v) = push_cap(&router, &update2).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["id"].as_str(), v["outcome"].as_str()),
+            (Some("alert-1"), Some("updated"))
+        );
+        let alert = get(&router, "/v1/alerts/alert-1").await;
+        assert_eq!(alert["alert"]["grade"], "yellow");
+        assert_eq!(alert["alert"]["headline"], "暴雨黄色预警");
+        // Every message the alert was known under, oldest first, in the one field.
+        let ref2 = reference_of(id2, sent2);
+        assert_eq!(
+            alert["alert"]["reference"],
+            format!("{EXAMPLE_REF} {UPDATE_REF} {ref2}")
+        );
+
+        // Update #1 pushed again (a retry after a lost answer) is recognised by its
+        // reference: it does not put the alert back to orange.
+        let (status, v) = push_cap(&router, UPDATE).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("unchanged"))
+        );
+        assert_eq!(
+            get(&router, "/v1/alerts/alert-1").await["alert"]["grade"],
+            "yellow"
+        );
+
+        // The Cancel references only Update #2.
+        let (id3, sent3) = (
+            "11011600000000_20240701150000_0",
+            "2024-07-01T15:00:00+08:00",
+        );
+        let cancel = chained(CANCEL, id3, sent3, &ref2);
+        let (status, v) = push_cap(&router, &cancel).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["id"].as_str(), v["outcome"].as_str()),
+            (Some("alert-1"), Some("cancelled"))
+        );
+        let alert = get(&router, "/v1/alerts/alert-1").await;
+        assert_eq!(alert["state"], "cancelled");
+        assert_eq!(
+            alert["alert"]["reference"],
+            format!(
+                "{EXAMPLE_REF} {UPDATE_REF} {ref2} {}",
+                reference_of(id3, sent3)
+            )
+        );
+        // A cancel that references the Cancel finds the alert too, already cancelled.
+        let again = chained(
+            CANCEL,
+            "11011600000000_20240701160000_0",
+            "2024-07-01T16:00:00+08:00",
+            &reference_of(id3, sent3),
+        );
+        let (status, v) = push_cap(&router, &again).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("already_cancelled"))
+        );
+        let actions: Vec<String> = fake.log().into_iter().map(|(a, _, _)| a).collect();
+        assert_eq!(actions, ["submit", "update", "update", "update", "cancel"]);
+    }
+
+    #[tokio::test]
+    async fn an_update_that_matches_the_alert_is_unchanged_but_remembered() {
+        let (fake, router) = setup();
+        assert_eq!(push_cap(&router, EXAMPLE).await.0, StatusCode::ACCEPTED);
+        assert_eq!(push_cap(&router, UPDATE).await.0, StatusCode::OK);
+        // A new message saying the same as Update #1: nothing to re-send, but a later
+        // message may reference it.
+        let (id2, sent2) = (
+            "11011600000000_20240701130000_0",
+            "2024-07-01T13:00:00+08:00",
+        );
+        let same = chained(UPDATE, id2, sent2, UPDATE_REF);
+        let (status, v) = push_cap(&router, &same).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("unchanged"))
+        );
+        let alert = get(&router, "/v1/alerts/alert-1").await;
+        assert_eq!(alert["alert"]["grade"], "orange");
+        assert!(
+            alert["alert"]["reference"]
+                .as_str()
+                .unwrap()
+                .ends_with(&reference_of(id2, sent2)),
+            "{alert}"
+        );
+        // Pushed again, it touches nothing at all.
+        let before = fake.log().len();
+        let (status, v) = push_cap(&router, &same).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("unchanged"))
+        );
+        assert_eq!(fake.log().len(), before);
+        let cancel = chained(
+            CANCEL,
+            "11011600000000_20240701150000_0",
+            "2024-07-01T15:00:00+08:00",
+            &reference_of(id2, sent2),
+        );
+        let (status, v) = push_cap(&router, &cancel).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("cancelled"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_chain_keeps_the_first_and_the_latest_references() {
+        use crate::model::MAX_REFERENCES;
+        let (_fake, router) = setup();
+        assert_eq!(push_cap(&router, EXAMPLE).await.0, StatusCode::ACCEPTED);
+        let mut previous = EXAMPLE_REF.to_owned();
+        let mut chain = Vec::new();
+        let n = MAX_REFERENCES + 3;
+        for i in 0..n {
+            let (id, sent) = (
+                format!("11011600000000_20240701120000_{i}"),
+                "2024-07-01T12:00:00+08:00",
+            );
+            let (status, v) = push_cap(&router, &chained(UPDATE, &id, sent, &previous)).await;
+            assert_eq!(status, StatusCode::OK, "update {i}: {v}");
+            previous = reference_of(&id, sent);
+            chain.push(previous.clone());
+        }
+        let alert = get(&router, "/v1/alerts/alert-1").await;
+        let list: Vec<&str> = alert["alert"]["reference"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .collect();
+        assert_eq!(list.len(), MAX_REFERENCES);
+        assert_eq!(
+            list[0], EXAMPLE_REF,
+            "the message that issued it stays first"
+        );
+        assert_eq!(list[1..], chain[n - (MAX_REFERENCES - 1)..]);
+        // The original is still recognised when re-pushed.
+        let (status, v) = push_cap(&router, EXAMPLE).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("already_accepted"))
+        );
+        // A cancel referencing a forgotten update is 404; one referencing the latest works.
+        let forgotten = chained(
+            CANCEL,
+            "11011600000000_20240701150000_0",
+            "2024-07-01T15:00:00+08:00",
+            &chain[0],
+        );
+        assert_eq!(push_cap(&router, &forgotten).await.0, StatusCode::NOT_FOUND);
+        let latest = chained(
+            CANCEL,
+            "11011600000000_20240701150000_0",
+            "2024-07-01T15:00:00+08:00",
+            &previous,
+        );
+        let (status, v) = push_cap(&router, &latest).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("cancelled"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overlong_update_reference_is_not_kept_but_the_update_applies() {
+        let (_fake, router) = setup();
+        assert_eq!(push_cap(&router, EXAMPLE).await.0, StatusCode::ACCEPTED);
+        let long_id = "x".repeat(crate::model::MAX_REFERENCE_CHARS);
+        let update = chained(UPDATE, &long_id, "2024-07-01T12:00:00+08:00", EXAMPLE_REF);
+        let (status, v) = push_cap(&router, &update).await;
+        assert_eq!(
+            (status, v["outcome"].as_str()),
+            (StatusCode::OK, Some("updated")),
+            "{v}"
+        );
+        let alert = get(&router, "/v1/alerts/alert-1").await;
+        assert_eq!(alert["alert"]["grade"], "orange");
+        assert_eq!(alert["alert"]["reference"], EXAMPLE_REF);
     }
 
     #[tokio::test]

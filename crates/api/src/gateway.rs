@@ -30,9 +30,10 @@ pub trait Gateway: Send + Sync + 'static {
     /// One alert, or `None` if no such alert exists.
     fn alert(&self, id: &AlertId) -> impl Future<Output = Option<AlertSummary>> + Send;
 
-    /// The alert issued under an upstream `reference` (a CAP message's
-    /// `sender,identifier,sent`), or `None`. The default scans [`Gateway::alerts`]; a
-    /// gateway with an index may answer faster.
+    /// The alert known under an upstream `reference` (a CAP message's
+    /// `sender,identifier,sent`): the one it was issued under or any an update or cancel
+    /// added to its list (see [`crate::model::is_known_as`]); `None` if none is. The
+    /// default scans [`Gateway::alerts`]; a gateway with an index may answer faster.
     fn alert_by_reference(
         &self,
         reference: &str,
@@ -41,7 +42,7 @@ pub trait Gateway: Send + Sync + 'static {
             self.alerts()
                 .await
                 .into_iter()
-                .find(|s| s.alert.reference.as_deref() == Some(reference))
+                .find(|s| crate::model::is_known_as(s.alert.reference.as_deref(), reference))
         }
     }
 
@@ -74,7 +75,9 @@ pub trait Gateway: Send + Sync + 'static {
         by: &str,
     ) -> impl Future<Output = Result<AlertSummary, GatewayError>> + Send;
 
-    /// Changes an alert on behalf of `by` (a token name).
+    /// Changes an alert on behalf of `by` (a token name). A patch's `reference` is added
+    /// to the alert's list of references if absent (with [`crate::model::add_reference`]);
+    /// a patch that only adds a reference changes nothing else and re-notifies nobody.
     fn update(
         &self,
         id: &AlertId,

@@ -20,6 +20,13 @@ pub const MAX_KIND_CHARS: usize = 32;
 pub const MAX_AREAS: usize = 100;
 /// Longest named-area id, in characters.
 pub const MAX_AREA_ID_CHARS: usize = 128;
+/// Longest upstream reference, in characters. A CAP `sender,identifier,sent` is a few
+/// dozen; the cap keeps a chatty upstream from growing every record of an alert.
+pub const MAX_REFERENCE_CHARS: usize = 256;
+/// Most references one alert is known under. Past it the oldest are forgotten, except the
+/// first (the message that issued the alert): a long-lived alert updated every few minutes
+/// must not grow without bound, and upstream systems reference recent messages.
+pub const MAX_REFERENCES: usize = 64;
 
 /// A warning as a command center submits it (or previews it) through the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,8 +47,9 @@ pub struct NewAlert {
     #[serde(default)]
     pub exercise: bool,
     /// The upstream system's own reference for this warning (a CAP message's
-    /// `sender,identifier,sent`); kept on the alert so updates and cancels can find it and
-    /// a re-pushed message is not issued twice.
+    /// `sender,identifier,sent`; one token, no spaces); kept on the alert so updates and
+    /// cancels can find it and a re-pushed message is not issued twice. The alert's own
+    /// `reference` then lists it first, followed by the references of later updates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
 }
@@ -52,7 +60,11 @@ impl NewAlert {
         check_kind(&self.kind)?;
         check_headline(&self.headline)?;
         check_text(&self.text)?;
-        check_areas(&self.area)
+        check_areas(&self.area)?;
+        match &self.reference {
+            Some(r) => check_reference(r),
+            None => Ok(()),
+        }
     }
 }
 
@@ -80,6 +92,12 @@ pub struct AlertPatch {
     /// those who already acknowledged (a higher grade or a new text does so anyway).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub re_notify: bool,
+    /// Another upstream reference the alert is also known under (the CAP Update or Cancel
+    /// that changed it), added to its list if absent, so a later message that references
+    /// only this one finds the alert. On its own it changes no content and re-notifies
+    /// nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl AlertPatch {
@@ -91,11 +109,15 @@ impl AlertPatch {
             && self.text.is_none()
             && self.area.is_none()
             && !self.re_notify
+            && self.reference.is_none()
         {
             return Err(GatewayError::invalid(
                 "",
-                "a patch must change at least one of grade, headline, text, area, or ask to re_notify",
+                "a patch must change at least one of grade, headline, text, area, reference, or ask to re_notify",
             ));
+        }
+        if let Some(r) = &self.reference {
+            check_reference(r)?;
         }
         if let Some(h) = &self.headline {
             check_headline(h)?;
@@ -155,7 +177,8 @@ pub enum IntakeOutcome {
     AlreadyAccepted,
     /// The referenced alert was changed (`200`).
     Updated,
-    /// The referenced alert already matched the update; nothing changed (`200`).
+    /// The referenced alert already matched the update, or the update was applied before
+    /// (its reference is known); nothing was re-sent (`200`).
     Unchanged,
     /// The referenced alert was cancelled (`200`).
     Cancelled,
@@ -213,6 +236,58 @@ pub struct HealthReport {
     pub devices_up: u32,
     /// Devices configured.
     pub devices_total: u32,
+}
+
+/// The references an alert is known under, oldest first: its `reference` field is a
+/// whitespace-separated list, as CAP's own `references` element is (a single reference,
+/// as alerts stored before lists existed carry, is a list of one).
+pub fn references_of(list: Option<&str>) -> impl Iterator<Item = &str> {
+    list.unwrap_or_default().split_whitespace()
+}
+
+/// Whether an alert whose `reference` field is `list` is known under `reference`.
+pub fn is_known_as(list: Option<&str>, reference: &str) -> bool {
+    let reference = reference.trim();
+    !reference.is_empty() && references_of(list).any(|r| r == reference)
+}
+
+/// The list `list` with `reference` appended, or `None` when there is nothing to add (it
+/// is known already, or it is not a single token). Past [`MAX_REFERENCES`] the oldest
+/// entries after the first are dropped: the first is the message that issued the alert,
+/// the one a re-push of that message is recognised by.
+pub fn add_reference(list: Option<&str>, reference: &str) -> Option<String> {
+    let reference = reference.trim();
+    if reference.is_empty()
+        || reference.chars().any(char::is_whitespace)
+        || is_known_as(list, reference)
+    {
+        return None;
+    }
+    let mut all: Vec<&str> = references_of(list).collect();
+    all.push(reference);
+    if all.len() > MAX_REFERENCES {
+        let excess = all.len() - MAX_REFERENCES;
+        // Keeps index 0; `excess` is at least 1 and at most `len - 1`, so the range is
+        // inside the vector.
+        all.drain(1..=excess);
+    }
+    Some(all.join(" "))
+}
+
+/// One upstream reference: a single token (the list separates references by spaces), at
+/// most [`MAX_REFERENCE_CHARS`] characters, without control characters.
+pub fn check_reference(reference: &str) -> Result<(), GatewayError> {
+    check_length("reference", reference, MAX_REFERENCE_CHARS)?;
+    if reference
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(GatewayError::invalid(
+            "reference",
+            "must be one token without spaces or control characters (an alert keeps its references as a space-separated list)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_kind(kind: &str) -> Result<(), GatewayError> {
@@ -568,5 +643,63 @@ mod tests {
             ..AlertPatch::default()
         };
         assert_eq!(serde_json::to_value(&p).unwrap(), json!({"text": "新"}));
+    }
+
+    #[test]
+    fn a_reference_alone_is_a_patch_and_must_be_one_token() {
+        let p: AlertPatch =
+            serde_json::from_value(json!({"reference": "qx,U-1,2024-07-01T11:00:00+08:00"}))
+                .unwrap();
+        assert!(p.validate().is_ok());
+        for bad in ["", "a b", "a\u{7}", &"x".repeat(MAX_REFERENCE_CHARS + 1)] {
+            let p = AlertPatch {
+                reference: Some(bad.to_owned()),
+                ..AlertPatch::default()
+            };
+            assert_eq!(field_of(p.validate().unwrap_err()), "reference", "{bad:?}");
+        }
+        // A submitted alert's reference is one token too: a space would make it two.
+        let mut a: NewAlert = serde_json::from_value(alert_json(square())).unwrap();
+        a.reference = Some("qx,A-1,2024-07-01 10:30:00+08:00".into());
+        assert_eq!(field_of(a.validate().unwrap_err()), "reference");
+        a.reference = Some("x".repeat(MAX_REFERENCE_CHARS));
+        assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn reference_lists_grow_without_duplicates() {
+        assert!(is_known_as(Some("a,1,t"), "a,1,t"));
+        assert!(!is_known_as(None, "a,1,t"));
+        assert!(!is_known_as(Some("a,1,t"), ""));
+        assert!(!is_known_as(Some("a,1,t b,2,t"), "a,1"));
+        let two = add_reference(Some("a,1,t"), "b,2,t").unwrap();
+        assert_eq!(two, "a,1,t b,2,t");
+        assert!(is_known_as(Some(&two), "b,2,t"));
+        assert_eq!(add_reference(Some(&two), "b,2,t"), None);
+        assert_eq!(add_reference(Some(&two), "a,1,t"), None);
+        assert_eq!(add_reference(None, "c,3,t").as_deref(), Some("c,3,t"));
+        assert_eq!(add_reference(Some(&two), "c d"), None);
+        assert_eq!(add_reference(Some(&two), "  "), None);
+        assert_eq!(
+            references_of(Some(" a,1,t\tb,2,t ")).collect::<Vec<_>>(),
+            ["a,1,t", "b,2,t"]
+        );
+    }
+
+    #[test]
+    fn a_full_list_forgets_the_oldest_but_never_the_first() {
+        let mut list = Some("first".to_owned());
+        for i in 1..=MAX_REFERENCES + 5 {
+            list = add_reference(list.as_deref(), &format!("u{i}"));
+        }
+        let all: Vec<&str> = references_of(list.as_deref()).collect();
+        assert_eq!(all.len(), MAX_REFERENCES);
+        assert_eq!(all[0], "first");
+        // The first and 69 updates make 70: the 6 oldest updates went.
+        assert_eq!(all[1], "u7");
+        assert_eq!(all.last(), Some(&"u69"));
+        assert!(!is_known_as(list.as_deref(), "u6"));
+        // A re-push of the first message is still recognised.
+        assert!(is_known_as(list.as_deref(), "first"));
     }
 }

@@ -2,7 +2,9 @@
 //! and lets a test push events and flip health.
 
 use crate::gateway::{Gateway, GatewayError};
-use crate::model::{Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, NewAlert};
+use crate::model::{
+    Accepted, AlertPatch, DeviceView, GatewayEvent, HealthReport, NewAlert, add_reference,
+};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tocsin_core::{AckCode, Alert, AlertId, Bearer, DeviceId, PersonId, Role, Timestamp};
@@ -275,6 +277,16 @@ impl Gateway for FakeGateway {
             .alerts
             .get_mut(id)
             .ok_or_else(|| GatewayError::NotFound(format!("alert {id}")))?;
+        // As the daemon's router: a cancelled alert takes no update.
+        if s.state == AlertState::Cancelled {
+            return Err(GatewayError::Conflict(format!("alert {id} is cancelled")));
+        }
+        // The reference the daemon's update path would add, the same way.
+        if let Some(r) = &patch.reference
+            && let Some(list) = add_reference(s.alert.reference.as_deref(), r)
+        {
+            s.alert.reference = Some(list);
+        }
         if let Some(g) = patch.grade {
             s.alert.grade = g;
         }

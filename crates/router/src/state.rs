@@ -1049,9 +1049,20 @@ impl State {
                     .alert_ix
                     .get(&plan.alert.id)
                     .ok_or("update of an unknown alert")?;
+                // An update that only adds an upstream reference (a CAP Update or Cancel
+                // the alert is now also known under) has nothing for the kits: re-sending
+                // the frame would take their link's slots, the cancel's among them.
+                let old = &self.alerts[a as usize].plan;
+                let only_known_as = old.alert.reference != plan.alert.reference && {
+                    let mut same = old.clone();
+                    same.alert.reference.clone_from(&plan.alert.reference);
+                    same == *plan
+                };
                 self.alerts[a as usize].plan = plan.clone();
                 self.index_contacts(a);
-                self.relays_updated(a, *at);
+                if !only_known_as {
+                    self.relays_updated(a, *at);
+                }
             }
             Record::AlertCancelled { at, alert, .. } => {
                 let a = *self

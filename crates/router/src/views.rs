@@ -108,6 +108,14 @@ impl Router {
         Some(self.summarize(self.state.alert(a)))
     }
 
+    /// The plan an alert runs under now (as issued or last updated), or `None` if unknown.
+    /// An update that changes nothing but the alert's references re-uses it whole, so it
+    /// re-plans nobody.
+    pub fn plan(&self, alert: &AlertId) -> Option<&AlertPlan> {
+        let a = *self.state.alert_ix.get(alert)?;
+        Some(&self.state.alert(a).plan)
+    }
+
     /// Every alert, newest first.
     pub fn alerts(&self) -> Vec<AlertSummary> {
         let mut order: Vec<usize> = (0..self.state.alerts.len()).collect();

@@ -726,3 +726,59 @@ fn a_kit_sends_the_new_versions_ack_up_after_an_update() {
     assert_eq!(up.len(), 1);
     assert_eq!(acks_in(&up[0].1), vec![(0xABCDEF, "p1".to_owned())]);
 }
+
+#[test]
+fn an_update_that_only_adds_a_reference_sends_the_kit_nothing_and_the_cancel_goes_at_once() {
+    let id = AlertId::from("red-1");
+    let mut issued = district_plan();
+    issued.alert.reference = Some("qx,A-1,2024-07-01T10:30:00+08:00".into());
+    let mut r = Router::new(config(devices()));
+    r.handle_alert(secs(0), issued.clone()).unwrap();
+    let (mut log, frames, _) = drain(&mut r);
+    event(
+        &mut r,
+        secs(5),
+        "bd-1",
+        DriverEvent::Sent {
+            attempt: frames[0].1.attempt,
+            reference: "fk".into(),
+        },
+    );
+    // The SMS queue has caught up by then: what the update puts out is its own.
+    r.handle_timeout(secs(60));
+    log.extend(drain(&mut r).0);
+    assert_eq!(relay_state(&r), RelayState::Sent);
+
+    // The same plan, now also known under a CAP Update's reference.
+    let mut known_as = r.plan(&id).unwrap().clone();
+    assert_eq!(known_as, issued);
+    known_as.alert.reference =
+        Some("qx,A-1,2024-07-01T10:30:00+08:00 qx,U-1,2024-07-01T11:00:00+08:00".into());
+    r.handle_update(secs(60), known_as.clone()).unwrap();
+    let (recs, frames, other) = drain(&mut r);
+    assert!(frames.is_empty(), "nothing new for the kit: {frames:?}");
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(recs.len(), 1, "only the update itself: {recs:?}");
+    assert!(matches!(&recs[0], Record::AlertUpdated { plan, .. } if *plan == known_as));
+    log.extend(recs);
+    assert_eq!(relay_state(&r), RelayState::Sent);
+    assert_eq!(r.plan(&id), Some(&known_as));
+
+    // After a restart too: the reference is kept and the kit is owed nothing.
+    let mut back = Router::restore(config(devices()), log, secs(61)).unwrap();
+    let (_, frames, _) = drain(&mut back);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(
+        back.summary(&id).unwrap().alert.reference,
+        known_as.alert.reference
+    );
+    assert_eq!(relay_state(&back), RelayState::Sent);
+    // The cancel is the next frame the kit gets.
+    back.handle_cancel(secs(70), &id, "ops").unwrap();
+    let (_, frames, _) = drain(&mut back);
+    assert_eq!(frames.len(), 1);
+    assert!(matches!(
+        Frame::decode(&frames[0].1.bytes),
+        Ok(Frame::Cancel(_))
+    ));
+}

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::uplink::{FrameAction, Links};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use tocsin_api::model::{add_reference, check_reference};
 use tocsin_api::{
     Accepted, AlertPatch, DeviceView, GatewayError, GatewayEvent, HealthReport, NewAlert,
 };
@@ -68,7 +69,7 @@ pub enum Request {
     Relays(AlertId, Reply<Option<Vec<tocsin_router::RelayView>>>),
     /// Cancel an alert.
     Cancel(AlertId, String, Reply<Result<AlertSummary, GatewayError>>),
-    /// Change an alert's grade, text or area.
+    /// Change an alert's grade, text or area, or add a reference it is also known under.
     Update(
         AlertId,
         AlertPatch,
@@ -593,8 +594,7 @@ impl Engine {
                     let _ = reply.send(Err(GatewayError::NotFound(format!("alert {id}"))));
                     return;
                 };
-                let a = current.alert;
-                if a.kind == CHECKIN_KIND {
+                if current.alert.kind == CHECKIN_KIND {
                     // Its one target is a supervisor, not whoever is inside its area: a
                     // re-plan from the area would withdraw them.
                     let _ = reply.send(Err(GatewayError::Conflict(
@@ -603,6 +603,26 @@ impl Engine {
                     )));
                     return;
                 }
+                if let Some(Err(e)) = patch.reference.as_deref().map(check_reference) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                // The alert's references with the patch's appended; `None` when the patch
+                // brings none it is not known under already.
+                let references = patch
+                    .reference
+                    .as_deref()
+                    .and_then(|r| add_reference(current.alert.reference.as_deref(), r));
+                let content = patch.grade.is_some()
+                    || patch.headline.is_some()
+                    || patch.text.is_some()
+                    || patch.area.is_some()
+                    || patch.re_notify;
+                if !content {
+                    self.add_references(id, current, references, reply, now, deferred);
+                    return;
+                }
+                let a = current.alert;
                 let re_notify = patch.re_notify;
                 let new = NewAlert {
                     grade: patch.grade.unwrap_or(a.grade),
@@ -611,13 +631,16 @@ impl Engine {
                     text: patch.text.unwrap_or(a.text),
                     area: patch.area.unwrap_or(a.area),
                     exercise: a.exercise,
-                    reference: a.reference,
+                    // The list is set on the plan below: a submitted alert's reference is
+                    // one token, and a list is several.
+                    reference: None,
                 };
                 let result = new
                     .validate()
                     .and_then(|()| self.plan(id.clone(), &new, &by, a.accepted_at));
                 match result {
-                    Ok((plan, left)) => {
+                    Ok((mut plan, left)) => {
+                        plan.alert.reference = references.or(a.reference);
                         match self.router.handle_update_with(now, plan, re_notify) {
                             Ok(()) => {
                                 self.log_left_out(&id, &left);
@@ -666,6 +689,36 @@ impl Engine {
                     devices_up: up,
                     devices_total: devices.len() as u32,
                 });
+            }
+        }
+    }
+
+    /// A patch that only adds an upstream reference: the alert keeps the plan it runs
+    /// under, so nobody is re-planned, re-notified or withdrawn and kits are sent nothing;
+    /// only the update record carrying the longer list is logged. A reference the alert is
+    /// known under already (`references` is `None`) logs nothing at all.
+    fn add_references(
+        &mut self,
+        id: AlertId,
+        current: AlertSummary,
+        references: Option<String>,
+        reply: Reply<Result<AlertSummary, GatewayError>>,
+        now: Timestamp,
+        deferred: &mut Vec<Deferred>,
+    ) {
+        let Some(list) = references else {
+            let _ = reply.send(Ok(current));
+            return;
+        };
+        let Some(mut plan) = self.router.plan(&id).cloned() else {
+            let _ = reply.send(Err(GatewayError::NotFound(format!("alert {id}"))));
+            return;
+        };
+        plan.alert.reference = Some(list);
+        match self.router.handle_update_with(now, plan, false) {
+            Ok(()) => deferred.push(Deferred::Summary(reply, id)),
+            Err(e) => {
+                let _ = reply.send(Err(router_error(&id, e)));
             }
         }
     }
@@ -1024,5 +1077,191 @@ impl tocsin_store::LogRecord for Logged {
     }
     fn at_millis(&self) -> i64 {
         self.0.at().as_millis()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test: a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+    use tocsin_api::Gateway;
+    use tocsin_core::{AckKey, AreaId, NamedArea, Person, PhoneNumber, Role};
+    use tocsin_router::RouterConfig;
+
+    const ISSUED: &str = "qx,A-1,2024-07-01T10:30:00+08:00";
+    const UPDATE_1: &str = "qx,U-1,2024-07-01T11:00:00+08:00";
+    const UPDATE_2: &str = "qx,U-2,2024-07-01T12:00:00+08:00";
+
+    fn directory() -> Directory {
+        let person = |id: &str, phone: &str| Person {
+            id: PersonId::from(id),
+            name: format!("名{id}"),
+            role: Role::VillageHead,
+            supervisor: None,
+            areas: vec![AreaId::from("v-1")],
+            location: Some([116.05, 40.05]),
+            town: "石门镇".into(),
+            addresses: vec![Address::Phone(PhoneNumber::parse(phone, "86").unwrap())],
+        };
+        let area = NamedArea {
+            id: AreaId::from("v-1"),
+            name: "王家沟村".into(),
+            kind: tocsin_core::AreaKind::Village,
+            town: "石门镇".into(),
+            geometry: AreaSpec::Circle {
+                center: [116.05, 40.05],
+                radius_m: 500.0,
+            },
+        };
+        Directory::new(
+            vec![
+                person("p1", "+8613800000001"),
+                person("p2", "+8613800000002"),
+            ],
+            vec![area],
+        )
+        .unwrap()
+    }
+
+    fn router_config() -> RouterConfig {
+        RouterConfig {
+            policies: tocsin_router::Policies::default(),
+            ack_key: AckKey::new(b"test-key".to_vec()),
+            devices: Vec::new(),
+        }
+    }
+
+    /// An engine on `store` with no devices, and the handle the API would use.
+    fn start(
+        router: Router,
+        store: Store<Logged>,
+    ) -> (
+        GatewayHandle,
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+        mpsc::Sender<DeviceEvent>,
+    ) {
+        let (req_tx, req_rx) = mpsc::channel(16);
+        let (dev_tx, dev_rx) = mpsc::channel(16);
+        let (events, _) = broadcast::channel(64);
+        let engine = Engine::new(
+            router,
+            store,
+            Arc::new(directory()),
+            Vec::new(),
+            Clock::new(1.0, None),
+            events.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(engine.run(req_rx, dev_rx, shutdown.clone()));
+        (GatewayHandle::new(req_tx, events), shutdown, task, dev_tx)
+    }
+
+    fn kinds(store: &Store<Logged>) -> Vec<String> {
+        store
+            .load_all()
+            .unwrap()
+            .iter()
+            .map(|l| l.0.kind().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_patch_reference_is_added_without_a_re_plan_and_survives_a_restart() {
+        let store: Store<Logged> = Store::open_in_memory().unwrap();
+        let (gw, shutdown, task, _devices) = start(Router::new(router_config()), store.clone());
+        let accepted = gw
+            .submit(
+                NewAlert {
+                    grade: Grade::Yellow,
+                    kind: "flood".into(),
+                    headline: "洪水黄色预警".into(),
+                    text: "注意防范".into(),
+                    area: vec![AreaSpec::Named {
+                        id: AreaId::from("v-1"),
+                    }],
+                    exercise: false,
+                    reference: Some(ISSUED.into()),
+                },
+                "weather-bureau",
+            )
+            .await
+            .unwrap();
+        assert_eq!(accepted.people, 2);
+        let id = accepted.id;
+        let before = kinds(&store);
+
+        // A reference alone: one record, the update itself; nobody re-planned.
+        let also = |r: &str| AlertPatch {
+            reference: Some(r.into()),
+            ..AlertPatch::default()
+        };
+        let s = gw.update(&id, also(UPDATE_1), "cap").await.unwrap();
+        let both = format!("{ISSUED} {UPDATE_1}");
+        assert_eq!(s.alert.reference.as_deref(), Some(both.as_str()));
+        assert_eq!(s.alert.grade, Grade::Yellow);
+        let after = kinds(&store);
+        assert_eq!(after[..before.len()], before[..]);
+        assert_eq!(after[before.len()..], ["alert_updated"]);
+        // Known already: nothing logged at all.
+        let s = gw.update(&id, also(ISSUED), "cap").await.unwrap();
+        assert_eq!(s.alert.reference.as_deref(), Some(both.as_str()));
+        assert_eq!(kinds(&store).len(), after.len());
+        // Not one token: refused, nothing logged.
+        let e = gw.update(&id, also("qx U-9"), "cap").await.unwrap_err();
+        assert!(
+            matches!(&e, GatewayError::Invalid { field, .. } if field == "reference"),
+            "{e:?}"
+        );
+        // The API finds the alert by the update's reference.
+        let found = gw.alert_by_reference(UPDATE_1).await.unwrap();
+        assert_eq!(found.alert.id, id);
+
+        // With a change: the grade goes up and the list grows by one.
+        let s = gw
+            .update(
+                &id,
+                AlertPatch {
+                    grade: Some(Grade::Orange),
+                    reference: Some(UPDATE_2.into()),
+                    ..AlertPatch::default()
+                },
+                "cap",
+            )
+            .await
+            .unwrap();
+        let all = format!("{ISSUED} {UPDATE_1} {UPDATE_2}");
+        assert_eq!(s.alert.grade, Grade::Orange);
+        assert_eq!(s.alert.reference.as_deref(), Some(all.as_str()));
+        // An edit from the console without a reference keeps the list.
+        let s = gw
+            .update(
+                &id,
+                AlertPatch {
+                    text: Some("立即转移".into()),
+                    ..AlertPatch::default()
+                },
+                "ops",
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.alert.reference.as_deref(), Some(all.as_str()));
+
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+
+        // Restarted from the log: the alert is known under all three.
+        let records: Vec<Record> = store.load_all().unwrap().into_iter().map(|l| l.0).collect();
+        let at = records.iter().map(Record::at).max().unwrap();
+        let router = Router::restore(router_config(), records, at).unwrap();
+        let back = router.summary(&id).unwrap();
+        assert_eq!(back.alert.reference.as_deref(), Some(all.as_str()));
+        assert_eq!(back.alert.grade, Grade::Orange);
+        let (gw, shutdown, task, _devices) = start(router, store.clone());
+        for r in [ISSUED, UPDATE_1, UPDATE_2] {
+            assert_eq!(gw.alert_by_reference(r).await.unwrap().alert.id, id, "{r}");
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
     }
 }

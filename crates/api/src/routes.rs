@@ -926,6 +926,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_patch_may_add_a_reference_and_a_reference_is_one_token() {
+        let (fake, router) = setup();
+        let id = submit_one(&router).await;
+        let patch_uri = format!("/v1/alerts/{id}");
+        let patch = |body: Value| request(Method::PATCH, &patch_uri, Some(ISSUER), Some(&body));
+        let (status, v) = send_json(&router, patch(json!({"reference": "qx,U-1,t1"}))).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["alert"]["reference"], "qx,U-1,t1");
+        assert_eq!(v["alert"]["grade"], "red", "nothing else changed");
+        let (status, v) = send_json(&router, patch(json!({"reference": "qx,U-2,t2"}))).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["alert"]["reference"], "qx,U-1,t1 qx,U-2,t2");
+        let (status, v) = send_json(&router, patch(json!({"reference": "qx,U-3 t3"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], "reference");
+        // A submitted alert's reference is one token too.
+        let mut body = new_alert();
+        body["reference"] = json!("qx,A-1,2024-07-01 10:30:00+08:00");
+        let (status, v) = send_json(
+            &router,
+            request(Method::POST, "/v1/alerts", Some(ISSUER), Some(&body)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], "reference");
+        let updates = fake.log().iter().filter(|(a, _, _)| a == "update").count();
+        assert_eq!(updates, 2);
+    }
+
+    #[tokio::test]
     async fn cancel_and_update() {
         let (fake, router) = setup();
         let id = submit_one(&router).await;

@@ -285,6 +285,78 @@ async fn two_groups_at_once_a_lossy_speaker_reports_and_a_silent_one_is_no_evide
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_the_socket_cannot_send_to_fails_its_warning_and_the_other_group_hears_its_own() {
+    let cancel = CancellationToken::new();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let sim = spawn_sim_speaker(any, sim_cfg(Faults::default()), 9, None, cancel.clone())
+        .await
+        .unwrap();
+    // An IPv6 speaker on the driver's IPv4 socket: the kernel refuses every packet
+    // (EAFNOSUPPORT) without anything leaving this host.
+    let v6 = GroupConfig {
+        name: "v6".to_owned(),
+        rtp: "[::1]:5004".parse().unwrap(),
+        rtcp: None,
+        speakers: vec![],
+    };
+    let (ev_tx, mut ev) = mpsc::channel(256);
+    let (rep_tx, mut reps) = mpsc::channel(16);
+    let driver = spawn_speaker_with_reports(
+        DeviceId::from("speakers2"),
+        driver_cfg(vec![group("east", &sim), v6]),
+        Arc::new(Tones),
+        ev_tx,
+        Some(rep_tx),
+        cancel.clone(),
+    );
+    next_matching(
+        &mut ev,
+        "sockets up",
+        |e| matches!(e, DriverEvent::Health(h) if h.up),
+    )
+    .await;
+    // Both due in the same wakes: the bad group's failures must not hold up the good one.
+    for cmd in [
+        send(1, "v6", "【红色预警】山洪"),
+        send(2, "east", "【红色预警】山洪"),
+    ] {
+        driver.commands.send(cmd).await.unwrap();
+    }
+    let failed = next_matching(&mut ev, "the v6 warning failed", |e| {
+        matches!(
+            e,
+            DriverEvent::Failed {
+                attempt: AttemptId(1),
+                ..
+            }
+        )
+    })
+    .await;
+    let DriverEvent::Failed {
+        retryable, reason, ..
+    } = failed
+    else {
+        unreachable!()
+    };
+    assert!(retryable);
+    assert!(
+        reason.starts_with("could not stream to [::1]:5004"),
+        "{reason}"
+    );
+    let mut got = [next_report(&mut reps).await, next_report(&mut reps).await];
+    got.sort_by(|a, b| a.group.cmp(&b.group));
+    assert_eq!(got[0].group, "east");
+    assert_eq!(got[0].reached.len(), 1, "{:?}", got[0]);
+    assert_eq!(got[1].group, "v6");
+    assert!(got[1].reached.is_empty());
+    // The east speaker heard its whole warning, in order, none lost.
+    let heard = sim.observed.lock().unwrap().streams[0].clone();
+    assert_eq!(heard.received, 30, "{heard:?}");
+    assert_eq!(heard.lost(), 0, "{heard:?}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_stops_the_stream_and_plays_the_cancellation_message() {
     let cancel = CancellationToken::new();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

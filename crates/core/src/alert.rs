@@ -81,10 +81,12 @@ pub struct Alert {
     pub issuer: String,
     /// When Tocsin accepted it.
     pub accepted_at: Timestamp,
-    /// A durable external reference, unique per upstream message, e.g. a CAP message's
-    /// `sender,identifier,sent`: how a later CAP Update or Cancel finds this alert, and
-    /// why a re-pushed message is accepted once. Absent for alerts issued without one
-    /// (and in records stored before the field existed).
+    /// The upstream messages this alert is known under, space-separated, oldest first —
+    /// e.g. CAP `sender,identifier,sent` triplets, as in CAP's own `<references>`: the
+    /// issuing message, then each Update and the Cancel accepted for it (at most 64, the
+    /// first never dropped; see `tocsin_api::model::add_reference`). How a later CAP Update
+    /// or Cancel finds this alert, and why a re-pushed message is accepted once. Absent for
+    /// alerts issued without one (and in records stored before the field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
 }

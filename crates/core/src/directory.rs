@@ -6,7 +6,10 @@
 //! `id` (text, unique), `kind` (`town`, `village`, `hazard_point`, `reservoir`,
 //! `river_reach` or `underpass`), `name` and optionally `town` (the town it belongs to).
 //! Its geometry is a Polygon or MultiPolygon, or a Point with a `radius_m` property (a
-//! hazard point with its buffer), which becomes a circle. Other properties are ignored.
+//! hazard point with its buffer), which becomes a circle. A town or village may carry
+//! `population` (a whole number of residents, or its digits as text; absent, `null` or
+//! empty = unknown), which the alert preview sums (see [`Directory::estimate_population`]).
+//! Other properties are ignored.
 //!
 //! **`people.csv`** — UTF-8 CSV with a header row; column order does not matter and
 //! unknown columns are ignored:
@@ -266,6 +269,22 @@ pub struct Directory {
     speaker_index: GeoIndex,
     /// Per area (by position), the speakers (by position) covering it.
     speakers_by_area: Vec<Vec<usize>>,
+    /// Per area (by position), its residents as `areas.geojson` gives them (`None`:
+    /// unknown). Kept beside the areas, not in [`NamedArea`], so that a figure never
+    /// changes what an area is.
+    populations: Vec<Option<u64>>,
+}
+
+/// An estimate of how many people live in the named areas an alert touches (see
+/// [`Directory::estimate_population`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PopulationEstimate {
+    /// The sum of the known figures; `None` when no counted area has one (unknown, which is
+    /// not the same as nobody).
+    pub population: Option<u64>,
+    /// Areas counted (villages, and towns without villages in the directory) whose
+    /// population is unknown: when above 0, `population` is a lower bound.
+    pub unknown_areas: u32,
 }
 
 impl Directory {
@@ -370,6 +389,7 @@ impl Directory {
 
         let index = GeoIndex::new(people.located(), regions);
         let speakers_by_area = vec![Vec::new(); areas.len()];
+        let populations = vec![None; areas.len()];
         Ok(Directory {
             people,
             areas,
@@ -381,7 +401,72 @@ impl Directory {
             speaker_at: HashMap::new(),
             speaker_index: GeoIndex::new(std::iter::empty(), std::iter::empty()),
             speakers_by_area,
+            populations,
         })
+    }
+
+    /// Sets (or, with `None`, forgets) a named area's population. Returns `false`, and
+    /// changes nothing, if the directory has no area with this id.
+    pub fn set_population(&mut self, area: &AreaId, population: Option<u64>) -> bool {
+        match self
+            .area_at
+            .get(area)
+            .and_then(|&i| self.populations.get_mut(i))
+        {
+            Some(slot) => {
+                *slot = population;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A named area's population, if known.
+    pub fn population(&self, area: &AreaId) -> Option<u64> {
+        self.area_at
+            .get(area)
+            .and_then(|&i| self.populations.get(i).copied().flatten())
+    }
+
+    /// Estimates the population of `areas` (an alert's resolved named areas,
+    /// [`Resolution::areas`]). Villages are the unit: a village wholly or partly inside
+    /// the alert's area counts whole (nobody knows where in a village its people are). A
+    /// town counts whole only if the directory has no village of that town (otherwise its
+    /// villages stand for it, and the town's figure would count them twice). Hazard
+    /// points, reservoirs, river reaches and underpasses are not places people live in
+    /// and are not counted. Unknown ids are skipped; each id counts once.
+    pub fn estimate_population(&self, areas: &[AreaId]) -> PopulationEstimate {
+        let mut seen = HashSet::new();
+        let mut estimate = PopulationEstimate::default();
+        for id in areas {
+            let Some(&at) = self.area_at.get(id) else {
+                continue;
+            };
+            if !seen.insert(at) {
+                continue;
+            }
+            let Some(area) = self.areas.get(at) else {
+                continue;
+            };
+            let counted = match area.kind {
+                AreaKind::Village => true,
+                AreaKind::Town => !self
+                    .areas
+                    .iter()
+                    .any(|v| v.kind == AreaKind::Village && v.town == area.name),
+                _ => false,
+            };
+            if !counted {
+                continue;
+            }
+            match self.populations.get(at).copied().flatten() {
+                Some(n) => {
+                    estimate.population = Some(estimate.population.unwrap_or(0).saturating_add(n));
+                }
+                None => estimate.unknown_areas = estimate.unknown_areas.saturating_add(1),
+            }
+        }
+        estimate
     }
 
     /// The directory with these loudspeakers (replacing any it had): unique ids, valid
@@ -1372,6 +1457,18 @@ fn load_speakers_csv_lines<R: std::io::Read>(
 /// Reads the areas GeoJSON (format in the module documentation). Errors name the
 /// feature's index and id.
 pub fn load_areas_geojson(text: &str) -> Result<Vec<NamedArea>, DirectoryError> {
+    Ok(load_areas_with_population(text)?
+        .into_iter()
+        .map(|(area, _)| area)
+        .collect())
+}
+
+/// Reads the areas GeoJSON like [`load_areas_geojson`], with each area's `population`
+/// property (`None`: absent, `null` or empty). A population that is not a whole,
+/// non-negative number fails the load like any other bad property, naming the feature.
+pub fn load_areas_with_population(
+    text: &str,
+) -> Result<Vec<(NamedArea, Option<u64>)>, DirectoryError> {
     let gj: geojson::GeoJson = text.parse().map_err(|e| DirectoryError::GeoJson {
         reason: format!("{e}"),
     })?;
@@ -1383,7 +1480,7 @@ pub fn load_areas_geojson(text: &str) -> Result<Vec<NamedArea>, DirectoryError> 
     let mut areas = Vec::with_capacity(fc.features.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (index, feature) in fc.features.iter().enumerate() {
-        let area = parse_feature(index, feature)?;
+        let (area, population) = parse_feature(index, feature)?;
         if let Some(first) = seen.insert(area.id.0.clone(), index) {
             return Err(DirectoryError::Feature {
                 index,
@@ -1391,12 +1488,15 @@ pub fn load_areas_geojson(text: &str) -> Result<Vec<NamedArea>, DirectoryError> 
                 reason: format!("duplicate id (first in feature {first})"),
             });
         }
-        areas.push(area);
+        areas.push((area, population));
     }
     Ok(areas)
 }
 
-fn parse_feature(index: usize, feature: &geojson::Feature) -> Result<NamedArea, DirectoryError> {
+fn parse_feature(
+    index: usize,
+    feature: &geojson::Feature,
+) -> Result<(NamedArea, Option<u64>), DirectoryError> {
     let empty = serde_json::Map::new();
     let props = feature.properties.as_ref().unwrap_or(&empty);
     let text = |key: &str| -> Option<String> {
@@ -1462,13 +1562,34 @@ fn parse_feature(index: usize, feature: &geojson::Feature) -> Result<NamedArea, 
         }
     };
     spec.validate().map_err(|e| fail(e.to_string()))?;
-    Ok(NamedArea {
-        id: AreaId::from(area_id),
-        kind,
-        name,
-        town,
-        geometry: spec,
-    })
+    let population =
+        match props.get("population") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => None,
+            Some(serde_json::Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| {
+                fail(format!(
+                    "population {s:?} is not a whole number of residents"
+                ))
+            })?),
+            Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+                fail(format!("population {n} is not a whole number of residents"))
+            })?),
+            Some(other) => {
+                return Err(fail(format!(
+                    "population {other} is not a whole number of residents"
+                )));
+            }
+        };
+    Ok((
+        NamedArea {
+            id: AreaId::from(area_id),
+            kind,
+            name,
+            town,
+            geometry: spec,
+        },
+        population,
+    ))
 }
 
 fn position(p: &geojson::Position, at: impl FnOnce() -> String) -> Result<[f64; 2], AreaError> {
@@ -1520,7 +1641,8 @@ pub fn load_from_dir_with(
         path: areas_path,
         source,
     })?;
-    let areas = load_areas_geojson(&text)?;
+    let (areas, populations): (Vec<NamedArea>, Vec<Option<u64>>) =
+        load_areas_with_population(&text)?.into_iter().unzip();
     let people_path = dir.join("people.csv");
     let file = std::fs::File::open(&people_path).map_err(|source| DirectoryError::Io {
         path: people_path,
@@ -1614,7 +1736,9 @@ pub fn load_from_dir_with(
         }
     }
     // Only references were changed above, never ids or order: the index still holds.
-    let directory = Directory::build(people, areas, person_ids)?.with_speakers(speakers)?;
+    let mut directory = Directory::build(people, areas, person_ids)?.with_speakers(speakers)?;
+    // Same order as the areas just built from.
+    directory.populations = populations;
     Ok((directory, rejected))
 }
 
@@ -2534,13 +2658,171 @@ c3,巳,grid_lead,,,,,镇,13800138000,,,,
     }
 
     #[test]
+    fn geojson_population_is_read_and_checked() {
+        let with = |village: &str, town: &str| {
+            GEOJSON
+                .replace("\"at_risk\":true", &format!("\"at_risk\":true{village}"))
+                .replace("\"name\":\"镇\"}", &format!("\"name\":\"镇\"{town}}}"))
+        };
+        let pops = |text: &str| -> Vec<Option<u64>> {
+            load_areas_with_population(text)
+                .unwrap()
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        };
+        assert_eq!(pops(GEOJSON), vec![None, None, None]);
+        assert_eq!(
+            pops(&with(",\"population\":1250", ",\"population\":\" 8000 \"")),
+            vec![Some(8000), Some(1250), None]
+        );
+        // Absent, null and empty all mean unknown, never 0.
+        assert_eq!(
+            pops(&with(",\"population\":null", ",\"population\":\"\"")),
+            vec![None, None, None]
+        );
+        assert_eq!(
+            pops(&with(",\"population\":0", "")),
+            vec![None, Some(0), None]
+        );
+        // The plain loader still reads the same areas.
+        assert_eq!(
+            load_areas_geojson(&with(",\"population\":1250", "")).unwrap(),
+            load_areas_geojson(GEOJSON).unwrap()
+        );
+        for bad in ["-3", "12.5", "\"many\"", "true", "[1]"] {
+            let err = load_areas_with_population(&with(&format!(",\"population\":{bad}"), ""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("areas GeoJSON feature 1 (id \"v1\"): population ")
+                    && err.ends_with("is not a whole number of residents"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    /// A town of three villages (two with figures, one without), a hazard point in the
+    /// first village, and a second town with no villages in the directory.
+    fn populated() -> Directory {
+        let named = |id: &str, kind, town: &str, geometry| NamedArea {
+            id: AreaId::from(id),
+            kind,
+            name: format!("{id}-name"),
+            town: town.to_owned(),
+            geometry,
+        };
+        let areas = vec![
+            named("town", AreaKind::Town, "", square(116.0, 40.0, 0.15)),
+            named(
+                "v1",
+                AreaKind::Village,
+                "town-name",
+                square(116.0, 40.0, 0.05),
+            ),
+            named(
+                "v2",
+                AreaKind::Village,
+                "town-name",
+                square(116.05, 40.0, 0.05),
+            ),
+            named(
+                "v3",
+                AreaKind::Village,
+                "town-name",
+                square(116.10, 40.0, 0.05),
+            ),
+            named(
+                "hp",
+                AreaKind::HazardPoint,
+                "town-name",
+                AreaSpec::Circle {
+                    center: [116.01, 40.01],
+                    radius_m: 300.0,
+                },
+            ),
+            named("lone", AreaKind::Town, "", square(117.0, 40.0, 0.1)),
+        ];
+        let mut d = Directory::new(Vec::new(), areas).unwrap();
+        for (id, n) in [
+            ("town", 9000),
+            ("v1", 1200),
+            ("v2", 800),
+            ("hp", 50),
+            ("lone", 3000),
+        ] {
+            assert!(d.set_population(&id.into(), Some(n)));
+        }
+        assert!(!d.set_population(&"nowhere".into(), Some(1)));
+        d
+    }
+
+    #[test]
+    fn population_counts_villages_whole_and_unknown_is_not_zero() {
+        let d = populated();
+        assert_eq!(d.population(&"v1".into()), Some(1200));
+        assert_eq!(d.population(&"v3".into()), None);
+        let estimate = |spec: AreaSpec| d.estimate_population(&d.resolve(&[spec]).unwrap().areas);
+        // A small square in the corner of v1 (and the hazard point): v1 counts whole; the
+        // town's own figure does not (its villages stand for it), nor does the hazard
+        // point's.
+        assert_eq!(
+            estimate(square(116.005, 40.005, 0.01)),
+            PopulationEstimate {
+                population: Some(1200),
+                unknown_areas: 0
+            }
+        );
+        // Straddling v1 and v2: both whole.
+        assert_eq!(estimate(square(116.04, 40.01, 0.02)).population, Some(2000));
+        // All three villages: v3 has no figure, so 2000 is a lower bound.
+        assert_eq!(
+            estimate(AreaSpec::Named { id: "town".into() }),
+            PopulationEstimate {
+                population: Some(2000),
+                unknown_areas: 1
+            }
+        );
+        // Only v3: unknown, not 0.
+        assert_eq!(
+            estimate(square(116.12, 40.01, 0.01)),
+            PopulationEstimate {
+                population: None,
+                unknown_areas: 1
+            }
+        );
+        // A town with no villages in the directory counts whole.
+        assert_eq!(estimate(square(117.01, 40.01, 0.01)).population, Some(3000));
+        // No named area at all: unknown.
+        assert_eq!(
+            estimate(square(118.0, 40.0, 0.01)),
+            PopulationEstimate::default()
+        );
+        // Ids count once; unknown ids are skipped.
+        assert_eq!(
+            d.estimate_population(&["v1".into(), "v1".into(), "gone".into()])
+                .population,
+            Some(1200)
+        );
+    }
+
+    #[test]
     fn load_from_dir_keeps_people_with_dangling_references() {
         let dir = std::env::temp_dir().join(format!("tocsin-dir-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("areas.geojson"), GEOJSON).unwrap();
         std::fs::write(dir.join("people.csv"), CSV).unwrap();
         let (d, rejected) = load_from_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("areas.geojson"),
+            GEOJSON.replace("\"at_risk\":true", "\"at_risk\":true,\"population\":640"),
+        )
+        .unwrap();
+        let (populated, _) = load_from_dir(&dir).unwrap();
         std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(d.population(&"v1".into()), None);
+        assert_eq!(populated.population(&"v1".into()), Some(640));
+        assert_eq!(populated.population(&"town".into()), None);
         let h7 = d.person(&"h7".into()).unwrap();
         assert_eq!(h7.supervisor, None);
         assert_eq!(h7.areas, Vec::<AreaId>::new());

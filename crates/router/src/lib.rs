@@ -196,7 +196,7 @@ mod views;
 pub use plan::{
     AlertPlan, Contact, KitTarget, NamedAreaRef, SpeakerTarget, Target, TargetReason, Uplink,
 };
-pub use policy::{GradePolicy, Policies, PolicyError, RoleOverride};
+pub use policy::{GradePolicy, KindOverride, KindPolicies, Policies, PolicyError, RoleOverride};
 pub use record::{
     DEFAULT_VISIT_MS, DeliveryPlan, DoorKnockTask, NoticeKind, Outcome, Purpose, Record, Rejection,
     RelayFrame, Route, Verdict, version_code,

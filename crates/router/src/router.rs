@@ -840,7 +840,7 @@ impl Router {
                 (k.version, grade, (!raised).then_some((k, from)))
             }
         };
-        let pol = self.config.policies.resolve(grade, role);
+        let pol = self.config.policies.resolve_for(grade, &alert.kind, role);
         let code = version_code(&self.config.ack_key, &alert.id, person, version);
         let (routes, fallback) = self.routes(contact, &pol);
         let (window_ms, reminders_ms, window_from) = match keep {
@@ -1095,7 +1095,10 @@ impl Router {
                 del.plan.version,
             )
         });
-        let pol = self.config.policies.resolve(del.plan.grade, contact.role);
+        let pol = self
+            .config
+            .policies
+            .resolve_for(del.plan.grade, &alert.kind, contact.role);
         let (routes, _) = self.routes(Some(&contact), &pol);
         let task = DoorKnockTask {
             assignee: contact.person.clone(),

@@ -17,10 +17,13 @@ impl Router {
     pub(crate) fn plan_announcements(&mut self, now: Timestamp, a: u32) {
         let entry = self.state.alert(a);
         let alert = entry.plan.alert.clone();
-        if !self.config.policies.speakers(alert.grade) {
+        if !self.config.policies.speakers_for(alert.grade, &alert.kind) {
             return;
         }
-        let window_ms = self.config.policies.speaker_window_ms(alert.grade);
+        let window_ms = self
+            .config
+            .policies
+            .speaker_window_ms_for(alert.grade, &alert.kind);
         // Speakers take no reply: the warning without a code (the driver drops the reply
         // instruction anyway).
         let text = text::alert_message(&alert, None);

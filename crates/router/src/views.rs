@@ -206,7 +206,10 @@ impl Router {
             let contact = contacts.get(&t.person).copied();
             let role = contact.map_or(tocsin_core::Role::Resident, |c| c.role);
             responsible += u32::from(role.is_responsible());
-            let pol = self.config.policies.resolve(plan.alert.grade, role);
+            let pol = self
+                .config
+                .policies
+                .resolve_for(plan.alert.grade, &plan.alert.kind, role);
             let (routes, _) = self.routes(contact, &pol);
             if routes.is_empty() {
                 unreachable += 1;

@@ -25,7 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub devices: BTreeMap<String, DeviceConfig>,
     /// Grade policies (bearers, attempts, deadlines, escalation); defaults follow the
-    /// district's 叫应 rules.
+    /// district's 叫应 rules. `[policies.kinds.<kind>.<grade>]` changes a grade's policy
+    /// for alerts of one kind only (see [`tocsin_router::KindOverride`]).
     #[serde(default)]
     pub policies: tocsin_router::Policies,
     /// How warnings are spoken on calls (espeak-ng, recorded clips); optional, every key
@@ -965,5 +966,53 @@ mod tests {
                 .to_string();
             assert!(err.contains(wanted), "{wanted}: {err}");
         }
+    }
+
+    /// example.toml's commented per-kind example, uncommented.
+    fn with_kind_example(text: &str) -> String {
+        let start = text
+            .find("# [policies.kinds.reservoir.red]\n")
+            .expect("example.toml shows a per-kind policy");
+        let len = text[start..].find("\n\n").unwrap_or(text.len() - start);
+        let block = &text[start..start + len];
+        text.replacen(block, &block.replace("# ", ""), 1)
+    }
+
+    #[test]
+    fn the_per_kind_policy_example_parses_and_applies_to_its_kind_only() {
+        use tocsin_core::{Grade, Role};
+        let text = std::fs::read_to_string(configs_dir().join("example.toml")).unwrap();
+        let live = with_kind_example(&text);
+        assert!(live.contains("\n[policies.kinds.reservoir.red.roles.village_head]\n"));
+        let cfg = Config::parse(&live, Path::new("example.toml"), Path::new(".")).unwrap();
+        let p = &cfg.policies;
+        let head = p.resolve_for(Grade::Red, "reservoir", Role::VillageHead);
+        let lead = p.resolve_for(Grade::Red, "reservoir", Role::GridLead);
+        assert_eq!((head.ack_deadline_s, head.reminders), (90, 1));
+        assert_eq!((lead.ack_deadline_s, lead.reminders), (120, 1));
+        let flood = p.resolve_for(Grade::Red, "flash_flood", Role::VillageHead);
+        assert_eq!((flood.ack_deadline_s, flood.reminders), (300, 2));
+        // Without the example, the same file has no kinds: old configs read unchanged.
+        let cfg = Config::parse(&text, Path::new("example.toml"), Path::new(".")).unwrap();
+        assert!(cfg.policies.kinds.is_empty());
+        // A zero deadline in a kind's table is refused, naming the kind's key.
+        let bad = live.replacen("ack_deadline_s = 120", "ack_deadline_s = 0", 1);
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        let line = 1 + live
+            .lines()
+            .position(|l| l == "[policies.kinds.reservoir.red]")
+            .unwrap();
+        assert!(
+            err.contains("policies.kinds.reservoir.red") && err.contains(&format!("line {line}")),
+            "{err}"
+        );
+        // A misspelled key inside a kind's table is named.
+        let bad = live.replacen("reminders = 1", "remindres = 1", 1);
+        let err = Config::parse(&bad, Path::new("example.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remindres"), "{err}");
     }
 }

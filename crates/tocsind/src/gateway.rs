@@ -445,7 +445,9 @@ impl Engine {
         let has_device = |b: Bearer| self.drivers.values().any(|d| d.caps.bearer == b);
         let mut left = Vec::new();
         for c in &mut plan.contacts {
-            let policy = m.policies.resolve(plan.alert.grade, c.role);
+            let policy = m
+                .policies
+                .resolve_for(plan.alert.grade, &plan.alert.kind, c.role);
             let out =
                 crate::checkin::stale_mesh_to_leave_out(&c.addresses, &policy, has_device, |n| {
                     m.nodes.freshness(n, now)

@@ -656,6 +656,22 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(v["people"], 1);
         assert_eq!(v["seconds_to_first_attempt_all"], 12.5);
+        // Speakers and the population travel as the gateway gives them; an unknown
+        // population would be null, never 0.
+        assert_eq!(v["speakers"], 3);
+        assert_eq!(v["speakers_sound"], true, "a red alert sounds them");
+        assert_eq!(v["population"], 1250);
+        assert_eq!(v["population_unknown_areas"], 1);
+        let documented: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let fields = documented["components"]["schemas"]["Preview"]["properties"]
+            .as_object()
+            .unwrap();
+        for (key, _) in v.as_object().unwrap() {
+            assert!(
+                fields.contains_key(key),
+                "{key} is not in the OpenAPI Preview"
+            );
+        }
         let mut bad = new_alert();
         bad["headline"] = json!("");
         let (status, v) = send_json(

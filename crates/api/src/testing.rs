@@ -7,7 +7,7 @@ use crate::model::{
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use tocsin_core::{AckCode, Alert, AlertId, Bearer, DeviceId, PersonId, Role, Timestamp};
+use tocsin_core::{AckCode, Alert, AlertId, Bearer, DeviceId, Grade, PersonId, Role, Timestamp};
 use tocsin_router::{
     AlertState, AlertSummary, Counts, DeliveryState, DeliveryView, Preview, SpeakerCounts,
     SpeakerState, SpeakerView,
@@ -181,6 +181,10 @@ impl Gateway for FakeGateway {
             bearers: Vec::new(),
             unreachable: 0,
             seconds_to_first_attempt_all: 12.5,
+            speakers: 3,
+            speakers_sound: alert.grade == Grade::Red,
+            population: Some(1250),
+            population_unknown_areas: 1,
         })
     }
 

@@ -285,4 +285,21 @@ pub struct Preview {
     pub unreachable: u32,
     /// Predicted seconds until everyone's first attempt is out.
     pub seconds_to_first_attempt_all: f64,
+    /// Loudspeakers in the area (located inside it or covering a named area it touches),
+    /// each once; never counted among the people. Absent in older previews: 0.
+    #[serde(default)]
+    pub speakers: u32,
+    /// Whether the policy of the alert's grade (and kind) sounds those speakers (by default
+    /// red and orange, unless turned off); `false`: they are in the area but stay silent.
+    #[serde(default)]
+    pub speakers_sound: bool,
+    /// Estimated residents of the named areas the alert touches: villages partly inside
+    /// count whole (see `Directory::estimate_population`). `None`: unknown (no counted
+    /// area has a figure, or the router was not given one), which is not the same as 0.
+    #[serde(default)]
+    pub population: Option<u64>,
+    /// Counted areas without a population figure: when above 0, `population` is a lower
+    /// bound.
+    #[serde(default)]
+    pub population_unknown_areas: u32,
 }

@@ -192,7 +192,9 @@ impl Router {
 
     /// What `plan` would do if issued now: people, responsible persons, first attempts per
     /// bearer and the seconds the devices' send budgets need for them (from idle devices,
-    /// not counting other alerts' queued sends).
+    /// not counting other alerts' queued sends), and the loudspeakers in the area and
+    /// whether they would sound. The population is left unknown: the router has no
+    /// directory, so the caller that resolved the plan sets it.
     pub fn preview(&self, plan: &AlertPlan) -> Preview {
         let contacts: BTreeMap<_, _> = plan.contacts.iter().map(|c| (&c.person, c)).collect();
         let mut seen = BTreeSet::new();
@@ -238,12 +240,26 @@ impl Router {
                 seconds,
             });
         }
+        let speakers = plan
+            .speakers
+            .iter()
+            .map(|s| &s.id)
+            .collect::<BTreeSet<_>>()
+            .len();
         Preview {
             people,
             responsible,
             bearers,
             unreachable,
             seconds_to_first_attempt_all: all,
+            speakers: u32::try_from(speakers).unwrap_or(u32::MAX),
+            speakers_sound: self
+                .config
+                .policies
+                .speakers_for(plan.alert.grade, &plan.alert.kind),
+            // The router holds no directory: whoever planned the alert fills these in.
+            population: None,
+            population_unknown_areas: 0,
         }
     }
 }
@@ -280,6 +296,99 @@ fn seconds_for(messages: u32, intervals: &[i64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Contact, SpeakerTarget, Target, TargetReason};
+    use crate::{Policies, RouterConfig};
+    use tocsin_core::{
+        AckKey, Address, Alert, AlertId, DeviceId, Grade, PersonId, PhoneNumber, Role, SpeakerId,
+        Timestamp,
+    };
+
+    fn router() -> Router {
+        Router::new(RouterConfig {
+            policies: Policies::default(),
+            ack_key: AckKey::new(b"preview-test".to_vec()),
+            // No devices: the speaker and population counts do not depend on them (and
+            // the preview must not need any to answer).
+            devices: Vec::new(),
+        })
+    }
+
+    /// Two people (a village head and a resident) and three speaker entries, one of them
+    /// the same speaker twice.
+    fn plan(grade: Grade) -> AlertPlan {
+        let person = |id: &str, role, n: u32| Contact {
+            person: PersonId::from(id),
+            name: id.to_owned(),
+            role,
+            town: "大庄镇".into(),
+            addresses: PhoneNumber::parse(&format!("+86138000{n:05}"), "86")
+                .map(Address::Phone)
+                .into_iter()
+                .collect(),
+            supervisor: None,
+        };
+        let speaker = |id: &str| SpeakerTarget {
+            id: SpeakerId::from(id),
+            name: format!("{id}广播"),
+            town: "大庄镇".into(),
+            device: DeviceId::from("spk-1"),
+            address: Address::Speaker(id.into()),
+        };
+        AlertPlan {
+            alert: Alert {
+                id: AlertId::from("preview"),
+                grade,
+                kind: "flood".into(),
+                headline: "山洪预警".into(),
+                text: "请立即组织转移".into(),
+                area: vec![],
+                exercise: false,
+                issuer: "district-ops".into(),
+                accepted_at: Timestamp::ZERO,
+                reference: None,
+            },
+            targets: ["h1", "r1"]
+                .iter()
+                .map(|p| Target {
+                    person: PersonId::from(*p),
+                    reason: TargetReason::Located,
+                })
+                .collect(),
+            contacts: vec![
+                person("h1", Role::VillageHead, 1),
+                person("r1", Role::Resident, 2),
+            ],
+            areas: vec![],
+            speakers: vec![speaker("s1"), speaker("s2"), speaker("s1")],
+            kits: vec![],
+            uplink: None,
+        }
+    }
+
+    #[test]
+    fn preview_counts_speakers_apart_from_people_and_leaves_population_unknown() {
+        let r = router();
+        let red = r.preview(&plan(Grade::Red));
+        assert_eq!((red.people, red.responsible), (2, 1));
+        assert_eq!(red.speakers, 2, "each speaker once");
+        assert!(red.speakers_sound);
+        assert_eq!(red.population, None);
+        assert_eq!(red.population_unknown_areas, 0);
+        // Yellow: the speakers are in the area but the grade's policy keeps them silent.
+        let yellow = r.preview(&plan(Grade::Yellow));
+        assert_eq!((yellow.people, yellow.speakers), (2, 2));
+        assert!(!yellow.speakers_sound);
+        let mut none = plan(Grade::Orange);
+        none.speakers.clear();
+        assert_eq!(r.preview(&none).speakers, 0);
+        // Older previews without the new fields still parse, as 0 speakers and unknown
+        // population.
+        let old: Preview = serde_json::from_str(
+            r#"{"people":3,"responsible":1,"bearers":[],"unreachable":0,"seconds_to_first_attempt_all":0.0}"#,
+        )
+        .unwrap();
+        assert_eq!((old.speakers, old.population), (0, None));
+    }
 
     #[test]
     fn seconds_follow_the_token_buckets() {

@@ -565,10 +565,16 @@ impl Engine {
             }
             Request::Preview(new, reply) => {
                 let id = AlertId("preview".into());
-                let _ = reply.send(
-                    self.plan(id, &new, "preview", now)
-                        .map(|(p, _)| self.router.preview(&p)),
-                );
+                let _ = reply.send(self.plan(id, &new, "preview", now).map(|(p, _)| {
+                    let mut preview = self.router.preview(&p);
+                    // The router has no directory: the population of the named areas the
+                    // plan touches comes from it here.
+                    let areas: Vec<_> = p.areas.iter().map(|a| a.id.clone()).collect();
+                    let estimate = self.directory.estimate_population(&areas);
+                    preview.population = estimate.population;
+                    preview.population_unknown_areas = estimate.unknown_areas;
+                    preview
+                }));
             }
             Request::Alerts(reply) => {
                 let _ = reply.send(self.router.alerts());

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use tocsin_core::area::AreaSpec;
-use tocsin_router::{AlertState, AlertSummary, DeliveryState};
+use tocsin_router::{AlertState, AlertSummary, DeliveryState, Preview};
 
 /// Tocsin operator CLI.
 #[derive(Parser, Debug)]
@@ -209,27 +209,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = api
                 .call(reqwest::Method::POST, "/v1/alerts/preview", Some(body))
                 .await?;
-            say!(
-                "people {}  responsible {}  unreachable {}",
-                v["people"],
-                v["responsible"],
-                v["unreachable"]
-            );
-            if let Some(bearers) = v["bearers"].as_array() {
-                for b in bearers {
-                    say!(
-                        "  {:<8} {:>6} messages on {:>2} devices, {:>7.0} s",
-                        b["bearer"].as_str().unwrap_or("?"),
-                        b["messages"],
-                        b["devices"],
-                        b["seconds"].as_f64().unwrap_or(0.0)
-                    );
-                }
+            let p: Preview = serde_json::from_value(v).context("unexpected answer")?;
+            for line in preview_lines(&p) {
+                say!("{line}");
             }
-            say!(
-                "predicted time to first-attempt everyone: {:.0} s",
-                v["seconds_to_first_attempt_all"].as_f64().unwrap_or(0.0)
-            );
         }
         Command::Alert(AlertCommand::Status { id }) => {
             let v = api
@@ -323,6 +306,48 @@ fn door_knock(d: &Value) -> String {
     }
 }
 
+/// The preview as operators read it: people, speakers, population, the load per bearer
+/// and the predicted time. An unknown population shows as "unknown", never 0, and one
+/// with areas lacking a figure as a lower bound.
+fn preview_lines(p: &Preview) -> Vec<String> {
+    let without = |n: u32| {
+        let s = if n == 1 { "" } else { "s" };
+        format!("{n} area{s} without a figure")
+    };
+    let population = match (p.population, p.population_unknown_areas) {
+        (None, 0) => "unknown".to_owned(),
+        (None, u) => format!("unknown ({})", without(u)),
+        (Some(n), 0) => n.to_string(),
+        (Some(n), u) => format!("at least {n} ({})", without(u)),
+    };
+    let speakers = match (p.speakers, p.speakers_sound) {
+        (0, _) => "0".to_owned(),
+        (n, true) => format!("{n} (will sound)"),
+        (n, false) => format!("{n} (silent at this grade)"),
+    };
+    let mut lines = vec![
+        format!(
+            "people {}  responsible {}  unreachable {}",
+            p.people, p.responsible, p.unreachable
+        ),
+        format!("speakers {speakers}  population {population}"),
+    ];
+    for b in &p.bearers {
+        lines.push(format!(
+            "  {:<8} {:>6} messages on {:>2} devices, {:>7.0} s",
+            b.bearer.as_str(),
+            b.messages,
+            b.devices,
+            b.seconds
+        ));
+    }
+    lines.push(format!(
+        "predicted time to first-attempt everyone: {:.0} s",
+        p.seconds_to_first_attempt_all
+    ));
+    lines
+}
+
 fn print_summary(s: &AlertSummary) {
     let c = &s.counts;
     let get = |st: DeliveryState| c.by_state.get(&st).copied().unwrap_or(0);
@@ -396,4 +421,57 @@ fn areas_from_geojson(text: &str) -> anyhow::Result<Vec<AreaSpec>> {
             serde_json::from_value::<AreaSpec>(g).with_context(|| format!("geometry {i}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_shows_speakers_and_population_never_a_false_zero() {
+        let answer = json!({
+            "people": 12, "responsible": 3, "unreachable": 1,
+            "bearers": [{"bearer": "sms", "messages": 11, "devices": 2, "seconds": 50.0}],
+            "seconds_to_first_attempt_all": 50.0,
+            "speakers": 2, "speakers_sound": true,
+            "population": 1250, "population_unknown_areas": 0
+        });
+        let p: Preview = serde_json::from_value(answer.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            preview_lines(&p),
+            vec![
+                "people 12  responsible 3  unreachable 1",
+                "speakers 2 (will sound)  population 1250",
+                "  sms          11 messages on  2 devices,      50 s",
+                "predicted time to first-attempt everyone: 50 s",
+            ]
+        );
+        let line = |population: Value, unknown: u32, sound: bool| {
+            let mut a = answer.clone();
+            a["population"] = population;
+            a["population_unknown_areas"] = json!(unknown);
+            a["speakers_sound"] = json!(sound);
+            let p: Preview = serde_json::from_value(a).unwrap_or_else(|e| panic!("{e}"));
+            preview_lines(&p).swap_remove(1)
+        };
+        assert_eq!(
+            line(Value::Null, 0, true),
+            "speakers 2 (will sound)  population unknown"
+        );
+        assert_eq!(
+            line(Value::Null, 2, false),
+            "speakers 2 (silent at this grade)  population unknown (2 areas without a figure)"
+        );
+        assert_eq!(
+            line(json!(800), 1, true),
+            "speakers 2 (will sound)  population at least 800 (1 area without a figure)"
+        );
+        // A daemon from before speakers and population: nothing to show, said plainly.
+        let old: Preview = serde_json::from_value(json!({
+            "people": 1, "responsible": 0, "unreachable": 0, "bearers": [],
+            "seconds_to_first_attempt_all": 0.0
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(preview_lines(&old)[1], "speakers 0  population unknown");
+    }
 }

@@ -9,7 +9,7 @@ use crate::record::{
 use crate::reply::{ReplyForm, read_reply};
 use crate::state::{
     CodeRef, Lane, LaneKind, LaneRef, LaneStatus, MAX_CANDIDATES, MAX_LEVELS, QUEUES, State,
-    TimerKind, ix,
+    TEXTS_PER_CALL, TimerKind, ix,
 };
 use crate::text;
 use crate::view::{AlertState, DeliveryState};
@@ -38,6 +38,14 @@ pub struct DeviceInfo {
     pub id: DeviceId,
     /// What it can do; `per_minute` is its send budget.
     pub caps: Capabilities,
+    /// The physical line (modem) it shares with other devices, if any: an AT modem with
+    /// voice is two devices, `NAME` (SMS) and `NAME-voice` (calls), on line `NAME`. While
+    /// a call is in progress on a line (started, accepted or sent; at most
+    /// [`LINE_HOLD_MAX`]) no device of the line is handed a new send — the modem could not
+    /// send it, and the person's ack window would run while it waits; they are busy, not
+    /// down. Between two calls up to four texts due on the line go first. `None` for
+    /// a device that is a line of its own.
+    pub line: Option<String>,
 }
 
 /// What the router asks the daemon to do, in order.
@@ -88,8 +96,19 @@ pub struct Router {
     pub(crate) bearer_devices: Vec<(Bearer, Vec<usize>)>,
     /// The latest health each driver reported (telemetry for views, not replayed).
     pub(crate) health: HashMap<DeviceId, Health>,
+    /// Per device (index into `config.devices`): the other devices on its line.
+    line_mates: Vec<Vec<usize>>,
+    /// Indices into `bearer_devices` in the order the pump serves them: as configured,
+    /// except that when lines are shared the call bearer goes last, so a line freed by a
+    /// call first takes the texts waiting for it rather than the next call.
+    pump_order: Vec<usize>,
     outputs: VecDeque<Output>,
 }
+
+/// Longest a call holds its line: past this after its start the line is free again even
+/// without the call's outcome (a call from before a restart that no driver will report).
+/// Above the AT driver's longest ring (60 s) plus its longest call (180 s by default).
+pub const LINE_HOLD_MAX: Duration = Duration::from_secs(300);
 
 /// Why a record is escalated when none of its warnings could start within its window.
 pub(crate) const NOT_ATTEMPTED: &str = "not attempted: no device could send in time";
@@ -153,11 +172,35 @@ impl Router {
             if dev.caps.sender_authenticated {
                 state.authenticated.insert(dev.id.clone());
             }
+            if let Some(line) = &dev.line {
+                state.lines.insert(dev.id.clone(), line.clone());
+            }
+        }
+        let line_mates: Vec<Vec<usize>> = config
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, dev)| {
+                let Some(line) = &dev.line else {
+                    return Vec::new();
+                };
+                (config.devices.iter().enumerate())
+                    .filter(|(j, o)| *j != i && o.line.as_ref() == Some(line))
+                    .map(|(j, _)| j)
+                    .collect()
+            })
+            .collect();
+        let shared = line_mates.iter().any(|m| !m.is_empty());
+        let mut pump_order: Vec<usize> = (0..bearer_devices.len()).collect();
+        if shared {
+            pump_order.sort_by_key(|&b| bearer_devices[b].0 == Bearer::Voice);
         }
         Router {
             config,
             state,
             bearer_devices,
+            line_mates,
+            pump_order,
             health: HashMap::new(),
             outputs: VecDeque::new(),
         }
@@ -540,7 +583,13 @@ impl Router {
             };
             let head = queue.iter().filter_map(|s| s.first().map(|e| e.0)).min();
             let Some(head) = head else { continue };
-            let free = devs.iter().filter_map(|&i| self.ready_at(i)).min();
+            let free = devs
+                .iter()
+                .filter_map(|&i| {
+                    let at = self.ready_at(i)?.max(self.line_busy_until(i, None)?);
+                    Some(self.texts_first_until(i).map_or(at, |t| t.max(at)))
+                })
+                .min();
             if let Some(free) = free {
                 let cand = head.max(free);
                 t = Some(t.map_or(cand, |t| t.min(cand)));
@@ -1193,13 +1242,86 @@ impl Router {
         )
     }
 
+    /// Until when device `i` waits for a call on its line (its own calls count too: a
+    /// shared line places one call at a time): `Some(Timestamp::MIN)` when no call holds
+    /// it, else the latest hold's end ([`LINE_HOLD_MAX`] after the call's
+    /// start). With `now`, calls whose hold ended by then are not counted; without it the
+    /// answer may lie in the past, which only means "free". Busy is not down: nothing is
+    /// moved off, and the device counts as up for every other purpose.
+    fn line_busy_until(&self, i: usize, now: Option<Timestamp>) -> Option<Timestamp> {
+        let mut until = Timestamp(i64::MIN);
+        let mates = self.line_mates.get(i)?;
+        // A shared line takes one call at a time: a second call handed to its call side
+        // would wait in the driver, its window running, and keep the texts waiting too.
+        let own = (!mates.is_empty()).then_some(i);
+        for &j in mates.iter().chain(own.iter()) {
+            let Some(dev) = self.config.devices.get(j) else {
+                continue;
+            };
+            let Some(calls) = self.state.live_calls.get(&dev.id) else {
+                continue;
+            };
+            for &start in calls.values() {
+                let end = start + LINE_HOLD_MAX;
+                if now.is_none_or(|now| end > now) {
+                    until = until.max(end);
+                }
+            }
+        }
+        Some(until)
+    }
+
+    /// Until when call device `i` lets the texts of its line go first: the latest time a
+    /// text side of the line may send a text already due by then, while fewer than
+    /// [`TEXTS_PER_CALL`] texts went since the line's last call. `None` when it need not
+    /// wait. Texts take seconds and calls a minute; without this a line busy with calls
+    /// would pass one text per call.
+    fn texts_first_until(&self, i: usize) -> Option<Timestamp> {
+        let dev = self.config.devices.get(i)?;
+        let line = dev.line.as_ref()?;
+        if dev.caps.bearer != Bearer::Voice
+            || self.state.line_texts.get(line).copied().unwrap_or(0) >= TEXTS_PER_CALL
+        {
+            return None;
+        }
+        let mut until = None;
+        for &j in self.line_mates.get(i)? {
+            let Some(mate) = self.config.devices.get(j) else {
+                continue;
+            };
+            if mate.caps.bearer == Bearer::Voice {
+                continue;
+            }
+            let (Some(ready), Some(queue)) =
+                (self.ready_at(j), self.state.queues.get(&mate.caps.bearer))
+            else {
+                continue;
+            };
+            let head = queue.iter().filter_map(|s| s.first().map(|e| e.0)).min();
+            if head.is_some_and(|h| h <= ready) {
+                until = until.max(Some(ready));
+            }
+        }
+        until
+    }
+
+    /// Whether device `i` is held by a call on its line at `now`, or lets due texts of its
+    /// line go first.
+    fn line_busy(&self, i: usize, now: Timestamp) -> bool {
+        self.line_busy_until(i, Some(now))
+            .is_some_and(|t| t != Timestamp(i64::MIN))
+            || self.texts_first_until(i).is_some_and(|t| t > now)
+    }
+
     /// Hands queued sends to every device whose budget allows, highest grade first.
     pub(crate) fn pump(&mut self, now: Timestamp) {
-        for bi in 0..self.bearer_devices.len() {
+        for oi in 0..self.pump_order.len() {
+            let bi = self.pump_order[oi];
             let (bearer, devs) = self.bearer_devices[bi].clone();
             loop {
                 let ready = devs
                     .iter()
+                    .filter(|&&i| !self.line_busy(i, now))
                     .filter_map(|&i| self.ready_at(i).map(|t| (t, i)))
                     .min();
                 let Some((free, i)) = ready else { break };
@@ -1791,6 +1913,7 @@ mod tests {
             devices: vec![DeviceInfo {
                 id: DeviceId::from("gsm-1"),
                 caps,
+                line: None,
             }],
         }
     }

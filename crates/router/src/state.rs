@@ -9,7 +9,7 @@ use crate::record::{
 };
 use crate::reply::{ReplyForm, read_reply};
 use crate::view::{AlertState, DeliveryState, SpeakerState};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use tocsin_core::{
     AckCode, Address, AttemptId, Bearer, DeviceId, Grade, PersonId, Role, SpeakerId, Timestamp,
 };
@@ -352,7 +352,20 @@ pub(crate) struct State {
     pub guesses: HashMap<Address, VecDeque<Timestamp>>,
     /// Senders whose replies are not tried until the given time.
     pub locked: HashMap<Address, Timestamp>,
+    /// Calls a driver is still working on (started, accepted or sent; not delivered,
+    /// failed, cancelled or abandoned), per device: attempt -> start. Built from the
+    /// records alone, so a restore holds the same lines as the live router did.
+    pub live_calls: HashMap<DeviceId, BTreeMap<AttemptId, Timestamp>>,
+    /// The line each device shares with others (from the config, not the log).
+    pub lines: HashMap<DeviceId, String>,
+    /// Texts started on each shared line since its last call started (from the log): a
+    /// call waits for texts due on its line until [`TEXTS_PER_CALL`] have gone.
+    pub line_texts: HashMap<String, u32>,
 }
+
+/// Texts a shared line sends before its next call when both wait (what the AT driver
+/// itself allows between two calls), so neither kind starves the other.
+pub(crate) const TEXTS_PER_CALL: u32 = 4;
 
 /// At most this many candidate codes of one reply are tried.
 pub(crate) const MAX_CANDIDATES: usize = 3;
@@ -1014,6 +1027,58 @@ impl State {
 
     /// Applies one record. Errors name what in the log does not fit the state.
     pub fn apply(&mut self, rec: &Record) -> Result<(), String> {
+        let applied = self.apply_record(rec);
+        self.track_call(rec);
+        applied
+    }
+
+    /// Keeps [`State::live_calls`] and [`State::line_texts`] in step with the attempt
+    /// entries after `rec`.
+    fn track_call(&mut self, rec: &Record) {
+        if let Record::AttemptStarted { device, bearer, .. } = rec
+            && let Some(line) = self.lines.get(device)
+        {
+            let texts = self.line_texts.entry(line.clone()).or_default();
+            *texts = if *bearer == Bearer::Voice {
+                0
+            } else {
+                texts.saturating_add(1)
+            };
+        }
+        let attempt = match rec {
+            Record::AttemptStarted {
+                attempt,
+                bearer: Bearer::Voice,
+                ..
+            }
+            | Record::AttemptOutcome { attempt, .. }
+            | Record::AttemptAbandoned { attempt, .. }
+            | Record::AttemptCancelled { attempt, .. } => attempt,
+            _ => return,
+        };
+        let Some(entry) = self.attempts.get(attempt) else {
+            return;
+        };
+        if entry.bearer != Bearer::Voice {
+            return;
+        }
+        if entry.done {
+            if let Some(calls) = self.live_calls.get_mut(&entry.device) {
+                calls.remove(attempt);
+                if calls.is_empty() {
+                    self.live_calls.remove(&entry.device);
+                }
+            }
+        } else if matches!(rec, Record::AttemptStarted { .. }) {
+            self.live_calls
+                .entry(entry.device.clone())
+                .or_default()
+                .insert(*attempt, entry.started_at);
+        }
+    }
+
+    /// [`State::apply`] without the call bookkeeping.
+    fn apply_record(&mut self, rec: &Record) -> Result<(), String> {
         match rec {
             Record::AlertAccepted { plan, .. } => {
                 if self.alert_ix.contains_key(&plan.alert.id) {

@@ -187,6 +187,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     for (name, dev) in &cfg.devices {
         let id = DeviceId(name.clone());
         let (events, cancel) = (event_tx.clone(), shutdown.child_token());
+        // Both devices of a modem with voice name the modem as their line: the router
+        // hands its SMS side nothing while a call is up on it.
+        let mut line = None;
         let handle = match dev {
             // A modem with voice runs as two devices on one task: `NAME` for SMS and
             // `NAME-voice` for calls (SMS wait while a call is up).
@@ -200,9 +203,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
                     cancel,
                 );
                 if let Some(voice) = pair.voice {
+                    line = Some(name.clone());
                     infos.push(DeviceInfo {
                         id: voice.device.clone(),
                         caps: voice.caps.clone(),
+                        line: Some(name.clone()),
                     });
                     drivers.push(voice);
                 }
@@ -256,6 +261,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         infos.push(DeviceInfo {
             id,
             caps: handle.caps.clone(),
+            line,
         });
         drivers.push(handle);
     }

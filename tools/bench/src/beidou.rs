@@ -277,6 +277,7 @@ impl BeidouRun {
             devices.push(DeviceInfo {
                 id: id.clone(),
                 caps: cfg.capabilities(),
+                line: None,
             });
             let mut d = Terminal::new(cfg, T0);
             d.handle_port_opened(T0);

@@ -247,6 +247,7 @@ fn devices(args: &CampaignArgs) -> Result<Vec<DeviceModel>> {
             info: DeviceInfo {
                 id: DeviceId(id),
                 caps,
+                line: None,
             },
             service_ms,
             sent_ms,

@@ -146,6 +146,7 @@ pub(crate) fn run_mesh(args: &MeshArgs) -> Result<MeshFigures> {
         devices: vec![DeviceInfo {
             id: device.clone(),
             caps: cfg.capabilities(),
+            line: None,
         }],
     });
     let mut wire = Wire::new(Duration::from_millis(args.link_ms));

@@ -45,6 +45,7 @@ pub fn device(id: &str, bearer: Bearer, per_minute: f64) -> DeviceInfo {
             max_chars: 500,
             sender_authenticated: bearer == Bearer::Beidou,
         },
+        line: None,
     }
 }
 

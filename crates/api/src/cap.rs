@@ -303,8 +303,7 @@ mod tests {
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    const ISSUER: &str = "issuer-token-0123456789";
-    const VIEWER: &str = "viewer-token-0123456789";
+    use crate::testing::{ISSUER, VIEWER};
     const EXAMPLE: &str = include_str!("../../cap/fixtures/protocols-example.xml");
     const GB_RED: &str = include_str!("../../cap/fixtures/gb35965-red.xml");
     const UPDATE: &str = include_str!("../../cap/fixtures/update.xml");
@@ -314,21 +313,11 @@ mod tests {
 
     fn setup_with(policy: tocsin_cap::CapPolicy) -> (Arc<FakeGateway>, Router) {
         let fake = Arc::new(FakeGateway::new(16));
-        let config = ApiConfig {
-            tokens: vec![
-                ApiToken {
-                    name: "weather-bureau".into(),
-                    token: ISSUER.into(),
-                    role: Role::Issuer,
-                },
-                ApiToken {
-                    name: "wall".into(),
-                    token: VIEWER.into(),
-                    role: Role::Viewer,
-                },
-            ],
-            ..ApiConfig::default()
-        };
+        // The upstream system pushes with the issuer token, under its own name.
+        let mut config = crate::testing::config();
+        if let Some(t) = config.tokens.first_mut() {
+            t.name = "weather-bureau".into();
+        }
         let router = crate::routes::app_with_cap_policy(Arc::clone(&fake), config, policy);
         (fake, router)
     }

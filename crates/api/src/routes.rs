@@ -365,7 +365,7 @@ async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ApiToken, Role};
+
     use crate::gateway::GatewayError;
     use crate::testing::FakeGateway;
     use axum::body::{Body, Bytes};
@@ -376,24 +376,12 @@ mod tests {
     use std::collections::BTreeSet;
     use tower::ServiceExt;
 
-    const ISSUER: &str = "issuer-token-0123456789";
-    const VIEWER: &str = "viewer-token-0123456789";
+    use crate::testing::{ISSUER, VIEWER};
 
     fn config() -> ApiConfig {
         ApiConfig {
-            tokens: vec![
-                ApiToken {
-                    name: "ops-desk".into(),
-                    token: ISSUER.into(),
-                    role: Role::Issuer,
-                },
-                ApiToken {
-                    name: "wall".into(),
-                    token: VIEWER.into(),
-                    role: Role::Viewer,
-                },
-            ],
             max_body_bytes: 4096,
+            ..crate::testing::config()
         }
     }
 

@@ -13,6 +13,30 @@ use tocsin_router::{
     SpeakerState, SpeakerView,
 };
 
+/// The issuer token of the tests' API config.
+pub(crate) const ISSUER: &str = "issuer-token-0123456789";
+/// The viewer token of the tests' API config.
+pub(crate) const VIEWER: &str = "viewer-token-0123456789";
+
+/// An API config with one issuer ("ops-desk") and one viewer ("wall") token.
+pub(crate) fn config() -> crate::ApiConfig {
+    crate::ApiConfig {
+        tokens: vec![
+            crate::ApiToken {
+                name: "ops-desk".into(),
+                token: ISSUER.into(),
+                role: crate::config::Role::Issuer,
+            },
+            crate::ApiToken {
+                name: "wall".into(),
+                token: VIEWER.into(),
+                role: crate::config::Role::Viewer,
+            },
+        ],
+        ..crate::ApiConfig::default()
+    }
+}
+
 /// A fake gateway. Alert ids are `alert-1`, `alert-2`, ...
 pub(crate) struct FakeGateway {
     inner: Mutex<Inner>,

@@ -218,6 +218,28 @@ pub struct DeviceEvent {
     pub event: DriverEvent,
 }
 
+/// Hands the gateway every event `next` yields, stamped with `device` and the time `at`
+/// gives as each is sent: every driver task's drain step. False when the gateway is gone
+/// (the task should end).
+pub async fn forward_events(
+    events: &tokio::sync::mpsc::Sender<DeviceEvent>,
+    device: &DeviceId,
+    at: impl Fn() -> Timestamp,
+    mut next: impl FnMut() -> Option<DriverEvent>,
+) -> bool {
+    while let Some(event) = next() {
+        let stamped = DeviceEvent {
+            device: device.clone(),
+            at: at(),
+            event,
+        };
+        if events.send(stamped).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// The gateway's handle on a running driver.
 #[derive(Clone, Debug)]
 pub struct DriverHandle {

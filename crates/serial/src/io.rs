@@ -260,15 +260,15 @@ pub async fn run_serial<C: SerialConversation>(
             }
         }
         // 2. events
-        while let Some(event) = conversation.poll_event() {
-            let stamped = DeviceEvent {
-                device: device.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return; // The gateway is gone.
-            }
+        if !tocsin_channel::forward_events(
+            &events,
+            &device,
+            || clock.now(),
+            || conversation.poll_event(),
+        )
+        .await
+        {
+            return; // The gateway is gone.
         }
         // 3. timeout
         let deadline = [

@@ -257,25 +257,14 @@ async fn run(
             }
         }
         // 3. events
-        while let Some(event) = modem.poll_event() {
-            let stamped = DeviceEvent {
-                device: devices.sms.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return; // The gateway is gone.
-            }
-        }
-        while let Some(event) = modem.poll_voice_event() {
-            let stamped = DeviceEvent {
-                device: devices.voice.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return;
-            }
+        let now = || clock.now();
+        if !tocsin_channel::forward_events(&events, &devices.sms, now, || modem.poll_event()).await
+            || !tocsin_channel::forward_events(&events, &devices.voice, now, || {
+                modem.poll_voice_event()
+            })
+            .await
+        {
+            return; // The gateway is gone.
         }
         if commands.is_none() && voice_commands.is_none() {
             return; // Every sender is gone.

@@ -140,15 +140,10 @@ async fn run_radio(
             }
         }
         // 2. events
-        while let Some(event) = radio.poll_event() {
-            let stamped = DeviceEvent {
-                device: device.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return; // The gateway is gone.
-            }
+        if !tocsin_channel::forward_events(&events, &device, || clock.now(), || radio.poll_event())
+            .await
+        {
+            return; // The gateway is gone.
         }
         // 3. node table
         if radio.take_nodes_changed() {

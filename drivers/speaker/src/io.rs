@@ -203,15 +203,10 @@ pub async fn run_speaker(
             }
         }
         // 3. events
-        while let Some(event) = sp.poll_event() {
-            let stamped = DeviceEvent {
-                device: device.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return; // The gateway is gone.
-            }
+        if !tocsin_channel::forward_events(&events, &device, || clock.now(), || sp.poll_event())
+            .await
+        {
+            return; // The gateway is gone.
         }
         // 4. reports
         while let Some(r) = sp.poll_report() {

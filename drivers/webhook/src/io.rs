@@ -125,15 +125,10 @@ pub async fn run_webhook(
             }
         }
         // 3. events
-        while let Some(event) = proto.poll_event() {
-            let stamped = DeviceEvent {
-                device: device.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return; // The gateway is gone.
-            }
+        if !tocsin_channel::forward_events(&events, &device, || clock.now(), || proto.poll_event())
+            .await
+        {
+            return; // The gateway is gone.
         }
         if commands.is_none() {
             return; // Every sender is gone.

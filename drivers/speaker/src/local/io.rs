@@ -125,15 +125,10 @@ pub async fn run_local_audio(
             }
         }
         // 3. events
-        while let Some(event) = la.poll_event() {
-            let stamped = DeviceEvent {
-                device: device.clone(),
-                at: clock.now(),
-                event,
-            };
-            if events.send(stamped).await.is_err() {
-                return; // The gateway is gone.
-            }
+        if !tocsin_channel::forward_events(&events, &device, || clock.now(), || la.poll_event())
+            .await
+        {
+            return; // The gateway is gone.
         }
         // 4. timeout
         let deadline = [
